@@ -1,0 +1,1 @@
+"""Proposal backends behind one protocol."""

@@ -1,0 +1,58 @@
+"""Shared fixtures: one prepared `stdlib` per test session, worktree copies of trainer/, runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """ARX_DATA_DIR with `stdlib` prepared once for the whole session (about 7 s)."""
+    path = Path(os.environ.get("ARX_TEST_DATA_DIR") or tmp_path_factory.mktemp("data"))
+    env = dict(os.environ, ARX_DATA_DIR=str(path))
+    subprocess.run([sys.executable, "-m", "trainer.prepare", "--dataset", "stdlib"], cwd=ROOT, env=env, check=True, capture_output=True)
+    os.environ["ARX_DATA_DIR"] = str(path)
+    return path
+
+
+def copy_trainer(dest: Path) -> Path:
+    """A throwaway worktree holding a copy of trainer/, for tests that edit the research code."""
+    shutil.copytree(ROOT / "trainer", dest / "trainer", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def edit_constant(worktree: Path, name: str, value: str, file: str = "train.py") -> None:
+    path = worktree / "trainer" / file
+    lines = path.read_text().splitlines()
+    hits = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+    assert len(hits) == 1, f"{name} not found once in {file}"
+    lines[hits[0]] = f"{name} = {value}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_module(module: str, cwd: Path, env: dict, args: list[str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *(args or [])], cwd=cwd, env=dict(os.environ, **env), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def worktree(tmp_path) -> Path:
+    return copy_trainer(tmp_path / "wt")
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_dir, tmp_path_factory) -> Path:
+    """One real 3-second training run of the checkout's trainer, evaluated by the sealed evaluator."""
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_module("trainer.train", ROOT, {"ARX_RUN_DIR": str(run_dir), "ARX_BUDGET_S": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_module("trainer.evaluate", ROOT, {}, ["--run-dir", str(run_dir), "--worktree", str(ROOT)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir

@@ -1,0 +1,74 @@
+"""Schedules must reach the optimizers: read back what they used, and check what they did."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_map
+
+from trainer import train
+
+
+def one_update(frac: float, grad_value: float = 0.0):
+    """A fresh optimizer at `frac` of the budget, one update of a matrix, embedding, head, scalar."""
+    params = {
+        "blocks": [{"w": mx.ones((4, 4))}],
+        "wte": {"weight": mx.ones((5, 4))},
+        "lm_head": {"weight": mx.ones((5, 4))},
+        "resid_lambdas": mx.ones((2,)),
+    }
+    opt = train.build_optimizer()
+    opt.init(params)
+    train.apply_schedule(opt, frac)
+    grads = tree_map(lambda p: mx.full(p.shape, grad_value), params)
+    new = opt.apply_gradients(grads, params)
+    mx.eval(new, opt.state)
+    return opt, params, new
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.3, 0.6, 0.9])
+def test_weight_decay_and_lr_act_inside_muon(frac):
+    s = train.schedule(frac)
+    _, params, new = one_update(frac)  # zero gradient: the only change is decoupled weight decay
+    shrink = 1 - np.array(new["blocks"][0]["w"])
+    np.testing.assert_allclose(shrink, s["matrix_lr"] * s["weight_decay"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.05, 0.5])
+def test_momentum_acts_inside_muon(frac):
+    opt, _, _ = one_update(frac, grad_value=1.0)
+    v = np.array(opt.optimizers[0].state["blocks"][0]["w"]["v"])
+    np.testing.assert_allclose(v, 1 - train.schedule(frac)["momentum"], rtol=1e-5)  # v = (1 - m) g from v = 0
+
+
+@pytest.mark.parametrize("frac", [0.2, 0.75, 0.95])
+def test_adamw_lrs_act(frac):
+    s = train.schedule(frac)
+    _, params, new = one_update(frac, grad_value=1.0)
+    # bias-corrected AdamW's first step moves every weight by lr (g / |g|), as in PyTorch
+    np.testing.assert_allclose(1 - np.array(new["wte"]["weight"]), s["embedding_lr"], rtol=1e-4)
+    np.testing.assert_allclose(1 - np.array(new["lm_head"]["weight"]), s["unembedding_lr"], rtol=1e-4)
+    np.testing.assert_allclose(1 - np.array(new["resid_lambdas"]), s["scalar_lr"], rtol=1e-4)
+
+
+def test_schedule_shape():
+    assert train.schedule(0.0)["momentum"] == pytest.approx(train.MOMENTUM_START)
+    assert train.schedule(0.5)["momentum"] == pytest.approx(train.MOMENTUM_END)
+    assert train.schedule(0.2)["matrix_lr"] == pytest.approx(train.MATRIX_LR)
+    assert train.schedule(0.75)["matrix_lr"] == pytest.approx(train.MATRIX_LR * 0.5)
+    assert train.schedule(1.0)["matrix_lr"] == pytest.approx(train.MATRIX_LR * train.FINAL_LR_FRAC)
+    assert train.schedule(0.5)["weight_decay"] == pytest.approx(train.WEIGHT_DECAY / 2)
+
+
+def test_a_real_run_traces_its_schedule(trained_run):
+    """train.json's trace is read back from the optimizers during a real, time-budgeted run."""
+    trace = json.loads((trained_run / "train.json").read_text())["schedule_trace"]
+    assert len(trace) >= 3
+    for point in trace:
+        want = train.schedule(point["frac"])
+        for key in ("matrix_lr", "embedding_lr", "momentum", "weight_decay"):
+            assert point[key] == pytest.approx(want[key], rel=1e-5), (key, point)
+    assert trace[-1]["frac"] > 0.5 and trace[-1]["weight_decay"] < trace[0]["weight_decay"]

@@ -1,0 +1,1 @@
+"""The research target: an MLX GPT trainer, its data pipeline and its sealed evaluator."""

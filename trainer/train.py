@@ -1,0 +1,410 @@
+"""A small GPT trained for a fixed time budget. The model program edits this file.
+
+    ARX_RUN_DIR=state/runs/try ARX_BUDGET_S=60 python -m trainer.train
+
+The architecture is the autoresearch/nanochat baseline: value embeddings gated into alternate
+layers, rotary positions, RMS-normalised queries and keys, parameter-free RMSNorm, ReLU^2 MLP,
+logit soft-cap, zero-initialised output projections, an untied head. Attention is causal in every
+layer and scaled by 1/sqrt(head_dim). Muon trains the hidden matrices, AdamW the rest; every
+schedule follows the elapsed fraction of the time budget and is written into the optimizers.
+
+Environment: ARX_RUN_DIR (outputs), ARX_BUDGET_S (training seconds, default 300), ARX_DATASET
+(default stdlib), ARX_SEED (default 0). Exit 0 on success, 3 on a non-finite loss, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map
+
+from . import data_sources, prepare
+
+GPU = mx.metal.is_available() or mx.cuda.is_available()
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters (GPU value if GPU else CPU value)
+# ---------------------------------------------------------------------------------------------
+DEPTH = 4 if GPU else 2  # transformer blocks
+MODEL_DIM = 256 if GPU else 128  # residual width
+HEAD_DIM = 128 if GPU else 32  # width of one attention head
+KV_HEAD_RATIO = 1  # query heads per key/value head (grouped-query attention when > 1)
+MLP_RATIO = 4  # MLP hidden width / MODEL_DIM
+WINDOW_PATTERN = "SSSL"  # per layer, cycled: S = short sliding window, L = full context
+SHORT_WINDOW_FRAC = 0.5  # short window as a fraction of SEQ_LEN
+VE_GATE_CHANNELS = 32  # channels of the residual that gate the value embeddings
+LOGIT_SOFTCAP = 15.0  # logits = cap * tanh(logits / cap)
+ROPE_BASE = 10000.0
+
+SEQ_LEN = 2048 if GPU else 256  # tokens per row
+DEVICE_BATCH = 32 if GPU else 16  # rows per micro-batch
+TOTAL_BATCH_TOKENS = 2**16 if GPU else 2**12  # tokens per optimizer step (gradient accumulation)
+
+EMBEDDING_LR = 0.6  # AdamW, token and value embeddings
+UNEMBEDDING_LR = 0.004  # AdamW, output head
+SCALAR_LR = 0.5  # AdamW, per-layer residual scalars
+MATRIX_LR = 0.04  # Muon, hidden matrices
+ADAM_BETA1 = 0.8
+ADAM_BETA2 = 0.95
+WEIGHT_DECAY = 0.2  # Muon, decoupled, decays linearly to 0 over the budget
+WARMUP_FRAC = 0.0  # LR warmup, fraction of the budget
+WARMDOWN_FRAC = 0.5  # LR linear decay at the end, fraction of the budget
+FINAL_LR_FRAC = 0.0  # LR at the end / peak LR
+MOMENTUM_START = 0.85  # Muon momentum ramps from here ...
+MOMENTUM_END = 0.95  # ... to here ...
+MOMENTUM_RAMP_FRAC = 0.1  # ... over this fraction of the budget
+COMPILE = True  # mx.compile the forward/backward pass
+PRINT_EVERY_S = 1.0  # progress line interval (the watchdog treats silence as a stall)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+def norm(x: mx.array) -> mx.array:
+    return mx.fast.rms_norm(x, None, 1e-6)
+
+
+def has_value_embedding(layer: int, depth: int) -> bool:
+    return layer % 2 == (depth - 1) % 2
+
+
+def window_sizes(config: dict) -> list[int]:
+    """Attention window per layer; the last layer always sees the whole context."""
+    short = max(1, int(config["seq_len"] * config["short_window_frac"]))
+    pattern = config["window_pattern"]
+    sizes = [short if pattern[i % len(pattern)] == "S" else config["seq_len"] for i in range(config["depth"])]
+    sizes[-1] = config["seq_len"]
+    return sizes
+
+
+def attention_mask(seq_len: int, window: int) -> mx.array | str:
+    """Causal mask, banded to `window` keys. Full windows use MLX's built-in causal mask."""
+    if window >= seq_len:
+        return "causal"
+    i = mx.arange(seq_len)[:, None]
+    j = mx.arange(seq_len)[None, :]
+    return (j <= i) & (i - j < window)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: dict, layer: int):
+        super().__init__()
+        dim, self.head_dim = config["model_dim"], config["head_dim"]
+        self.n_head = dim // self.head_dim
+        self.n_kv_head = self.n_head // config["kv_head_ratio"]
+        self.c_q = nn.Linear(dim, self.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(dim, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(dim, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = nn.Linear(self.n_head * self.head_dim, dim, bias=False)
+        if has_value_embedding(layer, config["depth"]):
+            self.ve_gate = nn.Linear(config["ve_gate_channels"], self.n_kv_head, bias=False)
+        self.rope_base = config["rope_base"]
+
+    def __call__(self, x: mx.array, ve: mx.array | None, mask) -> mx.array:
+        B, T, _ = x.shape
+        heads = lambda t, n: t.reshape(B, T, n, self.head_dim).transpose(0, 2, 1, 3)  # noqa: E731
+        q = heads(self.c_q(x), self.n_head)
+        k = heads(self.c_k(x), self.n_kv_head)
+        v = heads(self.c_v(x), self.n_kv_head)
+        if ve is not None:
+            gate = 2 * mx.sigmoid(self.ve_gate(x[..., : self.ve_gate.weight.shape[1]]))  # [B, T, kv]
+            v = v + gate.transpose(0, 2, 1)[..., None] * heads(ve, self.n_kv_head)
+        q = norm(mx.fast.rope(q, self.head_dim, traditional=False, base=self.rope_base, scale=1.0, offset=0))
+        k = norm(mx.fast.rope(k, self.head_dim, traditional=False, base=self.rope_base, scale=1.0, offset=0))
+        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim), mask=mask)
+        return self.c_proj(y.transpose(0, 2, 1, 3).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.c_fc = nn.Linear(config["model_dim"], config["mlp_ratio"] * config["model_dim"], bias=False)
+        self.c_proj = nn.Linear(config["mlp_ratio"] * config["model_dim"], config["model_dim"], bias=False)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.c_proj(mx.square(nn.relu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: dict, layer: int):
+        super().__init__()
+        self.attn = Attention(config, layer)
+        self.mlp = MLP(config)
+
+    def __call__(self, x: mx.array, ve: mx.array | None, mask) -> mx.array:
+        x = x + self.attn(norm(x), ve, mask)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: dict):
+        super().__init__()
+        object.__setattr__(self, "config", dict(config))  # a plain attribute: an assigned dict would join the parameters
+        depth, dim, vocab = config["depth"], config["model_dim"], config["vocab_size"]
+        kv_dim = dim // config["kv_head_ratio"]
+        self.wte = nn.Embedding(vocab, dim)
+        self.value_embeds = {f"layer{i}": nn.Embedding(vocab, kv_dim) for i in range(depth) if has_value_embedding(i, depth)}
+        self.blocks = [Block(config, i) for i in range(depth)]
+        self.resid_lambdas = mx.ones((depth,))
+        self.x0_lambdas = mx.full((depth,), 0.1)
+        self.lm_head = nn.Linear(dim, vocab, bias=False)
+
+    def __call__(self, idx: mx.array) -> mx.array:
+        T = idx.shape[1]
+        masks = [attention_mask(T, min(w, T)) for w in window_sizes(self.config)]
+        x = x0 = norm(self.wte(idx))
+        for i, block in enumerate(self.blocks):
+            x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            ve = self.value_embeds[f"layer{i}"](idx) if f"layer{i}" in self.value_embeds else None
+            x = block(x, ve, masks[i])
+        logits = self.lm_head(norm(x))
+        cap = self.config["logit_softcap"]
+        return cap * mx.tanh(logits / cap) if cap else logits
+
+
+def build_model(config: dict) -> GPT:
+    """The model for `config` (model_config.json), initialised as nanochat does."""
+    model = GPT(config)
+    dim = config["model_dim"]
+    bound = math.sqrt(3) * 0.5 * dim**-0.5
+    uniform = lambda w: mx.random.uniform(-bound, bound, w.shape)  # noqa: E731
+    model.wte.weight = mx.random.normal(model.wte.weight.shape)
+    model.lm_head.weight = 0.001 * mx.random.normal(model.lm_head.weight.shape)
+    for emb in model.value_embeds.values():
+        emb.weight = uniform(emb.weight)
+    for block in model.blocks:
+        for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+            lin.weight = uniform(lin.weight)
+        block.attn.c_proj.weight = mx.zeros_like(block.attn.c_proj.weight)
+        block.mlp.c_proj.weight = mx.zeros_like(block.mlp.c_proj.weight)
+        if "ve_gate" in block.attn:
+            block.attn.ve_gate.weight = mx.zeros_like(block.attn.ve_gate.weight)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and schedules
+# ---------------------------------------------------------------------------------------------
+class Muon(optim.Muon):
+    """MLX's Muon with decoupled weight decay (p -= lr * wd * p, as nanochat) instead of its L2
+    term, which orthogonalisation would mostly erase. Schedules write `learning_rate`,
+    `momentum` and `decoupled_weight_decay`; all three are read here at every update."""
+
+    def __init__(self, learning_rate: float, momentum: float, weight_decay: float):
+        super().__init__(learning_rate, momentum=momentum, weight_decay=0.0, nesterov=True)
+        self.decoupled_weight_decay = weight_decay
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        decay = self.learning_rate.astype(parameter.dtype) * self.decoupled_weight_decay * parameter
+        return super().apply_single(gradient, parameter, state) - decay
+
+
+def is_matrix(path: str, p: mx.array) -> bool:
+    return path.startswith("blocks.") and p.ndim == 2
+
+
+def is_embedding(path: str, p: mx.array) -> bool:
+    return path.startswith(("wte.", "value_embeds."))
+
+
+def is_head(path: str, p: mx.array) -> bool:
+    return path.startswith("lm_head.")
+
+
+def build_optimizer() -> optim.MultiOptimizer:
+    """Muon for hidden matrices; AdamW (bias-corrected, as in PyTorch) for embeddings, head, scalars."""
+    adam = lambda: optim.AdamW(0.0, betas=[ADAM_BETA1, ADAM_BETA2], eps=1e-10, weight_decay=0.0, bias_correction=True)  # noqa: E731
+    return optim.MultiOptimizer([Muon(MATRIX_LR, MOMENTUM_START, WEIGHT_DECAY), adam(), adam(), adam()], [is_matrix, is_embedding, is_head])
+
+
+def lr_multiplier(frac: float) -> float:
+    if frac < WARMUP_FRAC:
+        return frac / WARMUP_FRAC
+    if frac > 1 - WARMDOWN_FRAC:
+        return FINAL_LR_FRAC + (1 - FINAL_LR_FRAC) * max(0.0, 1 - frac) / WARMDOWN_FRAC
+    return 1.0
+
+
+def schedule(frac: float) -> dict:
+    """Every scheduled optimizer value at `frac` of the time budget."""
+    ramp = min(frac / MOMENTUM_RAMP_FRAC, 1.0) if MOMENTUM_RAMP_FRAC > 0 else 1.0
+    adam_scale = (MODEL_DIM / 768) ** -0.5  # AdamW LRs were tuned at width 768
+    m = lr_multiplier(frac)
+    return {
+        "matrix_lr": MATRIX_LR * m,
+        "embedding_lr": EMBEDDING_LR * adam_scale * m,
+        "unembedding_lr": UNEMBEDDING_LR * adam_scale * m,
+        "scalar_lr": SCALAR_LR * m,
+        "momentum": (1 - ramp) * MOMENTUM_START + ramp * MOMENTUM_END,
+        "weight_decay": WEIGHT_DECAY * (1 - frac),
+    }
+
+
+def apply_schedule(optimizer: optim.MultiOptimizer, frac: float) -> None:
+    s = schedule(frac)
+    muon, embed, head, scalar = optimizer.optimizers
+    muon.learning_rate = s["matrix_lr"]
+    muon.momentum = s["momentum"]
+    muon.decoupled_weight_decay = s["weight_decay"]
+    embed.learning_rate = s["embedding_lr"]
+    head.learning_rate = s["unembedding_lr"]
+    scalar.learning_rate = s["scalar_lr"]
+
+
+def optimizer_values(optimizer: optim.MultiOptimizer) -> dict:
+    """What the optimizers hold right now, read back from them (not from `schedule`)."""
+    muon, embed, head, scalar = optimizer.optimizers
+    return {
+        "matrix_lr": muon.learning_rate.item(),
+        "embedding_lr": embed.learning_rate.item(),
+        "unembedding_lr": head.learning_rate.item(),
+        "scalar_lr": scalar.learning_rate.item(),
+        "momentum": float(muon.momentum),
+        "weight_decay": float(muon.decoupled_weight_decay),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def model_config(vocab_size: int) -> dict:
+    return {
+        "vocab_size": vocab_size,
+        "depth": DEPTH,
+        "model_dim": MODEL_DIM,
+        "head_dim": HEAD_DIM,
+        "kv_head_ratio": KV_HEAD_RATIO,
+        "mlp_ratio": MLP_RATIO,
+        "window_pattern": WINDOW_PATTERN,
+        "short_window_frac": SHORT_WINDOW_FRAC,
+        "ve_gate_channels": VE_GATE_CHANNELS,
+        "logit_softcap": LOGIT_SOFTCAP,
+        "rope_base": ROPE_BASE,
+        "seq_len": SEQ_LEN,
+    }
+
+
+def peak_memory_mb() -> float:
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    return round(max(mx.get_peak_memory() / (1 << 20), rss if not GPU else 0.0), 1)
+
+
+def main() -> int:
+    t_launch = time.time()
+    run_dir = Path(os.environ.get("ARX_RUN_DIR", "state/runs/manual"))
+    budget = float(os.environ.get("ARX_BUDGET_S", "300"))
+    dataset = os.environ.get("ARX_DATASET", "stdlib")
+    seed = int(os.environ.get("ARX_SEED", "0"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = prepare.prepared_dir(dataset)
+    except data_sources.UnknownDataset as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not prepare.is_prepared(dataset):
+        print(f"error: dataset {dataset!r} is not prepared; run: python -m trainer.prepare --dataset {dataset}", file=sys.stderr)
+        return 2
+
+    tokens, offsets, meta = prepare.load_train_tokens(folder)
+    config = model_config(meta["vocab_size"])
+    mx.random.seed(seed)
+    model = build_model(config)
+    mx.eval(model.parameters())
+    num_params = sum(p.size for _, p in tree_flatten(model.parameters()))
+    optimizer = build_optimizer()
+    accum = max(1, TOTAL_BATCH_TOKENS // (DEVICE_BATCH * SEQ_LEN))
+    loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed)
+
+    def loss_fn(x, y):
+        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    grad_fn = nn.value_and_grad(model, loss_fn)
+    if COMPILE:  # weights are inputs of the compiled graph, never frozen constants
+        grad_fn = mx.compile(grad_fn, inputs=model.state, outputs=model.state)
+
+    def train_step() -> mx.array:
+        total_loss, total_grads = None, None
+        for _ in range(accum):
+            x, y = next(loader)
+            loss, grads = grad_fn(mx.array(x), mx.array(y))
+            total_loss = loss if total_loss is None else total_loss + loss
+            total_grads = grads if total_grads is None else tree_map(mx.add, total_grads, grads)
+        if accum > 1:
+            total_grads = tree_map(lambda g: g / accum, total_grads)
+        optimizer.update(model, total_grads)
+        return total_loss / accum
+
+    print(f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget {budget:g}s; grad accum {accum}", flush=True)
+    status, step, training_s, startup_s = "ok", 0, 0.0, time.time() - t_launch
+    smooth, trace, last_print, last_traced = 0.0, [], 0.0, -1.0
+    while training_s < budget:
+        frac = training_s / budget
+        apply_schedule(optimizer, frac)
+        t0 = time.time()
+        loss = train_step()
+        mx.eval(loss, model.parameters(), optimizer.state)
+        loss_value = loss.item()
+        dt = time.time() - t0
+        if step == 0:
+            startup_s += dt  # the first step compiles; it counts as startup, not training
+        else:
+            training_s += dt
+        step += 1
+        if not math.isfinite(loss_value):
+            status = "nan"
+            print(f"step {step} | loss {loss_value} | non-finite loss, stopping", flush=True)
+            break
+        smooth = 0.9 * smooth + 0.1 * loss_value
+        if frac - last_traced >= 0.1 or step == 1:
+            trace.append({"step": step, "frac": frac} | optimizer_values(optimizer))
+            last_traced = frac
+        if time.time() - last_print >= PRINT_EVERY_S:
+            tok_s = (step - 1) * TOTAL_BATCH_TOKENS / training_s if training_s else 0.0
+            lr = schedule(frac)["matrix_lr"]
+            print(f"step {step} | loss {loss_value:.3f} | lr {lr:.4f} | tok/s {tok_s:,.0f} | {training_s:.1f}/{budget:g}s", flush=True)
+            last_print = time.time()
+
+    trained_tokens = max(0, step - 1) * TOTAL_BATCH_TOKENS
+    info = {
+        "status": status,
+        "steps": step,
+        "tokens": step * TOTAL_BATCH_TOKENS,
+        "tok_per_sec": round(trained_tokens / training_s, 1) if training_s else 0.0,
+        "training_seconds": round(training_s, 3),
+        "startup_seconds": round(startup_s, 3),
+        "peak_memory_mb": peak_memory_mb(),
+        "num_params": int(num_params),
+        "final_loss": round(smooth / (1 - 0.9**step), 6) if step and status == "ok" else None,
+        "config": config | {"device_batch": DEVICE_BATCH, "total_batch_tokens": TOTAL_BATCH_TOKENS, "grad_accum": accum, "compile": COMPILE},
+        "schedule_trace": trace,
+        "dataset": dataset,
+        "data_dir": str(folder),
+        "seed": seed,
+        "backend": "gpu" if GPU else "cpu",
+    }
+    if status == "ok":
+        mx.save_safetensors(str(run_dir / "model.safetensors"), dict(tree_flatten(model.parameters())))
+        (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))
+        shutil.copy(folder / "tokenizer.json", run_dir / "tokenizer.json")
+    (run_dir / "train.json").write_text(json.dumps(info, indent=2))
+    print(f"done: {step} steps, {info['tok_per_sec']:,.0f} tok/s, final loss {info['final_loss']}, {info['peak_memory_mb']} MB peak", flush=True)
+    return 0 if status == "ok" else 3
+
+
+if __name__ == "__main__":
+    from . import blas
+
+    blas.reexec_with_openblas()
+    sys.exit(main())
