@@ -1,0 +1,483 @@
+"""The campaign loop (DESIGN.md §2): propose, check, commit, train, evaluate, decide, record.
+
+Every transition is committed to the ledger before the next step starts, so a `kill -9` at any
+moment loses at most the run in flight; `recover` marks it `interrupted`, reaps its processes and
+resets the worktree to the branch head, which only ever holds kept commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits, ProposalContext, TransientAgentError
+
+from . import ledger, policy, runner, slots, worktree
+from .ledger import Campaign, LlmCall, Run, utcnow
+from .programs import PROGRAMS, ROOT, StatePaths, out_of_scope
+
+HEARTBEAT_S = 5.0
+BACKOFF_START_S = 5.0
+BACKOFF_MAX_S = 300.0
+MAX_BASELINE_FAILURES = 3
+HISTORY_ERROR_LINES = 20
+
+
+@dataclass
+class Settings:
+    state_dir: Path
+    program: str
+    tag: str
+    dataset: str = "stdlib"
+    budget_s: float = 300.0
+    max_experiments: int | None = None
+    max_cost_usd: float | None = None
+    slots: int = 1
+    seed: int = 0
+    startup_grace_s: float = 180.0
+    stall_s: float = 120.0
+    memory_mb: float | None = None
+    eval_timeout_s: float = 600.0
+    policy: policy.Policy = field(default_factory=policy.Policy)
+    repo: Path = ROOT  # the repository campaigns branch from (tests use a scratch copy)
+
+    def limits_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("budget_s", "max_experiments", "max_cost_usd", "slots", "seed", "startup_grace_s", "stall_s", "memory_mb", "eval_timeout_s")} | {"policy": self.policy.to_dict()}
+
+
+class StopCampaign(Exception):
+    """Ends the loop cleanly with a reason (a limit reached, a stop asked for)."""
+
+
+class CampaignLoop:
+    def __init__(self, settings: Settings, campaign: Campaign, agent: Agent):
+        self.s = settings
+        self.paths = StatePaths(settings.state_dir, settings.program, settings.tag)
+        self.program = PROGRAMS[settings.program]
+        self.campaign = campaign
+        self.agent = agent
+        self.repo = worktree.open_repo(settings.repo)
+        self.wt = worktree.ensure_worktree(self.repo, Path(campaign.worktree), campaign.branch, campaign.base_commit)
+        self.stop_requested = threading.Event()
+        self.db = self.paths.db
+
+    # ------------------------------------------------------------------ ledger helpers
+    def event(self, kind: str, message: str, run: Run | None = None) -> None:
+        ledger.log_event(self.db, self.campaign.id, kind, message, run.id if run else None)
+        print(f"[{time.strftime('%H:%M:%S')}] {kind}: {message}", flush=True)
+
+    def save(self, *rows) -> None:
+        ledger.save(self.db, *rows)
+
+    def runs(self) -> list[Run]:
+        return ledger.campaign_runs(self.db, self.campaign.id)
+
+    def update_campaign(self, **fields) -> None:
+        with ledger.session(self.db) as s:
+            row = s.get(Campaign, self.campaign.id)
+            for k, v in fields.items():
+                setattr(row, k, v)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            self.campaign = row
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> str:
+        """Run until a stop condition; returns the stop reason."""
+        self.update_campaign(status="running", pid=os.getpid(), heartbeat_at=utcnow(), stop_reason=None, note=None)
+        beat = threading.Thread(target=self.heartbeat, daemon=True)
+        beat.start()
+        self.recover()
+        reason = "stopped"
+        try:
+            while True:
+                if self.stop_requested.is_set():
+                    raise StopCampaign("stopped by request")
+                self.step()
+        except StopCampaign as e:
+            reason = str(e)
+        except AgentPaused as e:
+            self.update_campaign(status="paused", stop_reason=str(e), note=str(e))
+            self.event("paused", str(e))
+            return str(e)
+        finally:
+            self.stop_requested.set()
+        self.update_campaign(status="stopped", stop_reason=reason, note=None)
+        self.event("stopped", reason)
+        return reason
+
+    def heartbeat(self) -> None:
+        while not self.stop_requested.wait(HEARTBEAT_S):
+            try:
+                with ledger.session(self.db) as s:
+                    row = s.get(Campaign, self.campaign.id)
+                    row.heartbeat_at = utcnow()
+                    s.add(row)
+                    s.commit()
+            except Exception as e:  # a busy database must not kill the heartbeat thread
+                print(f"heartbeat: {e}", file=sys.stderr, flush=True)
+
+    def recover(self) -> None:
+        """Runs left mid-flight by a dead daemon become `interrupted`; their processes are reaped."""
+        for run in self.runs():
+            if run.status in ledger.ACTIVE_RUN_STATUSES:
+                if run.pid and psutil.pid_exists(run.pid):
+                    runner.kill_group(run.pid)
+                was = run.status
+                run.status, run.ended_at = "interrupted", utcnow()
+                run.decision_reason = f"interrupted while {was} (daemon restarted)"
+                self.save(run)
+                self.event("recovered", f"run #{run.seq} was {was}; marked interrupted", run)
+        worktree.reset_hard(self.wt, self.kept_head())
+
+    # ------------------------------------------------------------------ state derived from the ledger
+    def champion(self) -> Run | None:
+        if self.campaign.best_run_id is None:
+            return None
+        with ledger.session(self.db) as s:
+            return s.get(Run, self.campaign.best_run_id)
+
+    def kept_head(self) -> str:
+        champ = self.champion()
+        return champ.commit if champ else self.campaign.base_commit
+
+    def measurements(self, commit: str) -> list[Run]:
+        return [r for r in self.runs() if r.commit == commit and r.val_bpb is not None and r.status == "keep"]
+
+    def champion_stats(self) -> tuple[float, float | None]:
+        runs = self.measurements(self.kept_head())
+        tok = [r.tok_per_sec for r in runs if r.tok_per_sec]
+        return statistics.fmean(r.val_bpb for r in runs), (statistics.fmean(tok) if tok else None)
+
+    def refresh_sigma(self) -> float:
+        groups: dict[str, list[float]] = {}
+        for r in self.runs():
+            if r.val_bpb is not None and r.status in ("keep", "discard") and r.commit:
+                groups.setdefault(r.commit, []).append(r.val_bpb)
+        sigma = policy.pooled_sigma(list(groups.values()))
+        self.update_campaign(noise_sigma=sigma)
+        return sigma
+
+    def next_seq(self) -> int:
+        runs = self.runs()
+        return max((r.seq for r in runs), default=0) + 1
+
+    def hardware(self) -> dict:
+        from trainer import blas  # no MLX import: the orchestrator never loads MLX
+
+        info = {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "blas": blas.find_openblas(),
+        }
+        champ = self.champion()
+        if champ and champ.run_dir and (Path(champ.run_dir) / "train.json").exists():
+            info["backend"] = json.loads((Path(champ.run_dir) / "train.json").read_text()).get("backend")
+            info["tok_per_sec"] = champ.tok_per_sec
+        return info
+
+    # ------------------------------------------------------------------ one step of the loop
+    def step(self) -> None:
+        runs = self.runs()
+        baselines = [r for r in runs if r.kind == "baseline"]
+        measured = [r for r in baselines if r.val_bpb is not None]
+        if len(measured) < self.s.policy.baseline_runs:
+            if sum(r.status in ("crash", "timeout", "invalid") for r in baselines) >= MAX_BASELINE_FAILURES:
+                raise StopCampaign(f"the unchanged baseline failed {MAX_BASELINE_FAILURES} times: {baselines[-1].error or baselines[-1].decision_reason}")
+            self.measure_baseline(len(measured) + 1)
+            return
+        experiments = [r for r in runs if r.kind == "experiment"]
+        if self.s.max_experiments is not None and len(experiments) >= self.s.max_experiments:
+            raise StopCampaign(f"reached --max-experiments {self.s.max_experiments}")
+        cost = ledger.campaign_cost(self.db, self.campaign.id)
+        if self.s.max_cost_usd is not None and cost >= self.s.max_cost_usd:
+            raise StopCampaign(f"reached --max-cost-usd {self.s.max_cost_usd} (spent ${cost:.2f})")
+        keeps = [r for r in runs if r.kind == "experiment" and r.status == "keep"]
+        last_remeasure = max((r.id for r in runs if r.kind == "remeasure"), default=0)
+        recent_keeps = [r for r in keeps if r.id > last_remeasure]
+        if self.s.policy.remeasure_every and len(recent_keeps) >= self.s.policy.remeasure_every:
+            self.remeasure_champion()
+            return
+        self.experiment(cost)
+
+    def new_run(self, kind: str, description: str, commit: str | None = None, rerun_of: int | None = None, status: str = "proposed") -> Run:
+        seq = self.next_seq()
+        run = Run(
+            campaign_id=self.campaign.id,
+            seq=seq,
+            kind=kind,
+            parent_commit=self.kept_head(),
+            commit=commit,
+            description=description,
+            rerun_of=rerun_of,
+            status=status,
+            hardware=json.dumps(self.hardware()),
+            run_dir=str(self.paths.run_dir(seq)),
+        )
+        self.save(run)
+        return run
+
+    def finish(self, run: Run, status: str, reason: str, error: str | None = None) -> None:
+        run.status, run.decision_reason, run.ended_at = status, reason, utcnow()
+        if error is not None:
+            run.error = error
+        run.total_seconds = (run.ended_at - run.started_at).total_seconds()
+        self.save(run)
+        self.event(status, f"#{run.seq} {run.description}: {reason}", run)
+        if status != "keep":
+            self.drop_checkpoint(run)
+
+    def drop_checkpoint(self, run: Run) -> None:
+        """Checkpoints of runs that were not kept are deleted; logs and json stay."""
+        if run.run_dir:
+            (Path(run.run_dir) / "model.safetensors").unlink(missing_ok=True)
+
+    def measure_baseline(self, n: int) -> None:
+        head = self.kept_head()
+        run = self.new_run("baseline", f"baseline {n}/{self.s.policy.baseline_runs} (unchanged code)", commit=head)
+        if self.measure(run):
+            if self.campaign.best_run_id is None:
+                self.update_campaign(best_run_id=run.id)
+            self.finish(run, "keep", f"baseline {n}/{self.s.policy.baseline_runs}: val_bpb {run.val_bpb:.4f}")
+            sigma = self.refresh_sigma()
+            if n == self.s.policy.baseline_runs:
+                self.event("baseline", f"best {self.champion_stats()[0]:.4f}, noise sigma {sigma:.4f}")
+
+    def remeasure_champion(self) -> None:
+        champ = self.champion()
+        run = self.new_run("remeasure", f"re-measure champion #{champ.seq}: {champ.description}", commit=champ.commit, rerun_of=champ.id)
+        if self.measure(run):
+            self.finish(run, "keep", f"champion re-measured: val_bpb {run.val_bpb:.4f}")
+            self.refresh_sigma()
+
+    # ------------------------------------------------------------------ an experiment
+    def experiment(self, cost_so_far: float) -> None:
+        run = self.new_run("experiment", "(proposing)")
+        self.event("propose", f"#{run.seq}: asking the {self.agent.name} agent")
+        try:
+            proposal = self.propose(run, cost_so_far)
+        except NoEdits as e:
+            worktree.reset_hard(self.wt, self.kept_head())
+            return self.finish(run, "rejected", f"no edits: {e}")
+        except Abandoned as e:
+            worktree.reset_hard(self.wt, self.kept_head())
+            return self.finish(run, "rejected", f"abandoned: {e}")
+        except (CostLimitReached, StopCampaign, AgentPaused) as e:
+            worktree.reset_hard(self.wt, self.kept_head())
+            self.finish(run, "interrupted", str(e) or type(e).__name__)
+            if isinstance(e, AgentPaused):
+                raise
+            raise StopCampaign(str(e)) from e
+        run.description, run.hypothesis = proposal.description.strip()[:500] or "(no description)", proposal.hypothesis
+        changed = worktree.changed_files(self.wt)
+        run.diff = worktree.diff(self.wt)
+        self.save(run)
+        if not changed:
+            worktree.reset_hard(self.wt, self.kept_head())
+            return self.finish(run, "rejected", "the proposal changed no file")
+        outside = out_of_scope(self.program, changed)
+        if outside:
+            worktree.reset_hard(self.wt, self.kept_head())
+            return self.finish(run, "rejected", f"edits outside the {self.program.name} program's files: {', '.join(outside)}")
+        duplicate = next((r for r in self.runs() if r.id != run.id and r.diff == run.diff and r.parent_commit == run.parent_commit), None)
+        if duplicate:
+            worktree.reset_hard(self.wt, self.kept_head())
+            return self.finish(run, "rejected", f"same change as run #{duplicate.seq}")
+        run.commit = worktree.commit_all(self.wt, run.description)
+        self.save(run)
+        if not self.measure(run):
+            worktree.reset_hard(self.wt, self.kept_head())
+            return
+        self.decide(run)
+
+    def propose(self, run: Run, cost_so_far: float):
+        """Ask the agent, backing off on transient failures, and once more if it made no edits."""
+        delay = BACKOFF_START_S
+        retry_note = None
+        while True:
+            ctx = self.context(run, cost_so_far, retry_note)
+            try:
+                proposal = self.agent.propose(ctx)
+                self.update_campaign(note=None)
+                if not worktree.changed_files(self.wt):
+                    raise NoEdits("the agent submitted without editing a file")
+                return proposal
+            except NoEdits:
+                if retry_note is not None:
+                    raise
+                retry_note = "Your previous proposal changed no file. Edit an editable file, then call submit_experiment."
+                worktree.reset_hard(self.wt, self.kept_head())
+            except TransientAgentError as e:
+                wait = delay * (0.8 + 0.4 * random.random())
+                self.update_campaign(note=f"agent error, retrying in {wait:.0f}s: {e}")
+                self.event("backoff", f"{e}; retrying in {wait:.0f}s", run)
+                worktree.reset_hard(self.wt, self.kept_head())
+                if self.stop_requested.wait(wait):
+                    raise StopCampaign("stopped by request") from e
+                delay = min(delay * 2, BACKOFF_MAX_S)
+            cost_so_far = ledger.campaign_cost(self.db, self.campaign.id)
+
+    def context(self, run: Run, cost_so_far: float, retry_note: str | None) -> ProposalContext:
+        runs = [r for r in self.runs() if r.id != run.id]
+        best, _ = self.champion_stats()
+        champ = self.champion()
+        history = []
+        for r in runs:
+            item = {"seq": r.seq, "kind": r.kind, "status": r.status, "val_bpb": r.val_bpb, "delta": (r.val_bpb - best) if r.val_bpb is not None else None, "description": r.description, "decision_reason": r.decision_reason}
+            if r.status in ("crash", "timeout", "invalid") and r.error:
+                item["error_tail"] = "\n".join(r.error.splitlines()[-HISTORY_ERROR_LINES:])
+            history.append(item)
+        failures = [r for r in runs if r.status in ("crash", "timeout", "invalid")]
+
+        def record(call: dict) -> None:
+            self.save(LlmCall(campaign_id=self.campaign.id, run_id=run.id, **call))
+
+        return ProposalContext(
+            program=self.program.name,
+            worktree=Path(self.campaign.worktree),
+            editable=list(self.program.editable),
+            readable=list(self.program.readable),
+            history=history,
+            best={"seq": champ.seq, "val_bpb": best, "tok_per_sec": champ.tok_per_sec, "description": champ.description} if champ else None,
+            last_failure_tail=failures[-1].error if failures else None,
+            budget_s=self.s.budget_s,
+            hardware=self.hardware(),
+            seq=run.seq,
+            seed=self.s.seed,
+            record_call=record,
+            cost_left_usd=(self.s.max_cost_usd - cost_so_far) if self.s.max_cost_usd is not None else None,
+            retry_note=retry_note,
+        )
+
+    def decide(self, run: Run) -> None:
+        """Keep, discard, or re-run a marginal candidate and decide on the mean."""
+        measured = [run]
+        while True:
+            best, best_tok = self.champion_stats()
+            tok = [r.tok_per_sec for r in measured if r.tok_per_sec]
+            d = policy.decide(self.s.policy, [r.val_bpb for r in measured], statistics.fmean(tok) if tok else None, best, best_tok, self.campaign.noise_sigma or 0.0)
+            if d.verdict != "rerun":
+                break
+            self.event("rerun", f"#{run.seq}: {d.reason}", run)
+            again = self.new_run("rerun", f"re-run of #{run.seq}: {run.description}", commit=run.commit, rerun_of=run.id, status="proposed")
+            again.parent_commit = run.parent_commit
+            if not self.measure(again):
+                d = policy.Decision("discard", f"a re-run failed ({again.status}); not kept")
+                break
+            measured.append(again)
+        for extra in measured[1:]:
+            self.finish(extra, d.verdict, f"re-run of #{run.seq}: {d.verdict}")
+        if d.verdict == "keep":
+            self.update_campaign(best_run_id=run.id)
+        else:
+            worktree.reset_hard(self.wt, run.parent_commit)
+        self.finish(run, d.verdict, d.reason)
+        self.refresh_sigma()
+
+    # ------------------------------------------------------------------ train and evaluate one commit
+    def measure(self, run: Run) -> bool:
+        """Prepare (data program), train and evaluate `run`'s commit; False if it did not yield a score."""
+        run_dir = Path(run.run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        try:
+            with slots.trainer_slot(self.s.state_dir, self.s.slots, self.stop_requested.is_set, lambda: self.event("slot", f"#{run.seq} waiting for a free trainer slot", run)):
+                return self._measure(run, run_dir)
+        except slots.Stopped:
+            self.finish(run, "interrupted", "stopped while waiting for a trainer slot")
+            raise StopCampaign("stopped by request") from None
+
+    def _measure(self, run: Run, run_dir: Path) -> bool:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ARX_RUN_DIR")}
+        env |= {"ARX_RUN_DIR": str(run_dir), "ARX_BUDGET_S": f"{self.s.budget_s:g}", "ARX_DATASET": self.campaign.dataset, "ARX_SEED": str(self.s.seed), "PYTHONUNBUFFERED": "1"}
+        wt = Path(self.campaign.worktree)
+        train_limits = runner.Limits(self.s.budget_s + self.s.startup_grace_s, self.s.stall_s, self.s.memory_mb)
+
+        def on_start(pid: int) -> None:
+            run.pid = pid
+            self.save(run)
+
+        if self.program.name == "data":
+            run.status = "training"
+            self.save(run)
+            out = runner.run_watched([sys.executable, "-m", "trainer.prepare", "--dataset", self.campaign.dataset], wt, env, run_dir / "prepare.log", runner.Limits(self.s.eval_timeout_s * 2, self.s.stall_s * 5, self.s.memory_mb), self.stop_requested.is_set, on_start)
+            if not out.ok:
+                return self.failed(run, out, "prepare")
+
+        run.status = "training"
+        self.save(run)
+        out = runner.run_watched([sys.executable, "-m", "trainer.train"], wt, env, run_dir / "train.log", train_limits, self.stop_requested.is_set, on_start)
+        if not out.ok:
+            return self.failed(run, out, "training")
+        try:
+            info = json.loads((run_dir / "train.json").read_text())
+            for key in ("steps", "tokens", "tok_per_sec", "training_seconds", "peak_memory_mb", "num_params"):
+                setattr(run, key, info[key])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            run.pid = None
+            self.finish(run, "crash", f"training exited 0 without a valid train.json ({type(e).__name__}: {e})", out.log_tail)
+            return False
+
+        run.status = "evaluating"
+        self.save(run)
+        cmd = [sys.executable, "-m", "trainer.evaluate", "--run-dir", str(run_dir), "--worktree", str(wt)]
+        out = runner.run_watched(cmd, ROOT, env, run_dir / "eval.log", runner.Limits(self.s.eval_timeout_s, self.s.stall_s * 5, self.s.memory_mb), self.stop_requested.is_set, on_start)
+        run.pid = None
+        if not out.ok:
+            return self.failed(run, out, "evaluation")
+        result = json.loads((run_dir / "eval.json").read_text())
+        run.eval_seconds = result.get("eval_seconds")
+        if result.get("status") != "ok":
+            self.finish(run, "invalid", result.get("error", "evaluation marked the run invalid"))
+            return False
+        if self.campaign.val_sha256 is None:
+            self.update_campaign(val_sha256=result["val_sha256"], test_sha256=result["test_sha256"])
+            self.event("pinned", f"evaluation data pinned: val {result['val_sha256'][:12]}, test {result['test_sha256'][:12]}", run)
+        elif (result["val_sha256"], result["test_sha256"]) != (self.campaign.val_sha256, self.campaign.test_sha256):
+            self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
+            return False
+        run.val_bpb, run.test_bpb = result["val_bpb"], result["test_bpb"]
+        self.save(run)
+        self.event("measured", f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} ({run.tok_per_sec:,.0f} tok/s)", run)
+        return True
+
+    def failed(self, run: Run, out: runner.Outcome, phase: str) -> bool:
+        run.pid, run.exit_code = None, out.exit_code
+        if out.reason == "stopped":
+            self.finish(run, "interrupted", f"stopped during {phase}")
+            raise StopCampaign("stopped by request")
+        if out.reason in ("deadline", "stall"):
+            status, why = "timeout", f"{phase} {out.detail}"
+        elif out.reason == "memory":
+            status, why = "crash", f"{phase} {out.detail}"
+        elif phase == "training" and out.exit_code == 3:
+            status, why = "crash", "training stopped on a non-finite loss (exit 3)"
+        else:
+            status, why = "crash", f"{phase} exited with code {out.exit_code}"
+        self.finish(run, status, why, out.log_tail)
+        return False
+
+
+def install_signal_handlers(loop: CampaignLoop) -> None:
+    """SIGTERM/SIGINT ask the loop to stop: the run in flight is aborted and marked interrupted."""
+
+    def handler(signum, _frame):
+        loop.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,183 @@
+"""Starting, detaching, finding and stopping campaign daemons.
+
+A running campaign holds an exclusive file lock (`state/locks/<program>-<tag>.lock`) for its whole
+life, so "is it running?" is answered by the kernel, not by a pid that may have been reused:
+a daemon killed with -9 drops its lock at once and a new `start` resumes the campaign.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import ledger, slots, worktree
+from .campaign import CampaignLoop, Settings, install_signal_handlers
+from .ledger import Campaign
+from .programs import PROGRAMS, ROOT, StatePaths
+
+DETACH_CONFIRM_S = 15.0
+STOP_WAIT_S = 60.0
+
+
+class UserError(Exception):
+    """Bad input or state: one clear line for the user, exit code 2."""
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ARX_STATE_DIR") or ROOT / "state")
+
+
+def is_running(paths: StatePaths) -> int | None:
+    """The pid of the daemon running this campaign, or None."""
+    return slots.holder(paths.lock)
+
+
+def campaign_state(state_dir: Path, campaign: Campaign) -> str:
+    """running, paused, stopped, or dead (marked running but nobody holds its lock)."""
+    alive = is_running(StatePaths(state_dir, campaign.program, campaign.tag)) is not None
+    if alive:
+        return "running"
+    if campaign.status == "running":
+        return "dead"
+    return campaign.status
+
+
+def check_prepared(dataset: str) -> None:
+    """Prepare the embedded `stdlib` if needed; any other dataset must be prepared by the user."""
+    found = subprocess.run([sys.executable, "-m", "trainer.prepare", "--dataset", dataset, "--path"], cwd=ROOT, capture_output=True, text=True)
+    if found.returncode != 0:
+        raise UserError(found.stderr.strip().removeprefix("error: "))
+    if (Path(found.stdout.strip()) / "meta.json").exists():
+        return
+    if dataset != "stdlib":
+        raise UserError(f"dataset {dataset!r} is not prepared; run: uv run python -m trainer.prepare --dataset {dataset}")
+    print("preparing the embedded stdlib dataset (once, about 10 s)...", flush=True)
+    if subprocess.run([sys.executable, "-m", "trainer.prepare", "--dataset", dataset], cwd=ROOT).returncode != 0:
+        raise UserError("preparing stdlib failed (see above)")
+
+
+def open_campaign(settings: Settings, agent_name: str, llm_model: str | None, base: str | None) -> Campaign:
+    """The campaign row for (program, tag): resumed if it exists, else created with its worktree."""
+    paths = StatePaths(settings.state_dir, settings.program, settings.tag)
+    program = PROGRAMS[settings.program]
+    existing = ledger.find_campaign(paths.db, settings.program, settings.tag)
+    if existing:
+        if existing.budget_s != settings.budget_s or existing.dataset != settings.dataset:
+            print(f"note: resuming {paths.name} with its original budget {existing.budget_s:g}s and dataset {existing.dataset} (flags ignored)", flush=True)
+        settings.budget_s, settings.dataset = existing.budget_s, existing.dataset
+        existing.agent, existing.llm_model = agent_name, llm_model
+        ledger.save(paths.db, existing)
+        return existing
+    repo = worktree.open_repo(settings.repo)
+    dirty = worktree.dirty_paths(repo, [*program.editable, *program.readable])
+    if dirty:
+        raise UserError(f"uncommitted changes in {', '.join(dirty)}; commit or stash them first (campaigns branch from a commit)")
+    branch = program.branch(settings.tag)
+    if branch in repo.heads:
+        raise UserError(f"branch {branch} exists but no campaign in {paths.db} owns it; delete the branch or pick another --tag")
+    try:
+        base_commit = repo.commit(base or "HEAD").hexsha
+    except Exception as e:
+        raise UserError(f"cannot resolve --base {base!r}: {e}") from e
+    campaign = Campaign(
+        tag=settings.tag,
+        program=settings.program,
+        branch=branch,
+        worktree=str(paths.worktree.resolve()),
+        base_commit=base_commit,
+        agent=agent_name,
+        llm_model=llm_model,
+        dataset=settings.dataset,
+        budget_s=settings.budget_s,
+        settings=json.dumps(settings.limits_dict()),
+    )
+    ledger.save(paths.db, campaign)
+    worktree.ensure_worktree(repo, paths.worktree, branch, base_commit)
+    return campaign
+
+
+def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
+    """Hold the campaign lock and run the loop in this process until it stops."""
+    paths = StatePaths(settings.state_dir, settings.program, settings.tag)
+    lock = slots.try_lock(paths.lock)
+    if lock is None:
+        raise UserError(already_running(paths))
+    try:
+        check_prepared(settings.dataset)
+        agent = make_agent()
+        campaign = open_campaign(settings, agent.name, agent.model, base)
+        loop = CampaignLoop(settings, campaign, agent)
+        install_signal_handlers(loop)
+        print(f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, budget {settings.budget_s:g}s, pid {os.getpid()}", flush=True)
+        reason = loop.run()
+        print(f"campaign {paths.name} ended: {reason}", flush=True)
+        return 0
+    finally:
+        lock.close()
+
+
+def already_running(paths: StatePaths) -> str:
+    pid = is_running(paths)
+    return f"campaign {paths.name} is already running (pid {pid}); stop it with: arx-daemon stop --program {paths.program} --tag {paths.tag}"
+
+
+def detach(settings: Settings, argv: list[str]) -> int:
+    """Re-run this command with --foreground in a new session, logging to state/logs/."""
+    paths = StatePaths(settings.state_dir, settings.program, settings.tag)
+    if is_running(paths):
+        raise UserError(already_running(paths))
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.log, "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *argv, "--foreground"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + DETACH_CONFIRM_S
+    while time.time() < deadline:
+        if is_running(paths) == child.pid:
+            print(f"started {paths.name} in the background (pid {child.pid})")
+            print(f"  follow it:  tail -f {paths.log}")
+            print("  check it:   arx-daemon status")
+            print(f"  stop it:    arx-daemon stop --program {settings.program} --tag {settings.tag}")
+            return 0
+        if child.poll() is not None:
+            print(f"error: the daemon exited at once (code {child.returncode}); its log says:", file=sys.stderr)
+            print(open(paths.log, errors="replace").read()[-2000:], file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"started pid {child.pid}, still starting up; follow it with: tail -f {paths.log}")
+    return 0
+
+
+def stop(state_dir: Path, tag: str | None, program: str | None, wait_s: float = STOP_WAIT_S) -> list[str]:
+    """Ask every matching running campaign to stop and wait for each to let go of its lock."""
+    from sqlmodel import select
+
+    db = StatePaths(state_dir, "x", "x").db
+    if not db.exists():
+        return []
+    with ledger.session(db) as s:
+        query = select(Campaign)
+        if tag:
+            query = query.where(Campaign.tag == tag)
+        if program:
+            query = query.where(Campaign.program == program)
+        campaigns = list(s.exec(query))
+    messages = []
+    for c in campaigns:
+        paths = StatePaths(state_dir, c.program, c.tag)
+        pid = is_running(paths)
+        if pid is None:
+            if c.status == "running":
+                c.status, c.stop_reason = "stopped", "found dead by stop"
+                ledger.save(db, c)
+                messages.append(f"{paths.name} was not running (its daemon had died); marked stopped")
+            continue
+        os.kill(pid, signal.SIGTERM)
+        end = time.time() + wait_s
+        while time.time() < end and is_running(paths):
+            time.sleep(0.2)
+        messages.append(f"{paths.name} stopped (pid {pid})" if not is_running(paths) else f"{paths.name} (pid {pid}) is still stopping")
+    return messages

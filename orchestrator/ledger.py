@@ -1,0 +1,199 @@
+"""The ledger: every campaign, run, LLM call and event in SQLite (`state/experiments.db`).
+
+Users query this file by hand, so table and column names are plain and stable; schema changes
+are forward migrations keyed on `PRAGMA user_version`, never a deleted database. WAL mode and a
+busy timeout let any number of readers (status, sqlite3, notebooks) work while daemons write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+BUSY_TIMEOUT_MS = 30_000
+ACTIVE_RUN_STATUSES = ("proposed", "training", "evaluating")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    tag: str = Field(index=True)
+    program: str
+    branch: str
+    worktree: str
+    base_commit: str
+    agent: str
+    llm_model: str | None = None
+    dataset: str
+    budget_s: float
+    status: str = "created"  # created, running, paused, stopped, finished
+    pid: int | None = None
+    heartbeat_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    best_run_id: int | None = None
+    val_sha256: str | None = None
+    test_sha256: str | None = None
+    noise_sigma: float | None = None
+    stop_reason: str | None = None
+    note: str | None = None  # what the campaign is doing or waiting for right now (backoff, pause)
+    settings: str = "{}"  # JSON: the policy and limits the campaign was started with
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    seq: int
+    kind: str = "experiment"  # baseline, experiment, rerun (of a marginal candidate), remeasure (of the champion)
+    parent_commit: str | None = None
+    commit: str | None = None
+    description: str | None = None
+    hypothesis: str | None = None
+    diff: str | None = None
+    status: str = "proposed"
+    val_bpb: float | None = None
+    test_bpb: float | None = None
+    training_seconds: float | None = None
+    eval_seconds: float | None = None
+    total_seconds: float | None = None
+    steps: int | None = None
+    tokens: int | None = None
+    tok_per_sec: float | None = None
+    peak_memory_mb: float | None = None
+    num_params: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    decision_reason: str | None = None
+    rerun_of: int | None = None
+    hardware: str | None = None
+    pid: int | None = None  # the trainer's process group while it runs, to reap it after a crash
+    run_dir: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+
+
+class LlmCall(SQLModel, table=True):
+    __tablename__ = "llm_call"
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    status: str = "ok"
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    run_id: int | None = None
+    at: datetime = Field(default_factory=utcnow)
+    kind: str
+    message: str
+
+
+EXPERIMENTS_VIEW = """
+CREATE VIEW IF NOT EXISTS experiments AS
+SELECT r.id AS run_id, c.tag, c.program, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb,
+       r.tok_per_sec, r.peak_memory_mb, r.training_seconds, r.num_params, r.description,
+       r.decision_reason, r."commit", r.rerun_of, r.error, r.started_at, r.ended_at,
+       c.agent, c.llm_model, c.dataset, c.branch, r.campaign_id
+FROM run r JOIN campaign c ON c.id = r.campaign_id
+"""
+
+
+def _v1(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn)
+    conn.execute(text(EXPERIMENTS_VIEW))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_run_campaign_seq ON run (campaign_id, seq)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1]  # append; never edit a released step
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+_engines: dict[str, Engine] = {}
+
+
+def engine(db_path: Path) -> Engine:
+    """The engine of one database file, migrated to the current schema."""
+    key = str(Path(db_path).resolve())
+    if key not in _engines:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_engine(f"sqlite:///{key}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        sa_event.listen(eng, "connect", _pragmas)
+        migrate(eng)
+        _engines[key] = eng
+    return _engines[key]
+
+
+def migrate(eng: Engine) -> int:
+    with eng.begin() as conn:
+        version = conn.execute(text("PRAGMA user_version")).scalar() or 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema v{version} is newer than this arx (v{SCHEMA_VERSION}); upgrade arx")
+        for step in range(version, SCHEMA_VERSION):
+            MIGRATIONS[step](conn)
+            conn.execute(text(f"PRAGMA user_version={step + 1}"))
+    return SCHEMA_VERSION
+
+
+def session(db_path: Path) -> Session:
+    return Session(engine(db_path), expire_on_commit=False)
+
+
+def save(db_path: Path, *rows: SQLModel) -> None:
+    """Commit rows now: every transition is durable before the next step starts."""
+    with session(db_path) as s:
+        for row in rows:
+            s.add(row)
+        s.commit()
+        for row in rows:
+            s.refresh(row)
+
+
+def log_event(db_path: Path, campaign_id: int | None, kind: str, message: str, run_id: int | None = None) -> None:
+    save(db_path, Event(campaign_id=campaign_id, run_id=run_id, kind=kind, message=message))
+
+
+def find_campaign(db_path: Path, program: str, tag: str) -> Campaign | None:
+    with session(db_path) as s:
+        return s.exec(select(Campaign).where(Campaign.program == program, Campaign.tag == tag)).first()
+
+
+def campaign_runs(db_path: Path, campaign_id: int) -> list[Run]:
+    with session(db_path) as s:
+        return list(s.exec(select(Run).where(Run.campaign_id == campaign_id).order_by(Run.seq, Run.id)))
+
+
+def campaign_cost(db_path: Path, campaign_id: int) -> float:
+    with session(db_path) as s:
+        return float(s.exec(text("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = :c").bindparams(c=campaign_id)).scalar())
+
+
+def settings_of(campaign: Campaign) -> dict:
+    return json.loads(campaign.settings or "{}")

@@ -1,0 +1,69 @@
+"""The two research programs, the paths a campaign uses, and the checks on what a proposal touched."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the daemon's own checkout: its evaluator is the sealed one
+LOCKED = ("trainer/evaluate.py", "trainer/blas.py", "trainer/__init__.py")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    branch_prefix: str
+    editable: tuple[str, ...]
+    readable: tuple[str, ...]
+
+    def branch(self, tag: str) -> str:
+        return f"{self.branch_prefix}/{tag}"
+
+
+PROGRAMS = {
+    "model": Program("model", "autoresearch", ("trainer/train.py",), ("trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py")),
+    "data": Program("data", "autoresearch-data", ("trainer/prepare.py", "trainer/data_sources.py"), ("trainer/train.py", "trainer/evaluate.py")),
+}
+
+
+def out_of_scope(program: Program, changed: list[str]) -> list[str]:
+    """Changed files the program may not touch; locked files always count."""
+    return [f for f in changed if f not in program.editable or f in LOCKED]
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where one campaign keeps its files inside the state directory."""
+
+    state: Path
+    program: str
+    tag: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.program}-{self.tag}"
+
+    @property
+    def db(self) -> Path:
+        return self.state / "experiments.db"
+
+    @property
+    def worktree(self) -> Path:
+        return self.state / "worktrees" / self.name
+
+    @property
+    def runs(self) -> Path:
+        return self.state / "runs" / self.name
+
+    @property
+    def log(self) -> Path:
+        return self.state / "logs" / f"{self.name}.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "locks" / f"{self.name}.lock"
+
+    def run_dir(self, seq: int) -> Path:
+        return self.runs / f"{seq:04d}"

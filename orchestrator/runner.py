@@ -1,0 +1,165 @@
+"""The watchdog: run one child (trainer, prepare, evaluator) so that it cannot outlive its welcome.
+
+The child gets its own process group (and, on Linux, dies with the daemon through
+PR_SET_PDEATHSIG). It is stopped, SIGTERM then SIGKILL to the whole group, on a hard deadline,
+on silence longer than `stall_s`, when its process tree's RSS passes `rss_mb`, or when the daemon
+is asked to stop. Output goes line by line to a log file whose tail comes back in the result.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+TERM_GRACE_S = 5.0
+POLL_S = 0.2
+TAIL_LINES = 50
+
+
+@dataclass
+class Limits:
+    deadline_s: float
+    stall_s: float = 120.0
+    rss_mb: float | None = None
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None
+    reason: str | None  # None when the child ended by itself; else deadline, stall, memory, stopped
+    seconds: float
+    log_tail: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and self.exit_code == 0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGKILL it if the daemon dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def tree_rss_mb(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / (1 << 20)
+
+
+def kill_group(pgid: int, grace_s: float = TERM_GRACE_S) -> None:
+    """SIGTERM the group, wait, then SIGKILL whatever is left (including strays that left it)."""
+    try:
+        strays = psutil.Process(pgid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        strays = []
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        end = time.time() + wait
+        while time.time() < end and group_alive(pgid):
+            time.sleep(0.05)
+        if not group_alive(pgid):
+            break
+    for p in strays:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie leader still "exists"; count only live members
+    for p in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(p.info["pid"]) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def run_watched(
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    limits: Limits,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_start: Callable[[int], None] = lambda pid: None,
+) -> Outcome:
+    """Run `cmd` to completion or until a limit trips; never returns with the child alive."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    last_output = [started]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        on_start(proc.pid)
+
+        def pump() -> None:
+            for line in iter(proc.stdout.readline, b""):
+                log.write(line)
+                log.flush()
+                last_output[0] = time.time()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        reason, detail = None, ""
+        while proc.poll() is None:
+            now = time.time()
+            if now - started > limits.deadline_s:
+                reason, detail = "deadline", f"ran past its hard deadline of {limits.deadline_s:.0f}s"
+            elif now - last_output[0] > limits.stall_s:
+                reason, detail = "stall", f"printed nothing for {limits.stall_s:.0f}s"
+            elif limits.rss_mb and (rss := tree_rss_mb(proc.pid)) > limits.rss_mb:
+                reason, detail = "memory", f"process tree RSS {rss:.0f} MB passed the cap of {limits.rss_mb:.0f} MB"
+            elif should_stop():
+                reason, detail = "stopped", "stopped by request"
+            if reason:
+                kill_group(proc.pid)
+                break
+            time.sleep(POLL_S)
+        exit_code = proc.wait()
+        kill_group(proc.pid, grace_s=0.5)  # anything the child left behind in its group
+        reader.join(timeout=5)
+        if reason:
+            log.write(f"\n[arx watchdog] {detail}\n".encode())
+    return Outcome(exit_code=exit_code, reason=reason, seconds=time.time() - started, log_tail=tail(log_path), detail=detail)

@@ -1,0 +1,73 @@
+"""Git for campaigns (GitPython): one worktree and branch per campaign, never the user's checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+
+ARX_AUTHOR = git.Actor("arx", "arx@localhost")
+
+
+class GitError(Exception):
+    pass
+
+
+def open_repo(path: Path) -> git.Repo:
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
+        raise GitError(f"{path} is not inside a git repository") from e
+
+
+def dirty_paths(repo: git.Repo, paths: list[str]) -> list[str]:
+    """Which of `paths` have uncommitted changes (staged, unstaged or untracked)."""
+    changed = {d.a_path for d in repo.index.diff(None)} | {d.a_path for d in repo.index.diff("HEAD")} if repo.head.is_valid() else set()
+    changed |= set(repo.untracked_files)
+    return sorted(p for p in paths if p in changed)
+
+
+def ensure_worktree(repo: git.Repo, path: Path, branch: str, base: str) -> git.Repo:
+    """The campaign's worktree on `branch`, created from `base` the first time."""
+    path = path.resolve()
+    if (path / ".git").exists():
+        return git.Repo(path)
+    repo.git.worktree("prune")
+    if branch in repo.heads:
+        repo.git.worktree("add", str(path), branch)
+    else:
+        repo.git.worktree("add", "-b", branch, str(path), base)
+    return git.Repo(path)
+
+
+def head(wt: git.Repo) -> str:
+    return wt.head.commit.hexsha
+
+
+def reset_hard(wt: git.Repo, commit: str) -> None:
+    """Back to `commit` exactly: tracked edits reverted, untracked (not ignored) files removed."""
+    wt.git.reset("--hard", commit)
+    wt.git.clean("-fdq")
+
+
+def changed_files(wt: git.Repo) -> list[str]:
+    """Files the working tree changes against HEAD, new untracked files included."""
+    wt.git.add("-A", "--intent-to-add")
+    return sorted(set(wt.git.diff("HEAD", "--name-only").split()))
+
+
+def diff(wt: git.Repo) -> str:
+    wt.git.add("-A", "--intent-to-add")
+    return wt.git.diff("HEAD")
+
+
+def commit_all(wt: git.Repo, message: str) -> str:
+    """Commit everything as arx, whatever the user's git identity or signing settings."""
+    wt.git.add("-A")
+    wt.git.execute(["git", "-c", f"user.name={ARX_AUTHOR.name}", "-c", f"user.email={ARX_AUTHOR.email}", "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message])
+    return head(wt)
+
+
+def branch_commits(repo: git.Repo, branch: str, base: str) -> list[str]:
+    """Commits on `branch` since `base`, oldest first."""
+    return [c.hexsha for c in reversed(list(repo.iter_commits(f"{base}..{branch}")))]
