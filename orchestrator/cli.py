@@ -18,6 +18,7 @@ from . import daemon
 from .campaign import Settings
 from .policy import Policy
 from .programs import PROGRAMS, TAG_PATTERN
+from .worktree import GitError
 
 app = typer.Typer(help="arx: a daemon that does ML research by itself.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -97,7 +98,7 @@ def start(
         if not foreground:
             raise typer.Exit(daemon.detach(settings, sys.argv[1:]))
         code = daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds), base)
-    except daemon.UserError as e:
+    except (daemon.UserError, GitError) as e:
         fail(str(e))
     raise typer.Exit(code)
 

@@ -56,3 +56,27 @@ def trained_run(data_dir, tmp_path_factory) -> Path:
     result = run_module("trainer.evaluate", ROOT, {}, ["--run-dir", str(run_dir), "--worktree", str(ROOT)])
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
+
+
+PROJECT_FILES = ["trainer", "orchestrator", "agents", "prompts", "pyproject.toml", ".gitignore"]
+
+
+def make_repo(dest: Path) -> Path:
+    """A scratch git repository holding this checkout's code, so campaigns never branch the real one."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "scratch copy"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return make_repo(tmp_path / "repo")

@@ -1,0 +1,178 @@
+"""The daemon end to end: the real CLI, the real trainer on `stdlib`, budgets of a few seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import psutil
+import pytest
+
+from conftest import make_repo
+
+STATE = "state"
+
+
+def arx(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rows(repo: Path, sql: str, *params) -> list[tuple]:
+    con = sqlite3.connect(repo / STATE / "experiments.db", timeout=10)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.2):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            value = predicate()
+        except sqlite3.Error:
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def training_run(repo: Path) -> tuple | None:
+    found = rows(repo, "SELECT id, seq, pid FROM run WHERE status = 'training' AND pid IS NOT NULL")
+    return found[0] if found else None
+
+
+def branch_commits(repo: Path, branch: str) -> set[str]:
+    r = git.Repo(repo)
+    return {c.hexsha for c in r.iter_commits(f"main..{branch}")}
+
+
+def worktree_is_clean(repo: Path, name: str) -> bool:
+    wt = git.Repo(repo / STATE / "worktrees" / name)
+    return not wt.is_dirty(untracked_files=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one clear line, non-zero exit (fast)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--program", "vision", "--tag", "x"], "unknown program 'vision'"),
+        (["--program", "model", "--tag", "bad tag!"], "bad tag"),
+        (["--program", "model", "--tag", "x", "--budget", "-5"], "--budget must be a positive number"),
+        (["--program", "model", "--tag", "x", "--agent", "gpt"], "unknown agent"),
+    ],
+)
+def test_bad_flags(repo, args, message):
+    result = arx(repo, "start", *args, "--foreground")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_not_a_git_repository(tmp_path, data_dir):
+    repo = make_repo(tmp_path / "r")
+    subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
+    result = arx(repo, "start", "--program", "model", "--tag", "x", "--foreground")
+    assert result.returncode == 2 and "not inside a git repository" in result.stderr
+
+
+def test_uncommitted_editable_files(repo, data_dir):
+    (repo / "trainer" / "train.py").write_text((repo / "trainer" / "train.py").read_text() + "\n# local edit\n")
+    result = arx(repo, "start", "--program", "model", "--tag", "x", "--foreground")
+    assert result.returncode == 2 and "uncommitted changes in trainer/train.py" in result.stderr
+
+
+def test_unprepared_dataset_names_the_fix(repo, tmp_path):
+    env_data = os.environ.get("ARX_DATA_DIR")
+    os.environ["ARX_DATA_DIR"] = str(tmp_path / "empty")
+    try:
+        result = arx(repo, "start", "--program", "model", "--tag", "x", "--dataset", "climbmix", "--foreground")
+    finally:
+        if env_data is not None:
+            os.environ["ARX_DATA_DIR"] = env_data
+    assert result.returncode == 2 and "python -m trainer.prepare --dataset climbmix" in result.stderr
+
+
+def test_stop_with_nothing_running(repo):
+    result = arx(repo, "stop", "--tag", "nothing")
+    assert result.returncode == 0 and "no running campaign" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end (slow)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_offline_campaign_end_to_end(repo, data_dir):
+    result = arx(repo, "start", "--program", "model", "--tag", "e2e", "--budget", "3", "--max-experiments", "3", "--baseline-runs", "1", "--foreground")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OFFLINE agent" in result.stdout and "reached --max-experiments 3" in result.stdout
+    runs = rows(repo, "SELECT seq, kind, status, val_bpb, test_bpb, tok_per_sec, decision_reason, \"commit\", description, diff FROM run ORDER BY seq")
+    experiments = [r for r in runs if r[1] == "experiment"]
+    assert len(experiments) == 3 and [r[0] for r in runs] == list(range(1, len(runs) + 1))
+    on_branch = branch_commits(repo, "autoresearch/e2e")
+    for seq, kind, status, val, test, tok, reason, commit, description, diff in runs:
+        assert reason, f"run {seq} has no decision reason"
+        if status in ("keep", "discard"):
+            assert val and test and tok, f"run {seq} lacks metrics"
+        if kind == "experiment":
+            assert " -> " in description and diff.startswith("diff --git")
+            assert (commit in on_branch) == (status == "keep"), f"run {seq} ({status}) and the branch disagree"
+    assert len(on_branch) == sum(r[2] == "keep" for r in experiments)  # only kept commits
+    assert worktree_is_clean(repo, "model-e2e")
+    view = rows(repo, "SELECT COUNT(*) FROM experiments WHERE tag = 'e2e'")[0][0]
+    assert view == len(runs)
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume(repo, data_dir):
+    result = arx(repo, "start", "--program", "model", "--tag", "k9", "--budget", "30", "--baseline-runs", "1")
+    assert result.returncode == 0 and "started model-k9 in the background" in result.stdout, result.stderr
+    run_id, seq, trainer_pid = wait_for(lambda: training_run(repo))
+    daemon_pid = rows(repo, "SELECT pid FROM campaign WHERE tag = 'k9'")[0][0]
+    time.sleep(1)
+    os.kill(daemon_pid, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    status = arx(repo, "start", "--program", "model", "--tag", "k9", "--budget", "3", "--max-experiments", "1", "--baseline-runs", "1", "--foreground")
+    assert status.returncode == 0, status.stdout + status.stderr
+    runs = rows(repo, "SELECT id, seq, status, decision_reason FROM run ORDER BY seq")
+    killed = next(r for r in runs if r[0] == run_id)
+    assert killed[2] == "interrupted" and "daemon restarted" in killed[3]
+    assert [r[1] for r in runs] == list(range(1, len(runs) + 1)), "no run lost or duplicated"
+    assert any(r[1] > seq and r[2] in ("keep", "discard", "crash", "rejected") for r in runs), "the loop continued"
+    assert worktree_is_clean(repo, "model-k9")
+
+
+@pytest.mark.slow
+def test_stop_during_training(repo, data_dir):
+    assert arx(repo, "start", "--program", "model", "--tag", "st", "--budget", "60", "--baseline-runs", "1").returncode == 0
+    run_id, _, trainer_pid = wait_for(lambda: training_run(repo))
+    result = arx(repo, "stop", "--tag", "st")
+    assert result.returncode == 0 and "model-st stopped" in result.stdout
+    assert rows(repo, "SELECT status FROM run WHERE id = ?", run_id)[0][0] == "interrupted"
+    assert rows(repo, "SELECT status, stop_reason FROM campaign WHERE tag = 'st'")[0] == ("stopped", "stopped by request")
+    assert not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE
+    assert worktree_is_clean(repo, "model-st")
+
+
+@pytest.mark.slow
+def test_two_starts_of_one_campaign(repo, data_dir):
+    args = ["start", "--program", "model", "--tag", "twice", "--budget", "30", "--baseline-runs", "1", "--foreground"]
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    procs = [subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    wait_for(lambda: any(p.poll() is not None for p in procs), timeout=60)
+    loser = next(p for p in procs if p.poll() is not None)
+    assert loser.returncode == 2 and "already running" in loser.stderr.read()
+    later = arx(repo, *args[:-1])  # and a detached start while it runs
+    assert later.returncode == 2 and "already running" in later.stderr
+    assert arx(repo, "stop", "--tag", "twice").returncode == 0
+    for p in procs:
+        p.wait(timeout=60)

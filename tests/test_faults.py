@@ -1,0 +1,121 @@
+"""Faults, each a test: one real campaign (real trainer, real watchdog) fed misbehaving proposals.
+
+A scripted agent stands in for the LLM: it writes each fault into the worktree exactly as a
+careless or hostile agent could. The campaign runs once per module; each test reads its run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import git
+import pytest
+
+from agents.base import Abandoned, Proposal
+from conftest import make_repo
+from orchestrator import daemon, ledger
+from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator.policy import Policy
+
+
+def patch(path: str, old: str, new: str):
+    def edit(wt: Path) -> None:
+        file = wt / path
+        text = file.read_text()
+        assert old in text, f"{old!r} not in {path}"
+        file.write_text(text.replace(old, new, 1))
+
+    return edit
+
+
+def write(path: str, text: str):
+    return lambda wt: (wt / path).write_text(text)
+
+
+START = "    t_launch = time.time()\n"
+FAULTS = {
+    "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
+    "edited evaluate.py": patch("trainer/evaluate.py", "CAUSALITY_TOLERANCE = 1e-4", "CAUSALITY_TOLERANCE = 1e9"),
+    "hang": patch("trainer/train.py", START, START + "    time.sleep(600)\n"),
+    "memory": patch("trainer/train.py", START, START + "    hog = []\n    while True:\n        hog.append(bytearray(b'x' * (64 << 20)))\n        print('growing', flush=True)\n"),
+    "garbage": patch("trainer/train.py", START, START + "    print('#$%^ garbage'); return 0\n"),
+    "nan": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),
+    "non-causal": patch("trainer/train.py", '    if window >= seq_len:\n        return "causal"\n', "    return None  # sees the future\n"),
+    "same as before": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),
+}
+
+
+class ScriptedAgent:
+    name = "scripted"
+    model = None
+
+    def __init__(self, steps: dict):
+        self.steps = list(steps.items())
+
+    def propose(self, ctx) -> Proposal:
+        if not self.steps:
+            raise Abandoned("script finished")
+        description, edit = self.steps.pop(0)
+        edit(ctx.worktree)
+        return Proposal(description=description, hypothesis="a fault the daemon must survive")
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory, data_dir):
+    repo = make_repo(tmp_path_factory.mktemp("faults") / "repo")
+    settings = Settings(state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=8, memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo)
+    row = daemon.open_campaign(settings, "scripted", None, None)
+    reason = CampaignLoop(settings, row, ScriptedAgent(FAULTS)).run()
+    runs = {r.description: r for r in ledger.campaign_runs(settings.state_dir / "experiments.db", row.id)}
+    return {"repo": repo, "runs": runs, "reason": reason, "wt": Path(row.worktree)}
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_campaign_survives_every_fault(campaign):
+    assert campaign["reason"] == f"reached --max-experiments {len(FAULTS)}"
+    assert not git.Repo(campaign["wt"]).is_dirty(untracked_files=True)
+    assert len(list(git.Repo(campaign["repo"]).iter_commits("main..autoresearch/faults"))) == 0
+
+
+def test_edit_outside_scope_is_rejected(campaign):
+    run = campaign["runs"]["outside scope"]
+    assert run.status == "rejected" and "pyproject.toml" in run.decision_reason and run.commit is None
+
+
+def test_edited_evaluator_is_rejected(campaign):
+    run = campaign["runs"]["edited evaluate.py"]
+    assert run.status == "rejected" and "trainer/evaluate.py" in run.decision_reason
+
+
+def test_hanging_trainer_times_out(campaign):
+    run = campaign["runs"]["hang"]
+    assert run.status == "timeout" and "printed nothing" in run.decision_reason
+
+
+def test_memory_hog_is_killed(campaign):
+    run = campaign["runs"]["memory"]
+    assert run.status == "crash" and "RSS" in run.decision_reason and "growing" in run.error
+
+
+def test_garbage_without_train_json_is_a_crash(campaign):
+    run = campaign["runs"]["garbage"]
+    assert run.status == "crash" and "train.json" in run.decision_reason and "garbage" in run.error
+
+
+def test_nan_is_a_crash_with_its_reason(campaign):
+    run = campaign["runs"]["nan"]
+    assert run.status == "crash" and run.exit_code == 3 and "non-finite" in run.decision_reason
+    assert json.loads((Path(run.run_dir) / "train.json").read_text())["status"] == "nan"
+
+
+def test_non_causal_model_is_invalid(campaign):
+    run = campaign["runs"]["non-causal"]
+    assert run.status == "invalid" and "causality" in run.decision_reason and run.val_bpb is None
+
+
+def test_a_repeated_change_is_not_trained_twice(campaign):
+    run = campaign["runs"]["same as before"]
+    assert run.status == "rejected" and "same change as run" in run.decision_reason
