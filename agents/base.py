@@ -49,6 +49,8 @@ class ProposalContext:
     record_call: Callable[[dict], None] = lambda call: None  # writes one llm_call row
     cost_left_usd: float | None = None  # None: no limit
     retry_note: str | None = None  # set when the agent is asked again (e.g. after a proposal with no edits)
+    base_files: dict[str, str] = field(default_factory=dict)  # editable + readable files at the campaign's base commit
+    best_diff: str = ""  # how the current best differs from the base, in the editable files
 
 
 @dataclass

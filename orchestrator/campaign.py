@@ -362,7 +362,13 @@ class CampaignLoop:
             record_call=record,
             cost_left_usd=(self.s.max_cost_usd - cost_so_far) if self.s.max_cost_usd is not None else None,
             retry_note=retry_note,
+            base_files=self.base_files(),
+            best_diff=self.wt.git.diff(self.campaign.base_commit, "HEAD", "--", *self.program.editable),
         )
+
+    def base_files(self) -> dict[str, str]:
+        base = self.campaign.base_commit
+        return {p: self.repo.git.show(f"{base}:{p}") for p in (*self.program.editable, *self.program.readable)}
 
     def decide(self, run: Run) -> None:
         """Keep, discard, or re-run a marginal candidate and decide on the mean."""

@@ -40,6 +40,8 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
         from agents.offline import OfflineAgent
 
         return OfflineAgent(seed=seed)
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        raise daemon.UserError("--agent claude needs ANTHROPIC_API_KEY in the environment")
     from agents.claude import ClaudeAgent
 
     return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, max_rounds=max_rounds)

@@ -1,0 +1,188 @@
+"""The Claude agent through the real anthropic SDK, over HTTP, against a fake Messages API."""
+
+from __future__ import annotations
+
+import pytest
+
+import fake_anthropic as fa
+from agents import history, pricing
+from agents.base import Abandoned, AgentPaused, CostLimitReached, NoEdits, ProposalContext, TransientAgentError
+from agents.claude import ClaudeAgent, task_message
+
+TRAIN = "trainer/train.py"
+READABLE = ["trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py"]
+
+
+@pytest.fixture
+def server():
+    s = fa.FakeAnthropic()
+    yield s
+    s.close()
+
+
+def agent(server, monkeypatch, **kw) -> ClaudeAgent:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    return ClaudeAgent(**({"max_retries": 0, "timeout_s": 10} | kw))
+
+
+def context(worktree, calls=None, history_items=(), **over) -> ProposalContext:
+    files = {p: (worktree / p).read_text() for p in [TRAIN, *READABLE]}
+    ctx = ProposalContext(
+        program="model", worktree=worktree, editable=[TRAIN], readable=READABLE, history=list(history_items), best=None,
+        last_failure_tail=None, budget_s=60, hardware={"backend": "cpu", "cpu_count": 2}, seq=3, base_files=files,
+        record_call=(calls.append if calls is not None else (lambda c: None)),
+    )
+    for k, v in over.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
+    server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("MATRIX_LR 0.04 -> 0.05", "faster progress")]
+    calls = []
+    proposal = agent(server, monkeypatch).propose(context(worktree, calls))
+    assert proposal.description == "MATRIX_LR 0.04 -> 0.05" and proposal.hypothesis == "faster progress"
+    assert "MATRIX_LR = 0.05" in (worktree / TRAIN).read_text()
+    assert len(calls) == 2 and all(c["status"] == "ok" and c["cost_usd"] > 0 for c in calls)
+    first = server.requests[0]["body"]
+    assert first["model"] == pricing.DEFAULT_MODEL
+    assert [t.get("type", "custom") for t in first["tools"]] == ["text_editor_20250728", "custom"]
+    assert first["tools"][0]["name"] == "str_replace_based_edit_tool" and first["tools"][1]["name"] == "submit_experiment"
+    assert first["system"][-1]["cache_control"] == {"type": "ephemeral"} and "MATRIX_LR = 0.04" in first["system"][-1]["text"]
+    headers = server.requests[0]["headers"]
+    assert headers.get("x-api-key") == "sk-test" or headers.get("authorization") == "Bearer sk-test"
+    tool_result = server.requests[1]["body"]["messages"][-1]["content"][0]
+    assert tool_result["type"] == "tool_result" and not tool_result.get("is_error")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"command": "str_replace", "path": TRAIN, "old_str": "NOT THERE", "new_str": "x"}, "not found"),
+        ({"command": "str_replace", "path": TRAIN, "old_str": "import", "new_str": "x"}, "occurs"),
+        ({"command": "str_replace", "path": "trainer/evaluate.py", "old_str": "import", "new_str": "x"}, "may not edit"),
+        ({"command": "view", "path": "/etc/passwd"}, "may not view"),
+        ({"command": "str_replace", "path": TRAIN}, "malformed input"),
+        ({"command": "delete", "path": TRAIN}, "unknown command"),
+    ],
+)
+def test_tool_errors_go_back_to_the_model(server, worktree, monkeypatch, args, message):
+    bad = {"content": [fa.tool_use("str_replace_based_edit_tool", **args)], "stop_reason": "tool_use"}
+    server.script = [bad, fa.edit(TRAIN, "SCALAR_LR = 0.5", "SCALAR_LR = 0.4"), fa.submit("SCALAR_LR 0.5 -> 0.4")]
+    assert agent(server, monkeypatch).propose(context(worktree)).description == "SCALAR_LR 0.5 -> 0.4"
+    result = server.requests[1]["body"]["messages"][-1]["content"][0]
+    assert result["is_error"] is True and message in result["content"]
+    assert "import" in (worktree / "trainer/evaluate.py").read_text()
+
+
+@pytest.mark.parametrize("status", [429, 500, 529])
+def test_overload_and_server_errors_are_transient(server, worktree, monkeypatch, status):
+    server.script = [fa.error(status)]
+    calls = []
+    with pytest.raises(TransientAgentError, match=str(status)):
+        agent(server, monkeypatch).propose(context(worktree, calls))
+    assert calls[0]["status"] == "error" and str(status) in calls[0]["error"]
+
+
+def test_sdk_retries_before_the_daemon_backs_off(server, worktree, monkeypatch):
+    server.script = [fa.error(529, "overloaded_error"), fa.error(500), fa.edit(TRAIN, "SCALAR_LR = 0.5", "SCALAR_LR = 0.4"), fa.submit("SCALAR_LR 0.5 -> 0.4")]
+    assert agent(server, monkeypatch, max_retries=2).propose(context(worktree)).description == "SCALAR_LR 0.5 -> 0.4"
+    assert len(server.requests) == 4
+
+
+def test_timeout_is_transient(server, worktree, monkeypatch):
+    server.script = [{"delay": 3, **fa.submit("late")}]
+    with pytest.raises(TransientAgentError, match="Timeout"):
+        agent(server, monkeypatch, timeout_s=0.5).propose(context(worktree))
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_bad_key_pauses(server, worktree, monkeypatch, status):
+    server.script = [fa.error(status, "authentication_error", "invalid x-api-key")]
+    with pytest.raises(AgentPaused, match="ANTHROPIC_API_KEY"):
+        agent(server, monkeypatch).propose(context(worktree))
+
+
+def test_submit_without_edits(server, worktree, monkeypatch):
+    server.script = [fa.submit("nothing")]
+    with pytest.raises(NoEdits):
+        agent(server, monkeypatch).propose(context(worktree))
+
+
+def test_no_submit_within_the_round_limit(server, worktree, monkeypatch):
+    view = {"content": [fa.tool_use("str_replace_based_edit_tool", command="view", path=TRAIN)], "stop_reason": "tool_use"}
+    chat = {"content": [fa.text("Should I change the learning rate?")], "stop_reason": "end_turn"}
+    server.script = [view, chat]
+    with pytest.raises(Abandoned, match="2 tool rounds"):
+        agent(server, monkeypatch, max_rounds=2).propose(context(worktree))
+    assert server.requests[1]["body"]["messages"][-1]["content"][0]["type"] == "tool_result"
+
+
+def test_max_tokens_cut_off_is_handled(server, worktree, monkeypatch):
+    cut = {"content": [fa.text("Let me"), fa.tool_use("str_replace_based_edit_tool", command="str_replace", path=TRAIN, old_str="MATRIX_LR = 0.0")], "stop_reason": "max_tokens"}
+    server.script = [cut, fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.03"), fa.submit("MATRIX_LR 0.04 -> 0.03")]
+    assert agent(server, monkeypatch).propose(context(worktree)).description == "MATRIX_LR 0.04 -> 0.03"
+    result = server.requests[1]["body"]["messages"][-1]["content"][0]
+    assert result["is_error"] and "cut off" in result["content"]
+    assert "MATRIX_LR = 0.03" in (worktree / TRAIN).read_text()  # the cut-off call was not executed
+
+
+def test_cost_ceiling_stops_before_the_call(server, worktree, monkeypatch):
+    with pytest.raises(CostLimitReached):
+        agent(server, monkeypatch).propose(context(worktree, cost_left_usd=0.001))
+    assert server.requests == []
+
+
+def test_unknown_model_fails_at_once(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    with pytest.raises(KeyError, match="ARX_PRICING"):
+        ClaudeAgent(model="claude-imaginary-9")
+    monkeypatch.setenv("ARX_PRICING", '{"claude-imaginary-9": {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1}}')
+    assert ClaudeAgent(model="claude-imaginary-9").model == "claude-imaginary-9"
+
+
+def test_extended_thinking_is_requested(server, worktree, monkeypatch):
+    server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
+    agent(server, monkeypatch, thinking_tokens=2048).propose(context(worktree))
+    body = server.requests[0]["body"]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["max_tokens"] > 2048
+
+
+def fake_history(n: int) -> list[dict]:
+    ideas = ["raise MATRIX_LR", "deeper model with narrower MLP", "add a warmup of 5% of the budget", "QK-norm gain as a learned scalar", "halve TOTAL_BATCH_TOKENS"]
+    statuses = ["discard", "discard", "keep", "crash", "discard", "rejected"]
+    return [
+        {"seq": i, "kind": "experiment", "status": statuses[i % len(statuses)], "val_bpb": 2.5 - i * 1e-4, "delta": 0.01, "description": f"{ideas[i % len(ideas)]} (variant {i}) with a longer explanation of the reasoning", "decision_reason": "not better: val_bpb 2.51 vs best 2.50 (delta +0.0100, noise band 0.0050)", "error_tail": "Traceback...\nValueError: shapes" if i % 6 == 3 else None}
+        for i in range(1, n + 1)
+    ]
+
+
+def prompt_chars(worktree, n: int) -> int:
+    from agents.claude import files_block, program_prompt
+
+    ctx = context(worktree, history_items=fake_history(n))
+    return len(program_prompt(ctx)) + len(files_block(ctx)) + len(task_message(ctx))
+
+
+def test_prompt_stays_bounded_over_a_long_campaign(worktree):
+    at10, at200, at1000 = prompt_chars(worktree, 10), prompt_chars(worktree, 200), prompt_chars(worktree, 1000)
+    print(f"\nprompt chars: experiment 10 {at10:,}, 200 {at200:,} ({at200 / at10:.2f}x), 1000 {at1000:,} ({at1000 / at10:.2f}x)")
+    assert at200 <= 1.5 * at10 and at1000 <= 1.5 * at10
+    rendered = history.render(fake_history(200), None)
+    assert "- kept (32)" in rendered and "(variant 2)" in rendered  # kept ideas are always listed
+
+
+def test_prompt_cache_covers_most_input_from_the_second_call(server, worktree, monkeypatch):
+    script = []
+    for i in range(3):
+        script += [fa.edit(TRAIN, "MATRIX_LR = 0.04", f"MATRIX_LR = 0.0{i + 5}"), fa.submit(f"MATRIX_LR 0.04 -> 0.0{i + 5}")]
+    server.script = script
+    a = agent(server, monkeypatch)
+    original = (worktree / TRAIN).read_text()
+    for i in range(3):
+        (worktree / TRAIN).write_text(original)
+        a.propose(context(worktree, history_items=fake_history(10 + i)))
+    fractions = [u["cache_read_input_tokens"] / (u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"]) for u in server.usages]
+    print("\ncached fraction of input per call:", " ".join(f"{f:.0%}" for f in fractions))
+    assert fractions[0] == 0 and min(fractions[1:]) >= 0.70
