@@ -119,6 +119,260 @@ def stop(
         typer.echo("no running campaign matched")
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading the ledger
+# ---------------------------------------------------------------------------------------------
+def state_paths(state_dir: Optional[Path]) -> tuple[Path, Path]:
+    state = (state_dir or daemon.default_state_dir()).resolve()
+    return state, state / "experiments.db"
+
+
+def console():
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
+def duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def bpb(value: Optional[float]) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def table(headers: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    """A rich table on a terminal, tab-separated plain text when piped."""
+    out = console()
+    if not out.is_terminal:
+        print("\t".join(headers))
+        for row in rows:
+            print("\t".join(row))
+        return
+    from rich.table import Table
+
+    t = Table(*headers, title=title, header_style="bold")
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
+
+
+def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = ["campaign", "state", "agent", "now", "runs", "best val_bpb", "vs baseline", "test_bpb", "sigma", "spent", "last keep"]
+    out = []
+    for c in rows:
+        state = c["state"] + (f" ({c['reason']})" if c["reason"] and c["state"] != "running" else "")
+        if c["state"] == "running" and c["reason"]:
+            state += f": {c['reason']}"
+        f = c["in_flight"]
+        if f:
+            now = f"#{f['seq']} {f['phase']}"
+            if f["elapsed_s"] is not None:
+                now += f" {f['elapsed_s']:.0f}/{f['budget_s']:g}s"
+            if f["loss"] is not None:
+                now += f" loss {f['loss']:.3f} {f['tok_per_sec']:,.0f} tok/s"
+        else:
+            now = "-"
+        runs = " ".join(f"{k} {v}" for k, v in sorted(c["runs"].items()))
+        improvement = f"{-c['improvement']:+.4f}" if c["improvement"] is not None else "-"
+        agent = c["agent"] + (f" ({c['model']})" if c["model"] else "")
+        out.append([f"{c['program']}/{c['tag']}", state, agent, now, runs or "-", bpb(c["best_val_bpb"]), improvement, bpb(c["best_test_bpb"]), bpb(c["noise_sigma"]), f"${c['cost_usd']:.2f}", duration(c["since_last_keep_s"])])
+    return headers, out
+
+
+@app.command()
+def status(
+    tag: Optional[str] = typer.Option(None, help="only campaigns with this tag"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output (stable keys)"),
+    watch: bool = typer.Option(False, help="refresh every 2 seconds until Ctrl-C"),
+    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
+) -> None:
+    """What every campaign is doing: state, run in flight, best result, noise, cost."""
+    import json
+
+    from . import report
+
+    state, db = state_paths(state_dir)
+    try:
+        rows = report.status(db, state, tag)
+    except FileNotFoundError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no campaigns yet; start one: arx-daemon start --program model --tag NAME")
+        return
+    if not watch:
+        headers, lines = status_lines(rows)
+        table(headers, lines, title="arx campaigns")
+        return
+    import time
+
+    from rich.live import Live
+    from rich.table import Table
+
+    def render():
+        headers, lines = status_lines(report.status(db, state, tag))
+        t = Table(*headers, title=f"arx campaigns  (refreshed {time.strftime('%H:%M:%S')}, Ctrl-C to quit)", header_style="bold")
+        for line in lines:
+            t.add_row(*line)
+        return t
+
+    with Live(render(), console=console(), refresh_per_second=1) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(render())
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def runs(
+    tag: Optional[str] = typer.Option(None, help="only this tag"),
+    program: Optional[str] = typer.Option(None, help="only this program"),
+    status: Optional[str] = typer.Option(None, "--status", help="only runs with this status (keep, discard, crash, ...)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
+) -> None:
+    """The ledger as a table, one row per run."""
+    import json
+
+    from . import report
+
+    _, db = state_paths(state_dir)
+    try:
+        rows = report.runs(db, tag, program, status)
+    except FileNotFoundError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    lines = [[f"{r['program']}/{r['tag']}", str(r["seq"]), r["kind"], r["status"], bpb(r["val_bpb"]), bpb(r["test_bpb"]), f"{r['tok_per_sec'] or 0:,.0f}", (r["description"] or "")[:60], (r["decision_reason"] or "")[:70]] for r in rows]
+    table(["campaign", "seq", "kind", "status", "val_bpb", "test_bpb", "tok/s", "description", "decision"], lines)
+
+
+@app.command()
+def show(
+    run: str = typer.Argument(..., help="run id (42) or TAG/SEQ (mar15/7); data:TAG/SEQ for the data program"),
+    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
+) -> None:
+    """One run in full: metrics, decision, diff, log tail, LLM calls."""
+    from . import report, runner
+
+    _, db = state_paths(state_dir)
+    try:
+        r = report.find_run(db, run)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    out = console()
+    out.print(f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']}): [bold]{r['status']}[/bold]", highlight=False)
+    out.print(f"description: {r['description']}", highlight=False, markup=False)
+    if r["hypothesis"]:
+        out.print(f"hypothesis:  {r['hypothesis']}", highlight=False, markup=False)
+    out.print(f"decision:    {r['decision_reason'] or '-'}", highlight=False, markup=False)
+    out.print(f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  tok/s {r['tok_per_sec'] or 0:,.0f}  steps {r['steps'] or '-'}  params {r['num_params'] or '-'}  peak {r['peak_memory_mb'] or '-'} MB  train {r['training_seconds'] or '-'}s  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s", highlight=False)
+    out.print(f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended {r['ended_at'] or '-'}", highlight=False)
+    if r["diff"]:
+        from rich.syntax import Syntax
+
+        out.print(Syntax(r["diff"], "diff", theme="ansi_dark", word_wrap=True) if out.is_terminal else r["diff"])
+    tail = r["error"] or (runner.tail(Path(r["run_dir"]) / "train.log", 15) if r["run_dir"] else "")
+    if tail:
+        out.print("[bold]log tail[/bold]")
+        out.print(tail, highlight=False, markup=False)
+    for c in r["llm_calls"]:
+        out.print(f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write {c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s {c['error'] or ''}", highlight=False, markup=False)
+
+
+@app.command()
+def export(
+    tsv: bool = typer.Option(True, "--tsv", help="the 6-column results.tsv of the original autoresearch"),
+    path: Optional[Path] = typer.Argument(None, help="file to write (default: standard output)"),
+    tag: Optional[str] = typer.Option(None, help="only this tag"),
+    program: Optional[str] = typer.Option(None, help="only this program"),
+    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
+) -> None:
+    """Write results.tsv (commit, val_bpb, memory_gb, avg_tok_sec, status, description)."""
+    from . import report
+
+    _, db = state_paths(state_dir)
+    try:
+        text = report.results_tsv(db, tag, program)
+    except FileNotFoundError as e:
+        fail(str(e))
+    if path:
+        path.write_text(text)
+        typer.echo(f"wrote {len(text.splitlines()) - 1} runs to {path}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def plot(
+    tag: Optional[str] = typer.Option(None, help="only this tag"),
+    program: Optional[str] = typer.Option(None, help="only this program"),
+    output: Path = typer.Option(Path("progress.png"), "-o", "--output", help="PNG to write"),
+    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
+) -> None:
+    """Plot val_bpb of every run, the kept ones and the running best, test_bpb beside."""
+    from . import report
+
+    _, db = state_paths(state_dir)
+    try:
+        n = report.plot(db, output, tag, program)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"plotted {n} runs to {output}")
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine: platform, MLX and its BLAS speed, git, disk, datasets, API key."""
+    from . import doctor as checks
+
+    problems = 0
+    for c in checks.checks():
+        mark = "ok " if c.ok else "FIX"
+        typer.echo(f"[{mark}] {c.name:9} {c.detail}")
+        if c.fix:
+            typer.echo(f"      -> {c.fix}")
+        problems += not c.ok
+    raise typer.Exit(1 if problems else 0)
+
+
+service_app = typer.Typer(help="Run a campaign as a user service that survives reboots.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    program: str = typer.Option(..., help="model or data"),
+    tag: str = typer.Option(..., help="campaign tag"),
+    extra: list[str] = typer.Argument(None, help="more start options after --, e.g. -- --budget 300 --agent claude"),
+) -> None:
+    """Write a systemd user unit (Linux) or launchd agent (macOS) for one campaign."""
+    from . import service
+
+    if program not in PROGRAMS:
+        fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
+    if not TAG_PATTERN.match(tag):
+        fail(f"bad tag {tag!r}")
+    path, how = service.install(program, tag, list(extra or []), Path.home())
+    typer.echo(f"wrote {path}")
+    typer.echo(f"enable it with: {how}")
+
+
 def main() -> None:
     app()
 

@@ -37,16 +37,6 @@ def is_running(paths: StatePaths) -> int | None:
     return slots.holder(paths.lock)
 
 
-def campaign_state(state_dir: Path, campaign: Campaign) -> str:
-    """running, paused, stopped, or dead (marked running but nobody holds its lock)."""
-    alive = is_running(StatePaths(state_dir, campaign.program, campaign.tag)) is not None
-    if alive:
-        return "running"
-    if campaign.status == "running":
-        return "dead"
-    return campaign.status
-
-
 def check_prepared(dataset: str) -> None:
     """Prepare the embedded `stdlib` if needed; any other dataset must be prepared by the user."""
     found = subprocess.run([sys.executable, "-m", "trainer.prepare", "--dataset", dataset, "--path"], cwd=ROOT, capture_output=True, text=True)

@@ -159,7 +159,8 @@ class GPT(nn.Module):
         self.x0_lambdas = mx.full((depth,), 0.1)
         self.lm_head = nn.Linear(dim, vocab, bias=False)
 
-    def __call__(self, idx: mx.array) -> mx.array:
+    def raw_logits(self, idx: mx.array) -> mx.array:
+        """Logits before the soft-cap: training fuses the cap into its loss."""
         T = idx.shape[1]
         masks = [attention_mask(T, min(w, T)) for w in window_sizes(self.config)]
         x = x0 = norm(self.wte(idx))
@@ -167,9 +168,44 @@ class GPT(nn.Module):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[f"layer{i}"](idx) if f"layer{i}" in self.value_embeds else None
             x = block(x, ve, masks[i])
-        logits = self.lm_head(norm(x))
+        return self.lm_head(norm(x))
+
+    def __call__(self, idx: mx.array) -> mx.array:
+        logits = self.raw_logits(idx)
         cap = self.config["logit_softcap"]
         return cap * mx.tanh(logits / cap) if cap else logits
+
+
+def capped_cross_entropy(cap: float):
+    """Per-token cross-entropy of cap * tanh(logits / cap), the model's soft-capped logits.
+
+    On CPU the elementwise tanh and exp over [tokens, vocab] cost more than every matmul of a
+    small model, and MLX's generic path runs them again in the backward pass. This custom VJP
+    uses the same expressions as the forward, which mx.compile computes once. The cap bounds the
+    logits, so exp needs no max-subtraction.
+    """
+    if not cap:
+        return lambda logits, targets: nn.losses.cross_entropy(logits, targets)
+
+    def parts(logits: mx.array) -> tuple[mx.array, mx.array]:
+        t = mx.tanh(logits * (1.0 / cap))
+        return t, mx.exp(cap * t)
+
+    @mx.custom_function
+    def loss(logits: mx.array, targets: mx.array) -> mx.array:
+        t, e = parts(logits)
+        picked = mx.take_along_axis(t, targets[..., None], axis=-1)[..., 0]
+        return mx.log(e.sum(-1)) - cap * picked
+
+    @loss.vjp
+    def loss_vjp(primals, cotangent, output):
+        logits, targets = primals
+        t, e = parts(logits)
+        onehot = mx.arange(logits.shape[-1]) == targets[..., None]
+        grad = (e / e.sum(-1, keepdims=True) - onehot) * (1 - t * t) * cotangent[..., None]
+        return grad, mx.zeros_like(targets)
+
+    return loss
 
 
 def build_model(config: dict) -> GPT:
@@ -327,8 +363,10 @@ def main() -> int:
     accum = max(1, TOTAL_BATCH_TOKENS // (DEVICE_BATCH * SEQ_LEN))
     loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed)
 
+    token_loss = capped_cross_entropy(config["logit_softcap"])
+
     def loss_fn(x, y):
-        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+        return token_loss(model.raw_logits(x), y).mean()
 
     grad_fn = nn.value_and_grad(model, loss_fn)
     if COMPILE:  # weights are inputs of the compiled graph, never frozen constants
