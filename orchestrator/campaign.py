@@ -269,6 +269,7 @@ class CampaignLoop:
     def experiment(self, cost_so_far: float) -> None:
         run = self.new_run("experiment", "(proposing)")
         self.event("propose", f"#{run.seq}: asking the {self.agent.name} agent")
+        asked = time.time()
         try:
             proposal = self.propose(run, cost_so_far)
         except NoEdits as e:
@@ -283,6 +284,7 @@ class CampaignLoop:
             if isinstance(e, AgentPaused):
                 raise
             raise StopCampaign(str(e)) from e
+        run.agent_seconds = round(time.time() - asked, 3)
         run.description, run.hypothesis = proposal.description.strip()[:500] or "(no description)", proposal.hypothesis
         changed = worktree.changed_files(self.wt)
         run.diff = worktree.diff(self.wt)
@@ -409,7 +411,9 @@ class CampaignLoop:
             raise StopCampaign("stopped by request") from None
 
     def _measure(self, run: Run, run_dir: Path) -> bool:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ARX_RUN_DIR")}
+        from trainer import blas  # stdlib only: the orchestrator never imports MLX
+
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ARX_RUN_DIR")} | blas.fast_env()
         env |= {"ARX_RUN_DIR": str(run_dir), "ARX_BUDGET_S": f"{self.s.budget_s:g}", "ARX_DATASET": self.campaign.dataset, "ARX_SEED": str(self.s.seed), "PYTHONUNBUFFERED": "1"}
         wt = Path(self.campaign.worktree)
         train_limits = runner.Limits(self.s.budget_s + self.s.startup_grace_s, self.s.stall_s, self.s.memory_mb)

@@ -12,22 +12,25 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import typer
+import click
 
-from . import daemon
-from .campaign import Settings
-from .policy import Policy
-from .programs import PROGRAMS, TAG_PATTERN
-from .worktree import GitError
+from .programs import PROGRAMS, TAG_PATTERN, default_state_dir
 
-app = typer.Typer(help="arx: a daemon that does ML research by itself.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def app() -> None:
+    """arx: a daemon that does ML research by itself.
+
+    Start a campaign before bed; in the morning read `status`, `runs`, `plot`, or query
+    state/experiments.db with sqlite3.
+    """
 
 STATE_HELP = "state directory (default: state/ in the arx checkout, or $ARX_STATE_DIR)"
 
 
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(2)
 
 
 def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: int, max_rounds: int):
@@ -41,34 +44,35 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
 
         return OfflineAgent(seed=seed)
     if not os.environ.get("ANTHROPIC_API_KEY"):
-        raise daemon.UserError("--agent claude needs ANTHROPIC_API_KEY in the environment")
+        from .daemon import UserError
+
+        raise UserError("--agent claude needs ANTHROPIC_API_KEY in the environment")
     from agents.claude import ClaudeAgent
 
     return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, max_rounds=max_rounds)
 
 
 @app.command()
-def start(
-    program: str = typer.Option(..., help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)"),
-    tag: str = typer.Option(..., help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>"),
-    agent: str = typer.Option("auto", help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline"),
-    model: Optional[str] = typer.Option(None, help="Claude model for the claude agent (default: a current Sonnet)"),
-    thinking_tokens: int = typer.Option(0, help="extended-thinking budget per Claude call (0: off)"),
-    max_rounds: int = typer.Option(12, help="tool rounds Claude may use per proposal"),
-    dataset: str = typer.Option("stdlib", help="dataset registry name (stdlib is embedded and offline)"),
-    budget: float = typer.Option(300.0, help="training seconds per run (startup and evaluation are extra)"),
-    max_experiments: Optional[int] = typer.Option(None, help="stop after this many experiments (baselines and re-runs not counted)"),
-    max_cost_usd: Optional[float] = typer.Option(None, help="stop before an LLM call would take spending past this"),
-    slots: int = typer.Option(1, help="trainers allowed at once across all campaigns of this state directory"),
-    baseline_runs: int = typer.Option(2, help="times the unchanged code is measured first, to estimate noise"),
-    min_delta: float = typer.Option(0.001, help="smallest val_bpb gain that can count as an improvement"),
-    stall_s: float = typer.Option(120.0, help="kill a trainer that prints nothing for this long"),
-    memory_mb: Optional[float] = typer.Option(None, help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)"),
-    seed: int = typer.Option(0, help="seed for training runs and the offline agent"),
-    base: Optional[str] = typer.Option(None, help="commit to branch from (default: HEAD)"),
-    foreground: bool = typer.Option(False, help="run in this terminal instead of detaching"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.option("--program", required=True, help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)")
+@click.option("--tag", required=True, help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>")
+@click.option("--agent", default="auto", show_default=True, help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline")
+@click.option("--model", default=None, help="Claude model for the claude agent (default: a current Sonnet)")
+@click.option("--thinking-tokens", default=0, show_default=True, help="extended-thinking budget per Claude call (0: off)")
+@click.option("--max-rounds", default=12, show_default=True, help="tool rounds Claude may use per proposal")
+@click.option("--dataset", default="stdlib", show_default=True, help="dataset registry name (stdlib is embedded and offline)")
+@click.option("--budget", default=300.0, show_default=True, help="training seconds per run (startup and evaluation are extra)")
+@click.option("--max-experiments", type=int, default=None, help="stop after this many experiments (baselines and re-runs not counted)")
+@click.option("--max-cost-usd", type=float, default=None, help="stop before an LLM call could take spending past this")
+@click.option("--slots", default=1, show_default=True, help="trainers allowed at once across all campaigns of this state directory")
+@click.option("--baseline-runs", default=2, show_default=True, help="times the unchanged code is measured first, to estimate noise")
+@click.option("--min-delta", default=0.001, show_default=True, help="smallest val_bpb gain that can count as an improvement")
+@click.option("--stall-s", default=120.0, show_default=True, help="kill a trainer that prints nothing for this long")
+@click.option("--memory-mb", type=float, default=None, help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)")
+@click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
+@click.option("--base", default=None, help="commit to branch from (default: HEAD)")
+@click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, state_dir) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -82,8 +86,13 @@ def start(
         fail("--slots and --baseline-runs must be at least 1, --max-experiments at least 0")
     import psutil
 
+    from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
+    from .campaign import Settings
+    from .policy import Policy
+    from .worktree import GitError
+
     settings = Settings(
-        state_dir=(state_dir or daemon.default_state_dir()).resolve(),
+        state_dir=(state_dir or default_state_dir()).resolve(),
         program=program,
         tag=tag,
         dataset=dataset,
@@ -97,33 +106,32 @@ def start(
         policy=Policy(baseline_runs=baseline_runs, min_delta=min_delta),
     )
     try:
-        if not foreground:
-            raise typer.Exit(daemon.detach(settings, sys.argv[1:]))
-        code = daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds), base)
+        code = daemon.detach(settings, sys.argv[1:]) if not foreground else daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds), base)
     except (daemon.UserError, GitError) as e:
         fail(str(e))
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 @app.command()
-def stop(
-    tag: Optional[str] = typer.Option(None, help="only this tag (default: every running campaign)"),
-    program: Optional[str] = typer.Option(None, help="only this program"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.option("--tag", default=None, help="only this tag (default: every running campaign)")
+@click.option("--program", default=None, help="only this program")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def stop(tag, program, state_dir) -> None:
     """Stop running campaigns gracefully: the run in flight is aborted and recorded as interrupted."""
-    messages = daemon.stop((state_dir or daemon.default_state_dir()).resolve(), tag, program)
+    from . import daemon
+
+    messages = daemon.stop((state_dir or default_state_dir()).resolve(), tag, program)
     for m in messages:
-        typer.echo(m)
+        click.echo(m)
     if not messages:
-        typer.echo("no running campaign matched")
+        click.echo("no running campaign matched")
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading the ledger
 # ---------------------------------------------------------------------------------------------
 def state_paths(state_dir: Optional[Path]) -> tuple[Path, Path]:
-    state = (state_dir or daemon.default_state_dir()).resolve()
+    state = (state_dir or default_state_dir()).resolve()
     return state, state / "experiments.db"
 
 
@@ -190,12 +198,11 @@ def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 @app.command()
-def status(
-    tag: Optional[str] = typer.Option(None, help="only campaigns with this tag"),
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output (stable keys)"),
-    watch: bool = typer.Option(False, help="refresh every 2 seconds until Ctrl-C"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.option("--tag", default=None, help="only campaigns with this tag")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (stable keys)")
+@click.option("--watch", is_flag=True, help="refresh every 2 seconds until Ctrl-C")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def status(tag, as_json, watch, state_dir) -> None:
     """What every campaign is doing: state, run in flight, best result, noise, cost."""
     import json
 
@@ -210,7 +217,7 @@ def status(
         print(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
-        typer.echo("no campaigns yet; start one: arx-daemon start --program model --tag NAME")
+        click.echo("no campaigns yet; start one: arx-daemon start --program model --tag NAME")
         return
     if not watch:
         headers, lines = status_lines(rows)
@@ -238,13 +245,12 @@ def status(
 
 
 @app.command()
-def runs(
-    tag: Optional[str] = typer.Option(None, help="only this tag"),
-    program: Optional[str] = typer.Option(None, help="only this program"),
-    status: Optional[str] = typer.Option(None, "--status", help="only runs with this status (keep, discard, crash, ...)"),
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.option("--tag", default=None, help="only this tag")
+@click.option("--program", default=None, help="only this program")
+@click.option("--status", "status_filter", default=None, help="only runs with this status (keep, discard, crash, ...)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def runs(tag, program, status_filter, as_json, state_dir) -> None:
     """The ledger as a table, one row per run."""
     import json
 
@@ -252,7 +258,7 @@ def runs(
 
     _, db = state_paths(state_dir)
     try:
-        rows = report.runs(db, tag, program, status)
+        rows = report.runs(db, tag, program, status_filter)
     except FileNotFoundError as e:
         fail(str(e))
     if as_json:
@@ -263,10 +269,9 @@ def runs(
 
 
 @app.command()
-def show(
-    run: str = typer.Argument(..., help="run id (42) or TAG/SEQ (mar15/7); data:TAG/SEQ for the data program"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.argument("run")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def show(run, state_dir) -> None:
     """One run in full: metrics, decision, diff, log tail, LLM calls."""
     from . import report, runner
 
@@ -296,13 +301,12 @@ def show(
 
 
 @app.command()
-def export(
-    tsv: bool = typer.Option(True, "--tsv", help="the 6-column results.tsv of the original autoresearch"),
-    path: Optional[Path] = typer.Argument(None, help="file to write (default: standard output)"),
-    tag: Optional[str] = typer.Option(None, help="only this tag"),
-    program: Optional[str] = typer.Option(None, help="only this program"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.option("--tsv", is_flag=True, default=True, help="the 6-column results.tsv of the original autoresearch (the only format)")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("--tag", default=None, help="only this tag")
+@click.option("--program", default=None, help="only this program")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def export(tsv, path, tag, program, state_dir) -> None:
     """Write results.tsv (commit, val_bpb, memory_gb, avg_tok_sec, status, description)."""
     from . import report
 
@@ -313,18 +317,17 @@ def export(
         fail(str(e))
     if path:
         path.write_text(text)
-        typer.echo(f"wrote {len(text.splitlines()) - 1} runs to {path}")
+        click.echo(f"wrote {len(text.splitlines()) - 1} runs to {path}")
     else:
         sys.stdout.write(text)
 
 
 @app.command()
-def plot(
-    tag: Optional[str] = typer.Option(None, help="only this tag"),
-    program: Optional[str] = typer.Option(None, help="only this program"),
-    output: Path = typer.Option(Path("progress.png"), "-o", "--output", help="PNG to write"),
-    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
-) -> None:
+@click.option("--tag", default=None, help="only this tag")
+@click.option("--program", default=None, help="only this program")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("progress.png"), show_default=True, help="PNG to write")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def plot(tag, program, output, state_dir) -> None:
     """Plot val_bpb of every run, the kept ones and the running best, test_bpb beside."""
     from . import report
 
@@ -333,7 +336,7 @@ def plot(
         n = report.plot(db, output, tag, program)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    typer.echo(f"plotted {n} runs to {output}")
+    click.echo(f"plotted {n} runs to {output}")
 
 
 @app.command()
@@ -344,23 +347,23 @@ def doctor() -> None:
     problems = 0
     for c in checks.checks():
         mark = "ok " if c.ok else "FIX"
-        typer.echo(f"[{mark}] {c.name:9} {c.detail}")
+        click.echo(f"[{mark}] {c.name:9} {c.detail}")
         if c.fix:
-            typer.echo(f"      -> {c.fix}")
+            click.echo(f"      -> {c.fix}")
         problems += not c.ok
-    raise typer.Exit(1 if problems else 0)
+    raise SystemExit(1 if problems else 0)
 
 
-service_app = typer.Typer(help="Run a campaign as a user service that survives reboots.", no_args_is_help=True)
-app.add_typer(service_app, name="service")
+@app.group("service")
+def service_app() -> None:
+    """Run a campaign as a user service that survives reboots."""
 
 
 @service_app.command("install")
-def service_install(
-    program: str = typer.Option(..., help="model or data"),
-    tag: str = typer.Option(..., help="campaign tag"),
-    extra: list[str] = typer.Argument(None, help="more start options after --, e.g. -- --budget 300 --agent claude"),
-) -> None:
+@click.option("--program", required=True, help="model or data")
+@click.option("--tag", required=True, help="campaign tag")
+@click.argument("extra", nargs=-1)
+def service_install(program, tag, extra) -> None:
     """Write a systemd user unit (Linux) or launchd agent (macOS) for one campaign."""
     from . import service
 
@@ -369,8 +372,8 @@ def service_install(
     if not TAG_PATTERN.match(tag):
         fail(f"bad tag {tag!r}")
     path, how = service.install(program, tag, list(extra or []), Path.home())
-    typer.echo(f"wrote {path}")
-    typer.echo(f"enable it with: {how}")
+    click.echo(f"wrote {path}")
+    click.echo(f"enable it with: {how}")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import ledger, slots, worktree
 from .campaign import CampaignLoop, Settings, install_signal_handlers
 from .ledger import Campaign
-from .programs import PROGRAMS, ROOT, StatePaths
+from .programs import PROGRAMS, ROOT, StatePaths, default_state_dir
 
 DETACH_CONFIRM_S = 15.0
 STOP_WAIT_S = 60.0
@@ -26,10 +26,6 @@ STOP_WAIT_S = 60.0
 
 class UserError(Exception):
     """Bad input or state: one clear line for the user, exit code 2."""
-
-
-def default_state_dir() -> Path:
-    return Path(os.environ.get("ARX_STATE_DIR") or ROOT / "state")
 
 
 def is_running(paths: StatePaths) -> int | None:

@@ -64,6 +64,7 @@ class Run(SQLModel, table=True):
     test_bpb: float | None = None
     training_seconds: float | None = None
     eval_seconds: float | None = None
+    agent_seconds: float | None = None  # time the agent took to propose
     total_seconds: float | None = None
     steps: int | None = None
     tokens: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]  # the daemon's own checkout: its evaluator is the sealed one
 LOCKED = ("trainer/evaluate.py", "trainer/blas.py", "trainer/__init__.py")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ARX_STATE_DIR") or ROOT / "state")
 
 
 @dataclass(frozen=True)

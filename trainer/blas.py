@@ -41,13 +41,23 @@ def active() -> str | None:
     return os.environ.get(MARKER) or None
 
 
-def reexec_with_openblas() -> None:
-    """Replace this process with itself plus LD_PRELOAD, once; the pid stays the same."""
+def fast_env() -> dict[str, str]:
+    """Environment additions that give a new process OpenBLAS and the malloc settings (or {})."""
     lib = find_openblas()
-    if lib is None or os.environ.get(MARKER):
+    if lib is None:
+        return {}
+    preload = ":".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)
+    return {k: v for k, v in MALLOC.items() if k not in os.environ} | {"LD_PRELOAD": preload, MARKER: lib}
+
+
+def reexec_with_openblas() -> None:
+    """Replace this process with itself plus `fast_env()`, once; the pid stays the same.
+
+    The daemon starts trainers with `fast_env()` already set, so this only costs a second
+    interpreter start when a person runs the trainer by hand.
+    """
+    if os.environ.get(MARKER) or not (extra := fast_env()):
         return
-    env = dict(MALLOC, **os.environ) | {MARKER: lib}
-    env["LD_PRELOAD"] = ":".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, env)
+    os.execve(sys.executable, sys.orig_argv, dict(os.environ, **extra))

@@ -1,0 +1,128 @@
+"""Benchmarks of the daemon, printed as JSON (never timed assertions in tests).
+
+    python -m orchestrator.bench status      # `arx-daemon status` on a ledger of 10,000 runs
+    python -m orchestrator.bench overhead    # a real offline campaign: per-experiment overhead,
+                                             # daemon RSS and CPU while a trainer runs
+
+Overhead per experiment = the run's wall time minus the agent's time, the trainer's own time
+(startup after imports + training) and the evaluator's own time: what is left is git, the
+ledger, process start-up and the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from . import ledger, report
+from .ledger import Campaign, Run
+from .programs import ROOT
+
+
+def build_ledger(state: Path, n_runs: int = 10_000, campaigns: int = 3) -> Path:
+    db = state / "experiments.db"
+    ledger.engine(db)
+    con = sqlite3.connect(db)
+    statuses = ["discard"] * 6 + ["keep", "crash", "rejected", "timeout"]
+    for c in range(campaigns):
+        row = Campaign(tag=f"bench{c}", program="model", branch=f"autoresearch/bench{c}", worktree="/nonexistent", base_commit="0" * 40, agent="claude", llm_model="claude-sonnet-4-6", dataset="stdlib", budget_s=300, status="running", best_run_id=None, noise_sigma=0.004)
+        ledger.save(db, row)
+        runs = [(row.id, i, "experiment" if i > 2 else "baseline", statuses[i % len(statuses)], 3.0 - i * 1e-5, 3.1 - i * 1e-5, 5000.0, 450.0, f"{i:040x}", f"change number {i}", "not better: ...", "2026-11-26 00:00:00") for i in range(1, n_runs // campaigns + 1)]
+        con.executemany('INSERT INTO run (campaign_id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, peak_memory_mb, "commit", description, decision_reason, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)', runs)
+        con.execute("INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) SELECT ?, 'claude-sonnet-4-6', 2000, 300, 12000, 0, 0.01, 5.0, 'ok', '2026-11-26' FROM run WHERE campaign_id = ?", (row.id, row.id))
+        best = con.execute("SELECT id FROM run WHERE campaign_id = ? AND status = 'keep' ORDER BY val_bpb LIMIT 1", (row.id,)).fetchone()[0]
+        con.execute("UPDATE campaign SET best_run_id = ? WHERE id = ?", (best, row.id))
+        con.commit()
+    con.close()
+    return db
+
+
+def bench_status() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        db = build_ledger(state)
+        inproc = []
+        for _ in range(10):
+            t = time.perf_counter()
+            report.status(db, state)
+            inproc.append(time.perf_counter() - t)
+        cli = []
+        for _ in range(5):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--state-dir", str(state)], cwd=ROOT, capture_output=True, check=True)
+            cli.append(time.perf_counter() - t)
+        runs = sqlite3.connect(db).execute("SELECT COUNT(*) FROM run").fetchone()[0]
+    return {"runs_in_ledger": runs, "status_query_median_ms": round(statistics.median(inproc) * 1000, 1), "status_cli_median_ms": round(statistics.median(cli) * 1000, 1)}
+
+
+def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        for name in ("trainer", "orchestrator", "agents", "prompts", "pyproject.toml"):
+            src = ROOT / name
+            (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, repo / name))
+        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        subprocess.run([*git, "commit", "-qm", "bench"], cwd=repo, check=True)
+        env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+        cmd = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "bench", "--budget", str(budget), "--max-experiments", str(experiments), "--baseline-runs", "1", "--foreground"]
+        daemon = psutil.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples: list[tuple[float, float]] = []
+
+        def sample() -> None:
+            daemon.cpu_percent()
+            while daemon.poll() is None:
+                time.sleep(1.0)
+                try:
+                    trainers = [c for c in daemon.children() if "trainer.train" in " ".join(c.cmdline())]
+                    rss, cpu = daemon.memory_info().rss / 2**20, daemon.cpu_percent()
+                except psutil.NoSuchProcess:
+                    return
+                if trainers:
+                    samples.append((rss, cpu))
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        daemon.wait()
+        watcher.join()
+        db = repo / "state" / "experiments.db"
+        rows = sqlite3.connect(db).execute("SELECT total_seconds, agent_seconds, eval_seconds, run_dir FROM run WHERE kind = 'experiment' AND status IN ('keep', 'discard')").fetchall()
+        overheads = []
+        for total, agent, eval_s, run_dir in rows:
+            info = json.loads((Path(run_dir) / "train.json").read_text())
+            overheads.append(total - (agent or 0) - info["startup_seconds"] - info["training_seconds"] - (eval_s or 0))
+    return {
+        "experiments_measured": len(overheads),
+        "overhead_median_s": round(statistics.median(overheads), 3) if overheads else None,
+        "overhead_max_s": round(max(overheads), 3) if overheads else None,
+        "daemon_rss_mb_max": round(max(s[0] for s in samples), 1) if samples else None,
+        "daemon_cpu_percent_median_while_training": round(statistics.median(s[1] for s in samples), 1) if samples else None,
+    }
+
+
+def main() -> int:
+    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    out = {}
+    if what in ("status", "all"):
+        out["status"] = bench_status()
+    if what in ("overhead", "all"):
+        out["overhead"] = bench_overhead()
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
