@@ -61,8 +61,8 @@ def tunables(text: str, gpu: bool) -> list[tuple[int, str, int | float, str]]:
     found = []
     for i, line in enumerate(text.splitlines()):
         m = CONSTANT.match(line)
-        if not m or FROZEN.match(m["name"]):
-            continue
+        if not m or FROZEN.match(m["name"]) or m["name"].endswith("_CPU" if gpu else "_GPU"):
+            continue  # frozen, or a knob of the other backend (a change there would change nothing here)
         branch = "both" if m["cpu"] is None else ("gpu" if gpu else "cpu")
         value = parse_number(m["cpu"] if branch == "cpu" else m["gpu"])
         if value is not None:

@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ HEARTBEAT_S = 5.0
 BACKOFF_START_S = 5.0
 BACKOFF_MAX_S = 300.0
 MAX_BASELINE_FAILURES = 3
+MAX_CONSECUTIVE_ERRORS = 5
 HISTORY_ERROR_LINES = 20
 
 
@@ -100,13 +102,26 @@ class CampaignLoop:
         self.update_campaign(status="running", pid=os.getpid(), heartbeat_at=utcnow(), stop_reason=None, note=None)
         beat = threading.Thread(target=self.heartbeat, daemon=True)
         beat.start()
-        self.recover()
+        self.recover("daemon restarted")
         reason = "stopped"
+        errors = 0
         try:
             while True:
                 if self.stop_requested.is_set():
                     raise StopCampaign("stopped by request")
-                self.step()
+                try:
+                    self.step()
+                    errors = 0
+                except (StopCampaign, AgentPaused):
+                    raise
+                except Exception as e:  # a bug or a broken machine must not end the night silently
+                    errors += 1
+                    self.event("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
+                    self.recover(f"daemon error {type(e).__name__}")
+                    if errors >= MAX_CONSECUTIVE_ERRORS:
+                        raise StopCampaign(f"{errors} unexpected errors in a row; last: {type(e).__name__}: {e}") from e
+                    if self.stop_requested.wait(min(BACKOFF_MAX_S, BACKOFF_START_S * 2**errors)):
+                        raise StopCampaign("stopped by request") from e
         except StopCampaign as e:
             reason = str(e)
         except AgentPaused as e:
@@ -130,15 +145,16 @@ class CampaignLoop:
             except Exception as e:  # a busy database must not kill the heartbeat thread
                 print(f"heartbeat: {e}", file=sys.stderr, flush=True)
 
-    def recover(self) -> None:
-        """Runs left mid-flight by a dead daemon become `interrupted`; their processes are reaped."""
+    def recover(self, why: str) -> None:
+        """Runs left mid-flight (a dead daemon, an unexpected error) become `interrupted`; their
+        processes are reaped and the worktree goes back to the branch head."""
         for run in self.runs():
             if run.status in ledger.ACTIVE_RUN_STATUSES:
-                if run.pid and psutil.pid_exists(run.pid):
+                if run.pid and is_our_child(run.pid):
                     runner.kill_group(run.pid)
                 was = run.status
                 run.status, run.ended_at = "interrupted", utcnow()
-                run.decision_reason = f"interrupted while {was} (daemon restarted)"
+                run.decision_reason = f"interrupted while {was} ({why})"
                 self.save(run)
                 self.event("recovered", f"run #{run.seq} was {was}; marked interrupted", run)
         worktree.reset_hard(self.wt, self.kept_head())
@@ -480,6 +496,14 @@ class CampaignLoop:
         else:
             status, why = "crash", f"{phase} exited with code {out.exit_code}"
         self.finish(run, status, why, out.log_tail)
+        return False
+
+
+def is_our_child(pid: int) -> bool:
+    """Whether `pid` is still a trainer, evaluator or prepare process (not a reused pid)."""
+    try:
+        return any(m in " ".join(psutil.Process(pid).cmdline()) for m in ("trainer.train", "trainer.evaluate", "trainer.prepare"))
+    except psutil.Error:
         return False
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import make_repo
+from orchestrator import campaign as campaign_module
 from orchestrator import daemon, ledger
 from orchestrator.campaign import CampaignLoop, Settings
 from orchestrator.policy import Policy
@@ -33,6 +34,10 @@ def write(path: str, text: str):
     return lambda wt: (wt / path).write_text(text)
 
 
+def crash_agent(wt: Path) -> None:
+    raise RuntimeError("a bug in the agent")
+
+
 START = "    t_launch = time.time()\n"
 FAULTS = {
     "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
@@ -42,6 +47,7 @@ FAULTS = {
     "garbage": patch("trainer/train.py", START, START + "    print('#$%^ garbage'); return 0\n"),
     "nan": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),
     "non-causal": patch("trainer/train.py", '    if window >= seq_len:\n        return "causal"\n', "    return None  # sees the future\n"),
+    "agent bug": crash_agent,
     "same as before": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),
 }
 
@@ -66,9 +72,14 @@ def campaign(tmp_path_factory, data_dir):
     repo = make_repo(tmp_path_factory.mktemp("faults") / "repo")
     settings = Settings(state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=8, memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo)
     row = daemon.open_campaign(settings, "scripted", None, None)
-    reason = CampaignLoop(settings, row, ScriptedAgent(FAULTS)).run()
-    runs = {r.description: r for r in ledger.campaign_runs(settings.state_dir / "experiments.db", row.id)}
-    return {"repo": repo, "runs": runs, "reason": reason, "wt": Path(row.worktree)}
+    saved, campaign_module.BACKOFF_START_S = campaign_module.BACKOFF_START_S, 0.1
+    try:
+        reason = CampaignLoop(settings, row, ScriptedAgent(FAULTS)).run()
+    finally:
+        campaign_module.BACKOFF_START_S = saved
+    db = settings.state_dir / "experiments.db"
+    runs = {r.description: r for r in ledger.campaign_runs(db, row.id)}
+    return {"repo": repo, "runs": runs, "reason": reason, "wt": Path(row.worktree), "db": db}
 
 
 pytestmark = pytest.mark.slow
@@ -119,3 +130,13 @@ def test_non_causal_model_is_invalid(campaign):
 def test_a_repeated_change_is_not_trained_twice(campaign):
     run = campaign["runs"]["same as before"]
     assert run.status == "rejected" and "same change as run" in run.decision_reason
+
+
+def test_an_unexpected_error_is_recorded_and_the_loop_goes_on(campaign):
+    run = campaign["runs"]["(proposing)"]
+    assert run.status == "interrupted" and "daemon error RuntimeError" in run.decision_reason
+    import sqlite3
+
+    events = sqlite3.connect(campaign["db"]).execute("SELECT message FROM event WHERE kind = 'error'").fetchall()
+    assert len(events) == 1 and "a bug in the agent" in events[0][0]
+    assert campaign["runs"]["same as before"].status == "rejected"  # the next proposal still ran

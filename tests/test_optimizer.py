@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import mlx.core as mx
+import mlx.optimizers as optim
 import numpy as np
 import pytest
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 
 from trainer import train
 
@@ -72,3 +73,26 @@ def test_a_real_run_traces_its_schedule(trained_run):
         for key in ("matrix_lr", "embedding_lr", "momentum", "weight_decay"):
             assert point[key] == pytest.approx(want[key], rel=1e-5), (key, point)
     assert trace[-1]["frac"] > 0.5 and trace[-1]["weight_decay"] < trace[0]["weight_decay"]
+
+
+@pytest.mark.parametrize(("accum", "streams"), [(1, 2), (2, 2), (2, 3)])
+def test_streamed_step_equals_one_pass(accum, streams):
+    """Splitting micro-batches across streams changes the speed, not the gradient (SGD with lr 1
+    makes the parameter change equal to the gradient; Muon and Adam would hide a wrong scale)."""
+    config = train.model_config(vocab_size=50) | {"depth": 2, "model_dim": 32, "head_dim": 16, "seq_len": 16}
+    rng = np.random.default_rng(0)
+    batches = [(rng.integers(0, 50, (6, 16)), rng.integers(0, 50, (6, 16))) for _ in range(accum)]
+    results = []
+    for n in (1, streams):
+        mx.random.seed(0)
+        model = train.build_model(config)
+        model.update(tree_map(lambda p: p + 0.01 * mx.random.normal(p.shape), model.parameters()))  # no zero projections
+        optimizer = optim.SGD(learning_rate=1.0)
+        step = train.make_train_step(model, optimizer, iter(batches), accum, n)
+        loss = step()
+        mx.eval(model.parameters())
+        results.append((loss.item(), dict(tree_flatten(model.parameters()))))
+    (loss1, p1), (loss2, p2) = results
+    assert loss1 == pytest.approx(loss2, rel=1e-5)
+    for name in p1:
+        np.testing.assert_allclose(np.array(p1[name]), np.array(p2[name]), atol=1e-6, err_msg=name)

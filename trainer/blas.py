@@ -9,6 +9,7 @@ reallocates every activation each step, and re-faulting those pages cost about 1
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import platform
@@ -23,6 +24,7 @@ CANDIDATES = [
     "/usr/lib/libopenblas.so.0",
 ]
 MARKER = "ARX_BLAS_PRELOADED"
+BFS_WIDTH = 1000
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 
 
@@ -39,6 +41,20 @@ def find_openblas() -> str | None:
 def active() -> str | None:
     """The BLAS preloaded into this process, if any."""
     return os.environ.get(MARKER) or None
+
+
+def use_streams(streams: int) -> None:
+    """Tune this process for `streams` CPU streams running in parallel.
+
+    Each stream is a thread of its own, so OpenBLAS gets cores // streams threads each instead of
+    every core per call, and MLX's graph traversal is widened so that the independent work of
+    different streams interleaves instead of running one after the other. Must run before MLX
+    evaluates anything.
+    """
+    os.environ.setdefault("MLX_BFS_MAX_WIDTH", str(BFS_WIDTH))
+    lib = active()
+    if lib:
+        ctypes.CDLL(lib).openblas_set_num_threads(max(1, (os.cpu_count() or 1) // streams))
 
 
 def fast_env() -> dict[str, str]:

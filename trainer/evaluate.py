@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 EVAL_BATCH_ROWS = 16
+CPU_STREAMS = 2  # on CPU, batches alternate between parallel streams (see trainer/blas.py)
 CAUSALITY_TOLERANCE = 1e-4
 CAUSALITY_CUTS = (0.0, 0.25, 0.5, 0.9)
 
@@ -92,18 +93,22 @@ def bits_per_byte(model, enc, texts: list[str], seq_len: int) -> dict:
     ids = enc.encode_ordinary_batch(texts)
     stream = np.fromiter((t for doc in ids for t in (bos, *doc)), dtype=np.int64)
     inputs, targets = windows(stream, seq_len, bos)
-    nll = 0.0
-    counted = 0
-    for i in range(0, len(inputs), EVAL_BATCH_ROWS):
-        x = mx.array(inputs[i : i + EVAL_BATCH_ROWS])
+    device = mx.default_device()
+    streams = [mx.new_stream(device) for _ in range(CPU_STREAMS if device == mx.cpu else 1)]
+    nll, counted, pending = 0.0, 0, []
+    for n, i in enumerate(range(0, len(inputs), EVAL_BATCH_ROWS)):
         y = targets[i : i + EVAL_BATCH_ROWS]
-        keep = (y >= 0) & (y != bos)
-        logits = model(x).astype(mx.float32)
-        target_ids = mx.array(np.where(y >= 0, y, 0))
-        picked = mx.take_along_axis(logits, target_ids[..., None], axis=-1)[..., 0]
-        losses = mx.logsumexp(logits, axis=-1) - picked
-        nll += float(np.asarray(losses, dtype=np.float64)[keep].sum())
-        counted += int(keep.sum())
+        with mx.stream(streams[n % len(streams)]):
+            logits = model(mx.array(inputs[i : i + EVAL_BATCH_ROWS])).astype(mx.float32)
+            picked = mx.take_along_axis(logits, mx.array(np.where(y >= 0, y, 0))[..., None], axis=-1)[..., 0]
+            pending.append((mx.logsumexp(logits, axis=-1) - picked, y))
+        if len(pending) == len(streams) or i + EVAL_BATCH_ROWS >= len(inputs):
+            mx.eval([losses for losses, _ in pending])
+            for losses, y in pending:
+                keep = (y >= 0) & (y != bos)
+                nll += float(np.asarray(losses, dtype=np.float64)[keep].sum())
+                counted += int(keep.sum())
+            pending = []
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"bpb": nll / (math.log(2) * n_bytes), "tokens": counted, "bytes": n_bytes}
 
@@ -129,7 +134,11 @@ def evaluate(run_dir: Path, worktree: Path) -> dict:
     import mlx.core as mx
     from mlx.utils import tree_unflatten
 
+    from . import blas
+
     started = time.time()
+    if mx.default_device() == mx.cpu:
+        blas.use_streams(CPU_STREAMS)
     train_info = json.loads((run_dir / "train.json").read_text())
     config = json.loads((run_dir / "model_config.json").read_text())
     enc = load_tokenizer(run_dir / "tokenizer.json")

@@ -28,7 +28,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from . import data_sources, prepare
+from . import blas, data_sources, prepare
 
 GPU = mx.metal.is_available() or mx.cuda.is_available()
 
@@ -64,6 +64,7 @@ MOMENTUM_START = 0.85  # Muon momentum ramps from here ...
 MOMENTUM_END = 0.95  # ... to here ...
 MOMENTUM_RAMP_FRAC = 0.1  # ... over this fraction of the budget
 COMPILE = True  # mx.compile the forward/backward pass
+STREAMS = 1 if GPU else 2  # each micro-batch is split across this many parallel streams (CPU: one per core)
 PRINT_EVERY_S = 1.0  # progress line interval (the watchdog treats silence as a stall)
 
 
@@ -313,6 +314,42 @@ def optimizer_values(optimizer: optim.MultiOptimizer) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
+def make_train_step(model: GPT, optimizer: optim.Optimizer, loader, accum: int, n_streams: int):
+    """One optimizer step: `accum` micro-batches, each split across `n_streams` parallel streams.
+
+    On a 2-core CPU two streams (each with single-threaded BLAS) run the elementwise-bound work
+    side by side, ~1.5x faster than one stream with two BLAS threads. The gradient is a pure
+    function of the weights, compiled once and called on every stream.
+    """
+    token_loss = capped_cross_entropy(model.config["logit_softcap"])
+
+    def loss_of(params, x, y):
+        model.update(params)
+        return token_loss(model.raw_logits(x), y).mean()
+
+    grad_of = mx.value_and_grad(loss_of)
+    if COMPILE:  # the weights are inputs of the compiled graph, never frozen constants
+        grad_of = mx.compile(grad_of)
+    streams = [mx.new_stream(mx.default_device()) for _ in range(n_streams)]
+
+    def train_step() -> mx.array:
+        params = model.trainable_parameters()
+        losses, grads = [], []
+        for _ in range(accum):
+            x, y = next(loader)
+            for stream, xs, ys in zip(streams, np.array_split(x, n_streams), np.array_split(y, n_streams)):
+                weight = len(xs) / (len(x) * accum)
+                with mx.stream(stream):
+                    loss, grad = grad_of(params, mx.array(xs), mx.array(ys))
+                    losses.append(loss * weight)
+                    grads.append(tree_map(lambda g: g * weight, grad))
+        model.update(params)  # tracing leaves placeholders in the model: put the weights back
+        optimizer.update(model, tree_map(lambda *gs: sum(gs), *grads))
+        return sum(losses)
+
+    return train_step
+
+
 def model_config(vocab_size: int) -> dict:
     return {
         "vocab_size": vocab_size,
@@ -354,6 +391,8 @@ def main() -> int:
         return 2
 
     tokens, offsets, meta = prepare.load_train_tokens(folder)
+    if not GPU:
+        blas.use_streams(STREAMS)
     config = model_config(meta["vocab_size"])
     mx.random.seed(seed)
     model = build_model(config)
@@ -363,26 +402,7 @@ def main() -> int:
     accum = max(1, TOTAL_BATCH_TOKENS // (DEVICE_BATCH * SEQ_LEN))
     loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed)
 
-    token_loss = capped_cross_entropy(config["logit_softcap"])
-
-    def loss_fn(x, y):
-        return token_loss(model.raw_logits(x), y).mean()
-
-    grad_fn = nn.value_and_grad(model, loss_fn)
-    if COMPILE:  # weights are inputs of the compiled graph, never frozen constants
-        grad_fn = mx.compile(grad_fn, inputs=model.state, outputs=model.state)
-
-    def train_step() -> mx.array:
-        total_loss, total_grads = None, None
-        for _ in range(accum):
-            x, y = next(loader)
-            loss, grads = grad_fn(mx.array(x), mx.array(y))
-            total_loss = loss if total_loss is None else total_loss + loss
-            total_grads = grads if total_grads is None else tree_map(mx.add, total_grads, grads)
-        if accum > 1:
-            total_grads = tree_map(lambda g: g / accum, total_grads)
-        optimizer.update(model, total_grads)
-        return total_loss / accum
+    train_step = make_train_step(model, optimizer, loader, accum, STREAMS)
 
     print(f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget {budget:g}s; grad accum {accum}", flush=True)
     status, step, training_s, startup_s = "ok", 0, 0.0, time.time() - t_launch
