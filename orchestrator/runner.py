@@ -156,7 +156,10 @@ def run_watched(
             if reason:
                 kill_group(proc.pid)
                 break
-            time.sleep(POLL_S)
+            try:
+                proc.wait(timeout=POLL_S)  # returns as soon as the child exits
+            except subprocess.TimeoutExpired:
+                pass
         exit_code = proc.wait()
         kill_group(proc.pid, grace_s=0.5)  # anything the child left behind in its group
         reader.join(timeout=5)

@@ -176,3 +176,19 @@ def test_two_starts_of_one_campaign(repo, data_dir):
     assert arx(repo, "stop", "--tag", "twice").returncode == 0
     for p in procs:
         p.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_data_program_campaign(repo, data_dir):
+    result = arx(repo, "start", "--program", "data", "--tag", "d1", "--budget", "2", "--max-experiments", "2", "--baseline-runs", "1", "--foreground")
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = rows(repo, "SELECT seq, kind, status, description, diff, run_dir, decision_reason FROM run ORDER BY seq")
+    experiments = [r for r in runs if r[1] == "experiment"]
+    assert len(experiments) == 2
+    for seq, kind, status, description, diff, run_dir, reason in experiments:
+        assert status in ("keep", "discard", "crash", "timeout"), reason
+        assert "trainer/prepare.py" in diff or "trainer/data_sources.py" in diff
+        assert "trainer/train.py" not in diff
+        assert (Path(run_dir) / "prepare.log").exists()
+    assert rows(repo, "SELECT branch FROM campaign")[0][0] == "autoresearch-data/d1"
+    assert not any(r[2] == "invalid" for r in runs), "data knobs must not move the pinned evaluation split"

@@ -44,10 +44,10 @@ def data_root() -> Path:
 def backend() -> str:
     import mlx.core as mx
 
-    if mx.metal.is_available():
-        return "metal"
-    if mx.cuda.is_available():
-        return "cuda"
+    for name in ("metal", "cuda"):  # either module may be missing from a given MLX build
+        module = getattr(mx, name, None)
+        if module is not None and module.is_available():
+            return name
     return "cpu"
 
 

@@ -30,7 +30,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from . import blas, data_sources, prepare
 
-GPU = mx.metal.is_available() or mx.cuda.is_available()
+GPU = prepare.backend() != "cpu"
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters (GPU value if GPU else CPU value)
@@ -450,7 +450,7 @@ def main() -> int:
         "dataset": dataset,
         "data_dir": str(folder),
         "seed": seed,
-        "backend": "gpu" if GPU else "cpu",
+        "backend": prepare.backend(),
     }
     if status == "ok":
         mx.save_safetensors(str(run_dir / "model.safetensors"), dict(tree_flatten(model.parameters())))
@@ -462,7 +462,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from . import blas
-
     blas.reexec_with_openblas()
     sys.exit(main())
