@@ -158,3 +158,20 @@ def test_service_install(tmp_path, system):
 def test_service_install_rejects_bad_input():
     result = CliRunner().invoke(app, ["service", "install", "--program", "vision", "--tag", "x"])
     assert result.exit_code == 2 and "unknown program" in result.output
+
+
+def test_status_watch_refreshes_until_interrupted(state):
+    import signal
+    import time
+
+    import re
+
+    started = datetime.now()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "status", "--watch", "--state-dir", str(state)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
+    time.sleep(4.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "model/live" in out and "Ctrl-C to quit" in out
+    shown = datetime.strptime(re.search(r"refreshed (\d\d:\d\d:\d\d)", out).group(1), "%H:%M:%S").time()
+    assert shown >= (started + timedelta(seconds=2)).time()  # the last frame is a refresh, not the first render
