@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from . import ledger, report
-from .ledger import Campaign, Run
+from .ledger import Campaign
 from .programs import ROOT
 
 

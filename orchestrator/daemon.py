@@ -18,7 +18,7 @@ from pathlib import Path
 from . import ledger, slots, worktree
 from .campaign import CampaignLoop, Settings, install_signal_handlers
 from .ledger import Campaign
-from .programs import PROGRAMS, ROOT, StatePaths, default_state_dir
+from .programs import PROGRAMS, ROOT, StatePaths
 
 DETACH_CONFIRM_S = 15.0
 STOP_WAIT_S = 60.0

@@ -342,7 +342,7 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, loader, accum: int, 
                 with mx.stream(stream):
                     loss, grad = grad_of(params, mx.array(xs), mx.array(ys))
                     losses.append(loss * weight)
-                    grads.append(tree_map(lambda g: g * weight, grad))
+                    grads.append(tree_map(lambda g, w=weight: g * w, grad))
         model.update(params)  # tracing leaves placeholders in the model: put the weights back
         optimizer.update(model, tree_map(lambda *gs: sum(gs), *grads))
         return sum(losses)
