@@ -2,7 +2,8 @@
 JSON text mapping model -> {input, output, cache_write, cache_read}, USD per million tokens).
 
 Sources: the Anthropic pricing page (platform.claude.com/docs/en/about-claude/pricing) as stored
-on 2026-11-26. Cache writes are the 5-minute rate. Check them before trusting a cost ceiling.
+on 2026-11-26, except claude-sonnet-5, taken from a secondary listing. Cache writes are the
+5-minute rate. Check them before trusting a cost ceiling.
 """
 
 from __future__ import annotations
