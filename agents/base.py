@@ -39,9 +39,9 @@ class ProposalContext:
     worktree: Path
     editable: list[str]
     readable: list[str]
-    history: list[dict]  # seq, status, val_bpb, delta, description, decision_reason, error_tail; oldest first
+    history: list[dict]  # seq, kind, status, val_bpb, delta, description, decision_reason; oldest first
     best: dict | None  # seq, val_bpb, tok_per_sec, description of the champion
-    last_failure_tail: str | None
+    last_failure_tail: str | None  # the last lines of the most recent failed run's log
     budget_s: float
     hardware: dict
     seq: int
@@ -57,7 +57,6 @@ class ProposalContext:
 class Proposal:
     description: str
     hypothesis: str = ""
-    calls: list[dict] = field(default_factory=list)
 
 
 class Agent(Protocol):

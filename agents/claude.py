@@ -61,6 +61,8 @@ def files_block(ctx: ProposalContext) -> str:
 
 def task_message(ctx: ProposalContext) -> str:
     parts = [history.render(ctx.history, ctx.best)]
+    if ctx.last_failure_tail:
+        parts.append(f"Log tail of the most recent failed run:\n```\n{ctx.last_failure_tail}\n```")
     if ctx.best_diff.strip():
         parts.append(f"The current best code differs from the campaign start by this diff (your edits apply to the current code):\n```diff\n{ctx.best_diff}\n```")
     else:

@@ -54,6 +54,4 @@ def render(history: list[dict], best: dict | None) -> str:
             lines.append(f"#{h['seq']} [{h['status']}] val_bpb {fmt_bpb(h.get('val_bpb'))} delta {delta}: {short(h.get('description'), 160)}")
             if h.get("decision_reason"):
                 lines.append(f"    decision: {short(h['decision_reason'], 200)}")
-            if h.get("error_tail"):
-                lines.append("    log tail:\n" + "\n".join("      " + line for line in h["error_tail"].splitlines()[-12:]))
     return "\n".join(lines) if lines else "No experiments yet: this is the first proposal after the baseline."

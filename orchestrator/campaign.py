@@ -7,6 +7,7 @@ resets the worktree to the branch head, which only ever holds kept commits.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -27,14 +28,14 @@ from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits
 
 from . import ledger, policy, runner, slots, worktree
 from .ledger import Campaign, LlmCall, Run, utcnow
-from .programs import PROGRAMS, ROOT, StatePaths, out_of_scope
+from .programs import ACTIVE_RUN_STATUSES, PROGRAMS, ROOT, StatePaths, out_of_scope
 
 HEARTBEAT_S = 5.0
 BACKOFF_START_S = 5.0
 BACKOFF_MAX_S = 300.0
 MAX_BASELINE_FAILURES = 3
 MAX_CONSECUTIVE_ERRORS = 5
-HISTORY_ERROR_LINES = 20
+FAILURE_TAIL_LINES = 20
 
 
 @dataclass
@@ -149,7 +150,7 @@ class CampaignLoop:
         """Runs left mid-flight (a dead daemon, an unexpected error) become `interrupted`; their
         processes are reaped and the worktree goes back to the branch head."""
         for run in self.runs():
-            if run.status in ledger.ACTIVE_RUN_STATUSES:
+            if run.status in ACTIVE_RUN_STATUSES:
                 if run.pid and is_our_child(run.pid):
                     runner.kill_group(run.pid)
                 was = run.status
@@ -231,7 +232,7 @@ class CampaignLoop:
             return
         self.experiment(cost)
 
-    def new_run(self, kind: str, description: str, commit: str | None = None, rerun_of: int | None = None, status: str = "proposed") -> Run:
+    def new_run(self, kind: str, description: str, commit: str | None = None, rerun_of: int | None = None) -> Run:
         seq = self.next_seq()
         run = Run(
             campaign_id=self.campaign.id,
@@ -241,7 +242,7 @@ class CampaignLoop:
             commit=commit,
             description=description,
             rerun_of=rerun_of,
-            status=status,
+            status="proposed",
             hardware=json.dumps(self.hardware()),
             run_dir=str(self.paths.run_dir(seq)),
         )
@@ -356,10 +357,7 @@ class CampaignLoop:
         champ = self.champion()
         history = []
         for r in runs:
-            item = {"seq": r.seq, "kind": r.kind, "status": r.status, "val_bpb": r.val_bpb, "delta": (r.val_bpb - best) if r.val_bpb is not None else None, "description": r.description, "decision_reason": r.decision_reason}
-            if r.status in ("crash", "timeout", "invalid") and r.error:
-                item["error_tail"] = "\n".join(r.error.splitlines()[-HISTORY_ERROR_LINES:])
-            history.append(item)
+            history.append({"seq": r.seq, "kind": r.kind, "status": r.status, "val_bpb": r.val_bpb, "delta": (r.val_bpb - best) if r.val_bpb is not None else None, "description": r.description, "decision_reason": r.decision_reason})
         failures = [r for r in runs if r.status in ("crash", "timeout", "invalid")]
 
         def record(call: dict) -> None:
@@ -372,7 +370,7 @@ class CampaignLoop:
             readable=list(self.program.readable),
             history=history,
             best={"seq": champ.seq, "val_bpb": best, "tok_per_sec": champ.tok_per_sec, "description": champ.description} if champ else None,
-            last_failure_tail=failures[-1].error if failures else None,
+            last_failure_tail="\n".join(failures[-1].error.splitlines()[-FAILURE_TAIL_LINES:]) if failures and failures[-1].error else None,
             budget_s=self.s.budget_s,
             hardware=self.hardware(),
             seq=run.seq,
@@ -380,11 +378,13 @@ class CampaignLoop:
             record_call=record,
             cost_left_usd=(self.s.max_cost_usd - cost_so_far) if self.s.max_cost_usd is not None else None,
             retry_note=retry_note,
-            base_files=self.base_files(),
+            base_files=self.base_files,
             best_diff=self.wt.git.diff(self.campaign.base_commit, "HEAD", "--", *self.program.editable),
         )
 
+    @functools.cached_property
     def base_files(self) -> dict[str, str]:
+        """The program's files at the campaign's base commit (fixed for the campaign's life)."""
         base = self.campaign.base_commit
         return {p: self.repo.git.show(f"{base}:{p}") for p in (*self.program.editable, *self.program.readable)}
 
@@ -398,8 +398,7 @@ class CampaignLoop:
             if d.verdict != "rerun":
                 break
             self.event("rerun", f"#{run.seq}: {d.reason}", run)
-            again = self.new_run("rerun", f"re-run of #{run.seq}: {run.description}", commit=run.commit, rerun_of=run.id, status="proposed")
-            again.parent_commit = run.parent_commit
+            again = self.new_run("rerun", f"re-run of #{run.seq}: {run.description}", commit=run.commit, rerun_of=run.id)
             if not self.measure(again):
                 d = policy.Decision("discard", f"a re-run failed ({again.status}); not kept")
                 break

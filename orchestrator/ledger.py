@@ -7,7 +7,6 @@ busy timeout let any number of readers (status, sqlite3, notebooks) work while d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 BUSY_TIMEOUT_MS = 30_000
-ACTIVE_RUN_STATUSES = ("proposed", "training", "evaluating")
 
 
 def utcnow() -> datetime:
@@ -195,6 +193,3 @@ def campaign_cost(db_path: Path, campaign_id: int) -> float:
     with session(db_path) as s:
         return float(s.exec(text("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = :c").bindparams(c=campaign_id)).scalar())
 
-
-def settings_of(campaign: Campaign) -> dict:
-    return json.loads(campaign.settings or "{}")

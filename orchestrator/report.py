@@ -12,9 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import slots
-from .programs import StatePaths
+from .programs import ACTIVE_RUN_STATUSES, StatePaths
 
-ACTIVE = ("proposed", "training", "evaluating")
 PHASE = {"proposed": "proposing", "training": "training", "evaluating": "evaluating"}
 STEP_LINE = re.compile(r"^step (?P<step>\d+) \| loss (?P<loss>[\d.naninf-]+) \| lr [\d.e-]+ \| tok/s (?P<tok>[\d,]+) \| (?P<elapsed>[\d.]+)/")
 
@@ -81,7 +80,7 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
         baseline = con.execute("SELECT AVG(val_bpb) FROM run WHERE campaign_id = ? AND kind = 'baseline' AND val_bpb IS NOT NULL", (cid,)).fetchone()[0]
         cost = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (cid,)).fetchone()[0]
         last_keep = con.execute("SELECT MAX(ended_at) FROM run WHERE campaign_id = ? AND status = 'keep' AND kind = 'experiment'", (cid,)).fetchone()[0]
-        flight = con.execute(f"SELECT seq, status, description, started_at, run_dir FROM run WHERE campaign_id = ? AND status IN {ACTIVE} ORDER BY id DESC LIMIT 1", (cid,)).fetchone()
+        flight = con.execute(f"SELECT seq, status, description, started_at, run_dir FROM run WHERE campaign_id = ? AND status IN {ACTIVE_RUN_STATUSES} ORDER BY id DESC LIMIT 1", (cid,)).fetchone()
         state = campaign_state(state_dir, c["program"], c["tag"], c["status"])
         in_flight = None
         if flight and state == "running":

@@ -41,7 +41,7 @@ def context(worktree, calls=None, history_items=(), **over) -> ProposalContext:
 def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
     server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("MATRIX_LR 0.04 -> 0.05", "faster progress")]
     calls = []
-    proposal = agent(server, monkeypatch).propose(context(worktree, calls))
+    proposal = agent(server, monkeypatch).propose(context(worktree, calls, last_failure_tail="ValueError: shapes (4,) and (5,)"))
     assert proposal.description == "MATRIX_LR 0.04 -> 0.05" and proposal.hypothesis == "faster progress"
     assert "MATRIX_LR = 0.05" in (worktree / TRAIN).read_text()
     assert len(calls) == 2 and all(c["status"] == "ok" and c["cost_usd"] > 0 for c in calls)
@@ -50,6 +50,7 @@ def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
     assert [t.get("type", "custom") for t in first["tools"]] == ["text_editor_20250728", "custom"]
     assert first["tools"][0]["name"] == "str_replace_based_edit_tool" and first["tools"][1]["name"] == "submit_experiment"
     assert first["system"][-1]["cache_control"] == {"type": "ephemeral"} and "MATRIX_LR = 0.04" in first["system"][-1]["text"]
+    assert "ValueError: shapes (4,) and (5,)" in first["messages"][0]["content"][0]["text"]  # the last failure's log tail
     headers = server.requests[0]["headers"]
     assert headers.get("x-api-key") == "sk-test" or headers.get("authorization") == "Bearer sk-test"
     tool_result = server.requests[1]["body"]["messages"][-1]["content"][0]
@@ -153,7 +154,7 @@ def fake_history(n: int) -> list[dict]:
     ideas = ["raise MATRIX_LR", "deeper model with narrower MLP", "add a warmup of 5% of the budget", "QK-norm gain as a learned scalar", "halve TOTAL_BATCH_TOKENS"]
     statuses = ["discard", "discard", "keep", "crash", "discard", "rejected"]
     return [
-        {"seq": i, "kind": "experiment", "status": statuses[i % len(statuses)], "val_bpb": 2.5 - i * 1e-4, "delta": 0.01, "description": f"{ideas[i % len(ideas)]} (variant {i}) with a longer explanation of the reasoning", "decision_reason": "not better: val_bpb 2.51 vs best 2.50 (delta +0.0100, noise band 0.0050)", "error_tail": "Traceback...\nValueError: shapes" if i % 6 == 3 else None}
+        {"seq": i, "kind": "experiment", "status": statuses[i % len(statuses)], "val_bpb": 2.5 - i * 1e-4, "delta": 0.01, "description": f"{ideas[i % len(ideas)]} (variant {i}) with a longer explanation of the reasoning", "decision_reason": "not better: val_bpb 2.51 vs best 2.50 (delta +0.0100, noise band 0.0050)"}
         for i in range(1, n + 1)
     ]
 
