@@ -195,7 +195,7 @@ def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             now = "-"
         runs = " ".join(f"{k} {v}" for k, v in sorted(c["runs"].items()))
         improvement = f"{-c['improvement']:+.4f}" if c["improvement"] is not None else "-"
-        agent = c["agent"] + (f" ({c['model']})" if c["model"] else "")
+        agent = c["agent"] + (f" ({c['model']})" if c["model"] else "") + (f", sandbox {c['sandbox']}" if c["sandbox"] else "")
         out.append([f"{c['program']}/{c['tag']}", state, agent, now, runs or "-", bpb(c["best_val_bpb"]), improvement, bpb(c["best_test_bpb"]), bpb(c["noise_sigma"]), f"${c['cost_usd']:.2f}", duration(c["since_last_keep_s"])])
     return headers, out
 
@@ -289,7 +289,10 @@ def show(run, state_dir) -> None:
     if r["hypothesis"]:
         out.print(f"hypothesis:  {r['hypothesis']}", highlight=False, markup=False)
     out.print(f"decision:    {r['decision_reason'] or '-'}", highlight=False, markup=False)
-    out.print(f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  tok/s {r['tok_per_sec'] or 0:,.0f}  steps {r['steps'] or '-'}  params {r['num_params'] or '-'}  peak {r['peak_memory_mb'] or '-'} MB  train {r['training_seconds'] or '-'}s  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s", highlight=False)
+    out.print(f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s", highlight=False)
+    out.print(f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, {r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB", highlight=False)
+    if r.get("scoring"):
+        out.print(f"scorer: {r['scoring']}", highlight=False, markup=False)
     out.print(f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended {r['ended_at'] or '-'}", highlight=False)
     if r["diff"]:
         from rich.syntax import Syntax
