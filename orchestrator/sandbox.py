@@ -128,7 +128,7 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
             argv += ["--tmpfs", path]
             covers.append(path)
         elif Path(path).exists():
-            argv += ["--ro-bind", "/dev/null", path]
+            argv += ["--dev-bind", "/dev/null", path]  # reads as empty; a plain bind would be nodev
     for path in paths["visible"]:
         argv += ["--ro-bind-try", path, path]
     for path in paths["writable"]:
@@ -183,7 +183,7 @@ def command(cmd: list[str], jail: Jail, using: str | None = None) -> list[str]:
     return BUILDERS[name](cmd, jail)
 
 
-def _probe(name: str) -> str | None:
+def probe(name: str) -> str | None:
     """None when `name` runs a command in a jail here, else the last line it printed."""
     try:
         done = subprocess.run(command([sys.executable, "-S", "-c", ""], Jail(), using=name), env=environment({}),
@@ -199,20 +199,20 @@ def backend() -> Backend:
     if platform.system() == "Darwin":
         if not shutil.which("sandbox-exec"):
             return Backend("none", "sandbox-exec not found")
-        failure = _probe("sandbox-exec")
+        failure = probe("sandbox-exec")
         return Backend("sandbox-exec", "sandbox-exec with a generated profile") if failure is None else Backend("none", f"sandbox-exec: {failure}")
     if platform.system() != "Linux":
         return Backend("none", f"no sandbox for {platform.system()}")
     reasons = []
     if not shutil.which("unshare"):
         reasons.append("unshare not found (util-linux)")
-    elif (failure := _probe("namespaces")) is None:
+    elif (failure := probe("namespaces")) is None:
         return Backend("namespaces", "unshare: user, mount, pid, ipc and net namespaces; no capabilities inside")
     else:
         reasons.append(f"unshare: {failure}")
     if not shutil.which("bwrap"):
         reasons.append("bwrap not installed")
-    elif (failure := _probe("bwrap")) is None:
+    elif (failure := probe("bwrap")) is None:
         return Backend("bwrap", f"bubblewrap ({'; '.join(reasons)})")
     else:
         reasons.append(f"bwrap: {failure}")
