@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import sandbox
+from orchestrator import runner, sandbox
 from orchestrator.sandbox import Jail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +253,34 @@ def test_nothing_outlives_the_phase(using, area, mode):
             p.kill()
 
 
+def test_the_watchdog_ends_the_whole_phase(using, area, tmp_path):
+    """orchestrator.runner as the integrator uses it: SIGTERM then SIGKILL to the group ends the jailed tree."""
+    run, token = area / "state/runs/model-x/0005", f"arx-escape-{uuid.uuid4()}"
+    argv = sandbox.command([sys.executable, "-c", ESCAPE, token, str(run), "hang"], campaign_jail(area), using=using)
+    outcome = runner.run_watched(argv, Path("/"), sandbox.environment({}), tmp_path / "log", runner.Limits(deadline_s=3600),
+                                 should_stop=lambda: (run / "ready").exists())
+    try:
+        assert outcome.reason == "stopped"
+        (run / "go").touch()
+        wait_for(lambda: not holders(token), "every process of the phase to end")
+        assert not (run / "escaped").exists()
+    finally:
+        for p in holders(token):
+            p.kill()
+
+
+def test_kill_everything_reaches_only_the_jail(using, area):
+    """kill(-1, SIGKILL) by the same uid would take the daemon with it; inside it finds only the phase itself."""
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        code = TRY + "import os, signal\nprint(json.dumps(attempt(lambda: os.kill(-1, signal.SIGKILL))))"
+        assert report(using, code, campaign_jail(area)) in ("None", "ProcessLookupError")  # nothing else to kill
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_the_jail_cannot_be_undone(using, area):
     code = TRY + """
 import ctypes, os
@@ -379,7 +407,7 @@ NON_ROOT_DRIVER = """
 import json, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from orchestrator import sandbox
+from orchestrator import runner, sandbox
 area = Path(sys.argv[2])
 state = area / "state"
 jail = sandbox.Jail(writable=(state / "runs/model-x/0005",), visible=(state / "worktrees/model-x",), hidden=(state,))
