@@ -96,7 +96,8 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
         allowed = name in FROM_CALLER or name.startswith(FROM_CALLER_PREFIXES)
         if not allowed or SECRET.search(name):
             raise ValueError(f"environment: {name} may not be passed into the sandbox")
-    env = {k: v for k, v in os.environ.items() if (k in FROM_PARENT or k.startswith(FROM_PARENT_PREFIXES)) and not SECRET.search(k)}
+    env = {k: v for k, v in os.environ.items() if (k in FROM_PARENT or k.startswith(FROM_PARENT_PREFIXES))}
+    env = {k: v for k, v in env.items() if not SECRET.search(k)}
     env.setdefault("PATH", os.defpath)
     return env | extra | {"TMPDIR": TMP, "HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
 
@@ -106,13 +107,14 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
     for path in jail.writable:
         if not Path(path).exists():
             raise ValueError(f"writable path {path} does not exist")
-    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in ("writable", "visible", "hidden")}
+    kinds = ("writable", "visible", "hidden")
+    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in kinds}
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
     unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
-    spec = json.dumps(_paths(jail))
-    return [*unshare, *([] if jail.network else ["--net"]), "--", sys.executable, "-I", "-S", str(SETUP), spec, "--", *cmd]
+    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
+    return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 
 def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
@@ -148,7 +150,7 @@ def profile(jail: Jail, private: Path) -> str:
     `private` is this call's folder for TMPDIR, HOME and the bytecode cache (macOS has no private mount of /tmp).
     """
     paths = _paths(jail)
-    subpaths = lambda kind: " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])  # noqa: E731
+    subpaths = lambda kind: " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])
     lines = ["(version 1)", "(allow default)"]
     if not jail.network:
         lines.append("(deny network*)")
@@ -187,10 +189,12 @@ def probe(name: str) -> str | None:
     """None when `name` runs a command in a jail here, else the last line it printed."""
     try:
         done = subprocess.run(command([sys.executable, "-S", "-c", ""], Jail(), using=name), env=environment({}),
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/")
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/", check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
-    return None if done.returncode == 0 else ((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
 
 
 @functools.cache
@@ -199,8 +203,9 @@ def backend() -> Backend:
     if platform.system() == "Darwin":
         if not shutil.which("sandbox-exec"):
             return Backend("none", "sandbox-exec not found")
-        failure = probe("sandbox-exec")
-        return Backend("sandbox-exec", "sandbox-exec with a generated profile") if failure is None else Backend("none", f"sandbox-exec: {failure}")
+        if (failure := probe("sandbox-exec")) is not None:
+            return Backend("none", f"sandbox-exec: {failure}")
+        return Backend("sandbox-exec", "sandbox-exec with a generated profile (no PID namespace)")
     if platform.system() != "Linux":
         return Backend("none", f"no sandbox for {platform.system()}")
     reasons = []
@@ -235,20 +240,23 @@ def bench(tries: int = 10) -> dict:
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         for sub in ("run", "state/worktree"):
             (Path(tmp) / sub).mkdir(parents=True)
-        jail = Jail(writable=(Path(tmp) / "run",), visible=(Path(tmp) / "state/worktree",), hidden=(Path(tmp) / "state",))
+        root = Path(tmp)
+        jail = Jail(writable=(root / "run",), visible=(root / "state/worktree",), hidden=(root / "state",))
         for _ in range(tries):
             for argv, times in ((cmd, outside), (command(cmd, jail), inside)):
                 t = time.perf_counter()
                 subprocess.run(argv, env=env, check=True)
                 times.append(time.perf_counter() - t)
-    return {"backend": backend().name, "tries": tries, "outside_s": round(statistics.median(outside), 4),
-            "inside_s": round(statistics.median(inside), 4),
-            "setup_s": round(statistics.median(inside) - statistics.median(outside), 4)}
+    out, ins = statistics.median(outside), statistics.median(inside)
+    return {"backend": backend().name, "tries": tries, "outside_s": round(out, 4), "inside_s": round(ins, 4),
+            "setup_s": round(ins - out, 4)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox", description="Show the sandbox candidate code runs in.")
-    parser.add_argument("--bench", action="store_true", help="print the median set-up cost of one sandboxed phase as JSON")
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox",
+                                     description="Show which sandbox candidate code runs in on this machine, and why.")
+    parser.add_argument("--bench", action="store_true",
+                        help="print as JSON the median seconds of `python -c pass` in a jail and outside (10 tries)")
     args = parser.parse_args(argv)
     found = backend()
     if args.bench:
