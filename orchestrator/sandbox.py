@@ -53,14 +53,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox_setup import GPU_DEVICES, HOME, PYCACHE, TMP
+from .sandbox_setup import DEFERRED_PRELOAD, GPU_DEVICES, HOME, PYCACHE, TMP
 
 SETUP = Path(__file__).with_name("sandbox_setup.py")
 PROBE_TIMEOUT_S = 30
 FROM_PARENT = {"PATH", "LANG", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES"}
 FROM_PARENT_PREFIXES = ("LC_",)
-FROM_CALLER = FROM_PARENT | {"LD_PRELOAD"}
+FROM_CALLER = FROM_PARENT | {"LD_PRELOAD", "TMPDIR"}
 FROM_CALLER_PREFIXES = (*FROM_PARENT_PREFIXES, "ARX_", "MLX_", "OPENBLAS_", "OMP_", "MALLOC_")
+UNDEFER_PRELOAD = (f'if [ -n "${{{DEFERRED_PRELOAD}+set}}" ]; then export LD_PRELOAD="${DEFERRED_PRELOAD}"; '
+                   f'unset {DEFERRED_PRELOAD}; fi; exec "$@"')
 SECRET = re.compile(r"ANTHROPIC|AWS|KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH", re.IGNORECASE)
 FIX = ("enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
        "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)")
@@ -90,7 +92,12 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     """The whole environment of a sandboxed process: allowlisted names of os.environ, then `extra`, then the jail's.
 
     A name in `extra` outside the allowlist, or one that looks like a secret, is a programming error (ValueError),
-    not something to drop quietly.
+    not something to drop quietly. LD_PRELOAD is carried as DEFERRED_PRELOAD and set for the command alone.
+
+    TMPDIR is /tmp, a tmpfs private to the phase, unless `extra` names a folder inside a writable path: MLX's CPU
+    backend compiles its fused kernels with a C++ compiler and caches them under $TMPDIR/mlx, which takes seconds
+    to a minute each phase. Share such a folder between the phases of ONE experiment only (its train and its
+    evaluation): any later process that loads a cached kernel runs what the phase that wrote it put there.
     """
     for name in extra:
         allowed = name in FROM_CALLER or name.startswith(FROM_CALLER_PREFIXES)
@@ -99,7 +106,8 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if (k in FROM_PARENT or k.startswith(FROM_PARENT_PREFIXES))}
     env = {k: v for k, v in env.items() if not SECRET.search(k)}
     env.setdefault("PATH", os.defpath)
-    return env | extra | {"TMPDIR": TMP, "HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
+    env |= {(DEFERRED_PRELOAD if k == "LD_PRELOAD" else k): v for k, v in extra.items()}
+    return {"TMPDIR": TMP} | env | {"HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
 
 
 def _paths(jail: Jail) -> dict[str, list[str]]:
@@ -137,7 +145,7 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
         argv += ["--bind", path, path]
     for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
         argv += ["--remount-ro", path]
-    return [*argv, "--", *cmd]
+    return [*argv, "--", "/bin/sh", "-c", UNDEFER_PRELOAD, "sh", *cmd]
 
 
 def _sbpl(path: str) -> str:
@@ -177,7 +185,10 @@ BUILDERS = {"namespaces": _namespaces, "bwrap": _bwrap, "sandbox-exec": _sandbox
 def command(cmd: list[str], jail: Jail, using: str | None = None) -> list[str]:
     """The argv that runs `cmd` inside `jail`, with the active backend (or the one named by `using`).
 
-    Start it with `environment(...)`, `start_new_session=True`, and SIGKILL its process group to end everything.
+    Start it with `environment(...)` and `start_new_session=True`; SIGKILL its process group to end everything.
+    The phase is over once no live process is left in that group (what runner.kill_group waits for), not as soon
+    as the first process has been reaped: the jail's PID 1 is in the group and ends only after the kernel has
+    killed everything else in its namespace.
     """
     name = using or backend().name
     if name not in BUILDERS:

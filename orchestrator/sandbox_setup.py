@@ -37,6 +37,9 @@ TMP = "/tmp"
 HOME = "/tmp/home"
 PYCACHE = "/tmp/pycache"
 SETUP_FAILED = 125
+# LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
+# threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
+DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 GPU_DEVICES = "/dev/nvidia*"
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -199,6 +202,8 @@ def run(cmd: list[str]) -> int:
     if child == 0:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        if DEFERRED_PRELOAD in os.environ:
+            os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
         try:
             os.execvp(cmd[0], cmd)
         except OSError as e:

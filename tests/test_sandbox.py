@@ -25,6 +25,7 @@ import pytest
 
 from orchestrator import runner, sandbox
 from orchestrator.sandbox import Jail
+from trainer import blas
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX = sys.platform.startswith("linux")
@@ -194,14 +195,29 @@ def test_environment_is_an_allowlist(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/evil.so")
     blas = "/usr/lib/libopenblas.so.0"
     env = sandbox.environment({"ARX_RUN_DIR": "/r", "LD_PRELOAD": blas, "MALLOC_TRIM_THRESHOLD_": "1"})
-    assert env["ARX_RUN_DIR"] == "/r" and env["LD_PRELOAD"] == blas and env["LC_ALL"] == "C.UTF-8"
+    assert env["ARX_RUN_DIR"] == "/r" and env[sandbox.DEFERRED_PRELOAD] == blas and env["LC_ALL"] == "C.UTF-8"
     assert "ANTHROPIC_API_KEY" not in env and "ARX_FROM_PARENT" not in env
     assert env["TMPDIR"] == "/tmp" and env["HOME"].startswith("/tmp/")
     assert env["PYTHONPYCACHEPREFIX"].startswith("/tmp/")
-    assert "LD_PRELOAD" not in sandbox.environment({})
+    assert "LD_PRELOAD" not in env and "LD_PRELOAD" not in sandbox.environment({})
+    assert sandbox.environment({"TMPDIR": "/run/dir/tmp"})["TMPDIR"] == "/run/dir/tmp"
     for name in ("ANTHROPIC_API_KEY", "ARX_API_KEY", "PYTHONPATH", "HOME", "OPENAI_TOKEN"):
         with pytest.raises(ValueError, match=name):
             sandbox.environment({name: "x"})
+
+
+def test_a_preloaded_blas_reaches_the_command_only(using, area):
+    """OpenBLAS starts threads where it is loaded, and a process with threads cannot create a user namespace."""
+    lib = blas.find_openblas()
+    if lib is None:
+        pytest.skip("no OpenBLAS installed")
+    code = """
+import json, os
+print(json.dumps({"env": os.environ.get("LD_PRELOAD"), "loaded": "openblas" in open("/proc/self/maps").read(),
+                  "deferred": [k for k in os.environ if k.startswith("ARX_SANDBOX")]}))
+"""
+    seen = report(using, code, campaign_jail(area), extra=blas.fast_env())
+    assert seen == {"env": blas.fast_env()["LD_PRELOAD"], "loaded": True, "deferred": []}
 
 
 ESCAPE = """
@@ -249,6 +265,9 @@ def test_nothing_outlives_the_phase(using, area, mode):
         if mode == "hang":
             os.killpg(proc.pid, signal.SIGKILL)  # what the watchdog does on a limit
         proc.wait(timeout=EVENT_TIMEOUT_S)
+        # the watchdog's test of "over": no live member left in the group (the jail's PID 1 is one, and it only
+        # dies once the kernel has killed everything in its namespace)
+        wait_for(lambda: not runner.group_alive(proc.pid), "the process group to end")
         (run / "go").touch()
         if mode == "unsandboxed":  # the control: without the jail the grandchild does escape, so the check can fail
             wait_for(lambda: (run / "escaped").exists(), "the unsandboxed grandchild to write")
