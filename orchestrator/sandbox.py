@@ -53,7 +53,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox_setup import DEFERRED_PRELOAD, GPU_DEVICES, HOME, PYCACHE, TMP
+from .sandbox_setup import DEFERRED_PRELOAD, FILTER_ONLY, GPU_DEVICES, HOME, PYCACHE, TMP
 
 SETUP = Path(__file__).with_name("sandbox_setup.py")
 PROBE_TIMEOUT_S = 30
@@ -61,8 +61,8 @@ FROM_PARENT = {"PATH", "LANG", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED
 FROM_PARENT_PREFIXES = ("LC_",)
 FROM_CALLER = FROM_PARENT | {"LD_PRELOAD", "TMPDIR"}
 FROM_CALLER_PREFIXES = (*FROM_PARENT_PREFIXES, "ARX_", "MLX_", "OPENBLAS_", "OMP_", "MALLOC_")
-UNDEFER_PRELOAD = (f'if [ -n "${{{DEFERRED_PRELOAD}+set}}" ]; then export LD_PRELOAD="${DEFERRED_PRELOAD}"; '
-                   f'unset {DEFERRED_PRELOAD}; fi; exec "$@"')
+ALWAYS_HIDDEN = (Path("/run"),)
+RESOLVER = (Path("/run/systemd/resolve"), Path("/run/resolvconf"), Path("/run/NetworkManager"))
 SECRET = re.compile(r"ANTHROPIC|AWS|KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH", re.IGNORECASE)
 FIX = ("enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
        "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)")
@@ -111,12 +111,18 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 def _paths(jail: Jail) -> dict[str, list[str]]:
-    """Absolute, symlink-free paths: a cover or a bind acts on what a path points to."""
+    """Absolute, symlink-free paths (a cover or a bind acts on what a path points to), /run hidden in every jail.
+
+    /run holds the host's control FIFOs (systemd's initctl) and secrets mounted by container runtimes; a FIFO
+    opens for writing on a read-only mount. A jail with network gets back the resolver's files kept there.
+    """
     for path in jail.writable:
         if not Path(path).exists():
             raise ValueError(f"writable path {path} does not exist")
-    kinds = ("writable", "visible", "hidden")
-    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in kinds}
+    paths = {"writable": jail.writable, "visible": jail.visible, "hidden": (*jail.hidden, *ALWAYS_HIDDEN)}
+    if jail.network:
+        paths["visible"] += RESOLVER
+    return {kind: sorted({str(Path(p).resolve()) for p in found}) for kind, found in paths.items()}
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
@@ -143,9 +149,9 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
         argv += ["--ro-bind-try", path, path]
     for path in paths["writable"]:
         argv += ["--bind", path, path]
-    for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
+    for path in [*covers, "/proc"]:  # after the binds inside covers, whose mount points bwrap creates there
         argv += ["--remount-ro", path]
-    return [*argv, "--", "/bin/sh", "-c", UNDEFER_PRELOAD, "sh", *cmd]
+    return [*argv, "--", sys.executable, "-I", "-S", str(SETUP), FILTER_ONLY, "--", *cmd]
 
 
 def _sbpl(path: str) -> str:

@@ -40,6 +40,7 @@ SETUP_FAILED = 125
 # LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
 # threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
 DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
+FILTER_ONLY = "--filter-only"
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 GPU_DEVICES = "/dev/nvidia*"
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -54,6 +55,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock, and KEEP_CAPS locked off.
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arch, socket()
+IO_URING_SETUP, AF_UNIX = 425, 1
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -148,6 +152,10 @@ def build_jail(spec: dict) -> None:
 
     lock_down_all_mounts()
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    forbid_nested_user_namespaces()
+    # uid 0 inside is the owner of root's sysctls (kernel.core_pattern runs a program as host root) when the
+    # daemon is root: nothing under /proc is writable
+    remount("/proc", MS_RDONLY)
     build_dev(devices)
     mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     os.mkdir(HOME, 0o700)
@@ -196,19 +204,63 @@ def drop_privileges() -> None:
     check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "become undumpable")
 
 
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def filter_syscalls() -> None:
+    """A seccomp filter: no unix socket can be created, no io_uring (its operations bypass seccomp), no 32-bit ABI.
+
+    A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
+    daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
+    running anything outside. socketpair() stays allowed (pipes between processes of the phase).
+    """
+    machine = os.uname().machine
+    if machine not in SECCOMP_ARCH:
+        raise SetupError(f"no system call filter for {machine}")
+    arch, socket_nr = SECCOMP_ARCH[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, ...|BPF_JGE|..., BPF_RET
+    deny, nosys = 0x00050000 | 13, 0x00050000 | 38  # SECCOMP_RET_ERRNO with EACCES, ENOSYS
+    program = [
+        (ld, 0, 0, 4),  # arch
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, 0x80000000),  # another ABI (i386 on x86_64, arm32 on arm64): kill
+        (ld, 0, 0, 0),  # syscall number
+        (jge, 6, 0, 0x40000000),  # x32
+        (jeq, 5, 0, IO_URING_SETUP),
+        (jeq, 0, 2, socket_nr),
+        (ld, 0, 0, 16),  # socket(): the low half of its first argument, the domain
+        (jeq, 1, 0, AF_UNIX),
+        (ret, 0, 0, 0x7FFF0000),  # allow
+        (ret, 0, 0, deny),
+        (ret, 0, 0, nosys),
+    ]
+    filters = (SockFilter * len(program))(*[SockFilter(*op) for op in program])
+    prog = SockFprog(len(program), filters)
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the system call filter")
+
+
+def exec_command(cmd: list[str]) -> None:
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    if DEFERRED_PRELOAD in os.environ:
+        os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
+    try:
+        os.execvp(cmd[0], cmd)
+    except OSError as e:
+        print(f"arx sandbox: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
+        os._exit(127)
+
+
 def run(cmd: list[str]) -> int:
     """Fork the command and wait for it, reaping orphans; its exit status becomes ours (128 + n for signal n)."""
     child = os.fork()
     if child == 0:
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        if DEFERRED_PRELOAD in os.environ:
-            os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
-        try:
-            os.execvp(cmd[0], cmd)
-        except OSError as e:
-            print(f"arx sandbox: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
-            os._exit(127)
+        exec_command(cmd)
     while True:
         try:
             pid, status = os.wait()
@@ -222,15 +274,22 @@ def run(cmd: list[str]) -> int:
 
 def main() -> None:
     if len(sys.argv) < 4 or sys.argv[2] != "--":
-        sys.exit("usage: sandbox_setup.py SPEC_JSON -- COMMAND...")
-    spec, cmd = json.loads(sys.argv[1]), sys.argv[3:]
+        sys.exit("usage: sandbox_setup.py SPEC_JSON|--filter-only -- COMMAND...")
+    spec, cmd = sys.argv[1], sys.argv[3:]
+    if spec == FILTER_ONLY:  # inside a jail built by bwrap, which already set no_new_privs
+        try:
+            filter_syscalls()
+        except SetupError as e:
+            print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)
+            os._exit(SETUP_FAILED)
+        exec_command(cmd)
     # PID 1 is not killed by signals it does not handle; Python's own SIGINT handler would make it the exception.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         cwd = os.getcwd()
-        build_jail(spec)
-        forbid_nested_user_namespaces()
+        build_jail(json.loads(spec))
         drop_privileges()
+        filter_syscalls()
         os.chdir(cwd)  # through the new mounts: the old cwd could still see a covered folder
     except (SetupError, OSError) as e:
         print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)

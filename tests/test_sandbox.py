@@ -345,6 +345,29 @@ print(json.dumps(seen))
     assert seen["heldout"] == "FileNotFoundError"
 
 
+def test_host_sockets_and_control_files_are_out_of_reach(using, area):
+    """A read-only mount does not stop connect() to a unix socket (systemd, dbus, docker) or a write to a FIFO."""
+    path = area / "checkout/control.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    try:
+        code = TRY + """
+import os, socket
+def connect():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socket.socketpair())),
+                  "run": os.listdir("/run"),
+                  "core_pattern": attempt(lambda: os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY))}))
+"""
+        seen = report(using, code, campaign_jail(area), str(path))
+    finally:
+        server.close()
+    assert seen["connect"] == "PermissionError" and seen["pair"] == "2"
+    assert seen["run"] == [] and seen["core_pattern"] == "OSError"
+
+
 def test_devices_open_only_from_a_minimal_dev(using, area):
     """uid 0 inside owns root's device nodes when the daemon is root: a disk must not be openable anywhere."""
     code = """
