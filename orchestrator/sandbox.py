@@ -1,32 +1,38 @@
 """The sandbox every process that runs candidate code runs in (prepare, train, the model side of evaluation).
 
-    argv = sandbox.command([python, "-m", "trainer.train"], Jail(writable=(run_dir,), hidden=(state_dir, heldout)))
-    subprocess.Popen(argv, cwd=worktree, env=sandbox.environment({"ARX_RUN_DIR": str(run_dir)}), start_new_session=True)
+    jail = Jail(writable=(run_dir,), visible=(worktree, data_dir), hidden=(state_dir, heldout_dir))
+    env = sandbox.environment({"ARX_RUN_DIR": str(run_dir)} | blas.fast_env())
+    subprocess.Popen(sandbox.command([python, "-m", "trainer.train"], jail), cwd=worktree, env=env,
+                     start_new_session=True)
 
-Threat model. The command is hostile: it was written to lower a number by any path it can reach.
+Threat model. The command is hostile: it was written to lower a number by any path it can reach. When the daemon
+runs as root, uid 0 inside is the owner of root's files, devices, sysctls and sockets: read-only mounts alone are
+not enough, hence the rest of the list.
 
 Prevented (Linux `namespaces` and `bwrap` backends):
 - writes outside `Jail.writable`, a private /tmp and a private /dev/shm: the daemon's checkout and venv, the ledger,
-  other runs, bytecode caches (every mount is read-only inside, for root too);
+  other runs, bytecode caches (every mount is read-only inside, /proc included);
 - reads of `Jail.hidden` paths (held-out documents, the ledger, other runs) unless re-exposed by `visible`/`writable`;
 - network: its own network namespace with no interface up (`network=False`);
 - secrets: the environment is rebuilt from an allowlist (`environment()`), and the daemon's /proc/<pid>/environ is
-  out of sight in a new PID namespace;
+  out of sight in a new PID namespace; /run (runtime secrets, control FIFOs) is hidden in every jail;
 - lingering processes: a new PID namespace whose first process is ours; when the command exits or the watchdog
   kills `unshare`/`bwrap`, the kernel kills everything left inside, setsid'ed or double-forked or not;
 - shared bytecode: PYTHONPYCACHEPREFIX points into the private /tmp, so no .pyc is read from or written next to
   a source;
-- System V IPC and abstract unix sockets shared with the host: new IPC and network namespaces;
+- IPC with the host: new IPC and network namespaces (System V IPC, abstract sockets), and a seccomp filter that
+  refuses every unix socket (a path-named socket such as systemd's, dbus's or docker's connects through a
+  read-only mount) and io_uring;
 - undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
   umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).
 
 Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
-and that the daemon's user can read (hide what matters); sharing the GPU with other processes; filling memory
-through the tmpfs at /tmp (the watchdog caps RSS, not tmpfs). With `sandbox-exec` (macOS) there is no PID
-namespace, so a process that leaves the process group can outlive the phase, and /tmp is a per-call folder
-rather than a private mount. With `none`, nothing at all: callers refuse Claude campaigns unless the user passes
-`--unsafe-no-sandbox` (see `require`).
+and that the daemon's user can read (hide what matters); writes to FIFOs outside /run that the daemon's user may
+write; sharing the GPU with other processes; filling memory through the tmpfs at /tmp (the watchdog caps RSS,
+not tmpfs). With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can
+outlive the phase, and /tmp is a per-call folder rather than a private mount. With `none`, nothing at all:
+callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (see `require`).
 
 Backends, tried in this order: `namespaces` (util-linux `unshare` plus our own trusted set-up step,
 `sandbox_setup.py`; no root and no extra package needed), `bwrap` (bubblewrap, where unprivileged user namespaces

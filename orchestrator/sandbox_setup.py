@@ -6,20 +6,22 @@ namespace, holding every capability over a private copy of the mount table, as P
 It then:
 
 1. makes every mount read-only, nosuid and nodev (device nodes open only from the minimal /dev below);
-2. mounts a /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and the NVIDIA
-   nodes, if any), and fresh tmpfs at /tmp and /dev/shm;
+2. mounts a read-only /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and
+   the NVIDIA nodes, if any), and fresh tmpfs at /tmp and /dev/shm;
 3. covers each `hidden` path (an empty read-only tmpfs over a folder, /dev/null over a file), then binds the
    `visible` paths read-only and the `writable` paths read-write at their real paths, inside the covers if need be;
 4. drops every capability for good (bounding set, ambient, inheritable, securebits locked, no_new_privs), so that
-   neither the command nor anything it starts can remount, unmount or mount anything, and becomes undumpable;
+   neither the command nor anything it starts can remount, unmount or mount anything, becomes undumpable, and
+   installs a seccomp filter (no unix sockets, no io_uring, no other ABI), inherited by everything it starts;
 5. forks the command and waits. PID 1 of a namespace ignores signals it has no handler for, so signals reach the
    command, not this process. When the command ends this process exits with its status, and the kernel kills
    whatever else is still running in the namespace. When `unshare` is killed, `--kill-child` kills this process,
    with the same effect.
 
-Run with `-I -S`: no site, no environment variables read by Python, no import from the working directory. It imports
-only the standard library and never imports orchestrator (the file is run by path). Exit status 125 and one line
-on stderr when the jail cannot be built: it never runs the command in a half-built jail.
+Run with `-I -S`: no site, no environment variables read by Python, no import from the working directory. It
+imports only the standard library and never imports orchestrator (the file is run by path). Exit status 125 and
+one line on stderr when the jail cannot be built: it never runs the command in a half-built jail. Inside a jail
+built by bwrap, `sandbox_setup.py --filter-only -- CMD` only installs the seccomp filter and runs the command.
 """
 
 from __future__ import annotations

@@ -452,6 +452,28 @@ def test_a_jail_that_cannot_be_built_runs_nothing(area):
         shutil.rmtree(outside)
 
 
+@pytest.mark.parametrize(("cmd", "status"), [([sys.executable, "-c", "import sys; sys.exit(3)"], 3),
+                                              ([sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"], 128 + 15),
+                                              (["/nonexistent/program"], 127)])
+def test_the_exit_status_comes_through(using, cmd, status):
+    """As a shell reports it: 128 + n for a command killed by signal n, 127 for one that could not be started."""
+    done = subprocess.run(sandbox.command(cmd, Jail(), using=using), env=sandbox.environment({}), cwd="/",
+                          capture_output=True, timeout=EVENT_TIMEOUT_S, check=False)
+    assert done.returncode == status
+
+
+def test_paths_in_the_host_tmp_can_be_exposed(using, tmp_path):
+    """pytest's tmp_path, or a state directory under /tmp: the jail's own /tmp still shows them where listed."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt/code.py").write_text("x")
+    code = "import sys; print(open(sys.argv[1] + '/wt/code.py').read()); open(sys.argv[1] + '/run/out', 'w')"
+    done = jailed(using, code, Jail(writable=(tmp_path / "run",), visible=(tmp_path / "wt",)), str(tmp_path),
+                  cwd=tmp_path / "wt")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "x" and (tmp_path / "run/out").exists()
+
+
 def test_writable_paths_must_exist(area):
     with pytest.raises(ValueError, match="does not exist"):
         sandbox.command(["true"], Jail(writable=(area / "missing",)), using="namespaces")
