@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -262,9 +263,10 @@ class CampaignLoop:
             self.drop_checkpoint(run)
 
     def drop_checkpoint(self, run: Run) -> None:
-        """Checkpoints of runs that were not kept are deleted; logs and json stay."""
+        """Checkpoints and compiled kernels of runs that were not kept are deleted; logs and json stay."""
         if run.run_dir:
             (Path(run.run_dir) / "model.safetensors").unlink(missing_ok=True)
+            shutil.rmtree(Path(run.run_dir) / "tmp", ignore_errors=True)
 
     def measure_baseline(self, n: int) -> None:
         head = self.kept_head()
@@ -439,6 +441,7 @@ class CampaignLoop:
             memory_mb=self.s.memory_mb,
             eval_timeout_s=self.s.eval_timeout_s,
             tokenizer_sha256=self.campaign.tokenizer_sha256 if self.program.name == "model" else None,
+            kernels=self.paths.kernels,
             unsafe_no_sandbox=self.s.unsafe_no_sandbox,
         )
 
@@ -464,6 +467,8 @@ class CampaignLoop:
         elif pins[:2] != (self.campaign.val_sha256, self.campaign.test_sha256):
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
+        if run.kind == "baseline" and not self.paths.kernels.exists():  # compiled by the unchanged code: a safe seed
+            shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
         run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb
         run.scoring = json.dumps(scores.detail)
         self.save(run)

@@ -54,6 +54,7 @@ class Spec:
     memory_mb: float | None = None
     eval_timeout_s: float = 600.0
     tokenizer_sha256: str | None = None  # pinned: the model program must score with this tokenizer
+    kernels: Path | None = None  # MLX kernels the unchanged baseline compiled: this run's cache starts as a copy
     unsafe_no_sandbox: bool = False
 
 
@@ -93,8 +94,13 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
         if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
             raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
         on_phase("training", None)
+        kernels = spec.run_dir / "tmp"  # MLX caches the kernels it compiles under $TMPDIR: this run's own copy
+        if spec.kernels and spec.kernels.is_dir():
+            shutil.copytree(spec.kernels, kernels, symlinks=False)
+        else:
+            kernels.mkdir()
         env = {"ARX_RUN_DIR": str(spec.run_dir), "ARX_PREPARED_DIR": str(prepared), "ARX_BUDGET_S": f"{spec.budget_s:g}",
-               "ARX_DATASET": spec.corpus.dataset, "ARX_SEED": str(spec.seed)}
+               "ARX_DATASET": spec.corpus.dataset, "ARX_SEED": str(spec.seed), "TMPDIR": str(kernels)}
         jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
         limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
         out = run_phase(spec, [sys.executable, "-m", "trainer.train"], jail, env, spec.run_dir / "train.log", limits, should_stop, on_phase, "training")
