@@ -80,7 +80,11 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Jail:
-    """What one sandboxed phase may see and touch. Everything not listed is read-only."""
+    """What one sandboxed phase may see and touch. Everything not listed is read-only.
+
+    command() resolves symlinks in these paths: never list a path below a folder that a candidate could write
+    (it could have made it a symlink to anywhere). Keep the interpreter visible (see `python_paths`).
+    """
 
     writable: tuple[Path, ...] = ()  # bound read-write at the same path (must exist)
     visible: tuple[Path, ...] = ()  # re-exposed read-only at the same path, even inside a hidden path
@@ -114,6 +118,15 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     env.setdefault("PATH", os.defpath)
     env |= {(DEFERRED_PRELOAD if k == "LD_PRELOAD" else k): v for k, v in extra.items()}
     return {"TMPDIR": TMP} | env | {"HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
+
+
+def python_paths() -> tuple[Path, ...]:
+    """The folders this interpreter runs from (venv, base installation): `visible` when a hidden folder holds them.
+
+    A Python installed by pyenv or uv lives under the home folder, for instance, so hiding the home hides it.
+    """
+    found = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent}
+    return tuple(sorted(p.resolve() for p in found))
 
 
 def _paths(jail: Jail) -> dict[str, list[str]]:

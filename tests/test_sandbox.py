@@ -474,6 +474,15 @@ def test_paths_in_the_host_tmp_can_be_exposed(using, tmp_path):
     assert done.stdout.strip() == "x" and (tmp_path / "run/out").exists()
 
 
+def test_python_paths_keep_the_interpreter_running_under_a_hidden_home(using):
+    """pyenv and uv install Python under the home folder: hiding it needs the interpreter's folders shown again."""
+    base = Path(sys.base_prefix).resolve().parent
+    hidden = jailed(using, "import numpy", Jail(hidden=(base,)))
+    shown = jailed(using, "import numpy; print('ok')", Jail(hidden=(base,), visible=sandbox.python_paths()))
+    assert hidden.returncode != 0
+    assert shown.returncode == 0 and shown.stdout.strip() == "ok", shown.stderr
+
+
 def test_writable_paths_must_exist(area):
     with pytest.raises(ValueError, match="does not exist"):
         sandbox.command(["true"], Jail(writable=(area / "missing",)), using="namespaces")
