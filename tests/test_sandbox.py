@@ -33,11 +33,12 @@ TOOLS = {"namespaces": "unshare", "bwrap": "bwrap"}
 WORKING = [name for name, tool in TOOLS.items() if LINUX and shutil.which(tool) and sandbox.probe(name) is None]
 EVENT_TIMEOUT_S = 60  # an upper bound on waiting for something that should happen; never a measure of speed
 
-pytestmark = pytest.mark.skipif(not WORKING, reason="no Linux sandbox works on this machine")
 
 
-@pytest.fixture(params=WORKING)
+@pytest.fixture(params=WORKING or [None])
 def using(request) -> str:
+    if request.param is None:
+        pytest.skip("no Linux sandbox works on this machine")
     return request.param
 
 
@@ -551,12 +552,12 @@ def test_works_for_an_unprivileged_daemon(area):
 
 
 def test_require_names_the_fix(monkeypatch):
-    """With no unshare and no bwrap on PATH, detection finds nothing; callers then need the user's explicit consent."""
+    """With no sandbox tool on PATH, detection finds nothing; callers then need the user's explicit consent."""
     monkeypatch.setenv("PATH", "/nonexistent")
     sandbox.backend.cache_clear()
     try:
         found = sandbox.backend()
-        assert found.name == "none" and "unshare not found" in found.detail
+        assert found.name == "none" and "not found" in found.detail
         with pytest.raises(sandbox.SandboxUnavailable, match="--unsafe-no-sandbox"):
             sandbox.require(allow_unsafe=False)
         assert sandbox.require(allow_unsafe=True).name == "none"
