@@ -22,7 +22,7 @@ Prevented (Linux `namespaces` and `bwrap` backends):
   a source;
 - IPC with the host: new IPC and network namespaces (System V IPC, abstract sockets), and a seccomp filter that
   refuses every unix socket (a path-named socket such as systemd's, dbus's or docker's connects through a
-  read-only mount) and io_uring;
+  read-only mount), io_uring (which bypasses seccomp) and the kernel keyrings (the daemon's session keyring);
 - undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
   umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import runner, sandbox
+from orchestrator import runner, sandbox, sandbox_setup
 from orchestrator.sandbox import Jail
 from trainer import blas
 
@@ -346,27 +346,32 @@ print(json.dumps(seen))
     assert seen["heldout"] == "FileNotFoundError"
 
 
-def test_host_sockets_and_control_files_are_out_of_reach(using, area):
-    """A read-only mount does not stop connect() to a unix socket (systemd, dbus, docker) or a write to a FIFO."""
+def test_host_sockets_keyrings_and_sysctls_are_out_of_reach(using, area):
+    """A read-only mount does not stop connect() to a unix socket (systemd, dbus, docker) nor keyctl()."""
     path = area / "checkout/control.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.listen()
     try:
         code = TRY + """
-import os, socket
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def session_keyring():  # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, create)
+    if libc.syscall(int(sys.argv[2]), 0, -3, 1) < 0:
+        raise OSError(os.strerror(ctypes.get_errno()))
 def connect():
     s = socket.socket(socket.AF_UNIX)
     s.connect(sys.argv[1])
 print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socket.socketpair())),
-                  "run": os.listdir("/run"),
+                  "run": os.listdir("/run"), "keyring": attempt(session_keyring),
                   "core_pattern": attempt(lambda: os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY))}))
 """
-        seen = report(using, code, campaign_jail(area), str(path))
+        keyctl = sandbox_setup.SYSCALLS[os.uname().machine][2][-1]
+        seen = report(using, code, campaign_jail(area), str(path), str(keyctl))
     finally:
         server.close()
     assert seen["connect"] == "PermissionError" and seen["pair"] == "2"
-    assert seen["run"] == [] and seen["core_pattern"] == "OSError"
+    assert seen["run"] == [] and seen["core_pattern"] == seen["keyring"] == "OSError"
 
 
 def test_devices_open_only_from_a_minimal_dev(using, area):
