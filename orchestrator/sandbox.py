@@ -28,9 +28,10 @@ Prevented (Linux `namespaces` and `bwrap` backends):
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).
 
 Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
-and that the daemon's user can read (hide what matters); writes to FIFOs outside /run that the daemon's user may
-write; sharing the GPU with other processes; filling memory through the tmpfs at /tmp (the watchdog caps RSS,
-not tmpfs). With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can
+and that the daemon's user can read (hide what matters: as root, that is every file); writes to FIFOs outside
+/run that the daemon's user may write; sharing the GPU with other processes; exhausting CPU, processes, disk
+space in the writable paths, or memory through the tmpfs at /tmp (the watchdog bounds time and RSS only);
+symlinks and hard links the command leaves in its writable paths (the daemon must not follow them). With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can
 outlive the phase, and /tmp is a per-call folder rather than a private mount. With `none`, nothing at all:
 callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (see `require`).
 
