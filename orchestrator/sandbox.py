@@ -146,14 +146,14 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
-    unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
+    unshare = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
     setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 
 def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
     paths = _paths(jail)
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if jail.network else ["--unshare-net"])]
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if jail.network else ["--unshare-net"])]
     argv += ["--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", TMP, "--tmpfs", "/dev/shm", "--dir", HOME]
     for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):

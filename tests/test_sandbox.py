@@ -518,7 +518,7 @@ print(json.dumps({
     "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith(("CapEff", "CapBnd"))],
 }))
 '''
-argv = sandbox.command([sys.executable, "-c", code, str(state)], jail, using="namespaces")
+argv = sandbox.command([sys.executable, "-c", code, str(state)], jail, using=sys.argv[3])
 done = subprocess.run(argv, env=sandbox.environment({}), capture_output=True, text=True, cwd="/")
 sys.stderr.write(done.stderr)
 print(done.stdout, end="")
@@ -532,12 +532,10 @@ def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
 
 
-def test_works_for_an_unprivileged_daemon(area):
+def test_works_for_an_unprivileged_daemon(using, area):
     """The same jail built by a user without any privilege (here: nobody), as a daemon started by a normal user."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to become an unprivileged user")
-    if "namespaces" not in WORKING:
-        pytest.skip("namespaces backend unavailable")
     if as_nobody("unshare", "--user", "--map-root-user", "true").returncode != 0:
         pytest.skip("this kernel forbids unprivileged user namespaces")
     runs = lambda python: as_nobody("unshare", "--user", "--map-root-user", python, "-c", "pass").returncode == 0
@@ -548,7 +546,7 @@ def test_works_for_an_unprivileged_daemon(area):
     area.chmod(0o755)
     run = area / "state/runs/model-x/0005"
     shutil.chown(run, "nobody", "nogroup")
-    done = as_nobody(python, "-B", "-c", NON_ROOT_DRIVER, str(ROOT), str(area))
+    done = as_nobody(python, "-B", "-c", NON_ROOT_DRIVER, str(ROOT), str(area), using)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["checkout"] == "OSError" and seen["heldout"] == "FileNotFoundError"
