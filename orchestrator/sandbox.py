@@ -31,9 +31,10 @@ Not prevented: CPU, memory, cache and timing side channels; kernel exploits; rea
 and that the daemon's user can read (hide what matters: as root, that is every file); writes to FIFOs outside
 /run that the daemon's user may write; sharing the GPU with other processes; exhausting CPU, processes, disk
 space in the writable paths, or memory through the tmpfs at /tmp (the watchdog bounds time and RSS only);
-symlinks and hard links the command leaves in its writable paths (the daemon must not follow them). With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can
-outlive the phase, and /tmp is a per-call folder rather than a private mount. With `none`, nothing at all:
-callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (see `require`).
+symlinks and hard links the command leaves in its writable paths (the daemon must not follow them).
+With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can outlive
+the phase, /tmp is a per-call folder rather than a private mount, and there is no system call filter. With
+`none`, nothing at all: callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (`require`).
 
 Backends, tried in this order: `namespaces` (util-linux `unshare` plus our own trusted set-up step,
 `sandbox_setup.py`; no root and no extra package needed), `bwrap` (bubblewrap, where unprivileged user namespaces
@@ -146,14 +147,16 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
-    unshare = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
+    unshare = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
+               "--kill-child", "--ipc"]
     setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 
 def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
     paths = _paths(jail)
-    argv = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if jail.network else ["--unshare-net"])]
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc"]
+    argv += [] if jail.network else ["--unshare-net"]
     argv += ["--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", TMP, "--tmpfs", "/dev/shm", "--dir", HOME]
     for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):
