@@ -22,17 +22,19 @@ Prevented (Linux `namespaces` and `bwrap` backends):
   a source;
 - IPC with the host: new IPC and network namespaces (System V IPC, abstract sockets), and a seccomp filter that
   refuses every unix socket (a path-named socket such as systemd's, dbus's or docker's connects through a
-  read-only mount) and io_uring;
+  read-only mount), io_uring (which bypasses seccomp) and the kernel keyrings (the daemon's session keyring);
 - undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
   umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).
 
 Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
-and that the daemon's user can read (hide what matters); writes to FIFOs outside /run that the daemon's user may
-write; sharing the GPU with other processes; filling memory through the tmpfs at /tmp (the watchdog caps RSS,
-not tmpfs). With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can
-outlive the phase, and /tmp is a per-call folder rather than a private mount. With `none`, nothing at all:
-callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (see `require`).
+and that the daemon's user can read (hide what matters: as root, that is every file); writes to FIFOs outside
+/run that the daemon's user may write; sharing the GPU with other processes; exhausting CPU, processes, disk
+space in the writable paths, or memory through the tmpfs at /tmp (the watchdog bounds time and RSS only);
+symlinks and hard links the command leaves in its writable paths (the daemon must not follow them).
+With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can outlive
+the phase, /tmp is a per-call folder rather than a private mount, and there is no system call filter. With
+`none`, nothing at all: callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (`require`).
 
 Backends, tried in this order: `namespaces` (util-linux `unshare` plus our own trusted set-up step,
 `sandbox_setup.py`; no root and no extra package needed), `bwrap` (bubblewrap, where unprivileged user namespaces
@@ -80,7 +82,11 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Jail:
-    """What one sandboxed phase may see and touch. Everything not listed is read-only."""
+    """What one sandboxed phase may see and touch. Everything not listed is read-only.
+
+    command() resolves symlinks in these paths: never list a path below a folder that a candidate could write
+    (it could have made it a symlink to anywhere). Keep the interpreter visible (see `python_paths`).
+    """
 
     writable: tuple[Path, ...] = ()  # bound read-write at the same path (must exist)
     visible: tuple[Path, ...] = ()  # re-exposed read-only at the same path, even inside a hidden path
@@ -116,6 +122,15 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     return {"TMPDIR": TMP} | env | {"HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
 
 
+def python_paths() -> tuple[Path, ...]:
+    """The folders this interpreter runs from (venv, base installation): `visible` when a hidden folder holds them.
+
+    A Python installed by pyenv or uv lives under the home folder, for instance, so hiding the home hides it.
+    """
+    found = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent}
+    return tuple(sorted(p.resolve() for p in found))
+
+
 def _paths(jail: Jail) -> dict[str, list[str]]:
     """Absolute, symlink-free paths (a cover or a bind acts on what a path points to), /run hidden in every jail.
 
@@ -132,14 +147,16 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
-    unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
+    unshare = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
+               "--kill-child", "--ipc"]
     setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 
 def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
     paths = _paths(jail)
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if jail.network else ["--unshare-net"])]
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc"]
+    argv += [] if jail.network else ["--unshare-net"]
     argv += ["--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", TMP, "--tmpfs", "/dev/shm", "--dir", HOME]
     for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):

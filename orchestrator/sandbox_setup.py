@@ -58,8 +58,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arch, socket()
-IO_URING_SETUP, AF_UNIX = 425, 1
+# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl
+SYSCALLS = {"x86_64": (0xC000003E, 41, (425, 248, 249, 250)), "aarch64": (0xC00000B7, 198, (425, 217, 218, 219))}
+X32_BIT, AF_UNIX = 0x40000000, 1
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -215,32 +216,27 @@ class SockFprog(ctypes.Structure):
 
 
 def filter_syscalls() -> None:
-    """A seccomp filter: no unix socket can be created, no io_uring (its operations bypass seccomp), no 32-bit ABI.
+    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no other ABI; everything else allowed.
 
     A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
     daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
-    running anything outside. socketpair() stays allowed (pipes between processes of the phase).
+    running anything outside. socketpair() stays allowed (pipes between processes of the phase). io_uring's
+    operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets.
     """
     machine = os.uname().machine
-    if machine not in SECCOMP_ARCH:
+    if machine not in SYSCALLS:
         raise SetupError(f"no system call filter for {machine}")
-    arch, socket_nr = SECCOMP_ARCH[machine]
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, ...|BPF_JGE|..., BPF_RET
-    deny, nosys = 0x00050000 | 13, 0x00050000 | 38  # SECCOMP_RET_ERRNO with EACCES, ENOSYS
-    program = [
-        (ld, 0, 0, 4),  # arch
-        (jeq, 1, 0, arch),
-        (ret, 0, 0, 0x80000000),  # another ABI (i386 on x86_64, arm32 on arm64): kill
-        (ld, 0, 0, 0),  # syscall number
-        (jge, 6, 0, 0x40000000),  # x32
-        (jeq, 5, 0, IO_URING_SETUP),
-        (jeq, 0, 2, socket_nr),
-        (ld, 0, 0, 16),  # socket(): the low half of its first argument, the domain
-        (jeq, 1, 0, AF_UNIX),
-        (ret, 0, 0, 0x7FFF0000),  # allow
-        (ret, 0, 0, deny),
-        (ret, 0, 0, nosys),
-    ]
+    arch, socket_nr, denied = SYSCALLS[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JGE, BPF_RET
+    allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
+    # (op, jump if true, jump if false, k); a jump of n skips n instructions; ALLOW and DENY are the last two
+    checks = [(jge, None, 0, X32_BIT), *[(jeq, None, 0, nr) for nr in denied], (jeq, 0, "allow", socket_nr),
+              (ld, 0, 0, 16), (jeq, None, "allow", AF_UNIX)]  # socket(): the low half of its first argument
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # a foreign ABI is killed
+    for i, (op, jt, jf, k) in enumerate(checks):
+        to_allow, to_deny = len(checks) - i - 1, len(checks) - i  # from the instruction after this one
+        program.append((op, to_deny if jt is None else jt, to_allow if jf == "allow" else jf, k))
+    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
     filters = (SockFilter * len(program))(*[SockFilter(*op) for op in program])
     prog = SockFprog(len(program), filters)
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the system call filter")
