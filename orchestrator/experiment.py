@@ -136,18 +136,13 @@ def hidden_paths(spec: Spec) -> tuple[Path, ...]:
     return (spec.state_dir.resolve(), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
 
 
-def base_visible() -> tuple[Path, ...]:
-    """What any Python of ours needs even when it lives under a hidden folder (a pyenv or uv Python in $HOME)."""
-    return tuple({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, ROOT)})
-
-
 def wrap(spec: Spec, cmd: list[str], jail: sandbox.Jail, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     from trainer import blas  # stdlib only: the orchestrator never imports MLX
 
     full_env = sandbox.environment(blas.fast_env() | env | {"PYTHONUNBUFFERED": "1"})
     if spec.unsafe_no_sandbox:
         return cmd, full_env
-    jail = sandbox.Jail(writable=jail.writable, visible=(*base_visible(), *jail.visible), hidden=jail.hidden, network=jail.network)
+    jail = sandbox.Jail(writable=jail.writable, visible=(*sandbox.python_paths(), ROOT, *jail.visible), hidden=jail.hidden, network=jail.network)
     return sandbox.command(cmd, jail), full_env
 
 
