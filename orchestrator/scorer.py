@@ -35,6 +35,7 @@ from .corpus import Corpus, docs_sha256, file_sha256
 
 BATCH_ROWS = 16  # every request has exactly this many rows (probe batches look like scoring batches)
 PROBES_PER_PROCESS = 8
+DONOR_TRIES = 16  # rows tried for a probe's continuation whose first token differs from the original's
 CAUSALITY_TOLERANCE = 1e-3  # largest allowed change of a logit at or before the cut (soft-capped logits)
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 1 << 16
 
@@ -210,12 +211,20 @@ def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable
 
 
 def make_probes(rows: list[Row], originals: np.ndarray, seq_len: int, rng: np.random.Generator) -> list[Row]:
-    """Rows that share a prefix with a row scored elsewhere and continue with another real row's tokens."""
+    """Rows that share a prefix with a row scored elsewhere and continue with another real row's tokens.
+
+    A peek one token ahead shows only at the cut itself, so each probe checks one position: the first
+    cuts at the last one (a uniform cut would check a peek at the row's last token once in seq_len
+    evaluations), and the donor's token after the cut differs from the original's (else nothing moves)."""
     probes = []
-    for idx in rng.choice(originals, size=min(PROBES_PER_PROCESS, len(originals)), replace=False):
-        cut = int(rng.integers(0, seq_len - 1))  # positions 0..cut are compared; cut + 1.. replaced
-        donor = rows[(int(idx) + 1 + int(rng.integers(len(rows) - 1))) % len(rows)].tokens  # any row but the original
-        tokens = np.concatenate([rows[idx].tokens[: cut + 1], donor[cut + 1 :]])
+    for k, idx in enumerate(rng.choice(originals, size=min(PROBES_PER_PROCESS, len(originals)), replace=False)):
+        cut = seq_len - 2 if k == 0 else int(rng.integers(0, seq_len - 1))  # positions 0..cut are compared; cut + 1.. replaced
+        original = rows[idx].tokens
+        for _ in range(DONOR_TRIES):
+            donor = rows[(int(idx) + 1 + int(rng.integers(len(rows) - 1))) % len(rows)].tokens  # any row but the original
+            if donor[cut + 1] != original[cut + 1]:
+                break
+        tokens = np.concatenate([original[: cut + 1], donor[cut + 1 :]])
         probes.append(Row(tokens, probe_of=int(idx), cut=cut))
     return probes
 
