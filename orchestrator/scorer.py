@@ -74,12 +74,20 @@ def load_tokenizer(path: Path):
         raise Invalid("tokenizer.json: the BPE ranks are not distinct")
     if not isinstance(spec.get("bos_id"), int) or spec["bos_id"] < len(ranks):
         raise Invalid(f"tokenizer.json: BOS id {spec.get('bos_id')} is not a special id outside the {len(ranks)} BPE ranks")
-    return tiktoken.Encoding(name="arx-scoring", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+    try:
+        return tiktoken.Encoding(name="arx-scoring", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+    except ValueError as e:
+        raise Invalid(f"tokenizer.json: the split pattern does not compile ({e})") from None
 
 
 def encode_checked(enc, texts: list[str]) -> list[list[int]]:
     """Token ids of each document; every document must come back exactly from its tokens."""
-    ids = enc.encode_ordinary_batch(texts)
+    try:
+        ids = enc.encode_ordinary_batch(texts)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # tiktoken panics (pyo3's PanicException is no Exception) on a pattern that backtracks too far
+        raise Invalid(f"the tokenizer cannot encode the held-out documents ({type(e).__name__}: {str(e)[:200]})") from None
     for i, (text, tokens) in enumerate(zip(texts, ids)):
         if enc.decode(tokens) != text:
             raise Invalid(f"the tokenizer does not round-trip held-out document {i}: it would score text it drops or changes")
