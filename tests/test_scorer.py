@@ -271,6 +271,18 @@ def test_a_tokenizer_that_drops_text_is_invalid(tiny, tmp_path):
         scorer.evaluate(tiny.run_dir(37), prepared, tiny.corpus, launcher(Zeros(tiny.enc.n_vocab)))
 
 
+BACKTRACKING = r"(?:.|..)+(?=\x00)|[\s\S]"  # exponential backtracking on every line: tiktoken panics
+
+
+@pytest.mark.parametrize(("pattern", "message"), [("(a|", "does not compile"), (BACKTRACKING, "cannot encode")])
+def test_a_pattern_that_breaks_the_tokenizer_is_invalid_not_a_crash(tiny, tmp_path, pattern, message):
+    """A hostile data program writes the pattern; the trusted side must answer Invalid, never die of it
+    (a Rust panic reaches Python as a BaseException that `except Exception` would let through)."""
+    prepared = write_tokenizer(tmp_path, pattern=pattern)
+    with pytest.raises(scorer.Invalid, match=message):
+        scorer.evaluate(tiny.run_dir(37), prepared, tiny.corpus, launcher(Zeros(tiny.enc.n_vocab)))
+
+
 @pytest.mark.parametrize("bos_id", [100, 0, 262, "263", None])
 def test_bos_must_be_a_special_id_outside_the_ranks(tiny, tmp_path, bos_id):
     prepared = write_tokenizer(tmp_path)
@@ -371,6 +383,8 @@ def test_an_unreadable_or_lossy_prepared_folder_is_refused(stdlib, tmp_path):
     spec = json.loads((lossy / "tokenizer.json").read_text())
     (lossy / "tokenizer.json").write_text(json.dumps(spec | {"pattern": r"\S+"}))
     assert "round-trip" in leakcheck.check_prepared(lossy, stdlib.corpus)
+    (lossy / "tokenizer.json").write_text(json.dumps(spec | {"pattern": BACKTRACKING}))
+    assert "cannot encode" in leakcheck.check_prepared(lossy, stdlib.corpus)
 
 
 SHARED = "def held_out_function(alpha, beta):\n    return alpha ** beta + 42\n"  # 65 bytes
