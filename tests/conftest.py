@@ -31,9 +31,19 @@ class Stdlib:
 
 def make_spec(worktree: Path, run_dir: Path, stdlib: Stdlib, **over) -> experiment.Spec:
     """A measurement of `worktree` as the campaign would make it, sandboxed where this machine can."""
-    fields = dict(program="model", worktree=worktree.resolve(), run_dir=run_dir.resolve(), corpus=stdlib.corpus, budget_s=1.0, seed=0,
-                  state_dir=stdlib.state_dir, train_deadline_s=900.0, stall_s=600.0, eval_timeout_s=900.0,
-                  unsafe_no_sandbox=sandbox.backend().name == "none")
+    fields = {
+        "program": "model",
+        "worktree": worktree.resolve(),
+        "run_dir": run_dir.resolve(),
+        "corpus": stdlib.corpus,
+        "budget_s": 1.0,
+        "seed": 0,
+        "state_dir": stdlib.state_dir,
+        "train_deadline_s": 900.0,  # generous: the machine may be busy; the budget, not the deadline, ends training
+        "stall_s": 600.0,
+        "eval_timeout_s": 900.0,
+        "unsafe_no_sandbox": sandbox.backend().name == "none",
+    }
     return experiment.Spec(**(fields | over))
 
 
@@ -92,8 +102,18 @@ def edit_constant(worktree: Path, name: str, value: str, file: str = "train.py")
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_module(module: str, cwd: Path, env: dict, args: list[str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *(args or [])], cwd=cwd, env=dict(os.environ, **env), capture_output=True, text=True, timeout=timeout)
+def run_module(
+    module: str, cwd: Path, env: dict, args: list[str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *(args or [])],
+        cwd=cwd,
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -112,8 +132,13 @@ def write_tokenizer(folder: Path, pattern: str = SPLIT_PATTERN, bos_id: int | No
     """tokenizer.json with every byte as a token, a few merges, and BOS after the ranks."""
     ranks = [bytes([b]) for b in range(256)] + MERGES
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {"pattern": pattern, "ranks": [base64.b64encode(r).decode() for r in ranks], "bos": "<|bos|>",
-            "bos_id": len(ranks) if bos_id is None else bos_id, "vocab_size": len(ranks) + 1}
+    spec = {
+        "pattern": pattern,
+        "ranks": [base64.b64encode(r).decode() for r in ranks],
+        "bos": "<|bos|>",
+        "bos_id": len(ranks) if bos_id is None else bos_id,
+        "vocab_size": len(ranks) + 1,
+    }
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     return folder
 

@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import io
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -17,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, edit_constant, make_spec, run_module
+
 from orchestrator import corpus, experiment, scorer
 from trainer import data_sources as ds
 from trainer import prepare
@@ -27,7 +26,11 @@ RUN_BYTES = 48  # no held-out run this long may reach the training material
 
 
 def training_texts(found: corpus.Corpus) -> list[dict]:
-    return [json.loads(line) for shard in sorted(found.train_dir.glob("docs-*.jsonl")) for line in shard.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for shard in sorted(found.train_dir.glob("docs-*.jsonl"))
+        for line in shard.read_text().splitlines()
+    ]
 
 
 def heldout_rows(found: corpus.Corpus, split: str) -> list[dict]:
@@ -114,8 +117,11 @@ def test_materialize_is_a_no_op_the_second_time(stdlib):
 def stdlib_folders_on_this_machine() -> list[Path]:
     """Every folder named like this Python's stdlib, found by walking the filesystem (not corpus's guesses)."""
     name = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    prune = ["(", *sum((["-path", p, "-o"] for p in ("/proc", "/sys", "/dev", "/run")), [])[:-1], ")"]
-    out = subprocess.run(["find", "/", *prune, "-prune", "-o", "-type", "d", "-name", name, "-print"], capture_output=True, text=True)
+    skip = " -o ".join(f"-path {p}" for p in ("/proc", "/sys", "/dev", "/run"))
+    prune = ["(", *skip.split(), ")", "-prune", "-o"]
+    out = subprocess.run(
+        ["find", "/", *prune, "-type", "d", "-name", name, "-print"], capture_output=True, text=True, check=False
+    )
     return sorted({Path(line).resolve() for line in out.stdout.splitlines()})
 
 
@@ -136,14 +142,21 @@ def test_masked_lists_every_copy_of_each_heldout_file_and_its_bytecode(stdlib):
     assert copies >= len(rels)
     held_texts = {r["text"] for split in ("val", "test") for r in heldout_rows(stdlib.corpus, split)}
     here = corpus.stdlib_root()
-    assert all((here / rel).read_text(encoding="utf-8", errors="replace") in held_texts for rel in rels if rel.name != "topics.py")
+    assert all(
+        (here / rel).read_text(encoding="utf-8", errors="replace") in held_texts
+        for rel in rels
+        if rel.name != "topics.py"
+    )
 
 
 IMPORTS_PROBE = """
 import importlib, json, sys
 masked = set(json.loads(sys.argv[1]))
 opened = []
-sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" and str(args[0]) in masked else None)
+def hook(event, args):
+    if event == "open" and str(args[0]) in masked:
+        opened.append(str(args[0]))
+sys.addaudithook(hook)
 for name in sys.argv[2:]:
     importlib.import_module(name)
 files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
@@ -158,7 +171,13 @@ def test_honest_sandboxed_code_never_opens_a_masked_file(stdlib):
     assert not any(k.endswith("__init__.py") for k in keys)
     masked = sorted({str(p) for p in stdlib.corpus.masked} | {str(p.resolve()) for p in stdlib.corpus.masked})
     modules = [*corpus.SANDBOX_IMPORTS, "trainer.data_sources", "trainer.prepare", "trainer.train", "trainer.evaluate"]
-    out = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, json.dumps(masked), *modules], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTS_PROBE, json.dumps(masked), *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout.splitlines()[-1]) == []
     imported = corpus.imported_stdlib_files()
     assert not {k.removeprefix("stdlib/") for k in keys} & imported
@@ -172,7 +191,9 @@ def test_prepared_training_stream_holds_no_heldout_document(stdlib):
     enc = scorer.load_tokenizer(stdlib.prepared / "tokenizer.json")
     starts = offsets[:-1]
     assert (np.asarray(tokens[starts]) == meta["bos_id"]).all() and offsets[-1] == len(tokens) == meta["train_tokens"]
-    train = {ds.fingerprint(enc.decode(tokens[offsets[i] + 1 : offsets[i + 1]].tolist())) for i in range(len(offsets) - 1)}
+    train = {
+        ds.fingerprint(enc.decode(tokens[offsets[i] + 1 : offsets[i + 1]].tolist())) for i in range(len(offsets) - 1)
+    }
     for split in ("val", "test"):
         for text in stdlib.corpus.heldout(split):
             for piece in ds.chunk(text):
@@ -182,22 +203,23 @@ def test_prepared_training_stream_holds_no_heldout_document(stdlib):
 def test_prepare_again_reuses_the_folder(stdlib, tmp_path):
     meta = stdlib.prepared / "meta.json"
     before = meta.stat().st_mtime_ns
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "prepare", "--dataset", "stdlib"], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "ARX_STATE_DIR": str(tmp_path)})
+    result = run_module("orchestrator.cli", ROOT, {"ARX_STATE_DIR": str(tmp_path)}, ["prepare", "--dataset", "stdlib"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(stdlib.prepared)
     assert meta.stat().st_mtime_ns == before
 
 
 def test_changed_data_code_gets_its_own_folder(stdlib, worktree, tmp_path):
-    key = lambda wt: experiment.prepared_key(make_spec(wt, tmp_path / "run", stdlib))  # noqa: E731
+    key = lambda wt: experiment.prepared_key(make_spec(wt, tmp_path / "run", stdlib))
     assert stdlib.prepared.name.endswith(key(ROOT)) and key(worktree) == key(ROOT)
     edit_constant(worktree, "MIN_DOC_CHARS", "100", file="data_sources.py")
     assert key(worktree) != key(ROOT)
 
 
 def test_bad_dataset_name_lists_valid_ones(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "prepare", "--dataset", "wikipedia"], cwd=ROOT, capture_output=True, text=True)
+    result = run_module(
+        "orchestrator.cli", ROOT, {"ARX_STATE_DIR": str(tmp_path)}, ["prepare", "--dataset", "wikipedia"]
+    )
     assert result.returncode == 2 and "climbmix, stdlib, tinystories" in result.stderr
     with pytest.raises(corpus.UnknownDataset, match="valid: climbmix, stdlib, tinystories"):
         corpus.materialize("wikipedia")
@@ -205,7 +227,11 @@ def test_bad_dataset_name_lists_valid_ones(tmp_path):
 
 def test_prepare_without_training_material_is_one_clear_error(tmp_path):
     result = run_module("trainer.prepare", ROOT, {}, ["--out", str(tmp_path)])
-    assert result.returncode == 2 and "arx-daemon prepare" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 2
+        and "arx-daemon prepare" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +275,26 @@ def test_shuffle_is_seeded(stdlib):
 # ---------------------------------------------------------------------------------------------
 def make_shard(seed: int, rows: int = 400) -> bytes:
     rng = np.random.default_rng(seed)
-    words = ["once", "upon", "a", "time", "there", "was", "little", "cat", "who", "liked", "to", "run", "and", "play", "in", "the", "sun", "."]
+    words = [
+        "once",
+        "upon",
+        "a",
+        "time",
+        "there",
+        "was",
+        "little",
+        "cat",
+        "who",
+        "liked",
+        "to",
+        "run",
+        "and",
+        "play",
+        "in",
+        "the",
+        "sun",
+        ".",
+    ]
     texts = [" ".join(rng.choice(words, size=rng.integers(20, 80))) for _ in range(rows)]
     buf = io.BytesIO()
     pq.write_table(pa.table({"text": texts}), buf)

@@ -7,15 +7,26 @@ import json
 import math
 
 import pytest
-
 from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
+
 from orchestrator import scorer
 from orchestrator.corpus import docs_sha256, file_sha256
 from orchestrator.experiment import measure
 from trainer import evaluate, train
 
 MARKER = "built by the worktree's own build_model"
-TRAIN_FIELDS = ("steps", "tokens", "tok_per_sec", "training_seconds", "startup_seconds", "peak_memory_mb", "num_params", "final_loss", "config", "status")
+TRAIN_FIELDS = (
+    "steps",
+    "tokens",
+    "tok_per_sec",
+    "training_seconds",
+    "startup_seconds",
+    "peak_memory_mb",
+    "num_params",
+    "final_loss",
+    "config",
+    "status",
+)
 
 
 def test_train_json_and_the_measurement(measured, stdlib):
@@ -24,18 +35,38 @@ def test_train_json_and_the_measurement(measured, stdlib):
     assert all(key in info for key in TRAIN_FIELDS)
     assert info["status"] == "ok" and info["steps"] >= 2  # the first step compiles and counts as start-up
     assert info["tokens"] == info["steps"] * info["config"]["total_batch_tokens"]
-    assert info["training_seconds"] >= TRAINED_BUDGET_S, "training stops once its steps have used the budget, not before"
-    assert info["startup_seconds"] > 0 and info["tok_per_sec"] > 0 and info["num_params"] > 0 and math.isfinite(info["final_loss"])
+    assert info["training_seconds"] >= TRAINED_BUDGET_S, (
+        "training stops once its steps have used the budget, not before"
+    )
+    assert (
+        info["startup_seconds"] > 0
+        and info["tok_per_sec"] > 0
+        and info["num_params"] > 0
+        and math.isfinite(info["final_loss"])
+    )
     config = json.loads((run_dir / "model_config.json").read_text())
-    assert config.items() <= info["config"].items() and config["vocab_size"] == json.loads((stdlib.prepared / "meta.json").read_text())["vocab_size"]
+    assert (
+        config.items() <= info["config"].items()
+        and config["vocab_size"] == json.loads((stdlib.prepared / "meta.json").read_text())["vocab_size"]
+    )
     assert (run_dir / "model.safetensors").exists()
-    assert result.claimed["steps"] == info["steps"] and result.train_wall_s >= info["training_seconds"]  # the daemon's clock
+    assert (
+        result.claimed["steps"] == info["steps"] and result.train_wall_s >= info["training_seconds"]
+    )  # the daemon's clock
 
     scores = result.scores
     assert 0 < scores.val_bpb < 20 and 0 < scores.test_bpb < 20
-    assert scores.val_sha256 == docs_sha256(stdlib.corpus.heldout("val")) and scores.test_sha256 == docs_sha256(stdlib.corpus.heldout("test"))
-    assert scores.tokenizer_sha256 == file_sha256(stdlib.prepared / "tokenizer.json") and result.prepared_dir == stdlib.prepared
-    assert scores.detail["probes"] == 2 * scorer.PROBES_PER_PROCESS and scores.detail["causality_max_diff"] <= scorer.CAUSALITY_TOLERANCE
+    assert scores.val_sha256 == docs_sha256(stdlib.corpus.heldout("val")) and scores.test_sha256 == docs_sha256(
+        stdlib.corpus.heldout("test")
+    )
+    assert (
+        scores.tokenizer_sha256 == file_sha256(stdlib.prepared / "tokenizer.json")
+        and result.prepared_dir == stdlib.prepared
+    )
+    assert (
+        scores.detail["probes"] == 2 * scorer.PROBES_PER_PROCESS
+        and scores.detail["causality_max_diff"] <= scorer.CAUSALITY_TOLERANCE
+    )
     assert (run_dir / "eval.log").read_text().count("model loaded; serving logits") == 2  # two model processes
 
 
@@ -44,7 +75,9 @@ def test_progress_lines_follow_the_contract(trained_run):
     assert steps
     for line in steps:
         fields = line.split(" | ")
-        assert [f.split(" ")[0] for f in fields[:4]] == ["step", "loss", "lr", "tok/s"] and fields[4].endswith(f"/{TRAINED_BUDGET_S}s"), line
+        assert [f.split(" ")[0] for f in fields[:4]] == ["step", "loss", "lr", "tok/s"] and fields[4].endswith(
+            f"/{TRAINED_BUDGET_S}s"
+        ), line
 
 
 def test_worktree_code_is_what_runs(stdlib, worktree, tmp_path):
@@ -99,8 +132,14 @@ def test_tokenizer_off_its_pin_is_invalid(stdlib, tmp_path):
 def test_cli_evaluate_scores_a_hand_run_training(measured, stdlib, tmp_path):
     """`arx-daemon evaluate` on the session's run gives the measured scores again (fresh probes, same rows)."""
     run_dir, result = measured
-    out = run_module("orchestrator.cli", ROOT, {"ARX_STATE_DIR": str(tmp_path)},
-                     ["evaluate", "--run-dir", str(run_dir), "--prepared", str(stdlib.prepared), "--worktree", str(ROOT)])
+    out = run_module(
+        "orchestrator.cli",
+        ROOT,
+        {"ARX_STATE_DIR": str(tmp_path)},
+        ["evaluate", "--run-dir", str(run_dir), "--prepared", str(stdlib.prepared), "--worktree", str(ROOT)],
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["val_bpb"] == pytest.approx(result.scores.val_bpb, rel=1e-4) and got["test_bpb"] == pytest.approx(result.scores.test_bpb, rel=1e-4)
+    assert got["val_bpb"] == pytest.approx(result.scores.val_bpb, rel=1e-4) and got["test_bpb"] == pytest.approx(
+        result.scores.test_bpb, rel=1e-4
+    )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
+
 from orchestrator import leakcheck, scorer
 from orchestrator.corpus import docs_sha256, file_sha256
 
@@ -54,15 +54,22 @@ class TableModel:
 
     def __init__(self, width: int, max_len: int = 4096, seed: int = 0):
         rng = np.random.default_rng(seed)
-        table = lambda *shape: (rng.integers(-256, 256, shape) / 64).astype(np.float32)  # noqa: E731
-        self.current, self.previous, self.position, self.start = table(width, width), table(width, width), table(max_len, width), table(width)
+        table = lambda *shape: (rng.integers(-256, 256, shape) / 64).astype(np.float32)
+        self.current, self.previous, self.position, self.start = (
+            table(width, width),
+            table(width, width),
+            table(max_len, width),
+            table(width),
+        )
 
     def vector(self, token: int, previous: int | None, position: int) -> np.ndarray:
         before = self.start if previous is None else self.previous[previous]
         return self.current[token].astype(np.float64) + before + self.position[position]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        before = np.concatenate([np.broadcast_to(self.start, (len(batch), 1, self.start.size)), self.previous[batch[:, :-1]]], axis=1)
+        before = np.concatenate(
+            [np.broadcast_to(self.start, (len(batch), 1, self.start.size)), self.previous[batch[:, :-1]]], axis=1
+        )
         return self.current[batch] + before + self.position[: batch.shape[1]]
 
 
@@ -176,7 +183,9 @@ def reference_bpb(model: TableModel, enc, texts: list[str], seq_len: int) -> tup
 @pytest.mark.parametrize("seq_len", [8, 37, 256, 4096])  # shorter than most documents ... longer than every split
 def test_bpb_matches_a_brute_force_reference(tiny, seq_len):
     model = TableModel(tiny.enc.n_vocab + 3)  # a model may return more logits than the tokenizer has ids
-    scores = scorer.evaluate(tiny.run_dir(seq_len), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(seq_len))
+    scores = scorer.evaluate(
+        tiny.run_dir(seq_len), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(seq_len)
+    )
     for split, got in (("val", scores.val_bpb), ("test", scores.test_bpb)):
         want, targets = reference_bpb(model, tiny.enc, tiny.corpus.heldout(split), seq_len)
         assert got == pytest.approx(want, rel=1e-9), split
@@ -198,7 +207,9 @@ def test_uniform_model_scores_log2_v_per_token(tiny):
 def test_uniform_model_on_the_real_held_out_split(stdlib, tmp_path):
     """The session's real stdlib split and trained tokenizer, at the trainer's CPU row length."""
     enc = scorer.load_tokenizer(stdlib.prepared / "tokenizer.json")
-    scores = scorer.evaluate(write_model_config(tmp_path, 256), stdlib.prepared, stdlib.corpus, launcher(Zeros(enc.n_vocab)))
+    scores = scorer.evaluate(
+        write_model_config(tmp_path, 256), stdlib.prepared, stdlib.corpus, launcher(Zeros(enc.n_vocab))
+    )
     for split, got in (("val", scores.val_bpb), ("test", scores.test_bpb)):
         texts = stdlib.corpus.heldout(split)
         tokens = sum(len(ids) for ids in enc.encode_ordinary_batch(texts))
@@ -210,9 +221,14 @@ def test_uniform_model_on_the_real_held_out_split(stdlib, tmp_path):
 
 def test_score_does_not_depend_on_the_secret_shuffle(tiny):
     model = TableModel(tiny.enc.n_vocab)
-    runs = [scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(s)) for s in range(3)]
+    runs = [
+        scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(s))
+        for s in range(3)
+    ]
     for r in runs[1:]:
-        assert r.val_bpb == pytest.approx(runs[0].val_bpb, rel=1e-12) and r.test_bpb == pytest.approx(runs[0].test_bpb, rel=1e-12)
+        assert r.val_bpb == pytest.approx(runs[0].val_bpb, rel=1e-12) and r.test_bpb == pytest.approx(
+            runs[0].test_bpb, rel=1e-12
+        )
 
 
 def test_windows_cover_every_target_once():
@@ -226,8 +242,11 @@ def test_windows_cover_every_target_once():
 # ---------------------------------------------------------------------------------------------
 # Causality: probes on real rows, spread over two processes that share nothing
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("attack", [always, only_in_multi_row_batches, only_at_the_last_position, unless_prefix_seen, in_process(0), in_process(1)],
-                         ids=lambda a: a.__name__)
+@pytest.mark.parametrize(
+    "attack",
+    [always, only_in_multi_row_batches, only_at_the_last_position, unless_prefix_seen, in_process(0), in_process(1)],
+    ids=lambda a: a.__name__,
+)
 @pytest.mark.parametrize("seq_len", [37, 256])
 def test_a_model_that_peeks_is_caught_every_time(tiny, attack, seq_len):
     """No miss in 10 evaluations (fresh secret probes each). Knowing which of the two processes it is
@@ -256,9 +275,16 @@ def test_memory_shared_between_the_two_processes_defeats_the_probe(tiny):
     process must therefore start from nothing and leave nothing behind (a fresh sandbox, no
     writable path that outlives it); tests of the sandbox hold that part of the bargain."""
     model = TableModel(tiny.enc.n_vocab)
-    honest = scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(0))
-    cheat = scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model, unless_prefix_seen, shared_memory=True),
-                            rng=np.random.default_rng(0))
+    honest = scorer.evaluate(
+        tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(0)
+    )
+    cheat = scorer.evaluate(
+        tiny.run_dir(37),
+        tiny.prepared,
+        tiny.corpus,
+        launcher(model, unless_prefix_seen, shared_memory=True),
+        rng=np.random.default_rng(0),
+    )
     assert cheat.val_bpb < honest.val_bpb - 0.1
 
 
@@ -321,15 +347,19 @@ def with_value(value: float) -> Callable[[np.ndarray], np.ndarray]:
     return change
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda x: x[..., :-2], "shape"),  # fewer logits than the tokenizer has ids
-    (lambda x: x[:-1], "shape"),  # a row short
-    (lambda x: x[:, :-1], "shape"),  # a position short
-    (lambda x: x[..., 0], "shape"),  # no vocabulary axis
-    (with_value(float("nan")), "non-finite"),
-    (with_value(float("inf")), "non-finite"),
-    (with_value(float("-inf")), "non-finite"),
-], ids=["narrow", "rows", "positions", "2d", "nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda x: x[..., :-2], "shape"),  # fewer logits than the tokenizer has ids
+        (lambda x: x[:-1], "shape"),  # a row short
+        (lambda x: x[:, :-1], "shape"),  # a position short
+        (lambda x: x[..., 0], "shape"),  # no vocabulary axis
+        (with_value(float("nan")), "non-finite"),
+        (with_value(float("inf")), "non-finite"),
+        (with_value(float("-inf")), "non-finite"),
+    ],
+    ids=["narrow", "rows", "positions", "2d", "nan", "inf", "-inf"],
+)
 def test_malformed_logits_are_invalid(tiny, change, message):
     model = Reshaped(tiny.enc.n_vocab + 1, change)
     with pytest.raises(scorer.Invalid, match=message):
@@ -339,7 +369,9 @@ def test_malformed_logits_are_invalid(tiny, change, message):
 @pytest.mark.parametrize("seq_len", [7, 0, -5, scorer.MAX_SEQ_LEN + 1, "64", 64.0, None])
 def test_seq_len_out_of_bounds_is_invalid(tiny, tmp_path, seq_len):
     with pytest.raises(scorer.Invalid, match="seq_len"):
-        scorer.evaluate(write_model_config(tmp_path, seq_len), tiny.prepared, tiny.corpus, launcher(Zeros(tiny.enc.n_vocab)))
+        scorer.evaluate(
+            write_model_config(tmp_path, seq_len), tiny.prepared, tiny.corpus, launcher(Zeros(tiny.enc.n_vocab))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
