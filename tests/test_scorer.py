@@ -259,6 +259,30 @@ def test_a_model_that_peeks_is_caught_every_time(tiny, attack, seq_len):
         assert len(launch.launched) == 2 and all(p.closed for p in launch.launched)
 
 
+class Recorder(TableModel):
+    def __init__(self, width: int):
+        super().__init__(width)
+        self.batches: list[np.ndarray] = []
+
+    def __call__(self, batch):
+        self.batches.append(batch.copy())
+        return super().__call__(batch)
+
+
+def test_probe_batches_look_like_scoring_batches(tiny):
+    """Every request has BATCH_ROWS int32 rows of seq_len real tokens; the probes hide among them."""
+    model = Recorder(tiny.enc.n_vocab)
+    scores = scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model))
+    assert all(b.shape == (scorer.BATCH_ROWS, 37) and b.dtype == np.int32 for b in model.batches)
+    sent = len(model.batches) * scorer.BATCH_ROWS
+    assert (
+        scores.detail["rows"] + scores.detail["probes"]
+        <= sent
+        < scores.detail["rows"] + scores.detail["probes"] + 2 * scorer.BATCH_ROWS
+    )
+    assert all(((b >= 0) & (b < tiny.enc.n_vocab)).all() for b in model.batches)
+
+
 def test_an_honest_model_is_never_invalid(tiny):
     model = TableModel(tiny.enc.n_vocab)
     for seed in SEEDS:
@@ -362,8 +386,10 @@ def with_value(value: float) -> Callable[[np.ndarray], np.ndarray]:
 )
 def test_malformed_logits_are_invalid(tiny, change, message):
     model = Reshaped(tiny.enc.n_vocab + 1, change)
+    launch = launcher(model)
     with pytest.raises(scorer.Invalid, match=message):
-        scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model))
+        scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launch)
+    assert len(launch.launched) == 1 and launch.launched[0].closed  # refused at its first answer, and closed
 
 
 @pytest.mark.parametrize("seq_len", [7, 0, -5, scorer.MAX_SEQ_LEN + 1, "64", 64.0, None])
