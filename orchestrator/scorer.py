@@ -35,6 +35,7 @@ from .corpus import Corpus, docs_sha256, file_sha256
 
 BATCH_ROWS = 16  # every request has exactly this many rows (probe batches look like scoring batches)
 PROBES_PER_PROCESS = 8
+DONOR_TRIES = 16  # rows tried for a probe's continuation whose first token differs from the original's
 CAUSALITY_TOLERANCE = 1e-3  # largest allowed change of a logit at or before the cut (soft-capped logits)
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 1 << 16
 
@@ -73,12 +74,20 @@ def load_tokenizer(path: Path):
         raise Invalid("tokenizer.json: the BPE ranks are not distinct")
     if not isinstance(spec.get("bos_id"), int) or spec["bos_id"] < len(ranks):
         raise Invalid(f"tokenizer.json: BOS id {spec.get('bos_id')} is not a special id outside the {len(ranks)} BPE ranks")
-    return tiktoken.Encoding(name="arx-scoring", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+    try:
+        return tiktoken.Encoding(name="arx-scoring", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+    except ValueError as e:
+        raise Invalid(f"tokenizer.json: the split pattern does not compile ({e})") from None
 
 
 def encode_checked(enc, texts: list[str]) -> list[list[int]]:
     """Token ids of each document; every document must come back exactly from its tokens."""
-    ids = enc.encode_ordinary_batch(texts)
+    try:
+        ids = enc.encode_ordinary_batch(texts)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # tiktoken panics (pyo3's PanicException is no Exception) on a pattern that backtracks too far
+        raise Invalid(f"the tokenizer cannot encode the held-out documents ({type(e).__name__}: {str(e)[:200]})") from None
     for i, (text, tokens) in enumerate(zip(texts, ids)):
         if enc.decode(tokens) != text:
             raise Invalid(f"the tokenizer does not round-trip held-out document {i}: it would score text it drops or changes")
@@ -210,12 +219,20 @@ def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable
 
 
 def make_probes(rows: list[Row], originals: np.ndarray, seq_len: int, rng: np.random.Generator) -> list[Row]:
-    """Rows that share a prefix with a row scored elsewhere and continue with another real row's tokens."""
+    """Rows that share a prefix with a row scored elsewhere and continue with another real row's tokens.
+
+    A peek one token ahead shows only at the cut itself, so each probe checks one position: the first
+    cuts at the last one (a uniform cut would check a peek at the row's last token once in seq_len
+    evaluations), and the donor's token after the cut differs from the original's (else nothing moves)."""
     probes = []
-    for idx in rng.choice(originals, size=min(PROBES_PER_PROCESS, len(originals)), replace=False):
-        cut = int(rng.integers(0, seq_len - 1))  # positions 0..cut are compared; cut + 1.. replaced
-        donor = rows[(int(idx) + 1 + int(rng.integers(len(rows) - 1))) % len(rows)].tokens  # any row but the original
-        tokens = np.concatenate([rows[idx].tokens[: cut + 1], donor[cut + 1 :]])
+    for k, idx in enumerate(rng.choice(originals, size=min(PROBES_PER_PROCESS, len(originals)), replace=False)):
+        cut = seq_len - 2 if k == 0 else int(rng.integers(0, seq_len - 1))  # positions 0..cut are compared; cut + 1.. replaced
+        original = rows[idx].tokens
+        for _ in range(DONOR_TRIES):
+            donor = rows[(int(idx) + 1 + int(rng.integers(len(rows) - 1))) % len(rows)].tokens  # any row but the original
+            if donor[cut + 1] != original[cut + 1]:
+                break
+        tokens = np.concatenate([original[: cut + 1], donor[cut + 1 :]])
         probes.append(Row(tokens, probe_of=int(idx), cut=cut))
     return probes
 
