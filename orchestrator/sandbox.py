@@ -1,10 +1,69 @@
-"""PLACEHOLDER until the sandbox branch lands: same API, no isolation."""
+"""The sandbox every process that runs candidate code runs in (prepare, train, the model side of evaluation).
+
+    argv = sandbox.command([python, "-m", "trainer.train"], Jail(writable=(run_dir,), hidden=(state_dir, heldout)))
+    subprocess.Popen(argv, cwd=worktree, env=sandbox.environment({"ARX_RUN_DIR": str(run_dir)}), start_new_session=True)
+
+Threat model. The command is hostile: it was written to lower a number by any path it can reach.
+
+Prevented (Linux `namespaces` and `bwrap` backends):
+- writes outside `Jail.writable`, a private /tmp and a private /dev/shm: the daemon's checkout and venv, the ledger,
+  other runs, bytecode caches (every mount is read-only inside, for root too);
+- reads of `Jail.hidden` paths (held-out documents, the ledger, other runs) unless re-exposed by `visible`/`writable`;
+- network: its own network namespace with no interface up (`network=False`);
+- secrets: the environment is rebuilt from an allowlist (`environment()`), and the daemon's /proc/<pid>/environ is
+  out of sight in a new PID namespace;
+- lingering processes: a new PID namespace whose first process is ours; when the command exits or the watchdog
+  kills `unshare`/`bwrap`, the kernel kills everything left inside, setsid'ed or double-forked or not;
+- shared bytecode: PYTHONPYCACHEPREFIX points into the private /tmp, so no .pyc is read from or written next to
+  a source;
+- System V IPC and abstract unix sockets shared with the host: new IPC and network namespaces;
+- undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
+  umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
+  find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).
+
+Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
+and that the daemon's user can read (hide what matters); sharing the GPU with other processes; filling memory
+through the tmpfs at /tmp (the watchdog caps RSS, not tmpfs). With `sandbox-exec` (macOS) there is no PID
+namespace, so a process that leaves the process group can outlive the phase, and /tmp is a per-call folder
+rather than a private mount. With `none`, nothing at all: callers refuse Claude campaigns unless the user passes
+`--unsafe-no-sandbox` (see `require`).
+
+Backends, tried in this order: `namespaces` (util-linux `unshare` plus our own trusted set-up step,
+`sandbox_setup.py`; no root and no extra package needed), `bwrap` (bubblewrap, where unprivileged user namespaces
+need its AppArmor profile, as on Ubuntu 24.04), `sandbox-exec` (macOS), `none`.
+
+    python -m orchestrator.sandbox            # which backend is active, and why
+    python -m orchestrator.sandbox --bench    # median seconds of `python -c pass` inside vs outside
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
 import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .sandbox_setup import GPU_DEVICES, HOME, PYCACHE, TMP
+
+SETUP = Path(__file__).with_name("sandbox_setup.py")
+PROBE_TIMEOUT_S = 30
+FROM_PARENT = {"PATH", "LANG", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES"}
+FROM_PARENT_PREFIXES = ("LC_",)
+FROM_CALLER = FROM_PARENT | {"LD_PRELOAD"}
+FROM_CALLER_PREFIXES = (*FROM_PARENT_PREFIXES, "ARX_", "MLX_", "OPENBLAS_", "OMP_", "MALLOC_")
+SECRET = re.compile(r"ANTHROPIC|AWS|KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH", re.IGNORECASE)
+FIX = ("enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
+       "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -13,26 +72,192 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Jail:
-    writable: tuple[Path, ...] = ()
-    visible: tuple[Path, ...] = ()
-    hidden: tuple[Path, ...] = ()
-    network: bool = False
+    """What one sandboxed phase may see and touch. Everything not listed is read-only."""
+
+    writable: tuple[Path, ...] = ()  # bound read-write at the same path (must exist)
+    visible: tuple[Path, ...] = ()  # re-exposed read-only at the same path, even inside a hidden path
+    hidden: tuple[Path, ...] = ()  # files or folders that look empty (or absent) inside
+    network: bool = False  # False: own network namespace with no interfaces up
 
 
 @dataclass(frozen=True)
 class Backend:
-    name: str
-    detail: str
-
-
-def backend() -> Backend:
-    return Backend("none", "placeholder")
-
-
-def command(cmd: list[str], jail: Jail) -> list[str]:
-    return list(cmd)
+    name: str  # "namespaces" | "bwrap" | "sandbox-exec" | "none"
+    detail: str  # what it found, or why not
 
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
-    keep = ("PATH", "LANG", "TERM", "HOME")
-    return {k: v for k, v in os.environ.items() if k in keep or k.startswith("LC_")} | extra
+    """The whole environment of a sandboxed process: allowlisted names of os.environ, then `extra`, then the jail's.
+
+    A name in `extra` outside the allowlist, or one that looks like a secret, is a programming error (ValueError),
+    not something to drop quietly.
+    """
+    for name in extra:
+        allowed = name in FROM_CALLER or name.startswith(FROM_CALLER_PREFIXES)
+        if not allowed or SECRET.search(name):
+            raise ValueError(f"environment: {name} may not be passed into the sandbox")
+    env = {k: v for k, v in os.environ.items() if (k in FROM_PARENT or k.startswith(FROM_PARENT_PREFIXES)) and not SECRET.search(k)}
+    env.setdefault("PATH", os.defpath)
+    return env | extra | {"TMPDIR": TMP, "HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
+
+
+def _paths(jail: Jail) -> dict[str, list[str]]:
+    """Absolute, symlink-free paths: a cover or a bind acts on what a path points to."""
+    for path in jail.writable:
+        if not Path(path).exists():
+            raise ValueError(f"writable path {path} does not exist")
+    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in ("writable", "visible", "hidden")}
+
+
+def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
+    unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
+    spec = json.dumps(_paths(jail))
+    return [*unshare, *([] if jail.network else ["--net"]), "--", sys.executable, "-I", "-S", str(SETUP), spec, "--", *cmd]
+
+
+def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
+    paths = _paths(jail)
+    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if jail.network else ["--unshare-net"])]
+    argv += ["--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv += ["--tmpfs", TMP, "--tmpfs", "/dev/shm", "--dir", HOME]
+    for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):
+        argv += ["--dev-bind", str(device), str(device)]
+    covers = []
+    for path in paths["hidden"]:
+        if Path(path).is_dir():
+            argv += ["--tmpfs", path]
+            covers.append(path)
+        elif Path(path).exists():
+            argv += ["--dev-bind", "/dev/null", path]  # reads as empty; a plain bind would be nodev
+    for path in paths["visible"]:
+        argv += ["--ro-bind-try", path, path]
+    for path in paths["writable"]:
+        argv += ["--bind", path, path]
+    for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
+        argv += ["--remount-ro", path]
+    return [*argv, "--", *cmd]
+
+
+def _sbpl(path: str) -> str:
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def profile(jail: Jail, private: Path) -> str:
+    """The SBPL profile for macOS `sandbox-exec`: later rules win, so each exception follows its rule.
+
+    `private` is this call's folder for TMPDIR, HOME and the bytecode cache (macOS has no private mount of /tmp).
+    """
+    paths = _paths(jail)
+    subpaths = lambda kind: " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])  # noqa: E731
+    lines = ["(version 1)", "(allow default)"]
+    if not jail.network:
+        lines.append("(deny network*)")
+    lines += ["(deny file-write*)", f"(allow file-write* (subpath {_sbpl(str(private))}) (literal \"/dev/null\"))"]
+    if paths["hidden"]:
+        lines.append(f"(deny file-read* {subpaths('hidden')})")
+    if paths["visible"]:
+        lines.append(f"(allow file-read* {subpaths('visible')})")
+    if paths["writable"]:
+        lines.append(f"(allow file-read* file-write* {subpaths('writable')})")
+    return "\n".join(lines) + "\n"
+
+
+def _sandbox_exec(cmd: list[str], jail: Jail) -> list[str]:
+    private = Path(tempfile.mkdtemp(prefix="arx-jail-")).resolve()
+    (private / "home").mkdir()
+    env = [f"TMPDIR={private}", f"HOME={private / 'home'}", f"PYTHONPYCACHEPREFIX={private / 'pycache'}"]
+    return ["sandbox-exec", "-p", profile(jail, private), "/usr/bin/env", *env, *cmd]
+
+
+BUILDERS = {"namespaces": _namespaces, "bwrap": _bwrap, "sandbox-exec": _sandbox_exec}
+
+
+def command(cmd: list[str], jail: Jail, using: str | None = None) -> list[str]:
+    """The argv that runs `cmd` inside `jail`, with the active backend (or the one named by `using`).
+
+    Start it with `environment(...)`, `start_new_session=True`, and SIGKILL its process group to end everything.
+    """
+    name = using or backend().name
+    if name not in BUILDERS:
+        raise SandboxUnavailable(f"no sandbox on this machine: {backend().detail}")
+    return BUILDERS[name](cmd, jail)
+
+
+def probe(name: str) -> str | None:
+    """None when `name` runs a command in a jail here, else the last line it printed."""
+    try:
+        done = subprocess.run(command([sys.executable, "-S", "-c", ""], Jail(), using=name), env=environment({}),
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if done.returncode == 0 else ((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+
+
+@functools.cache
+def backend() -> Backend:
+    """The first backend that works on this machine, found by running a real jail once per process."""
+    if platform.system() == "Darwin":
+        if not shutil.which("sandbox-exec"):
+            return Backend("none", "sandbox-exec not found")
+        failure = probe("sandbox-exec")
+        return Backend("sandbox-exec", "sandbox-exec with a generated profile") if failure is None else Backend("none", f"sandbox-exec: {failure}")
+    if platform.system() != "Linux":
+        return Backend("none", f"no sandbox for {platform.system()}")
+    reasons = []
+    if not shutil.which("unshare"):
+        reasons.append("unshare not found (util-linux)")
+    elif (failure := probe("namespaces")) is None:
+        return Backend("namespaces", "unshare: user, mount, pid, ipc and net namespaces; no capabilities inside")
+    else:
+        reasons.append(f"unshare: {failure}")
+    if not shutil.which("bwrap"):
+        reasons.append("bwrap not installed")
+    elif (failure := probe("bwrap")) is None:
+        return Backend("bwrap", f"bubblewrap ({'; '.join(reasons)})")
+    else:
+        reasons.append(f"bwrap: {failure}")
+    return Backend("none", "; ".join(reasons))
+
+
+def require(allow_unsafe: bool) -> Backend:
+    """The active backend; SandboxUnavailable when there is none and the user did not accept running without one."""
+    found = backend()
+    if found.name == "none" and not allow_unsafe:
+        raise SandboxUnavailable(f"no sandbox for candidate code ({found.detail}): {FIX}, or pass --unsafe-no-sandbox")
+    return found
+
+
+def bench(tries: int = 10) -> dict:
+    """Median seconds to run `python -c pass` inside a jail and outside: the set-up cost of one phase."""
+    outside, inside = [], []
+    cmd = [sys.executable, "-c", "pass"]
+    env = environment({})
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        for sub in ("run", "state/worktree"):
+            (Path(tmp) / sub).mkdir(parents=True)
+        jail = Jail(writable=(Path(tmp) / "run",), visible=(Path(tmp) / "state/worktree",), hidden=(Path(tmp) / "state",))
+        for _ in range(tries):
+            for argv, times in ((cmd, outside), (command(cmd, jail), inside)):
+                t = time.perf_counter()
+                subprocess.run(argv, env=env, check=True)
+                times.append(time.perf_counter() - t)
+    return {"backend": backend().name, "tries": tries, "outside_s": round(statistics.median(outside), 4),
+            "inside_s": round(statistics.median(inside), 4),
+            "setup_s": round(statistics.median(inside) - statistics.median(outside), 4)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox", description="Show the sandbox candidate code runs in.")
+    parser.add_argument("--bench", action="store_true", help="print the median set-up cost of one sandboxed phase as JSON")
+    args = parser.parse_args(argv)
+    found = backend()
+    if args.bench:
+        if found.name == "none":
+            parser.exit(1, f"no sandbox to measure: {found.detail}\n")
+        print(json.dumps(bench()))
+    else:
+        print(f"{found.name}: {found.detail}")
+
+
+if __name__ == "__main__":
+    main()
