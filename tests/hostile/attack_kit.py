@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
@@ -28,6 +29,15 @@ SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
 MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
 EVENT_TIMEOUT_S = 30  # longest wait for something that must happen (a killed process to vanish); never a speed measure
 SNAPSHOT_SKIP = {".git", ".pytest_cache", "state"}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Only a data root (the root conftest's fixture runs a prepare of its own): the daemon materializes and
+    prepares `stdlib` itself, trusted then sandboxed, as in production. Import it into a test module to use it."""
+    path = Path(os.environ.get("ARX_TEST_DATA_DIR") or tmp_path_factory.mktemp("data"))
+    os.environ["ARX_DATA_DIR"] = str(path)
+    return path
 
 
 class ScriptedAttacker:

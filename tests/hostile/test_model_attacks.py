@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 import payloads as p
-from attack_kit import MARKER, ROOT, SECRET, append, chain, files_with, git_status, honest_scores, replace, run_campaign, survivors
+from attack_kit import MARKER, ROOT, SECRET, append, chain, data_dir, files_with, git_status, honest_scores, replace, run_campaign, survivors
 
 pytestmark = pytest.mark.slow
+__all__ = ["data_dir"]  # the fixture, imported
 TRAIN = "trainer/train.py"
 END_OF_MAIN = '    return 0 if status == "ok" else 3\n'
 FAILED = ("invalid", "crash", "timeout", "rejected")
