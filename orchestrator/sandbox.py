@@ -53,14 +53,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox_setup import GPU_DEVICES, HOME, PYCACHE, TMP
+from .sandbox_setup import DEFERRED_PRELOAD, GPU_DEVICES, HOME, PYCACHE, TMP
 
 SETUP = Path(__file__).with_name("sandbox_setup.py")
 PROBE_TIMEOUT_S = 30
 FROM_PARENT = {"PATH", "LANG", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES"}
 FROM_PARENT_PREFIXES = ("LC_",)
-FROM_CALLER = FROM_PARENT | {"LD_PRELOAD"}
+FROM_CALLER = FROM_PARENT | {"LD_PRELOAD", "TMPDIR"}
 FROM_CALLER_PREFIXES = (*FROM_PARENT_PREFIXES, "ARX_", "MLX_", "OPENBLAS_", "OMP_", "MALLOC_")
+UNDEFER_PRELOAD = (f'if [ -n "${{{DEFERRED_PRELOAD}+set}}" ]; then export LD_PRELOAD="${DEFERRED_PRELOAD}"; '
+                   f'unset {DEFERRED_PRELOAD}; fi; exec "$@"')
 SECRET = re.compile(r"ANTHROPIC|AWS|KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH", re.IGNORECASE)
 FIX = ("enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
        "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)")
@@ -90,15 +92,22 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     """The whole environment of a sandboxed process: allowlisted names of os.environ, then `extra`, then the jail's.
 
     A name in `extra` outside the allowlist, or one that looks like a secret, is a programming error (ValueError),
-    not something to drop quietly.
+    not something to drop quietly. LD_PRELOAD is carried as DEFERRED_PRELOAD and set for the command alone.
+
+    TMPDIR is /tmp, a tmpfs private to the phase, unless `extra` names a folder inside a writable path: MLX's CPU
+    backend compiles its fused kernels with a C++ compiler and caches them under $TMPDIR/mlx, which takes seconds
+    to a minute each phase. Share such a folder between the phases of ONE experiment only (its train and its
+    evaluation): any later process that loads a cached kernel runs what the phase that wrote it put there.
     """
     for name in extra:
         allowed = name in FROM_CALLER or name.startswith(FROM_CALLER_PREFIXES)
         if not allowed or SECRET.search(name):
             raise ValueError(f"environment: {name} may not be passed into the sandbox")
-    env = {k: v for k, v in os.environ.items() if (k in FROM_PARENT or k.startswith(FROM_PARENT_PREFIXES)) and not SECRET.search(k)}
+    env = {k: v for k, v in os.environ.items() if (k in FROM_PARENT or k.startswith(FROM_PARENT_PREFIXES))}
+    env = {k: v for k, v in env.items() if not SECRET.search(k)}
     env.setdefault("PATH", os.defpath)
-    return env | extra | {"TMPDIR": TMP, "HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
+    env |= {(DEFERRED_PRELOAD if k == "LD_PRELOAD" else k): v for k, v in extra.items()}
+    return {"TMPDIR": TMP} | env | {"HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
 
 
 def _paths(jail: Jail) -> dict[str, list[str]]:
@@ -106,13 +115,14 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
     for path in jail.writable:
         if not Path(path).exists():
             raise ValueError(f"writable path {path} does not exist")
-    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in ("writable", "visible", "hidden")}
+    kinds = ("writable", "visible", "hidden")
+    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in kinds}
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
     unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
-    spec = json.dumps(_paths(jail))
-    return [*unshare, *([] if jail.network else ["--net"]), "--", sys.executable, "-I", "-S", str(SETUP), spec, "--", *cmd]
+    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
+    return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 
 def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
@@ -135,7 +145,7 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
         argv += ["--bind", path, path]
     for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
         argv += ["--remount-ro", path]
-    return [*argv, "--", *cmd]
+    return [*argv, "--", "/bin/sh", "-c", UNDEFER_PRELOAD, "sh", *cmd]
 
 
 def _sbpl(path: str) -> str:
@@ -148,7 +158,7 @@ def profile(jail: Jail, private: Path) -> str:
     `private` is this call's folder for TMPDIR, HOME and the bytecode cache (macOS has no private mount of /tmp).
     """
     paths = _paths(jail)
-    subpaths = lambda kind: " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])  # noqa: E731
+    subpaths = lambda kind: " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])
     lines = ["(version 1)", "(allow default)"]
     if not jail.network:
         lines.append("(deny network*)")
@@ -175,7 +185,10 @@ BUILDERS = {"namespaces": _namespaces, "bwrap": _bwrap, "sandbox-exec": _sandbox
 def command(cmd: list[str], jail: Jail, using: str | None = None) -> list[str]:
     """The argv that runs `cmd` inside `jail`, with the active backend (or the one named by `using`).
 
-    Start it with `environment(...)`, `start_new_session=True`, and SIGKILL its process group to end everything.
+    Start it with `environment(...)` and `start_new_session=True`; SIGKILL its process group to end everything.
+    The phase is over once no live process is left in that group (what runner.kill_group waits for), not as soon
+    as the first process has been reaped: the jail's PID 1 is in the group and ends only after the kernel has
+    killed everything else in its namespace.
     """
     name = using or backend().name
     if name not in BUILDERS:
@@ -187,10 +200,12 @@ def probe(name: str) -> str | None:
     """None when `name` runs a command in a jail here, else the last line it printed."""
     try:
         done = subprocess.run(command([sys.executable, "-S", "-c", ""], Jail(), using=name), env=environment({}),
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/")
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/", check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
-    return None if done.returncode == 0 else ((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
 
 
 @functools.cache
@@ -199,8 +214,9 @@ def backend() -> Backend:
     if platform.system() == "Darwin":
         if not shutil.which("sandbox-exec"):
             return Backend("none", "sandbox-exec not found")
-        failure = probe("sandbox-exec")
-        return Backend("sandbox-exec", "sandbox-exec with a generated profile") if failure is None else Backend("none", f"sandbox-exec: {failure}")
+        if (failure := probe("sandbox-exec")) is not None:
+            return Backend("none", f"sandbox-exec: {failure}")
+        return Backend("sandbox-exec", "sandbox-exec with a generated profile (no PID namespace)")
     if platform.system() != "Linux":
         return Backend("none", f"no sandbox for {platform.system()}")
     reasons = []
@@ -235,20 +251,23 @@ def bench(tries: int = 10) -> dict:
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         for sub in ("run", "state/worktree"):
             (Path(tmp) / sub).mkdir(parents=True)
-        jail = Jail(writable=(Path(tmp) / "run",), visible=(Path(tmp) / "state/worktree",), hidden=(Path(tmp) / "state",))
+        root = Path(tmp)
+        jail = Jail(writable=(root / "run",), visible=(root / "state/worktree",), hidden=(root / "state",))
         for _ in range(tries):
             for argv, times in ((cmd, outside), (command(cmd, jail), inside)):
                 t = time.perf_counter()
                 subprocess.run(argv, env=env, check=True)
                 times.append(time.perf_counter() - t)
-    return {"backend": backend().name, "tries": tries, "outside_s": round(statistics.median(outside), 4),
-            "inside_s": round(statistics.median(inside), 4),
-            "setup_s": round(statistics.median(inside) - statistics.median(outside), 4)}
+    out, ins = statistics.median(outside), statistics.median(inside)
+    return {"backend": backend().name, "tries": tries, "outside_s": round(out, 4), "inside_s": round(ins, 4),
+            "setup_s": round(ins - out, 4)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox", description="Show the sandbox candidate code runs in.")
-    parser.add_argument("--bench", action="store_true", help="print the median set-up cost of one sandboxed phase as JSON")
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox",
+                                     description="Show which sandbox candidate code runs in on this machine, and why.")
+    parser.add_argument("--bench", action="store_true",
+                        help="print as JSON the median seconds of `python -c pass` in a jail and outside (10 tries)")
     args = parser.parse_args(argv)
     found = backend()
     if args.bench:

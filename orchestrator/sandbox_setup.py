@@ -1,9 +1,9 @@
 """The trusted first process inside the `namespaces` sandbox: build the jail, drop every privilege, run the command.
 
-`orchestrator.sandbox.command()` starts this file as
-`unshare --user --map-root-user --mount --pid --fork --kill-child --ipc [--net] -- python -I -S sandbox_setup.py SPEC -- CMD`,
-so it begins as uid 0 of a fresh user namespace, holding every capability over a private copy of the mount table, as
-PID 1 of a fresh PID namespace. It then:
+`orchestrator.sandbox.command()` starts this file as `unshare --user --map-root-user --mount --pid --fork
+--kill-child --ipc [--net] -- python -I -S sandbox_setup.py SPEC -- CMD`, so it begins as uid 0 of a fresh user
+namespace, holding every capability over a private copy of the mount table, as PID 1 of a fresh PID namespace.
+It then:
 
 1. makes every mount read-only, nosuid and nodev (device nodes open only from the minimal /dev below);
 2. mounts a /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and the NVIDIA
@@ -25,7 +25,6 @@ on stderr when the jail cannot be built: it never runs the command in a half-bui
 from __future__ import annotations
 
 import ctypes
-import errno
 import glob
 import json
 import os
@@ -38,12 +37,16 @@ TMP = "/tmp"
 HOME = "/tmp/home"
 PYCACHE = "/tmp/pycache"
 SETUP_FAILED = 125
+# LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
+# threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
+DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 GPU_DEVICES = "/dev/nvidia*"
-DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2"}
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
-KEPT_FLAGS = 1 | 2 | 4 | 8 | 16 | 1024 | 2048 | 4096  # statvfs ST_* bits equal to MS_* bits: locked ones must be kept
+KEPT_FLAGS = 1 | 2 | 4 | 8 | 16 | 1024 | 2048 | 4096  # statvfs ST_* bits = MS_* bits; the kernel may lock these
 LOCKED_DOWN = MS_RDONLY | MS_NOSUID | MS_NODEV
 
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 4, 24, 28, 38, 47
@@ -67,7 +70,8 @@ def check(result: int, what: str) -> None:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = (lambda s: s.encode() if s is not None else None)
-    check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {source or ''} on {target}")
+    result = libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    check(result, f"mount {source or ''} on {target}")
 
 
 def remount(target: str, add: int, remove: int = 0) -> None:
@@ -198,6 +202,8 @@ def run(cmd: list[str]) -> int:
     if child == 0:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        if DEFERRED_PRELOAD in os.environ:
+            os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
         try:
             os.execvp(cmd[0], cmd)
         except OSError as e:
