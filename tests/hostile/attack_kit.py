@@ -28,6 +28,7 @@ from orchestrator.campaign import CampaignLoop, Settings
 SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
 MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
 EVENT_TIMEOUT_S = 30  # longest wait for something that must happen (a killed process to vanish); never a speed measure
+STALL_S = 180  # the first step compiles: over a minute on a loaded 2-core machine
 SNAPSHOT_SKIP = {".git", ".pytest_cache", "state"}
 
 
@@ -53,6 +54,8 @@ class ScriptedAttacker:
         if not self.steps:
             raise Abandoned("script finished")
         description, edit = self.steps.pop(0)
+        for path in ctx.editable:  # each attack starts from the base files, even after a kept one
+            (ctx.worktree / path).write_text(ctx.base_files[path])
         edit(ctx.worktree)
         return Proposal(description=description, hypothesis="an attack the daemon must survive")
 
@@ -167,8 +170,8 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     experiment.backend()
     for module in ("orchestrator.leakcheck", "orchestrator.scorer", "tiktoken"):
         __import__(module)
-    kw = dict(state_dir=repo / "state", program=program, tag="hostile", budget_s=2, max_experiments=len(steps), stall_s=20,
-              memory_mb=3000, policy=campaign_module.policy.Policy(baseline_runs=1), repo=repo)
+    kw = dict(state_dir=repo / "state", program=program, tag="hostile", budget_s=2, max_experiments=len(steps), stall_s=STALL_S,
+              memory_mb=3000, policy=campaign_module.policy.Policy(baseline_runs=1, max_reruns=0), repo=repo)
     settings = Settings(**(kw | settings_kw))
     row = daemon.open_campaign(settings, "scripted", None, None)
     before = snapshot(watched_roots(repo))
