@@ -121,7 +121,7 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
     unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
-    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
+    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail) | {"network": jail.network}), "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 

@@ -55,6 +55,22 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
 
+# seccomp: without network, socket(AF_UNIX, ...) fails with EPERM. A network namespace cuts IP and abstract unix
+# sockets, but a path-named unix socket of the host (docker, dbus, a database) is reached through the file system,
+# and connect() needs no write access to a read-only mount. socketpair() (multiprocessing, asyncio) still works.
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 22, 2, 0x7FFF0000, 0x00050000
+AF_UNIX, EPERM, X32_SYSCALL_BIT = 1, 1, 0x40000000
+SOCKET_SYSCALL = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # AUDIT_ARCH_*, __NR_socket
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -196,6 +212,24 @@ def drop_privileges() -> None:
     check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "become undumpable")
 
 
+def forbid_unix_sockets() -> None:
+    """Install the seccomp filter above (needs no_new_privs, set by drop_privileges)."""
+    arch, nr = SOCKET_SYSCALL.get(os.uname().machine, (None, None))
+    if arch is None:
+        raise SetupError(f"no seccomp filter for {os.uname().machine}")
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K
+    deny = SECCOMP_RET_ERRNO | EPERM
+    program = [
+        (ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, deny),  # another ABI (i386 on x86_64): refuse everything
+        (ld, 0, 0, 0), (jge, 0, 1, X32_SYSCALL_BIT), (ret, 0, 0, deny),  # x32 syscalls: refused
+        (jeq, 0, 3, nr), (ld, 0, 0, 16), (jeq, 0, 1, AF_UNIX), (ret, 0, 0, deny),  # socket(AF_UNIX, ...)
+        (ret, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+    filters = (SockFilter * len(program))(*[SockFilter(*op) for op in program])
+    prog = SockFprog(len(program), filters)
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the seccomp filter")
+
+
 def run(cmd: list[str]) -> int:
     """Fork the command and wait for it, reaping orphans; its exit status becomes ours (128 + n for signal n)."""
     child = os.fork()
@@ -231,6 +265,8 @@ def main() -> None:
         build_jail(spec)
         forbid_nested_user_namespaces()
         drop_privileges()
+        if not spec.get("network"):
+            forbid_unix_sockets()
         os.chdir(cwd)  # through the new mounts: the old cwd could still see a covered folder
     except (SetupError, OSError) as e:
         print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)
