@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ROOT, make_repo
 
 from agents.base import Abandoned, Proposal
-from conftest import ROOT, make_repo
 from orchestrator import campaign as campaign_module
 from orchestrator import corpus, daemon, experiment, ledger, scorer
 from orchestrator.campaign import CampaignLoop, Settings
@@ -170,8 +170,8 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     experiment.backend()
     for module in ("orchestrator.leakcheck", "orchestrator.scorer", "tiktoken"):
         __import__(module)
-    kw = dict(state_dir=repo / "state", program=program, tag="hostile", budget_s=2, max_experiments=len(steps), stall_s=STALL_S,
-              memory_mb=3000, policy=campaign_module.policy.Policy(baseline_runs=1, max_reruns=0), repo=repo)
+    kw = {"state_dir": repo / "state", "program": program, "tag": "hostile", "budget_s": 2, "max_experiments": len(steps), "stall_s": STALL_S,
+          "memory_mb": 3000, "policy": campaign_module.policy.Policy(baseline_runs=1, max_reruns=0), "repo": repo}
     settings = Settings(**(kw | settings_kw))
     row = daemon.open_campaign(settings, "scripted", None, None)
     before = snapshot(watched_roots(repo))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import payloads as p
+import pytest
 from attack_kit import SECRET, append, chain, data_dir, files_with, replace, run_campaign, survivors
+
 from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ import time
 
 import fake_anthropic as fa
 import pytest
-
 from attack_kit import SECRET, data_dir, files_with, make_repo, survivors
 
 pytestmark = pytest.mark.slow
@@ -44,7 +43,7 @@ def attack(tmp_path_factory, data_dir):
     try:
         done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "claude-hostile", "--budget", "2",
                                "--max-experiments", "2", "--baseline-runs", "1", "--stall-s", "180", "--foreground"],
-                              cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=1800, check=False)
     finally:
         server.close()
     print(f"\n[hostile] claude campaign: {time.time() - started:.0f}s", file=sys.stderr)
@@ -59,7 +58,7 @@ def test_the_locked_evaluator_edit_was_refused(attack):
     results = [b for r in attack["requests"] for m in r["body"]["messages"] if isinstance(m["content"], list)
                for b in m["content"] if b.get("type") == "tool_result"]
     assert results and EVALUATE in json.dumps(results[0]) and results[0].get("is_error")
-    assert subprocess.run(["git", "diff", "--quiet", "main", "--", EVALUATE], cwd=attack["repo"]).returncode == 0
+    assert subprocess.run(["git", "diff", "--quiet", "main", "--", EVALUATE], cwd=attack["repo"], check=False).returncode == 0
 
 
 def test_the_key_reaches_neither_the_ledger_nor_the_model(attack):

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import payloads as p
+import pytest
 from attack_kit import SECRET, append, chain, data_dir, files_with, replace, run_campaign, survivors
+
 from orchestrator import corpus
 from orchestrator.leakcheck import SCRUB_BYTES, found_in, shingles
 

@@ -14,10 +14,22 @@ import tempfile
 import threading
 from pathlib import Path
 
-import pytest
-
 import payloads as p
-from attack_kit import MARKER, ROOT, SECRET, append, chain, data_dir, files_with, git_status, honest_scores, replace, run_campaign, survivors
+import pytest
+from attack_kit import (
+    MARKER,
+    ROOT,
+    SECRET,
+    append,
+    chain,
+    data_dir,
+    files_with,
+    git_status,
+    honest_scores,
+    replace,
+    run_campaign,
+    survivors,
+)
 
 pytestmark = pytest.mark.slow
 __all__ = ["data_dir"]  # the fixture, imported
