@@ -199,24 +199,37 @@ def imported_stdlib_files() -> set[str]:
     return {f.relative_to(root).as_posix() for f in files if f.is_relative_to(root)}
 
 
+# Where Python standard libraries live, any version: most held-out files are unchanged from one version to the
+# next, and interpreters come bundled with other software (a cloud SDK's under /usr/lib/<sdk>/platform/...).
+STDLIB_COPY_PATTERNS = ("/usr/lib/python3.*", "/usr/local/lib/python3.*", "/usr/lib/*/lib/python3.*", "/usr/lib/*/*/lib/python3.*",
+                        "/usr/lib/*/*/*/lib/python3.*", "/usr/share/*/lib/python3.*", "/usr/local/*/lib/python3.*",
+                        "/opt/*/lib/python3.*", "/opt/*/*/lib/python3.*", "/opt/*/*/*/lib/python3.*",
+                        "~/.pyenv/versions/*/lib/python3.*", "~/.local/share/uv/python/*/lib/python3.*")
+# distutils lives on, vendored, in setuptools
+VENDORED_DISTUTILS = ("site-packages/setuptools/_distutils", "dist-packages/setuptools/_distutils")
+
+
 def stdlib_copies() -> list[Path]:
-    """Every stdlib folder of this Python version found on the machine (all hold the held-out files)."""
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    patterns = [f"/usr/lib/{version}", f"/usr/local/lib/{version}", f"/opt/*/lib/{version}", f"{Path.home()}/.pyenv/versions/*/lib/{version}", f"{Path.home()}/.local/share/uv/python/*/lib/{version}"]
-    found = {stdlib_root().resolve()} | {Path(p).resolve() for pattern in patterns for p in glob.glob(pattern)}
+    """Every stdlib folder found on the machine, of any Python 3 version (each may hold the held-out files)."""
+    found = {stdlib_root().resolve()} | {Path(p).resolve() for pattern in STDLIB_COPY_PATTERNS for p in glob.glob(os.path.expanduser(pattern))}
+    found |= {Path(sys.prefix).resolve() / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"}
     return sorted(p for p in found if p.is_dir())
 
 
 def stdlib_masks(heldout_keys: list[str]) -> list[Path]:
-    """The held-out source files, their bytecode, and (for held-out pydoc topics) topics.py, in every copy."""
+    """The held-out source files, their bytecode, and (for held-out pydoc topics) topics.py, in every copy,
+    including the distutils that setuptools vendors (in each copy's site-packages, and Debian's dist-packages)."""
     masks = []
-    for root in stdlib_copies():
-        for key in heldout_keys:
-            if key.startswith("topics/"):
-                rel = Path("pydoc_data/topics.py")
-            else:
-                rel = Path(key.removeprefix("stdlib/"))
-            for path in (root / rel, *(root / rel.parent / "__pycache__").glob(f"{rel.stem}.*.pyc")):
+    roots = stdlib_copies()
+    vendored = [r / v for r in (*roots, *(p.parent / "python3" for p in roots)) for v in VENDORED_DISTUTILS]
+    vendored = [v.resolve() for v in vendored if v.is_dir()]
+    for key in heldout_keys:
+        rel = Path("pydoc_data/topics.py") if key.startswith("topics/") else Path(key.removeprefix("stdlib/"))
+        places = [root / rel for root in roots]
+        if rel.parts[0] == "distutils":
+            places += [v / Path(*rel.parts[1:]) for v in vendored]
+        for place in places:
+            for path in (place, *(place.parent / "__pycache__").glob(f"{place.stem}.*.pyc")):
                 if path.exists():
                     masks.append(path)
     return sorted(set(masks))

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -105,6 +106,7 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
         limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
         out = run_phase(spec, [sys.executable, "-m", "trainer.train"], jail, env, spec.run_dir / "train.log", limits, should_stop, on_phase, "training")
         wall = round(out.seconds, 3)
+        check_regular(spec.run_dir, "the run directory")
         claimed = read_claims(spec.run_dir / "train.json")
         if not (spec.run_dir / "model.safetensors").exists():
             raise Failed("crash", "training exited 0 without writing model.safetensors", out.log_tail)
@@ -119,6 +121,16 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
         return Measurement("measured", "", scores=scores, claimed=claimed, train_wall_s=wall, eval_seconds=round(time.time() - started, 3), prepared_dir=prepared)
     except Failed as f:
         return Measurement(f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall)
+
+
+def check_regular(folder: Path, what: str) -> None:
+    """After a sandboxed phase, before the daemon reads anything the phase wrote: a link (to /proc/self/environ,
+    another run's checkpoint, a file of the daemon's to append a log to) or a FIFO (a read that never returns)
+    would make the daemon's own reads and writes do the candidate's bidding. Only folders and regular files pass."""
+    for path in sorted(folder.rglob("*")):
+        mode = path.lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise Failed("invalid", f"{what} holds {path.relative_to(folder)}, which is not a regular file")
 
 
 def read_claims(path: Path) -> dict:
@@ -188,6 +200,7 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
         run_phase(spec, [sys.executable, "-m", "trainer.prepare"], jail, env, spec.run_dir / "prepare.log", limits, should_stop, on_phase, "prepare")
         from .leakcheck import check_prepared  # numpy work, only when data was prepared
 
+        check_regular(tmp, "the prepared folder")
         problem = check_prepared(tmp, spec.corpus)
         if problem:
             raise Failed("invalid", problem)

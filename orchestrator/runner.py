@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -108,13 +109,18 @@ def group_alive(pgid: int) -> bool:
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last lines of a log in a run directory. The sandboxed child may have swapped the log for a link (to
+    /proc/self/environ: the daemon's secrets) or a FIFO (a hang): only a regular file is read."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return ""
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
 
 
 def run_watched(
