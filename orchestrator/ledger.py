@@ -76,6 +76,7 @@ class Run(SQLModel, table=True):
     hardware: str | None = None
     pid: int | None = None  # the trainer's process group while it runs, to reap it after a crash
     run_dir: str | None = None
+    conversation: str | None = None  # the agent's conversation for this run (JSON, see agents/conversation.py)
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
 
@@ -89,10 +90,13 @@ class LlmCall(SQLModel, table=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # all cache writes; split by lifetime below (a 1-hour write costs more)
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
     status: str = "ok"
+    stop_reason: str | None = None  # end_turn, tool_use, max_tokens, pause_turn, refusal, ...
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -122,7 +126,21 @@ def _v1(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_run_campaign_seq ON run (campaign_id, seq)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]  # append; never edit a released step
+def _add_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
+    """ALTER in the columns a table lacks (a database created by `_v1` from newer models has them already)."""
+    have = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+    for name, decl in columns.items():
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {decl}"))
+
+
+def _conversations_and_cache_lifetimes(conn: Connection) -> None:
+    """run.conversation; llm_call's cache writes split by lifetime, and its stop reason."""
+    _add_columns(conn, "run", {"conversation": "VARCHAR"})
+    _add_columns(conn, "llm_call", {"cache_write_5m_tokens": "INTEGER NOT NULL DEFAULT 0", "cache_write_1h_tokens": "INTEGER NOT NULL DEFAULT 0", "stop_reason": "VARCHAR"})
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _conversations_and_cache_lifetimes]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
