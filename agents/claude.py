@@ -221,6 +221,7 @@ class ClaudeAgent:
             {"type": "text", "text": files_block(ctx), "cache_control": {"type": "ephemeral", "ttl": ttl}},
         ]
         messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": task_message(ctx)}]}]
+        self.mark_cache_point(messages)  # the task is written once and read by the proposal's later rounds
         thinking = thinking_params(self.model, self.thinking_tokens, None).get("thinking")
         log = Conversation(
             ctx.conversation_path, messages, seq=ctx.seq, model=self.model, fallback_model=self.fallback_model, max_tokens=self.max_tokens,
@@ -255,7 +256,9 @@ class ClaudeAgent:
                 raise Abandoned("the conversation filled the model's context window before submit_experiment")
             content = [block.model_dump(exclude_none=True) for block in response.content]
             content = [b for b in content if b["type"] != "thinking" or b.get("signature")]  # a cut-off thought has no signature
-            if content:
+            if content and messages[-1]["role"] == "assistant":
+                messages[-1]["content"].extend(content)  # the rest of a paused turn
+            elif content:
                 messages.append({"role": "assistant", "content": content})
             if stop == "pause_turn":
                 continue  # the API paused a long turn: sending its content back lets it continue

@@ -12,8 +12,9 @@ the real API would take:
   four cache breakpoints, a 1-hour breakpoint after a 5-minute one.
 - Prompt caching on a clock that tests advance (`advance(seconds)`; nothing sleeps): every block
   marked `cache_control` ends a prefix; the longest live prefix is read, the rest up to the last
-  mark is written with the mark's lifetime (5 minutes by default, or `ttl: "1h"`); a read or
-  write renews the entry's lifetime from that request. Usage splits writes by lifetime in
+  mark is written with the mark's lifetime (5 minutes by default, or `ttl: "1h"`); a hit is
+  also found up to 20 blocks before a mark, as the API looks back; a read or write renews the
+  entry's lifetime from that request. Usage splits writes by lifetime in
   `cache_creation`, as the real API does.
 - Streaming (`"stream": true`) as server-sent events in the real order, thinking signatures
   included; non-streaming JSON otherwise. Token counts are characters / 4.
@@ -33,6 +34,7 @@ import time
 
 TTL_S = {"5m": 300.0, "1h": 3600.0}
 MAX_CACHE_BREAKPOINTS = 4
+LOOKBACK_BLOCKS = 20  # how far before a breakpoint the API looks for an earlier cache hit
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 FAMILY = re.compile(r"claude-[a-z]+-(\d+)(?:-(\d))?(?:-\d{8})?$")
 
@@ -88,6 +90,7 @@ class FakeAnthropic:
         self.rejected: list[str] = []  # the 400 messages sent, for tests to read
         self.now = 0.0  # the fake's clock in seconds: cache lifetimes run on it, tests advance it
         self.cache: dict[str, float] = {}  # prefix hash -> expiry on the clock
+        self.ttl: dict[str, str] = {}  # prefix hash -> its lifetime
         self.key = os.urandom(16)  # signs thinking blocks
         self.lock = threading.Lock()
         fake = self
@@ -228,23 +231,31 @@ class FakeAnthropic:
     def usage(self, body: dict) -> dict:
         """Prompt-caching arithmetic over the request's blocks, on the fake's clock."""
         h = hashlib.sha256()
-        total, marks = 0, []
+        total, marks, bounds = 0, [], []  # bounds: (prefix hash, tokens so far) after every block
         for role, block in self.blocks(body):
             plain = {k: v for k, v in block.items() if k != "cache_control"}
             h.update(json.dumps([role, plain], sort_keys=True).encode())
             total += tokens(plain)
+            bounds.append((h.hexdigest(), total))
             if block.get("cache_control"):
-                marks.append((h.hexdigest(), total, block["cache_control"].get("ttl", "5m")))
+                marks.append((h.hexdigest(), total, block["cache_control"].get("ttl", "5m"), len(bounds) - 1))
         live = {key for key, expiry in self.cache.items() if expiry > self.now}
-        read_at = max((i for i, (key, _, _) in enumerate(marks) if key in live), default=-1)
-        read = marks[read_at][1] if read_at >= 0 else 0
+        read, read_at = 0, -1  # a hit is looked for at each mark and up to LOOKBACK_BLOCKS boundaries before it
+        for i, (_, _, _, at) in enumerate(marks):
+            for key, upto in bounds[max(0, at - LOOKBACK_BLOCKS): at + 1]:
+                if key in live and upto > read:
+                    read, read_at, hit = upto, i, key
+        if read_at >= 0:
+            self.cache[hit] = max(self.cache[hit], self.now + TTL_S[self.ttl[hit]])
+        read_at = max((i for i, m in enumerate(marks) if m[1] <= read), default=-1)
         written = {"5m": 0, "1h": 0}
         upto = read
-        for _, end, ttl in marks[read_at + 1:]:
+        for _, end, ttl, _ in marks[read_at + 1:]:
             written[ttl] += end - upto
             upto = end
-        for key, _, ttl in marks:  # what was read or written lives on from this request
+        for key, _, ttl, _ in marks:  # what was read or written lives on from this request
             self.cache[key] = max(self.cache.get(key, 0.0), self.now + TTL_S[ttl])
+            self.ttl[key] = ttl
         return {
             "input_tokens": total - upto,
             "output_tokens": 0,
