@@ -33,7 +33,16 @@ import anthropic
 
 from . import history, pricing
 from .base import (
-    Abandoned, AgentPaused, CostLimitReached, EditorError, NoEdits, Proposal, ProposalContext, Refused, ScopedEditor, TransientAgentError,
+    Abandoned,
+    AgentPaused,
+    CostLimitReached,
+    EditorError,
+    NoEdits,
+    Proposal,
+    ProposalContext,
+    Refused,
+    ScopedEditor,
+    TransientAgentError,
 )
 from .conversation import Conversation
 

@@ -9,7 +9,7 @@ import anthropic
 import pytest
 
 import fake_anthropic as fa
-from agents import conversation, pricing
+from agents import conversation, history, pricing
 from agents.base import Abandoned, AgentPaused, Refused, TransientAgentError
 from agents.claude import ClaudeAgent, cache_ttl, files_block, program_prompt
 from test_claude import TRAIN, context
@@ -153,6 +153,11 @@ def test_a_full_context_window_ends_the_proposal(server, worktree, monkeypatch):
     server.script = [VIEW, {"content": [fa.text("Let me")], "stop_reason": "model_context_window_exceeded"}]
     with pytest.raises(Abandoned, match="context window"):
         agent(server, monkeypatch).propose(context(worktree))
+
+
+def test_refused_proposals_are_their_own_group_in_the_history():
+    items = [{"seq": i, "kind": "experiment", "status": "refused" if i == 1 else "discard", "val_bpb": None, "delta": None, "description": f"idea {i}"} for i in range(1, 15)]
+    assert "- refused (1): idea 1" in history.render(items, None)
 
 
 # ------------------------------------------------------------------ 3. errors: pause, never spin

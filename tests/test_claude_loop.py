@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -94,7 +95,7 @@ def test_refused_proposals_back_off_exponentially_then_pause(loop_parts):
 
 def test_abandoned_proposals_pause_too_and_a_success_would_reset_the_count(loop_parts):
     settings, row = loop_parts
-    reason, waits, loop = run_loop(settings, row, FailingAgent([Abandoned("no submit_experiment within 12 tool rounds")]))
+    reason, _, loop = run_loop(settings, row, FailingAgent([Abandoned("no submit_experiment within 12 tool rounds")]))
     assert "abandoned: no submit_experiment" in reason and loop.failed_proposals == campaign_module.MAX_FAILED_PROPOSALS
 
 
@@ -120,8 +121,8 @@ def test_an_invalid_request_pauses_the_campaign_after_one_call(loop_parts, monke
     assert status == "paused" and "HTTP 400" in stop
     path, = query(db, "SELECT conversation FROM run WHERE kind = 'experiment'")[0]
     assert path.startswith(str(settings.state_dir / "conversations" / "model-loop")) and "runs" not in path
-    doc = json.loads(open(path).read())
-    assert doc["attempts"][0]["calls"][0]["status"] == "error" and KEY not in open(path).read()
+    raw = Path(path).read_text()
+    assert json.loads(raw)["attempts"][0]["calls"][0]["status"] == "error" and KEY not in raw
     shown = CliRunner().invoke(app, ["show", "loop/2", "--state-dir", str(settings.state_dir)]).output
     assert "conversation" in shown and "AgentPaused" in shown and "Propose experiment #2" in shown
 
