@@ -91,8 +91,8 @@ class LlmCall(SQLModel, table=True):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0  # all cache writes; split by lifetime below (a 1-hour write costs more)
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
+    cache_write_5m_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # raw INSERTs may leave them out
+    cache_write_1h_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     cost_usd: float = 0.0
     latency_s: float = 0.0
     status: str = "ok"
