@@ -52,6 +52,7 @@ CHARS_PER_TOKEN = 3.0  # a conservative estimate, for the cost ceiling only
 CACHE_1H_ABOVE_S = 240.0  # proposals further apart than this: a 5-minute entry would be cold at the next one
 SDK_RETRY_AFTER_MAX_S = 30.0  # longer waits asked by the API are the daemon's (interruptible), not the SDK's
 SPEND_LIMIT_CODE = "enforced_spend_limit_reached"  # error.details.error_code of the monthly spend-cap 429
+SPEND_LIMIT_MESSAGE = "You have reached your specified"  # a spend limit set in the Console: HTTP 400, "... API usage limits"
 EDITOR_TOOL = {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
 SUBMIT_TOOL = {
     "name": "submit_experiment",
@@ -157,7 +158,7 @@ def api_message(e: anthropic.APIStatusError) -> str:
 def is_spend_limit(e: anthropic.APIStatusError) -> bool:
     """The monthly spend cap (429, fails until access resumes) or a spend limit set in the Console (400)."""
     details = error_body(e).get("details") or {}
-    return (isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE) or "usage limits" in api_message(e)
+    return (isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE) or api_message(e).startswith(SPEND_LIMIT_MESSAGE)
 
 
 def classify(e: anthropic.APIStatusError, model: str) -> Exception:
