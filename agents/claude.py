@@ -51,7 +51,7 @@ MAX_TOKENS = 8192  # room for the visible answer; a thinking allowance comes on 
 CHARS_PER_TOKEN = 3.0  # a conservative estimate, for the cost ceiling only
 CACHE_1H_ABOVE_S = 240.0  # proposals further apart than this: a 5-minute entry would be cold at the next one
 SDK_RETRY_AFTER_MAX_S = 30.0  # longer waits asked by the API are the daemon's (interruptible), not the SDK's
-SPEND_LIMIT_CODE = "enforced_spend_limit_reached"  # error.details.error_code of the monthly spend-cap 429
+SPEND_LIMIT_CODES = ("enforced_spend_limit_reached", "contract_spend_limit_reached")  # error.details.error_code of spend-cap 429s
 SPEND_LIMIT_MESSAGE = "You have reached your specified"  # a spend limit set in the Console: HTTP 400, "... API usage limits"
 EDITOR_TOOL = {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
 SUBMIT_TOOL = {
@@ -158,12 +158,14 @@ def api_message(e: anthropic.APIStatusError) -> str:
 def is_spend_limit(e: anthropic.APIStatusError) -> bool:
     """The monthly spend cap (429, fails until access resumes) or a spend limit set in the Console (400)."""
     details = error_body(e).get("details") or {}
-    return (isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE) or api_message(e).startswith(SPEND_LIMIT_MESSAGE)
+    return (isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES) or api_message(e).startswith(SPEND_LIMIT_MESSAGE)
 
 
 def classify(e: anthropic.APIStatusError, model: str) -> Exception:
     """The verdict on an HTTP error: transient (back off and retry) or a pause that says what to do."""
     code, message = e.status_code, api_message(e)[:400]
+    if code < 400:  # an error event in the middle of a streamed 200 (overloaded, a server error)
+        return TransientAgentError(f"Anthropic API error mid-stream ({error_body(e).get('type')}): {message}"[:300])
     if code in (401, 403):
         return AgentPaused(f"the Anthropic API refused the key (HTTP {code}: {message}); set a valid ANTHROPIC_API_KEY and start the campaign again")
     if code == 404:
@@ -199,7 +201,7 @@ class Client(anthropic.Anthropic):
                 details = (json.loads(response.read()).get("error") or {}).get("details") or {}
             except (ValueError, AttributeError):
                 details = {}
-            if isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE:
+            if isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES:
                 return False
         return super()._should_retry(response)
 

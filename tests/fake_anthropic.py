@@ -17,7 +17,8 @@ the real API would take:
   entry's lifetime from that request. Usage splits writes by lifetime in
   `cache_creation`, as the real API does.
 - Streaming (`"stream": true`) as server-sent events in the real order, thinking signatures
-  included; non-streaming JSON otherwise. Token counts are characters / 4.
+  included, or an error event mid-stream (`stream_error`); non-streaming JSON otherwise. Token
+  counts are characters / 4.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class FakeAnthropic:
                     "usage": usage,
                 }
                 if body.get("stream"):
-                    self.stream(message)
+                    self.stream(message, step.get("stream_error"))
                 else:
                     self.reply(200, message)
 
@@ -150,15 +151,17 @@ class FakeAnthropic:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
-            def stream(self, message: dict):
-                """The message as the API streams it: start, each block's start/deltas/stop, delta, stop."""
+            def stream(self, message: dict, failure: dict | None = None):
+                """The message as the API streams it: start, each block's start/deltas/stop, delta, stop;
+                or, given a `failure`, an error event after the start, as an overloaded server sends it."""
                 self.close_connection = True
                 try:
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    for event in events(message):
+                    sent = events(message) if failure is None else [events(message)[0], {"type": "error", "error": failure}]
+                    for event in sent:
                         self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):

@@ -180,6 +180,12 @@ def test_invalid_billing_and_spend_limit_errors_pause_with_the_api_message(serve
     assert len(server.requests) == 1  # not retried by the SDK either: it would fail the same way
 
 
+def test_an_error_in_the_middle_of_a_stream_is_transient(server, worktree, monkeypatch):
+    server.script = [fa.submit("x") | {"stream_error": {"type": "overloaded_error", "message": "Overloaded"}}]
+    with pytest.raises(TransientAgentError, match="overloaded_error"):
+        agent(server, monkeypatch).propose(context(worktree))
+
+
 def test_a_long_retry_after_is_the_daemons_to_wait(server, worktree, monkeypatch):
     server.script = [fa.error(429, "rate_limit_error", "slow down", headers={"retry-after": "120"})]
     with pytest.raises(TransientAgentError) as e:
