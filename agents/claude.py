@@ -111,13 +111,13 @@ def cache_ttl(expected_gap_s: float | None) -> str:
 
 def thinking_params(model: str, thinking_tokens: int, effort: str | None) -> dict:
     """The request fields that turn thinking on for `model`, in the form it accepts."""
-    params: dict = {}
+    facts, params = pricing.facts(model), {}
     if thinking_tokens:
-        if pricing.facts(model)["thinking"] == "adaptive":
+        if facts["thinking"] == "adaptive":
             params["thinking"] = {"type": "adaptive"}
         else:
             params["thinking"] = {"type": "enabled", "budget_tokens": thinking_tokens}
-    if effort:
+    if effort and effort in facts["efforts"]:  # a fallback model without that level gets the API's default
         params["output_config"] = {"effort": effort}
     return params
 
@@ -218,8 +218,9 @@ class ClaudeAgent:
             pricing.facts(m)  # an unknown model fails now, not after a night of unpriced calls
         if thinking_tokens < 0 or 0 < thinking_tokens < pricing.MIN_THINKING_TOKENS:
             raise ValueError(f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's minimum), got {thinking_tokens}")
-        if effort is not None and effort not in pricing.EFFORTS:
-            raise ValueError(f"--effort must be one of {', '.join(pricing.EFFORTS)}, got {effort!r}")
+        if effort is not None and effort not in pricing.facts(self.model)["efforts"]:
+            levels = ", ".join(pricing.facts(self.model)["efforts"]) or "none"
+            raise ValueError(f"--effort {effort} is not available on {self.model} (its levels: {levels})")
         self.thinking_tokens, self.effort = thinking_tokens, effort
         self.max_rounds = max_rounds
         self.max_tokens = max_tokens + thinking_tokens  # thinking counts toward max_tokens; budget_tokens < max_tokens

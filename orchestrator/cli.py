@@ -14,7 +14,7 @@ from typing import Optional
 
 import click
 
-from agents.pricing import EFFORTS, MIN_THINKING_TOKENS
+from agents.pricing import DEFAULT_MODEL, EFFORTS, MIN_THINKING_TOKENS
 from agents.pricing import facts as model_facts
 
 from .programs import PROGRAMS, TAG_PATTERN, default_state_dir
@@ -97,6 +97,9 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
             model_facts(name)
         except KeyError as e:
             fail(e.args[0])
+    levels = model_facts(model or DEFAULT_MODEL)["efforts"]
+    if effort and effort not in levels:
+        fail(f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: {', '.join(levels) or 'none'})")
     import psutil
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without

@@ -6,8 +6,8 @@ as strict as the real API where arx could go wrong, so a test that passes here m
 the real API would take:
 
 - 400 invalid_request_error for: `thinking.type: enabled` on models from 4.7 on (adaptive only),
-  adaptive thinking on models before 4.6, budget_tokens < 1024 or >= max_tokens, an unknown
-  effort, a message with empty content, a tool_use without its tool_result in the next message
+  adaptive thinking on models before 4.6, budget_tokens < 1024 or >= max_tokens, an effort level
+  the model does not take, a message with empty content, a tool_use without its tool_result in the next message
   (or a stray tool_result), a thinking block whose signature is not the one issued, more than
   four cache breakpoints, a 1-hour breakpoint after a 5-minute one.
 - Prompt caching on a clock that tests advance (`advance(seconds)`; nothing sleeps): every block
@@ -37,7 +37,7 @@ TTL_S = {"5m": 300.0, "1h": 3600.0}
 MAX_CACHE_BREAKPOINTS = 4
 LOOKBACK_BLOCKS = 20  # how far before a breakpoint the API looks for an earlier cache hit
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-FAMILY = re.compile(r"claude-[a-z]+-(\d+)(?:-(\d))?(?:-\d{8})?$")
+FAMILY = re.compile(r"claude-([a-z]+)-(\d+)(?:-(\d))?(?:-\d{8})?$")
 
 
 def tokens(obj) -> int:
@@ -80,7 +80,17 @@ def error(status: int, kind: str = "api_error", message: str = "scripted failure
 def version(model: str) -> tuple[int, int] | None:
     """(4, 7) for claude-opus-4-7, (5, 0) for claude-sonnet-5, None for an id of another shape."""
     m = FAMILY.match(model)
-    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+    return (int(m.group(2)), int(m.group(3) or 0)) if m else None
+
+
+def effort_levels(model: str) -> tuple[str, ...]:
+    """The documented effort levels: Opus from 4.5, Sonnet from 4.6, max from 4.6, xhigh from 4.7."""
+    m, v = FAMILY.match(model), version(model)
+    if not m or v >= (5, 0):
+        return EFFORTS
+    if m.group(1) == "haiku" or v < ((4, 5) if m.group(1) == "opus" else (4, 6)):
+        return ()
+    return tuple(e for e in EFFORTS if (e != "max" or v >= (4, 6)) and (e != "xhigh" or v >= (4, 7)))
 
 
 class FakeAnthropic:
@@ -195,8 +205,8 @@ class FakeAnthropic:
         if t.get("type") == "adaptive" and v and v < (4, 6):
             return f"thinking.type.adaptive is not supported for model {model}."
         effort = (body.get("output_config") or {}).get("effort")
-        if effort is not None and effort not in EFFORTS:
-            return f"output_config.effort: Input should be {', '.join(EFFORTS)}"
+        if effort is not None and effort not in effort_levels(model):
+            return f"output_config.effort: {effort!r} is not supported by model {model}"
         messages = body["messages"]
         for i, m in enumerate(messages):
             if not m["content"]:

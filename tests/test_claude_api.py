@@ -43,7 +43,7 @@ def raw_call(server, **kw):
 
 
 def test_the_fake_rejects_what_the_real_api_rejects(server):
-    server.script = [fa.submit("x")] * 6
+    server.script = [fa.submit("x")] * 8
     with pytest.raises(anthropic.BadRequestError, match="adaptive"):
         raw_call(server, model="claude-opus-4-7", thinking={"type": "enabled", "budget_tokens": 2048})
     with pytest.raises(anthropic.BadRequestError, match="1024"):
@@ -54,6 +54,10 @@ def test_the_fake_rejects_what_the_real_api_rejects(server):
         raw_call(server, messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": []}, {"role": "user", "content": "go on"}])
     with pytest.raises(anthropic.BadRequestError, match="signature"):
         raw_call(server, messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "forged"}, fa.text("ok")]}, {"role": "user", "content": "go on"}])
+    with pytest.raises(anthropic.BadRequestError, match="effort"):
+        raw_call(server, model="claude-haiku-4-5", output_config={"effort": "low"})
+    with pytest.raises(anthropic.BadRequestError, match="effort"):
+        raw_call(server, output_config={"effort": "xhigh"})
     with pytest.raises(anthropic.BadRequestError, match="ttl"):
         raw_call(server, system=[{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "b", "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
 
@@ -73,6 +77,18 @@ def test_budget_thinking_where_it_is_still_accepted(server, worktree, monkeypatc
     agent(server, monkeypatch, model=model, thinking_tokens=2048).propose(context(worktree))
     body = server.requests[0]["body"]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["max_tokens"] > 2048 and server.rejected == []
+
+
+def test_effort_levels_follow_the_model(server, worktree, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    with pytest.raises(ValueError, match="xhigh is not available on claude-sonnet-4-6"):
+        ClaudeAgent(effort="xhigh")
+    with pytest.raises(ValueError, match="levels: none"):
+        ClaudeAgent(model="claude-haiku-4-5", effort="low")
+    server.script = [fa.refusal(), fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
+    agent(server, monkeypatch, model="claude-opus-4-7", effort="xhigh", fallback_model="claude-sonnet-4-6").propose(context(worktree))
+    assert server.requests[0]["body"]["output_config"] == {"effort": "xhigh"}
+    assert "output_config" not in server.requests[1]["body"] and server.rejected == []  # the fallback lacks xhigh
 
 
 @pytest.mark.parametrize("tokens", [1, 1023, -5])

@@ -143,6 +143,8 @@ def test_the_expected_gap_comes_from_measured_runs():
         (["--thinking-tokens", "500"], "at least 1024"),
         (["--thinking-tokens", "-1"], "at least 1024"),
         (["--effort", "extreme"], "--effort"),
+        (["--effort", "xhigh"], "xhigh is not available on claude-sonnet-4-6"),
+        (["--model", "claude-haiku-4-5", "--effort", "low"], "levels: none"),
         (["--fallback-model", "claude-opus-5-5"], "no price for model 'claude-opus-5-5'"),
         (["--model", "claude-sonnet-4-6-preview"], "ARX_PRICING"),
     ],
