@@ -125,6 +125,9 @@ def test_an_invalid_request_pauses_the_campaign_after_one_call(loop_parts, monke
     assert json.loads(raw)["attempts"][0]["calls"][0]["status"] == "error" and KEY not in raw
     shown = CliRunner().invoke(app, ["show", "loop/2", "--state-dir", str(settings.state_dir)]).output
     assert "conversation" in shown and "AgentPaused" in shown and "Propose experiment #2" in shown
+    assert "The trainer files as they were" not in shown  # the system prompt is summarised...
+    full = CliRunner().invoke(app, ["show", "loop/2", "--full", "--state-dir", str(settings.state_dir)]).output
+    assert "The trainer files as they were" in full  # ...unless asked for in full
 
 
 def test_the_expected_gap_comes_from_measured_runs():
