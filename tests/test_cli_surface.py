@@ -74,7 +74,7 @@ def test_status_table(state):
 def test_status_json_is_stable(state):
     rows = json.loads(cli("status", "--json", "--state-dir", str(state)).output)
     assert [r["tag"] for r in rows] == ["done", "live", "dead"]
-    keys = {"id", "tag", "program", "state", "reason", "agent", "model", "dataset", "branch", "pid", "heartbeat_age_s", "runs", "in_flight", "best_val_bpb", "best_test_bpb", "best_run", "best_description", "baseline_val_bpb", "improvement", "noise_sigma", "cost_usd", "since_last_keep_s"}
+    keys = {"id", "tag", "program", "state", "reason", "agent", "model", "sandbox", "dataset", "branch", "pid", "heartbeat_age_s", "runs", "in_flight", "best_val_bpb", "best_test_bpb", "best_run", "best_description", "baseline_val_bpb", "improvement", "noise_sigma", "cost_usd", "since_last_keep_s"}
     assert all(set(r) == keys for r in rows)
     assert rows[1]["in_flight"]["loss"] == 5.123 and rows[1]["in_flight"]["phase"] == "training"
     assert rows[0]["improvement"] == pytest.approx(0.1) and rows[0]["cost_usd"] == 0.0123
