@@ -1,0 +1,103 @@
+"""Which BLAS a trainer gets on Linux CPU, and that the wheel's OpenBLAS really computes (no apt step)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from trainer import blas
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS is chosen on Linux only")
+
+
+@pytest.fixture
+def no_system_blas(monkeypatch):
+    """This machine as a fresh clone sees it: no OpenBLAS from the distribution."""
+    monkeypatch.setattr(blas, "SYSTEM", [])
+    monkeypatch.setattr(blas, "SYSTEM_GLOB", "/nonexistent/*.so")
+    for name in ("ARX_NO_FAST_BLAS", "ARX_BLAS_LIB"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def sgemm(library: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """C = A B through `cblas_sgemm`, the one call of MLX's CPU matmul."""
+    lib = ctypes.CDLL(library)
+    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    ptr = ctypes.POINTER(ctypes.c_float)
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    lib.cblas_sgemm(101, 111, 111, m, n, k, ctypes.c_float(1.0), a.ctypes.data_as(ptr), k, b.ctypes.data_as(ptr), n, ctypes.c_float(0.0), c.ctypes.data_as(ptr), n)  # row-major, no transposes
+    return c
+
+
+def test_order_of_preference(monkeypatch, tmp_path, no_system_blas):
+    wheel = blas.describe()
+    assert wheel["source"] == "scipy-openblas32" and wheel["version"] and Path(wheel["library"]).exists()
+    system = tmp_path / "x86_64-linux-gnu" / "libopenblas.so.0"
+    system.parent.mkdir()
+    system.write_bytes(b"")
+    monkeypatch.setattr(blas, "SYSTEM", [str(system)])
+    assert blas.describe() | {"note": ""} == {"source": "debian", "library": str(system), "version": None, "note": ""}
+    monkeypatch.setenv("ARX_BLAS_LIB", "/opt/mine/libblas.so")
+    assert blas.describe()["source"] == "ARX_BLAS_LIB" and blas.find_openblas() == "/opt/mine/libblas.so"
+    monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
+    assert blas.describe()["source"] == "reference" and blas.find_openblas() is None and blas.fast_env() == {}
+
+
+def test_the_wheels_copy_exports_cblas_and_computes(no_system_blas):
+    library = blas.find_openblas()
+    names = set(blas.exported_names(Path(library)))
+    assert {"cblas_sgemm", "sgemm_", "openblas_set_num_threads"} <= names and not any(n.startswith(blas.WHEEL_PREFIX) for n in names)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((67, 129), dtype=np.float32), rng.standard_normal((129, 33), dtype=np.float32)
+    np.testing.assert_allclose(sgemm(library, a, b), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_unprefix_renames_every_export_and_nothing_else(tmp_path):
+    original, _ = blas.wheel_library()
+    copy = tmp_path / "libopenblas-test.so"
+    blas.unprefix(original, copy)
+    before, after = blas.exported_names(original), blas.exported_names(copy)
+    assert sorted(n.removeprefix(blas.WHEEL_PREFIX) for n in before) == sorted(after)
+    assert [p.name for p in tmp_path.iterdir()] == [copy.name], "no temporary file is left behind"
+
+
+def test_a_missing_wheel_means_the_reference_blas_and_a_loud_warning(monkeypatch, no_system_blas):
+    monkeypatch.setattr(blas.importlib.util, "find_spec", lambda name: None)
+    chosen = blas.describe()
+    assert chosen["source"] == "reference" and "scipy-openblas32 wheel is not installed" in chosen["note"]
+    warning = blas.slow_warning()
+    assert warning.startswith("*** SLOW") and blas.FIX in warning and "\n" not in warning
+
+
+def test_start_warns_once_before_anything_runs(tmp_path):
+    """`start` on a machine without a fast BLAS: the loud line comes first (here the start then fails: no git)."""
+    env = dict(os.environ, ARX_NO_FAST_BLAS="1")
+    env.pop("ANTHROPIC_API_KEY", None)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--foreground", "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    slow = [line for line in out.stdout.splitlines() if "SLOW" in line]
+    assert len(slow) == 1 and blas.FIX in slow[0] and "ARX_NO_FAST_BLAS=1" in slow[0], out.stdout + out.stderr
+    env.pop("ARX_NO_FAST_BLAS")
+    quiet = subprocess.run([sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--foreground", "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "SLOW" not in quiet.stdout, "the wheel's OpenBLAS is a dependency: a fresh clone is fast"
+
+
+def test_a_trainer_records_the_blas_it_ran_with(trained_run):
+    info = json.loads((trained_run / "train.json").read_text())
+    assert info["blas"] == blas.describe() and info["blas"]["source"] != "reference"
+
+
+def test_the_matmul_probe_runs_on_the_chosen_library():
+    """The re-exec puts the library into LD_PRELOAD: the process that multiplies has it mapped."""
+    code = "from trainer import blas; blas.reexec_with_openblas(); import mlx.core as mx; a = mx.ones((64, 64)); mx.eval(a @ a); print(blas.active()); print(open('/proc/self/maps').read())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+    assert out.returncode == 0, out.stderr
+    active, maps = out.stdout.split("\n", 1)
+    assert active == blas.find_openblas() and os.path.realpath(active) in maps
