@@ -45,8 +45,10 @@ def test_order_of_preference(monkeypatch, tmp_path, no_system_blas):
     system.write_bytes(b"")
     monkeypatch.setattr(blas, "SYSTEM", [str(system)])
     assert blas.describe() | {"note": ""} == {"source": "debian", "library": str(system), "version": None, "note": ""}
-    monkeypatch.setenv("ARX_BLAS_LIB", "/opt/mine/libblas.so")
-    assert blas.describe()["source"] == "ARX_BLAS_LIB" and blas.find_openblas() == "/opt/mine/libblas.so"
+    monkeypatch.setenv("ARX_BLAS_LIB", str(tmp_path / "missing.so"))
+    assert blas.describe()["source"] == "reference" and "does not exist" in blas.describe()["note"]
+    monkeypatch.setenv("ARX_BLAS_LIB", wheel["library"])
+    assert blas.describe()["source"] == "ARX_BLAS_LIB" and blas.find_openblas() == wheel["library"]
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
     assert blas.describe()["source"] == "reference" and blas.find_openblas() is None and blas.fast_env() == {}
 

@@ -64,8 +64,10 @@ def describe() -> dict[str, str | None]:
         return {"source": "platform", "library": None, "version": None, "note": "MLX's own BLAS (Accelerate on macOS)"}
     if os.environ.get("ARX_NO_FAST_BLAS") == "1":
         return reference("ARX_NO_FAST_BLAS=1 turns the optimized BLAS off")
-    if os.environ.get("ARX_BLAS_LIB"):
-        return {"source": "ARX_BLAS_LIB", "library": os.environ["ARX_BLAS_LIB"], "version": None, "note": "named by ARX_BLAS_LIB"}
+    if named := os.environ.get("ARX_BLAS_LIB"):
+        if not os.path.exists(named):
+            return reference(f"ARX_BLAS_LIB names {named}, which does not exist")
+        return {"source": "ARX_BLAS_LIB", "library": named, "version": None, "note": "named by ARX_BLAS_LIB"}
     found = [p for p in SYSTEM if os.path.exists(p)] + sorted(glob.glob(SYSTEM_GLOB))
     if found:
         source = "debian" if "-linux-gnu/" in found[0] else "system"
