@@ -80,15 +80,16 @@ def test_a_missing_wheel_means_the_reference_blas_and_a_loud_warning(monkeypatch
 
 
 def test_start_warns_once_before_anything_runs(tmp_path):
-    """`start` on a machine without a fast BLAS: the loud line comes first (here the start then fails: no git)."""
-    env = dict(os.environ, ARX_NO_FAST_BLAS="1")
-    env.pop("ANTHROPIC_API_KEY", None)
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--foreground", "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env, capture_output=True, text=True)
-    slow = [line for line in out.stdout.splitlines() if "SLOW" in line]
-    assert len(slow) == 1 and blas.FIX in slow[0] and "ARX_NO_FAST_BLAS=1" in slow[0], out.stdout + out.stderr
-    env.pop("ARX_NO_FAST_BLAS")
-    quiet = subprocess.run([sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--foreground", "--state-dir", str(tmp_path / "state")], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert "SLOW" not in quiet.stdout, "the wheel's OpenBLAS is a dependency: a fresh clone is fast"
+    """`start` on a machine without a fast BLAS: the loud line comes first. (Each start here then
+    stops at its first check, an unprepared dataset, before it touches git or a ledger.)"""
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"} | {"ARX_DATA_DIR": str(tmp_path / "no-data")}
+    args = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--dataset", "climbmix", "--foreground", "--state-dir", str(tmp_path / "state")]
+    slow = subprocess.run(args, cwd=tmp_path, env=env | {"ARX_NO_FAST_BLAS": "1"}, capture_output=True, text=True)
+    assert slow.returncode == 2 and "climbmix" in slow.stderr, slow.stdout + slow.stderr
+    lines = [line for line in slow.stdout.splitlines() if "SLOW" in line]
+    assert len(lines) == 1 and blas.FIX in lines[0] and "ARX_NO_FAST_BLAS=1" in lines[0], slow.stdout
+    fast = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert fast.returncode == 2 and "SLOW" not in fast.stdout, "the wheel's OpenBLAS is a dependency: a fresh clone is fast"
 
 
 def test_a_trainer_records_the_blas_it_ran_with(trained_run):
