@@ -42,7 +42,8 @@ HANG_S = 1800  # a guard against a hung child, never a speed requirement: the su
 
 
 def run_module(module: str, cwd: Path, env: dict, args: list[str] | None = None, timeout: float = HANG_S) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *(args or [])], cwd=cwd, env=dict(os.environ, **env), capture_output=True, text=True, timeout=timeout)
+    command = [sys.executable, "-m", module, *(args or [])]
+    return subprocess.run(command, cwd=cwd, env=dict(os.environ, **env), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -61,7 +62,8 @@ def trained_run(data_dir, tmp_path_factory) -> Path:
     (the time budget is tested by a run of its own).
     """
     run_dir = tmp_path_factory.mktemp("run")
-    result = run_module("trainer.train", ROOT, {"ARX_RUN_DIR": str(run_dir), "ARX_BUDGET_S": str(HANG_S), "ARX_MAX_STEPS": str(TRAINED_STEPS)})
+    env = {"ARX_RUN_DIR": str(run_dir), "ARX_BUDGET_S": str(HANG_S), "ARX_MAX_STEPS": str(TRAINED_STEPS)}
+    result = run_module("trainer.train", ROOT, env)
     assert result.returncode == 0, result.stderr[-2000:]
     result = run_module("trainer.evaluate", ROOT, {}, ["--run-dir", str(run_dir), "--worktree", str(ROOT)])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -33,7 +33,10 @@ def sgemm(library: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     c = np.zeros((a.shape[0], b.shape[1]), np.float32)
     ptr = ctypes.POINTER(ctypes.c_float)
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    lib.cblas_sgemm(101, 111, 111, m, n, k, ctypes.c_float(1.0), a.ctypes.data_as(ptr), k, b.ctypes.data_as(ptr), n, ctypes.c_float(0.0), c.ctypes.data_as(ptr), n)  # row-major, no transposes
+    row_major, no_transpose = 101, 111
+    one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
+    a_, b_, c_ = (x.ctypes.data_as(ptr) for x in (a, b, c))
+    lib.cblas_sgemm(row_major, no_transpose, no_transpose, m, n, k, one, a_, k, b_, n, zero, c_, n)
     return c
 
 
@@ -56,7 +59,8 @@ def test_order_of_preference(monkeypatch, tmp_path, no_system_blas):
 def test_the_wheels_copy_exports_cblas_and_computes(no_system_blas):
     library = blas.find_openblas()
     names = set(blas.exported_names(Path(library)))
-    assert {"cblas_sgemm", "sgemm_", "openblas_set_num_threads"} <= names and not any(n.startswith(blas.WHEEL_PREFIX) for n in names)
+    assert {"cblas_sgemm", "sgemm_", "openblas_set_num_threads"} <= names
+    assert not any(n.startswith(blas.WHEEL_PREFIX) for n in names)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((67, 129), dtype=np.float32), rng.standard_normal((129, 33), dtype=np.float32)
     np.testing.assert_allclose(sgemm(library, a, b), a @ b, rtol=1e-4, atol=1e-4)
@@ -83,13 +87,14 @@ def test_start_warns_once_before_anything_runs(tmp_path):
     """`start` on a machine without a fast BLAS: the loud line comes first. (Each start here then
     stops at its first check, an unprepared dataset, before it touches git or a ledger.)"""
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"} | {"ARX_DATA_DIR": str(tmp_path / "no-data")}
-    args = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--dataset", "climbmix", "--foreground", "--state-dir", str(tmp_path / "state")]
+    args = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--dataset", "climbmix"]
+    args += ["--foreground", "--state-dir", str(tmp_path / "state")]
     slow = subprocess.run(args, cwd=tmp_path, env=env | {"ARX_NO_FAST_BLAS": "1"}, capture_output=True, text=True)
     assert slow.returncode == 2 and "climbmix" in slow.stderr, slow.stdout + slow.stderr
     lines = [line for line in slow.stdout.splitlines() if "SLOW" in line]
     assert len(lines) == 1 and blas.FIX in lines[0] and "ARX_NO_FAST_BLAS=1" in lines[0], slow.stdout
     fast = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert fast.returncode == 2 and "SLOW" not in fast.stdout, "the wheel's OpenBLAS is a dependency: a fresh clone is fast"
+    assert fast.returncode == 2 and "SLOW" not in fast.stdout, "the wheel's OpenBLAS is a dependency: never slow here"
 
 
 def test_a_trainer_records_the_blas_it_ran_with(trained_run):
@@ -99,8 +104,13 @@ def test_a_trainer_records_the_blas_it_ran_with(trained_run):
 
 def test_the_matmul_probe_runs_on_the_chosen_library():
     """The re-exec puts the library into LD_PRELOAD: the process that multiplies has it mapped."""
-    code = "from trainer import blas; blas.reexec_with_openblas(); import mlx.core as mx; a = mx.ones((64, 64)); mx.eval(a @ a); print(blas.active()); print(open('/proc/self/maps').read())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+    code = (
+        "from trainer import blas; blas.reexec_with_openblas()\n"
+        "import mlx.core as mx; a = mx.ones((64, 64)); mx.eval(a @ a)\n"
+        "print(blas.active()); print(open('/proc/self/maps').read())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     active, maps = out.stdout.split("\n", 1)
     assert active == blas.find_openblas() and os.path.realpath(active) in maps

@@ -160,12 +160,16 @@ def test_service_install_launchd_plist_whole(tmp_path):
     from orchestrator import service
 
     path, how = service.install("model", "mar15", ["--budget", "300", "--model", "a&b<c>"], tmp_path, system="darwin")
-    assert path == tmp_path / "Library" / "LaunchAgents" / "com.arx.model-mar15.plist" and how == f"launchctl load -w {path}"
+    assert path == tmp_path / "Library" / "LaunchAgents" / "com.arx.model-mar15.plist"
+    assert how == f"launchctl load -w {path}"
     log = str(ROOT / "state" / "logs" / "model-mar15.log")
     assert plistlib.loads(path.read_bytes()) == {
         "Label": "com.arx.model-mar15",
         "WorkingDirectory": str(ROOT),
-        "ProgramArguments": [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "mar15", "--budget", "300", "--model", "a&b<c>", "--foreground"],
+        "ProgramArguments": [
+            *(sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "mar15"),
+            *("--budget", "300", "--model", "a&b<c>", "--foreground"),
+        ],
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "StandardOutPath": log,
@@ -189,7 +193,8 @@ def test_status_watch_refreshes_until_interrupted(state):
 
     controller, terminal = pty.openpty()
     env = dict(os.environ, COLUMNS="200", LINES="50", TERM="xterm")
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "status", "--watch", "--state-dir", str(state)], cwd=ROOT, stdout=terminal, stderr=subprocess.PIPE, text=True, env=env)
+    command = [sys.executable, "-m", "orchestrator.cli", "status", "--watch", "--state-dir", str(state)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=terminal, stderr=subprocess.PIPE, text=True, env=env)
     os.close(terminal)
     shown = b""
 
@@ -209,7 +214,7 @@ def test_status_watch_refreshes_until_interrupted(state):
         assert b"Ctrl-C to quit" in shown and b"model/live" in shown
         log = state / "runs" / "model-live" / "0002" / "train.log"
         log.write_text(log.read_text() + "step 20 | loss 4.321 | lr 0.0400 | tok/s 4,400 | 25.0/60s\n")
-        wait_for(b"4.321", 2 * 2 + 10 * startup)  # a refresh (every 2 s) read the log again; the margin scales with the load
+        wait_for(b"4.321", 2 * 2 + 10 * startup)  # a refresh (every 2 s) read the log again; margin scaled by load
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=HANG_S) == 0, proc.stderr.read()
     finally:

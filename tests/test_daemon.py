@@ -138,9 +138,10 @@ def test_kill_9_during_training_then_resume(repo, data_dir):
     assert result.returncode == 0 and "started model-k9 in the background" in result.stdout, result.stderr
     run_id, seq, trainer_pid = wait_for(lambda: training_run(repo))
     daemon_pid = rows(repo, "SELECT pid FROM campaign WHERE tag = 'k9'")[0][0]
-    wait_for(lambda: (Path(rows(repo, "SELECT run_dir FROM run WHERE id = ?", run_id)[0][0]) / "train.log").stat().st_size)  # it has begun
+    log = Path(rows(repo, "SELECT run_dir FROM run WHERE id = ?", run_id)[0][0]) / "train.log"
+    wait_for(lambda: log.stat().st_size)  # the trainer has begun
     os.kill(daemon_pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE)  # PR_SET_PDEATHSIG
+    wait_for(lambda: not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE)
     status = arx(repo, "start", "--program", "model", "--tag", "k9", "--budget", "3", "--max-experiments", "1", "--baseline-runs", "1", "--foreground")
     assert status.returncode == 0, status.stdout + status.stderr
     runs = rows(repo, "SELECT id, seq, status, decision_reason FROM run ORDER BY seq")

@@ -64,7 +64,7 @@ def test_progress_lines_follow_the_contract(data_dir, tmp_path):
     info = json.loads((tmp_path / "train.json").read_text())
     first, last = info["schedule_trace"][0], info["schedule_trace"][-1]
     assert first["step"] == 1 and info["startup_seconds"] > 0, "the first step compiles: it counts as startup"
-    assert last["step"] == info["steps"] and last["frac"] < 1 <= info["training_seconds"] / 2, "the last step began inside the budget"
+    assert last["step"] == info["steps"] and last["frac"] < 1 <= info["training_seconds"] / 2, "the last step began in budget"
 
 
 def test_worktree_code_is_what_runs(data_dir, worktree, tmp_path):

@@ -81,7 +81,10 @@ def stall_margin() -> float:
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, data_dir):
     repo = make_repo(tmp_path_factory.mktemp("faults") / "repo")
-    settings = Settings(state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=stall_margin(), memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo)
+    settings = Settings(
+        state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=stall_margin(),
+        memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo,
+    )
     row = daemon.open_campaign(settings, "scripted", None, None)
     saved, campaign_module.BACKOFF_START_S = campaign_module.BACKOFF_START_S, 0.1
     try:
