@@ -36,7 +36,7 @@ def install(program: str, tag: str, start_args: list[str], home: Path, system: s
         label = f"com.arx.{program}-{tag}"
         path = home / "Library" / "LaunchAgents" / f"{label}.plist"
         log = ROOT / "state" / "logs" / f"{program}-{tag}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)  # launchd does not create it, and fails to start the job without it
+        log.parent.mkdir(parents=True, exist_ok=True)  # launchd does not create it, and cannot start the job without it
         text = launchd_plist(label, argv, log)
         how = f"launchctl load -w {path}"
     else:

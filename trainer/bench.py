@@ -36,7 +36,8 @@ def matmul_probe(n: int = 512, repeats: int = 20) -> dict:
     for _ in range(repeats):
         mx.eval(a @ b)
     seconds = (time.perf_counter() - t) / repeats
-    return {"backend": prepare.backend(), "mlx_version": mx.__version__, "gflops": round(2 * n**3 / seconds / 1e9, 1), "blas": blas.in_use()}
+    gflops = round(2 * n**3 / seconds / 1e9, 1)
+    return {"backend": prepare.backend(), "mlx_version": mx.__version__, "gflops": gflops, "blas": blas.in_use()}
 
 
 def run_module(module: str, env: dict, args: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -107,7 +108,8 @@ def compare_blas(budget: float, rounds: int) -> dict:
                     raise RuntimeError(done.stderr[-2000:])
                 info = json.loads(Path(run_dir, "train.json").read_text())
             cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-            runs[name].append({"tok_per_sec": info["tok_per_sec"], "tok_per_cpu_s": round(info["tokens"] / cpu, 1), "steps": info["steps"], "load_avg_1m": round(load, 2)})
+            run = {"tok_per_sec": info["tok_per_sec"], "tok_per_cpu_s": round(info["tokens"] / cpu, 1), "steps": info["steps"]}
+            runs[name].append(run | {"load_avg_1m": round(load, 2)})
     report: dict = {"budget_s": budget, "rounds": rounds, "libraries": choices, "runs": runs}
     for metric in ("tok_per_sec", "tok_per_cpu_s"):
         report[f"median_{metric}"] = {name: sorted(r[metric] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=30, help="training seconds per measured run (default 30)")
     parser.add_argument("--matmul", action="store_true", help="only probe the backend and matmul speed")
-    parser.add_argument("--blas", type=int, metavar="ROUNDS", help="compare the system's, the wheel's and the reference BLAS, alternated ROUNDS times")
+    parser.add_argument("--blas", type=int, metavar="ROUNDS", help="compare every BLAS this machine offers, alternated ROUNDS times")
     parser.add_argument("--torch-only", action="store_true", help="(internal) run the PyTorch reference in this process")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args(argv)

@@ -76,17 +76,20 @@ def describe() -> dict[str, str | None]:
         library, version = unprefixed_wheel()
     except Unavailable as e:
         return reference(str(e))
-    return {"source": WHEEL, "library": library, "version": version, "note": f"the {WHEEL} wheel, its {WHEEL_PREFIX} prefix removed"}
+    note = f"the {WHEEL} wheel, its {WHEEL_PREFIX} prefix removed"
+    return {"source": WHEEL, "library": library, "version": version, "note": note}
 
 
 def reference(why: str) -> dict[str, str | None]:
-    return {"source": "reference", "library": None, "version": None, "note": f"reference BLAS of the mlx[cpu] wheel: {why}"}
+    note = f"reference BLAS of the mlx[cpu] wheel: {why}"
+    return {"source": "reference", "library": None, "version": None, "note": note}
 
 
 def slow_warning() -> str | None:
     """One loud line for `arx-daemon start` when trainers here will run on the reference BLAS."""
     chosen = describe()
-    if chosen["source"] != "reference" or any((d.metadata["Name"] or "").startswith("mlx-cuda") for d in importlib.metadata.distributions()):
+    cuda = any((d.metadata["Name"] or "").startswith("mlx-cuda") for d in importlib.metadata.distributions())
+    if chosen["source"] != "reference" or cuda:
         return None  # fast, or trained on an NVIDIA GPU where the CPU BLAS hardly matters
     return f"*** SLOW: no optimized BLAS, CPU training runs about 10x slower ({chosen['note']}); fix: {FIX} ***"
 
@@ -134,7 +137,8 @@ def unprefix(original: Path, copy: Path) -> None:
     mapping, partial = (copy.with_name(f".{copy.name}.{os.getpid()}{suffix}") for suffix in (".map", ".partial"))
     try:
         mapping.write_text("".join(f"{n} {n[len(WHEEL_PREFIX):]}\n" for n in names))
-        done = subprocess.run([patchelf, "--rename-dynamic-symbols", str(mapping), "--output", str(partial), str(original)], capture_output=True, text=True)
+        command = [patchelf, "--rename-dynamic-symbols", str(mapping), "--output", str(partial), str(original)]
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             raise Unavailable(f"patchelf could not remove the {WHEEL_PREFIX} prefix: {done.stderr.strip()[-300:]}")
         os.replace(partial, copy)

@@ -429,7 +429,7 @@ def main() -> int:
             print(f"step {step} | loss {loss_value} | non-finite loss, stopping", flush=True)
             break
         smooth = 0.9 * smooth + 0.1 * loss_value
-        if frac - last_traced >= 0.1 or step == 1 or training_s >= budget or step == max_steps:  # and always the last step
+        if frac - last_traced >= 0.1 or step == 1 or training_s >= budget or step == max_steps:  # the last step too
             trace.append({"step": step, "frac": frac} | optimizer_values(optimizer))
             last_traced = frac
         if time.time() - last_print >= PRINT_EVERY_S:
