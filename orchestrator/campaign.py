@@ -202,12 +202,14 @@ class CampaignLoop:
     def hardware(self) -> dict:
         from trainer import blas  # no MLX import: the orchestrator never loads MLX
 
+        chosen = blas.describe()
         info = {
             "platform": platform.platform(),
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "blas": blas.find_openblas(),
+            "blas": chosen["library"],
+            "blas_source": " ".join(filter(None, (chosen["source"], chosen["version"]))),
         }
         champ = self.champion()
         if champ and champ.run_dir and (Path(champ.run_dir) / "train.json").exists():

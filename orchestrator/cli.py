@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -56,6 +57,30 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
     return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, effort=effort, fallback_model=fallback_model, max_rounds=max_rounds)
 
 
+# what each numeric option of `start` must be; click only checks that it is a number
+NUMBERS = {
+    "thinking_tokens": (lambda v: v == 0 or v >= MIN_THINKING_TOKENS, f"0 (off) or at least {MIN_THINKING_TOKENS} (the API's least thinking budget)"),
+    "max_rounds": (lambda v: v >= 1, "at least 1"),
+    "budget": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    "max_experiments": (lambda v: v >= 0, "0 (baselines only) or more"),
+    "max_cost_usd": (lambda v: 0 < v < math.inf, "a positive number of dollars"),
+    "slots": (lambda v: v >= 1, "at least 1"),
+    "baseline_runs": (lambda v: v >= 1, "at least 1"),
+    "min_delta": (lambda v: 0 <= v < math.inf, "0 or a positive number"),
+    "stall_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    "memory_mb": (lambda v: 0 < v < math.inf, "a positive number of MB"),
+    "seed": (lambda v: v >= 0, "0 or more"),
+}
+
+
+def check_numbers(values: dict) -> None:
+    """Refuse, in one line with exit 2, a number that `start` cannot use (None: not given)."""
+    for name, (ok, what) in NUMBERS.items():
+        value = values[name]
+        if value is not None and not ok(value):
+            fail(f"--{name.replace('_', '-')} must be {what}, got {value:g}")
+
+
 @app.command()
 @click.option("--program", required=True, help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)")
 @click.option("--tag", required=True, help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>")
@@ -88,12 +113,7 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
         fail(f"bad tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
     if agent not in ("auto", "claude", "offline"):
         fail(f"unknown agent {agent!r}; choose auto, claude or offline")
-    if not budget > 0:
-        fail(f"--budget must be a positive number of seconds, got {budget:g}")
-    if slots < 1 or baseline_runs < 1 or (max_experiments is not None and max_experiments < 0):
-        fail("--slots and --baseline-runs must be at least 1, --max-experiments at least 0")
-    if thinking_tokens < 0 or 0 < thinking_tokens < MIN_THINKING_TOKENS:
-        fail(f"--thinking-tokens must be 0 (off) or at least {MIN_THINKING_TOKENS} (the API's minimum), got {thinking_tokens}")
+    check_numbers(locals())
     for name in filter(None, (model, fallback_model)):
         try:
             model_facts(name)
@@ -103,6 +123,8 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
     if effort and effort not in levels:
         fail(f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: {', '.join(levels) or 'none'})")
     import psutil
+
+    from trainer import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
     from .campaign import Settings
@@ -124,6 +146,8 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
         unsafe_no_sandbox=unsafe_no_sandbox,
         policy=Policy(baseline_runs=baseline_runs, min_delta=min_delta),
     )
+    if warning := blas.slow_warning():
+        print(warning, flush=True)
     try:
         code = daemon.detach(settings, sys.argv[1:]) if not foreground else daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds, effort, fallback_model), base)
     except (daemon.UserError, GitError) as e:
@@ -444,18 +468,26 @@ def service_app() -> None:
     """Run a campaign as a user service that survives reboots."""
 
 
-@service_app.command("install")
+@service_app.command("install", context_settings={"ignore_unknown_options": True})
 @click.option("--program", required=True, help="model or data")
 @click.option("--tag", required=True, help="campaign tag")
 @click.argument("extra", nargs=-1)
 def service_install(program, tag, extra) -> None:
-    """Write a systemd user unit (Linux) or launchd agent (macOS) for one campaign."""
+    """Write a systemd user unit (Linux) or launchd agent (macOS) for one campaign.
+
+    Any further options are `start`'s (e.g. --budget 600) and are checked now, not at boot.
+    """
     from . import service
 
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
     if not TAG_PATTERN.match(tag):
         fail(f"bad tag {tag!r}")
+    try:
+        parsed = start.make_context("start", ["--program", program, "--tag", tag, *extra])
+    except click.UsageError as e:
+        fail(f"{e.format_message()} (options after --tag are start's)")
+    check_numbers(parsed.params)
     path, how = service.install(program, tag, list(extra or []), Path.home())
     click.echo(f"wrote {path}")
     click.echo(f"enable it with: {how}")
