@@ -45,6 +45,8 @@ class Campaign(SQLModel, table=True):
     stop_reason: str | None = None
     note: str | None = None  # what the campaign is doing or waiting for right now (backoff, pause)
     settings: str = "{}"  # JSON: the policy and limits the campaign was started with
+    noise_dof: int | None = None  # degrees of freedom of noise_sigma (pooled over commits measured on several seeds)
+    sibling_commit: str | None = None  # the sibling program's (same tag) kept commit last merged into this branch
 
 
 class Run(SQLModel, table=True):
@@ -76,6 +78,13 @@ class Run(SQLModel, table=True):
     hardware: str | None = None
     pid: int | None = None  # the trainer's process group while it runs, to reap it after a crash
     run_dir: str | None = None
+    seed: int | None = None  # ARX_SEED of the run; a candidate is paired with the champion's run on the same seed
+    fingerprint: str | None = None  # JSON: backend, MLX, BLAS, CPU, cores, OS, Python, arx version at measurement
+    fingerprint_hash: str | None = None  # short hash of `fingerprint`; runs are compared only within one hash
+    cpu_share: float | None = None  # trainer tree CPU seconds / (wall seconds x cores), measured by the daemon
+    contended: bool = False  # got clearly less CPU than the champion's runs: re-run, never used in a decision
+    band: float | None = None  # the keep band the decision used (its computation is in decision_reason)
+    sibling_commit: str | None = None  # the sibling program's commit merged into this run's code, if any
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
 
@@ -122,7 +131,34 @@ def _v1(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_run_campaign_seq ON run (campaign_id, seq)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]  # append; never edit a released step
+EXPERIMENTS_VIEW_V2 = """
+CREATE VIEW experiments AS
+SELECT r.id AS run_id, c.tag, c.program, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb,
+       r.tok_per_sec, r.peak_memory_mb, r.training_seconds, r.num_params, r.description,
+       r.decision_reason, r."commit", r.rerun_of, r.error, r.started_at, r.ended_at,
+       c.agent, c.llm_model, c.dataset, c.branch, r.campaign_id,
+       r.seed, r.band, r.cpu_share, r.contended, r.fingerprint_hash, r.sibling_commit
+FROM run r JOIN campaign c ON c.id = r.campaign_id
+"""
+
+V2_COLUMNS = {
+    "run": {"seed": "INTEGER", "fingerprint": "VARCHAR", "fingerprint_hash": "VARCHAR", "cpu_share": "FLOAT", "contended": "BOOLEAN NOT NULL DEFAULT 0", "band": "FLOAT", "sibling_commit": "VARCHAR"},
+    "campaign": {"noise_dof": "INTEGER", "sibling_commit": "VARCHAR"},
+}
+
+
+def _v2(conn: Connection) -> None:
+    """Seeds, machine fingerprints, CPU share, decision bands and sibling merges (issue 9)."""
+    for table, columns in V2_COLUMNS.items():
+        have = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+        for name, kind in columns.items():
+            if name not in have:  # a database created by this version already has them (_v1 creates the current models)
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+    conn.execute(text("DROP VIEW IF EXISTS experiments"))
+    conn.execute(text(EXPERIMENTS_VIEW_V2))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
