@@ -52,6 +52,17 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
     return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, max_rounds=max_rounds)
 
 
+def policy_options(command):
+    """One `start` option per field of the keep rule's `Policy`, with its default and meaning."""
+    from dataclasses import fields
+
+    from .policy import Policy
+
+    for f in reversed(fields(Policy)):
+        command = click.option(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, show_default=True, help=f"keep rule: {f.metadata['help']}")(command)
+    return command
+
+
 @app.command()
 @click.option("--program", required=True, help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)")
 @click.option("--tag", required=True, help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>")
@@ -64,15 +75,14 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
 @click.option("--max-experiments", type=int, default=None, help="stop after this many experiments (baselines and re-runs not counted)")
 @click.option("--max-cost-usd", type=float, default=None, help="stop before an LLM call could take spending past this")
 @click.option("--slots", default=1, show_default=True, help="trainers allowed at once across all campaigns of this state directory")
-@click.option("--baseline-runs", default=2, show_default=True, help="times the unchanged code is measured first, to estimate noise")
-@click.option("--min-delta", default=0.001, show_default=True, help="smallest val_bpb gain that can count as an improvement")
 @click.option("--stall-s", default=120.0, show_default=True, help="kill a trainer that prints nothing for this long")
 @click.option("--memory-mb", type=float, default=None, help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)")
 @click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
 @click.option("--base", default=None, help="commit to branch from (default: HEAD)")
 @click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, state_dir) -> None:
+@policy_options
+def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, stall_s, memory_mb, seed, base, foreground, state_dir, **policy) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -82,8 +92,10 @@ def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budg
         fail(f"unknown agent {agent!r}; choose auto, claude or offline")
     if not budget > 0:
         fail(f"--budget must be a positive number of seconds, got {budget:g}")
-    if slots < 1 or baseline_runs < 1 or (max_experiments is not None and max_experiments < 0):
+    if slots < 1 or policy["baseline_runs"] < 1 or (max_experiments is not None and max_experiments < 0):
         fail("--slots and --baseline-runs must be at least 1, --max-experiments at least 0")
+    if policy["min_delta"] < 0 or policy["sigma_multiple"] <= 0 or policy["max_reruns"] < 0 or not 0 <= policy["cpu_share_drop"] < 1:
+        fail("--min-delta and --max-reruns must be >= 0, --sigma-multiple > 0, --cpu-share-drop in [0, 1)")
     import psutil
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
@@ -103,7 +115,7 @@ def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budg
         seed=seed,
         stall_s=stall_s,
         memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20,
-        policy=Policy(baseline_runs=baseline_runs, min_delta=min_delta),
+        policy=Policy(**policy),
     )
     try:
         code = daemon.detach(settings, sys.argv[1:]) if not foreground else daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds), base)

@@ -39,7 +39,7 @@ class Policy:
     baseline_runs: int = _field(3, "measurements of the unchanged code (seeds 1..R) before the first judgment and after a machine change or merge")
     min_delta: float = _field(0.001, "smallest val_bpb gain that can count as an improvement, whatever the noise")
     sigma_multiple: float = _field(2.0, "k: the band in sigmas were sigma known exactly; widened by a t quantile when it is not")
-    max_reruns: int = _field(2, "extra paired runs of a candidate that is better but inside the band")
+    max_reruns: int = _field(3, "extra paired runs of a candidate that is better but inside the band")
     remeasure_every: int = _field(5, "re-measure the champion on a new seed after this many keeps (0: never)")
     cpu_share_drop: float = _field(0.25, "a run whose CPU share is below (1 - this) x the champion's median is re-run, not judged")
     max_contended: int = _field(3, "re-runs of a measurement that got too little CPU before the candidate is discarded")

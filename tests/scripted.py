@@ -63,7 +63,7 @@ class Setup:
     repo: Path
     program: str = "model"
     tag: str = "t"
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy = field(default_factory=lambda: Policy(max_reruns=2))  # the expected run sequences assume 2
 
     def loop(self, agent, max_experiments: int, **kw) -> Scripted:
         settings = Settings(state_dir=self.repo / "state", program=self.program, tag=self.tag, budget_s=1, max_experiments=max_experiments, policy=self.policy, repo=self.repo)
