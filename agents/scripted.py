@@ -30,10 +30,10 @@ class RandomStreamAgent:
         k = ctx.seq
         out = []
         for line in editor.read(TRAIN).splitlines(keepends=True):
-            if "# A/A:" in line:
-                continue  # an earlier kept A/A edit: replaced, not stacked
             if line.strip().startswith("loader = data_sources.batches("):
                 line = f"    loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed + {k})  # A/A: data order\n"
+            elif "# A/A:" in line:
+                continue  # an earlier kept A/A edit: replaced, not stacked
             out.append(line)
             if line == SEED_LINE:
                 out.append(f"    mx.eval(mx.random.uniform(shape=({k},)))  # A/A: {k} extra random numbers before init\n")
