@@ -149,7 +149,7 @@ def aa_campaign(repo: Path, tag: str, agent, experiments: int, budget: float, se
     return ledger.campaign_runs(loop.db, loop.campaign.id)
 
 
-def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: str = "MATRIX_LR", bad: str = "0.01", good: str = "0.04", budget: float = 30.0) -> dict:
+def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: str = "LOGIT_SOFTCAP", bad: str = "1.0", good: str = "15.0", budget: float = 30.0) -> dict:
     """False keeps of changes that only move the random stream, and keeps of a planted improvement.
 
     A/A: one campaign of `experiments` proposals by `RandomStreamAgent` (each consumes k extra random
@@ -226,9 +226,9 @@ def main() -> int:
         parser.add_argument("--experiments", type=int, default=20, help="A/A proposals in one campaign (0: skip)")
         parser.add_argument("--trials", type=int, default=10, help="planted-improvement campaigns (0: skip)")
         parser.add_argument("--steps", type=int, default=16, help="training steps per run of the tiny model")
-        parser.add_argument("--plant", default="MATRIX_LR", help="the constant the planted base spoils")
-        parser.add_argument("--bad", default="0.01", help="its spoiled value in the base")
-        parser.add_argument("--good", default="0.04", help="the value the planted improvement restores")
+        parser.add_argument("--plant", default="LOGIT_SOFTCAP", help="the constant the planted base spoils")
+        parser.add_argument("--bad", default="1.0", help="its spoiled value in the base")
+        parser.add_argument("--good", default="15.0", help="the value the planted improvement restores")
         args = parser.parse_args()
         print(json.dumps(bench_aa(args.experiments, args.trials, args.steps, args.plant, args.bad, args.good), indent=2))
         return 0
