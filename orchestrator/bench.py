@@ -125,7 +125,7 @@ def scratch_repo(dest: Path, edits: dict[str, str]) -> Path:
     train = dest / "trainer" / "train.py"
     text = train.read_text()
     for name, value in edits.items():
-        text, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, count=1, flags=re.M)
+        text, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, count=1, flags=re.MULTILINE)
         if not n:  # a bench-only constant: added after the last hyperparameter
             text = text.replace("\nPRINT_EVERY_S = ", f"\n{name} = {value}\nPRINT_EVERY_S = ", 1)
     # bench only: train a fixed number of steps, so that the other processes on a shared machine change

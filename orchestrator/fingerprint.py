@@ -35,7 +35,7 @@ def backend() -> str:
     """cpu, metal or cuda, as the trainer will see it (asked of a subprocess, so MLX stays out of the daemon)."""
     probe = "from trainer import prepare; print(prepare.backend())"
     try:
-        out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+        out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return "unknown (probe timed out)"
     return out.stdout.strip() if out.returncode == 0 else f"unknown (probe exited {out.returncode})"

@@ -10,11 +10,11 @@ import sqlite3
 import threading
 
 import pytest
-
 from conftest import make_repo
+from scripted import BASE, FAST_BLAS_GAIN, GainAgent, Setup
+
 from orchestrator import ledger, slots
 from orchestrator.policy import Policy
-from scripted import BASE, FAST_BLAS_GAIN, GainAgent, Setup
 
 
 def rows(db, campaign_id):
