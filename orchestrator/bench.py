@@ -3,6 +3,7 @@
     python -m orchestrator.bench status      # `arx-daemon status` on a ledger of 10,000 runs
     python -m orchestrator.bench overhead    # a real offline campaign: per-experiment overhead,
                                              # daemon RSS and CPU while a trainer runs
+    python -m orchestrator.bench policy      # the keep rule alone under simulated Gaussian noise
     python -m orchestrator.bench --aa        # the keep rule's A/A false-keep and planted-improvement
                                              # detection rates, from real campaigns (see bench_aa)
 
@@ -217,6 +218,41 @@ def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: st
     return out
 
 
+def bench_policy(trials: int = 4000, gain_sigmas: float = 3.0, paired_sd: float = 0.3, seed: int = 1) -> dict:
+    """The keep rule alone, under Gaussian seed noise (sigma 1): how often a fresh campaign keeps an A/A
+    change (its runs are new seeds) and a real gain of `gain_sigmas` (its paired differences vary by
+    `paired_sd`), for a few policies. No training: this shows the statistics behind the defaults."""
+    import random
+
+    from .policy import Policy, decide, pooled
+
+    rng = random.Random(seed)
+
+    def one(pol: Policy, gain: float | None) -> bool:
+        champ = {s: rng.gauss(0, 1) for s in range(1, pol.baseline_runs + 1)}
+        cand: list[float] = []
+        for k in range(pol.max_reruns + 1):
+            seed_k = k + 1
+            if seed_k not in champ:
+                champ[seed_k] = rng.gauss(0, 1)
+            cand.append(rng.gauss(0, 1) if gain is None else champ[seed_k] - gain + rng.gauss(0, paired_sd))
+            d = decide(pol, cand, [champ[i + 1] for i in range(len(cand))], pooled([list(champ.values()), cand]))
+            if d.verdict != "rerun":
+                return d.verdict == "keep"
+        return False
+
+    rows = []
+    for runs, reruns in ((3, 2), (3, 3), (5, 2)):
+        pol = Policy(baseline_runs=runs, max_reruns=reruns)
+        rows.append({
+            "baseline_runs": runs,
+            "max_reruns": reruns,
+            "aa_keep_rate": round(sum(one(pol, None) for _ in range(trials)) / trials, 4),
+            f"keep_rate_at_{gain_sigmas:g}_sigma": round(sum(one(pol, gain_sigmas) for _ in range(trials)) / trials, 4),
+        })
+    return {"trials_each": trials, "paired_sd_of_a_real_change": paired_sd, "policies": rows}
+
+
 def main() -> int:
     if "--aa" in sys.argv[1:]:
         import argparse
@@ -238,6 +274,8 @@ def main() -> int:
         out["status"] = bench_status()
     if what in ("overhead", "all"):
         out["overhead"] = bench_overhead()
+    if what in ("policy", "all"):
+        out["policy"] = bench_policy()
     print(json.dumps(out, indent=2))
     return 0
 
