@@ -42,9 +42,10 @@ class GainAgent:
 class Scripted(CampaignLoop):
     """Scores each run by formula; `cpu` maps a run's seq to the CPU share it 'got' (default 0.9)."""
 
-    def __init__(self, *args, cpu: dict[int, float] | None = None, **kw):
+    def __init__(self, *args, cpu: dict[int, float] | None = None, after: dict | None = None, **kw):
         super().__init__(*args, **kw)
         self.cpu = cpu or {}
+        self.after = after or {}  # seq -> a function called once that run is measured
         self.notes: list[str | None] = []  # what `status` showed as the campaign's reason during each run
 
     def _measure(self, run, run_dir: Path) -> bool:
@@ -55,6 +56,7 @@ class Scripted(CampaignLoop):
         run.test_bpb, run.tok_per_sec, run.cpu_share = run.val_bpb + 0.1, 1000.0, self.cpu.get(run.seq, 0.9)
         self.save(run)
         self.notes.append(report.status(self.db, self.s.state_dir)[0]["reason"])
+        self.after.get(run.seq, lambda: None)()
         return True
 
 

@@ -88,6 +88,20 @@ def test_a_changed_blas_forces_a_remeasurement(tmp_path, monkeypatch):
     assert ledger.find_campaign(loop.db, "model", "t").note is None  # cleared once the champion is known again
 
 
+def test_a_machine_change_during_a_judgment_restarts_the_pairing(tmp_path, monkeypatch):
+    if platform.system() != "Linux":
+        pytest.skip("the BLAS switch is Linux-only")
+    monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
+    monkeypatch.setenv("ARX_BLAS_LIB", "/opt/openblas/libopenblas.so.0")
+    setup = Setup(make_repo(tmp_path / "repo"))
+    loop = setup.loop(GainAgent([0.01]), max_experiments=1, after={4: lambda: monkeypatch.setenv("ARX_NO_FAST_BLAS", "0")})
+    loop.run()
+    runs = rows(loop.db, loop.campaign.id)
+    assert [(r.kind, r.seed) for r in runs[3:]] == [("experiment", 1), ("rebaseline", 1), ("rebaseline", 2), ("rebaseline", 3), ("rerun", 1), ("rerun", 2), ("rerun", 3)]
+    assert runs[3].fingerprint_hash != runs[-1].fingerprint_hash and "on the same 3 seeds" in runs[3].decision_reason
+    assert runs[3].status == "discard" and "mean paired gain +0.0100" in runs[3].decision_reason  # never the -0.5 of a cross-machine pair
+
+
 def test_contended_run_is_rerun_not_judged(tmp_path, monkeypatch):
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
     setup = Setup(make_repo(tmp_path / "repo"))
