@@ -540,15 +540,20 @@ class CampaignLoop:
             rows.append(attempt)
             if attempt.contended:
                 contended += 1
-                if contended > pol.max_contended:
-                    d = policy.Decision("discard", f"{contended} measurements in a row got too little CPU (machine busy); not judged, not kept")
+                if contended <= pol.max_contended:
+                    attempt = None
+                    continue
+                # the machine stays busier than when the champion was measured: measure the champion again
+                # now, on this seed, and pair the candidate with that (its CPU share also moves the reference)
+                if not self.remeasure_champion(seed, f"the machine stayed busy for {contended} runs of #{run.seq}"):
+                    d = policy.Decision("discard", "the champion could not be re-measured under the current load; not kept")
                     break
-                attempt = None
-                continue
+                attempt.contended = False
+                self.save(attempt)
             contended = 0
             champion = self.measurements(self.kept_head(), attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
-            on_seed = [statistics.fmean(c.val_bpb for c in champion if c.seed == r.seed) for r in pairs]
+            on_seed = [[c.val_bpb for c in champion if c.seed == r.seed][-1] for r in pairs]  # its latest run on that seed
             d = policy.decide(pol, [r.val_bpb for r in pairs], on_seed, self.refresh_sigma(attempt.fingerprint_hash))
             if d.verdict != "rerun":
                 break

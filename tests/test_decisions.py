@@ -115,6 +115,18 @@ def test_contended_run_is_rerun_not_judged(tmp_path, monkeypatch):
     assert len(events) == 1 and "CPU share of 0.30" in events[0][0]
 
 
+def test_a_machine_that_stays_busy_remeasures_the_champion(tmp_path, monkeypatch):
+    """Contention that does not pass: after max_contended re-runs the champion is measured again under
+    the new load and the candidate is judged against that, rather than discarded for the machine's sake."""
+    monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
+    setup = Setup(make_repo(tmp_path / "repo"), policy=Policy(max_reruns=2, max_contended=1))
+    loop = setup.loop(GainAgent([1.0]), max_experiments=1, cpu={4: 0.3, 5: 0.3, 6: 0.3})
+    loop.run()
+    runs = rows(loop.db, loop.campaign.id)
+    assert [(r.kind, r.seed, r.contended) for r in runs[3:]] == [("experiment", 1, True), ("rerun", 1, False), ("remeasure", 1, False)]
+    assert runs[3].status == "keep" and runs[5].cpu_share == 0.3 and "stayed busy for 2 runs" in runs[5].description  # under the same load
+
+
 def test_sibling_keeps_are_merged_and_rebaselined(tmp_path, monkeypatch):
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
     repo = make_repo(tmp_path / "repo")
