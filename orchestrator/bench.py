@@ -191,7 +191,7 @@ def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: st
         if trials:
             t0 = time.time()
             repo = scratch_repo(Path(tmp) / "planted", tiny | {plant: bad})
-            kept, gains, sigmas, nruns = 0, [], [], 0
+            kept, gains, groups, nruns = 0, [], [], 0
             for i in range(trials):
                 runs = aa_campaign(repo, f"plant{i}", PlantedAgent(plant, good), 1, budget, seed=100 * (i + 1))
                 nruns += len(runs)
@@ -200,8 +200,8 @@ def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: st
                 base = {r.seed: r.val_bpb for r in runs if r.kind == "baseline" and r.val_bpb is not None}
                 if exp and exp.val_bpb is not None and exp.seed in base:
                     gains.append(base[exp.seed] - exp.val_bpb)
-                sigmas.append(pooled([[r.val_bpb for r in runs if r.kind == "baseline" and r.val_bpb is not None]]).sigma)
-            sigma = out.get("aa", {}).get("seed_sigma") or statistics.fmean(sigmas)
+                groups.append([r.val_bpb for r in runs if r.kind == "baseline" and r.val_bpb is not None])
+            base = pooled(groups)  # the spoiled base's own seed noise, over every trial's baselines
             out["planted"] = {
                 "change": f"{plant} {bad} -> {good}",
                 "trials": trials,
@@ -209,7 +209,10 @@ def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: st
                 "detection_rate": round(kept / trials, 3),
                 "paired_gain_mean": round(statistics.fmean(gains), 4) if gains else None,
                 "paired_gain_sd": round(statistics.stdev(gains), 4) if len(gains) > 1 else None,
-                "gain_in_seed_sigmas": round(statistics.fmean(gains) / sigma, 2) if gains and sigma else None,
+                "base_seed_sigma": round(base.sigma, 5),
+                "base_seed_sigma_dof": base.dof,
+                "gain_in_base_sigmas": round(statistics.fmean(gains) / base.sigma, 2) if gains and base.sigma else None,
+                "gain_in_aa_sigmas": round(statistics.fmean(gains) / out["aa"]["seed_sigma"], 2) if gains and out.get("aa") else None,
                 "runs": nruns,
                 "target": ">= 9 kept in 10",
                 "wall_s": round(time.time() - t0, 1),
