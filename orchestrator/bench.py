@@ -5,6 +5,9 @@
                                              # daemon RSS and CPU while a trainer runs
     python -m orchestrator.bench eval        # sealed evaluation (two sandboxed model processes +
                                              # the trusted scorer) on a 30 s run at the CPU default
+    python -m orchestrator.bench policy      # the keep rule alone under simulated Gaussian noise
+    python -m orchestrator.bench --aa        # the keep rule's A/A false-keep and planted-improvement
+                                             # detection rates, from real campaigns (see bench_aa)
 
 Overhead per experiment = the run's wall time minus the agent's time, the trainer's own time
 (startup after imports + training) and the evaluator's own time: what is left is git, the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -142,7 +146,161 @@ def bench_eval(budget: float = 30.0, default_budget: float = 300.0) -> dict:
         }
 
 
+def scratch_repo(dest: Path, edits: dict[str, str]) -> Path:
+    """A git repository holding this checkout's code with `edits` (constant -> value) made to the base train.py."""
+    dest.mkdir(parents=True)
+    for name in ("trainer", "orchestrator", "agents", "prompts", "pyproject.toml"):
+        src = ROOT / name
+        (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dest / name))
+    train = dest / "trainer" / "train.py"
+    text = train.read_text()
+    for name, value in edits.items():
+        text, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, count=1, flags=re.MULTILINE)
+        if not n:  # a bench-only constant: added after the last hyperparameter
+            text = text.replace("\nPRINT_EVERY_S = ", f"\n{name} = {value}\nPRINT_EVERY_S = ", 1)
+    # bench only: train a fixed number of steps, so that the other processes on a shared machine change
+    # how long a run takes but not its score; what is left is the noise of the seed
+    text, n = re.subn(r'int\(os\.environ\.get\("ARX_MAX_STEPS", "0"\)\) or None', "BENCH_STEPS", text)
+    assert n == 1, "train.py no longer reads ARX_MAX_STEPS where the bench expects it"
+    train.write_text(text)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench base"], cwd=dest, check=True)
+    return dest
+
+
+def aa_campaign(repo: Path, tag: str, agent, experiments: int, budget: float, seed: int) -> list[ledger.Run]:
+    from .campaign import CampaignLoop, Settings
+    from .daemon import open_campaign
+
+    settings = Settings(state_dir=repo / "state", program="model", tag=tag, budget_s=budget, max_experiments=experiments, seed=seed, repo=repo)
+    loop = CampaignLoop(settings, open_campaign(settings, agent.name, None, None), agent)
+    loop.run()
+    return ledger.campaign_runs(loop.db, loop.campaign.id)
+
+
+def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: str = "LOGIT_SOFTCAP", bad: str = "1.0", good: str = "15.0", budget: float = 30.0) -> dict:
+    """False keeps of changes that only move the random stream, and keeps of a planted improvement.
+
+    A/A: one campaign of `experiments` proposals by `RandomStreamAgent` (each consumes k extra random
+    numbers before init and shifts the data order's seed). Planted: `trials` campaigns, each on its
+    own seeds, whose base has `plant` spoiled to `bad`; `PlantedAgent` restores `good`. The base is
+    the tiny model trained for `steps` steps (`budget` only bounds the watchdog). Default policy.
+    """
+    from agents.scripted import PlantedAgent, RandomStreamAgent
+
+    from .daemon import check_dataset
+    from .policy import Policy, pooled
+
+    check_dataset("stdlib")
+    tiny = {"DEPTH": "1", "MODEL_DIM": "64", "SEQ_LEN": "128", "DEVICE_BATCH": "8", "TOTAL_BATCH_TOKENS": "2**10", "BENCH_STEPS": str(steps)}
+    started = time.time()
+    out: dict = {"policy": Policy().to_dict(), "model": tiny, "command": " ".join(["python -m orchestrator.bench --aa", *sys.argv[2:]])}
+    with tempfile.TemporaryDirectory() as tmp:
+        if experiments:
+            t0 = time.time()
+            runs = aa_campaign(scratch_repo(Path(tmp) / "aa", tiny), "aa", RandomStreamAgent(), experiments, budget, seed=0)
+            judged = [r for r in runs if r.kind == "experiment" and r.status in ("keep", "discard")]
+            groups: dict[str, list[float]] = {}
+            for r in runs:
+                if r.val_bpb is not None and not r.contended and r.status in ("keep", "discard"):
+                    groups.setdefault(r.commit, []).append(r.val_bpb)
+            noise = pooled(list(groups.values()))
+            out["aa"] = {
+                "experiments_judged": len(judged),
+                "false_keeps": sum(r.status == "keep" for r in judged),
+                "false_keep_rate": round(sum(r.status == "keep" for r in judged) / max(1, len(judged)), 3),
+                "runs": len(runs),
+                "contended_runs": sum(r.contended for r in runs),
+                "seed_sigma": round(noise.sigma, 5),
+                "seed_sigma_dof": noise.dof,
+                "target": "<= 1 keep in 20",
+                "wall_s": round(time.time() - t0, 1),
+            }
+        if trials:
+            t0 = time.time()
+            repo = scratch_repo(Path(tmp) / "planted", tiny | {plant: bad})
+            kept, gains, groups, nruns = 0, [], [], 0
+            for i in range(trials):
+                runs = aa_campaign(repo, f"plant{i}", PlantedAgent(plant, good), 1, budget, seed=100 * (i + 1))
+                nruns += len(runs)
+                exp = next((r for r in runs if r.kind == "experiment"), None)
+                kept += bool(exp and exp.status == "keep")
+                base = {r.seed: r.val_bpb for r in runs if r.kind == "baseline" and r.val_bpb is not None}
+                if exp and exp.val_bpb is not None and exp.seed in base:
+                    gains.append(base[exp.seed] - exp.val_bpb)
+                groups.append([r.val_bpb for r in runs if r.kind == "baseline" and r.val_bpb is not None])
+            base = pooled(groups)  # the spoiled base's own seed noise, over every trial's baselines
+            out["planted"] = {
+                "change": f"{plant} {bad} -> {good}",
+                "trials": trials,
+                "kept": kept,
+                "detection_rate": round(kept / trials, 3),
+                "paired_gain_mean": round(statistics.fmean(gains), 4) if gains else None,
+                "paired_gain_sd": round(statistics.stdev(gains), 4) if len(gains) > 1 else None,
+                "base_seed_sigma": round(base.sigma, 5),
+                "base_seed_sigma_dof": base.dof,
+                "gain_in_base_sigmas": round(statistics.fmean(gains) / base.sigma, 2) if gains and base.sigma else None,
+                "gain_in_aa_sigmas": round(statistics.fmean(gains) / out["aa"]["seed_sigma"], 2) if gains and out.get("aa") else None,
+                "runs": nruns,
+                "target": ">= 9 kept in 10",
+                "wall_s": round(time.time() - t0, 1),
+            }
+    out["wall_s"] = round(time.time() - started, 1)
+    return out
+
+
+def bench_policy(trials: int = 4000, gain_sigmas: float = 3.0, paired_sd: float = 0.3, seed: int = 1) -> dict:
+    """The keep rule alone, under Gaussian seed noise (sigma 1): how often a fresh campaign keeps an A/A
+    change (its runs are new seeds) and a real gain of `gain_sigmas` (its paired differences vary by
+    `paired_sd`), for a few policies. No training: this shows the statistics behind the defaults."""
+    import random
+
+    from .policy import Policy, decide, pooled
+
+    rng = random.Random(seed)
+
+    def one(pol: Policy, gain: float | None) -> bool:
+        champ = {s: rng.gauss(0, 1) for s in range(1, pol.baseline_runs + 1)}
+        cand: list[float] = []
+        for k in range(pol.max_reruns + 1):
+            seed_k = k + 1
+            if seed_k not in champ:
+                champ[seed_k] = rng.gauss(0, 1)
+            cand.append(rng.gauss(0, 1) if gain is None else champ[seed_k] - gain + rng.gauss(0, paired_sd))
+            d = decide(pol, cand, [champ[i + 1] for i in range(len(cand))], pooled([list(champ.values()), cand]))
+            if d.verdict != "rerun":
+                return d.verdict == "keep"
+        return False
+
+    rows = []
+    for runs, reruns in ((3, 2), (3, 3), (5, 2)):
+        pol = Policy(baseline_runs=runs, max_reruns=reruns)
+        rows.append({
+            "baseline_runs": runs,
+            "max_reruns": reruns,
+            "aa_keep_rate": round(sum(one(pol, None) for _ in range(trials)) / trials, 4),
+            f"keep_rate_at_{gain_sigmas:g}_sigma": round(sum(one(pol, gain_sigmas) for _ in range(trials)) / trials, 4),
+        })
+    return {"trials_each": trials, "paired_sd_of_a_real_change": paired_sd, "policies": rows}
+
+
 def main() -> int:
+    if "--aa" in sys.argv[1:]:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="python -m orchestrator.bench --aa", description=bench_aa.__doc__)
+        parser.add_argument("--aa", action="store_true", required=True)
+        parser.add_argument("--experiments", type=int, default=20, help="A/A proposals in one campaign (0: skip)")
+        parser.add_argument("--trials", type=int, default=10, help="planted-improvement campaigns (0: skip)")
+        parser.add_argument("--steps", type=int, default=16, help="training steps per run of the tiny model")
+        parser.add_argument("--plant", default="LOGIT_SOFTCAP", help="the constant the planted base spoils")
+        parser.add_argument("--bad", default="1.0", help="its spoiled value in the base")
+        parser.add_argument("--good", default="15.0", help="the value the planted improvement restores")
+        args = parser.parse_args()
+        print(json.dumps(bench_aa(args.experiments, args.trials, args.steps, args.plant, args.bad, args.good), indent=2))
+        return 0
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     out = {}
     if what in ("status", "all"):
@@ -151,6 +309,10 @@ def main() -> int:
         out["overhead"] = bench_overhead()
     if what in ("eval", "all"):
         out["eval"] = bench_eval()
+
+
+    if what in ("policy", "all"):
+        out["policy"] = bench_policy()
     print(json.dumps(out, indent=2))
     return 0
 

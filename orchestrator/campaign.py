@@ -26,14 +26,17 @@ import psutil
 
 from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits, ProposalContext, Refused, TransientAgentError
 
-from . import corpus, experiment, ledger, policy, runner, slots, worktree
+from . import corpus, experiment, fingerprint, ledger, policy, runner, slots, worktree
 from .ledger import Campaign, LlmCall, Run, utcnow
-from .programs import ACTIVE_RUN_STATUSES, PROGRAMS, ROOT, StatePaths, out_of_scope
+from .programs import ACTIVE_RUN_STATUSES, LOCKED, PROGRAMS, ROOT, StatePaths, out_of_scope
 
 HEARTBEAT_S = 5.0
 BACKOFF_START_S = 5.0
 BACKOFF_MAX_S = 300.0
 MAX_BASELINE_FAILURES = 3
+BASELINE_KINDS = ("baseline", "rebaseline")  # measurements that (re-)establish the champion
+CANDIDATE_KINDS = ("experiment", "rerun")  # measurements of a candidate under judgment
+BASELINE_NOTES = ("baseline", "re-baselining")  # campaign notes set while the champion is being (re-)measured
 MAX_CONSECUTIVE_ERRORS = 5
 MAX_FAILED_PROPOSALS = 5  # abandoned, refused or empty proposals in a row before the campaign pauses
 GAP_OVERHEAD_S = 60.0  # start-up, evaluation and bookkeeping between two proposals, until runs measure it
@@ -53,7 +56,7 @@ class Settings:
     max_experiments: int | None = None
     max_cost_usd: float | None = None
     slots: int = 1
-    seed: int = 0
+    seed: int = 0  # runs use seeds from seed + 1 up (baselines seed+1..seed+R); also seeds the offline agent
     startup_grace_s: float = 180.0
     stall_s: float = 120.0
     memory_mb: float | None = None
@@ -82,6 +85,7 @@ class CampaignLoop:
         self.stop_requested = threading.Event()
         self.db = self.paths.db
         self.failed_proposals = 0  # in a row; a restart (a person acted) starts the count again
+        self.refused_merges: set[str] = set()  # sibling commits that could not be merged (conflict, out of scope)
 
     # ------------------------------------------------------------------ ledger helpers
     def event(self, kind: str, message: str, run: Run | None = None) -> None:
@@ -178,26 +182,47 @@ class CampaignLoop:
         champ = self.champion()
         return champ.commit if champ else self.campaign.base_commit
 
-    def measurements(self, commit: str) -> list[Run]:
-        return [r for r in self.runs() if r.commit == commit and r.val_bpb is not None and r.status == "keep"]
+    def measurements(self, commit: str, fp_hash: str, runs: list[Run] | None = None) -> list[Run]:
+        """Usable measurements of `commit` under one machine fingerprint, oldest first."""
+        return [r for r in (self.runs() if runs is None else runs) if r.commit == commit and r.fingerprint_hash == fp_hash and usable(r)]
 
-    def champion_stats(self) -> tuple[float, float | None]:
-        runs = self.measurements(self.kept_head())
-        tok = [r.tok_per_sec for r in runs if r.tok_per_sec]
-        return statistics.fmean(r.val_bpb for r in runs), (statistics.fmean(tok) if tok else None)
+    def reference_fp(self, runs: list[Run] | None = None) -> str | None:
+        """The fingerprint the champion was last measured under (None before its first measurement)."""
+        head = self.kept_head()
+        mine = [r for r in (self.runs() if runs is None else runs) if r.commit == head and usable(r)]
+        return mine[-1].fingerprint_hash if mine else None
 
-    def refresh_sigma(self) -> float:
+    def champion_stats(self) -> float | None:
+        """The champion's mean val_bpb under the fingerprint it was last measured under."""
+        runs = self.runs()
+        fp = self.reference_fp(runs)
+        vals = [r.val_bpb for r in self.measurements(self.kept_head(), fp, runs)] if fp else []
+        return statistics.fmean(vals) if vals else None
+
+    def noise(self, fp_hash: str) -> policy.Noise:
+        """Seed-to-seed noise: val_bpb pooled over every commit measured on several seeds under `fp_hash`."""
         groups: dict[str, list[float]] = {}
         for r in self.runs():
-            if r.val_bpb is not None and r.status in ("keep", "discard") and r.commit:
+            if r.fingerprint_hash == fp_hash and usable(r):
                 groups.setdefault(r.commit, []).append(r.val_bpb)
-        sigma = policy.pooled_sigma(list(groups.values()))
-        self.update_campaign(noise_sigma=sigma)
-        return sigma
+        return policy.pooled(list(groups.values()))
+
+    def refresh_sigma(self, fp_hash: str) -> policy.Noise:
+        noise = self.noise(fp_hash)
+        self.update_campaign(noise_sigma=noise.sigma, noise_dof=noise.dof)
+        return noise
 
     def next_seq(self) -> int:
         runs = self.runs()
         return max((r.seq for r in runs), default=0) + 1
+
+    def new_seed(self) -> int:
+        """A seed no run of this campaign has used (seeds count up from --seed + 1)."""
+        return max((r.seed for r in self.runs() if r.seed is not None), default=self.s.seed) + 1
+
+    def fingerprint_now(self) -> tuple[dict, str]:
+        fp = fingerprint.current()
+        return fp, fingerprint.digest(fp)
 
     def hardware(self) -> dict:
         from trainer import blas  # no MLX import: the orchestrator never loads MLX
@@ -219,14 +244,11 @@ class CampaignLoop:
 
     # ------------------------------------------------------------------ one step of the loop
     def step(self) -> None:
-        runs = self.runs()
-        baselines = [r for r in runs if r.kind == "baseline"]
-        measured = [r for r in baselines if r.val_bpb is not None]
-        if len(measured) < self.s.policy.baseline_runs:
-            if sum(r.status in ("crash", "timeout", "invalid") for r in baselines) >= MAX_BASELINE_FAILURES:
-                raise StopCampaign(f"the unchanged baseline failed {MAX_BASELINE_FAILURES} times: {baselines[-1].error or baselines[-1].decision_reason}")
-            self.measure_baseline(len(measured) + 1)
+        self.merge_sibling()
+        fp, fp_hash = self.fingerprint_now()
+        if self.rebaseline_step(fp, fp_hash):
             return
+        runs = self.runs()
         experiments = [r for r in runs if r.kind == "experiment"]
         if self.s.max_experiments is not None and len(experiments) >= self.s.max_experiments:
             raise StopCampaign(f"reached --max-experiments {self.s.max_experiments}")
@@ -237,7 +259,7 @@ class CampaignLoop:
         last_remeasure = max((r.id for r in runs if r.kind == "remeasure"), default=0)
         recent_keeps = [r for r in keeps if r.id > last_remeasure]
         if self.s.policy.remeasure_every and len(recent_keeps) >= self.s.policy.remeasure_every:
-            self.remeasure_champion()
+            self.remeasure_champion(self.new_seed(), f"every {self.s.policy.remeasure_every} keeps")
             return
         self.experiment(cost)
 
@@ -254,6 +276,7 @@ class CampaignLoop:
             status="proposed",
             hardware=json.dumps(self.hardware()),
             run_dir=str(self.paths.run_dir(seq)),
+            sibling_commit=self.campaign.sibling_commit,
         )
         self.save(run)
         return run
@@ -274,23 +297,123 @@ class CampaignLoop:
             (Path(run.run_dir) / "model.safetensors").unlink(missing_ok=True)
             shutil.rmtree(Path(run.run_dir) / "tmp", ignore_errors=True)
 
-    def measure_baseline(self, n: int) -> None:
-        head = self.kept_head()
-        run = self.new_run("baseline", f"baseline {n}/{self.s.policy.baseline_runs} (unchanged code)", commit=head)
-        if self.measure(run):
+    def measure_on(self, run: Run, seed: int) -> bool:
+        """Measure `run`'s commit on `seed`, stamped with the machine fingerprint; candidate runs that
+        got clearly less CPU than the champion's runs are flagged `contended` (re-run, never judged)."""
+        fp, fp_hash = self.fingerprint_now()
+        run.seed, run.fingerprint, run.fingerprint_hash = seed, json.dumps(fp, sort_keys=True), fp_hash
+        self.save(run)
+        if worktree.head(self.wt) != run.commit:
+            worktree.reset_hard(self.wt, run.commit)
+        shares = [r.cpu_share for r in self.measurements(self.kept_head(), fp_hash) if r.cpu_share is not None]
+        if not self.measure(run):
+            return False
+        floor = statistics.median(shares) * (1 - self.s.policy.cpu_share_drop) if shares else None
+        if run.kind in CANDIDATE_KINDS and floor is not None and run.cpu_share is not None and run.cpu_share < floor:
+            run.contended = True
+            self.save(run)
+            self.event("contended", f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the champion's median {statistics.median(shares):.2f} less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged", run)
+        return True
+
+    # ------------------------------------------------------------------ the champion's measurements
+    def rebaseline_step(self, fp: dict, fp_hash: str) -> bool:
+        """Measure the champion once more if it is not yet known well enough under this fingerprint.
+
+        Needed at campaign start (the baselines), after a merge from the sibling program (a new
+        commit), and whenever the machine fingerprint differs from the one the champion was
+        measured under: runs are never compared across fingerprints. A champion kept by an
+        experiment under this fingerprint is known on the seeds it was measured on. Returns
+        whether it measured (or tried to).
+        """
+        runs = self.runs()
+        head, need = self.kept_head(), self.s.policy.baseline_runs
+        here = [r for r in runs if r.commit == head and r.fingerprint_hash == fp_hash]
+        known = [r for r in here if usable(r)]
+        if len(known) >= need or any(r.kind in CANDIDATE_KINDS for r in known):
+            if self.campaign.note and self.campaign.note.startswith(BASELINE_NOTES):
+                self.update_campaign(note=None)
+            return False
+        failures = [r for r in here if r.kind in BASELINE_KINDS and r.status in ("crash", "timeout", "invalid")]
+        if len(failures) >= MAX_BASELINE_FAILURES:
+            raise StopCampaign(f"the champion failed {MAX_BASELINE_FAILURES} times under this machine: {failures[-1].error or failures[-1].decision_reason}")
+        before = [r for r in runs if r.commit == head and usable(r)]
+        first = not any(r.kind != "baseline" for r in runs)
+        if first:
+            why, kind = "baseline (unchanged code)", "baseline"
+        elif before:  # measured, but under another fingerprint
+            old = json.loads(before[-1].fingerprint or "{}")
+            why, kind = f"machine changed ({fingerprint.changes(old, fp)})", "rebaseline"
+            if not known:
+                self.event("fingerprint", f"fingerprint {before[-1].fingerprint_hash} -> {fp_hash}: {why}; re-measuring the champion before judging anything")
+        else:
+            why, kind = f"new champion commit {head[:10]} ({self.champion().description if self.champion() else 'base'})", "rebaseline"
+        n = len(known) + 1
+        self.update_campaign(note=f"re-baselining {n}/{need}: {why}" if not first else f"baseline {n}/{need}")
+        seeds = [r.seed for r in before if r.seed is not None] + list(range(self.s.seed + 1, self.s.seed + need + 1))
+        seed = next((s for s in dict.fromkeys(seeds) if s not in {r.seed for r in known}), None) or self.new_seed()
+        champ = self.champion()
+        anchor = next((r for r in runs if r.commit == head and r.kind in BASELINE_KINDS and r.status == "proposed"), None)
+        run = anchor or self.new_run(kind, f"{kind} {n}/{need} on seed {seed}: {why}", commit=head, rerun_of=champ.id if champ else None)
+        if self.measure_on(run, seed):
             if self.campaign.best_run_id is None:
                 self.update_campaign(best_run_id=run.id)
-            self.finish(run, "keep", f"baseline {n}/{self.s.policy.baseline_runs}: val_bpb {run.val_bpb:.4f}")
-            sigma = self.refresh_sigma()
-            if n == self.s.policy.baseline_runs:
-                self.event("baseline", f"best {self.champion_stats()[0]:.4f}, noise sigma {sigma:.4f}")
+            self.finish(run, "keep", f"{kind} {n}/{need} (seed {seed}): val_bpb {run.val_bpb:.4f}; {why}")
+            noise = self.refresh_sigma(fp_hash)
+            if n == need:
+                self.event(kind, f"champion {self.champion_stats():.4f} on {need} seeds, noise sigma {noise.sigma:.4f} ({noise.dof} dof)")
+        return True
 
-    def remeasure_champion(self) -> None:
+    def remeasure_champion(self, seed: int, why: str) -> bool:
+        """One more measurement of the champion on `seed`; False if it yielded no usable score."""
         champ = self.champion()
-        run = self.new_run("remeasure", f"re-measure champion #{champ.seq}: {champ.description}", commit=champ.commit, rerun_of=champ.id)
-        if self.measure(run):
-            self.finish(run, "keep", f"champion re-measured: val_bpb {run.val_bpb:.4f}")
-            self.refresh_sigma()
+        run = self.new_run("remeasure", f"re-measure champion #{champ.seq} on seed {seed} ({why}): {champ.description}", commit=champ.commit, rerun_of=champ.id)
+        if not self.measure_on(run, seed):
+            return False
+        self.finish(run, "keep", f"champion re-measured on seed {seed} ({why}): val_bpb {run.val_bpb:.4f}")
+        self.refresh_sigma(run.fingerprint_hash)
+        return True
+
+    def pair_seed(self, k: int, fp_hash: str) -> int | None:
+        """The champion's k-th seed under this fingerprint, measuring it on a new seed if it has fewer."""
+        seeds = list(dict.fromkeys(r.seed for r in self.measurements(self.kept_head(), fp_hash)))
+        if k < len(seeds):
+            return seeds[k]
+        seed = self.new_seed()
+        return seed if self.remeasure_champion(seed, "to pair with a candidate") else None
+
+    # ------------------------------------------------------------------ the sibling program
+    def merge_sibling(self) -> None:
+        """Bring the sibling program's (same tag) latest kept commit into this branch; the champion is
+        then the merge, and it is re-baselined before the next judgment (DESIGN.md §2)."""
+        other = next(p for p in PROGRAMS if p != self.program.name)
+        sib = ledger.find_campaign(self.db, other, self.campaign.tag)
+        if sib is None or sib.best_run_id is None:
+            return
+        with ledger.session(self.db) as s:
+            sib_champ = s.get(Run, sib.best_run_id)
+        theirs, head = sib_champ.commit, self.kept_head()
+        if not theirs or theirs in self.refused_merges or self.repo.is_ancestor(theirs, head):
+            return
+        worktree.reset_hard(self.wt, head)
+        try:
+            merged = worktree.merge(self.wt, theirs, f"merge {other}/{self.campaign.tag} #{sib_champ.seq}: {sib_champ.description}")
+        except worktree.GitError as e:
+            self.refused_merges.add(theirs)
+            self.event("merge", f"could not merge {other}/{self.campaign.tag} {theirs[:10]}: {e}")
+            return
+        touched = self.wt.git.diff(head, merged, "--name-only").split()
+        outside = [f for f in touched if f not in (*PROGRAMS[other].editable, *self.program.editable) or f in LOCKED]
+        if outside:
+            worktree.reset_hard(self.wt, head)
+            self.refused_merges.add(theirs)
+            self.event("merge", f"refused {other}/{self.campaign.tag} {theirs[:10]}: it changes {', '.join(outside)}")
+            return
+        desc = f"merged {other}/{self.campaign.tag} #{sib_champ.seq} ({theirs[:10]}): {sib_champ.description}"
+        champ = self.champion()
+        self.update_campaign(sibling_commit=theirs)
+        run = self.new_run("rebaseline", desc, commit=merged, rerun_of=champ.id if champ else None)
+        self.update_campaign(best_run_id=run.id, note=f"re-baselining 1/{self.s.policy.baseline_runs}: {desc}")
+        self.event("merge", f"{desc}; re-baselining before the next judgment", run)
 
     # ------------------------------------------------------------------ an experiment
     def experiment(self, cost_so_far: float) -> None:
@@ -329,9 +452,6 @@ class CampaignLoop:
             return self.finish(run, "rejected", f"same change as run #{duplicate.seq}")
         run.commit = worktree.commit_all(self.wt, run.description)
         self.save(run)
-        if not self.measure(run):
-            worktree.reset_hard(self.wt, self.kept_head())
-            return
         self.decide(run)
 
     def proposal_failed(self, run: Run, why: str) -> None:
@@ -379,11 +499,11 @@ class CampaignLoop:
 
     def context(self, run: Run, cost_so_far: float, retry_note: str | None) -> ProposalContext:
         runs = [r for r in self.runs() if r.id != run.id]
-        best, _ = self.champion_stats()
+        best = self.champion_stats()
         champ = self.champion()
         history = []
         for r in runs:
-            history.append({"seq": r.seq, "kind": r.kind, "status": r.status, "val_bpb": r.val_bpb, "delta": (r.val_bpb - best) if r.val_bpb is not None else None, "description": r.description, "decision_reason": r.decision_reason})
+            history.append({"seq": r.seq, "kind": r.kind, "status": r.status, "val_bpb": r.val_bpb, "delta": (r.val_bpb - best) if r.val_bpb is not None and best is not None else None, "description": r.description, "decision_reason": r.decision_reason})
         failures = [r for r in runs if r.status in ("crash", "timeout", "invalid")]
 
         def record(call: dict) -> None:
@@ -417,28 +537,67 @@ class CampaignLoop:
         return {p: self.repo.git.show(f"{base}:{p}") for p in (*self.program.editable, *self.program.readable)}
 
     def decide(self, run: Run) -> None:
-        """Keep, discard, or re-run a marginal candidate and decide on the mean."""
-        measured = [run]
+        """Measure a committed candidate on the champion's seeds, one paired run at a time, until a verdict.
+
+        Before each measurement the machine fingerprint is checked: if it changed, the champion is
+        re-measured under the new one first, and only runs under one fingerprint are paired. A
+        contended run (too little CPU) is repeated on the same seed, at most `max_contended` times.
+        """
+        pol = self.s.policy
+        rows: list[Run] = []
+        attempt: Run | None = run
+        contended = 0
         while True:
-            best, best_tok = self.champion_stats()
-            tok = [r.tok_per_sec for r in measured if r.tok_per_sec]
-            d = policy.decide(self.s.policy, [r.val_bpb for r in measured], statistics.fmean(tok) if tok else None, best, best_tok, self.campaign.noise_sigma or 0.0)
+            fp, fp_hash = self.fingerprint_now()
+            while self.rebaseline_step(fp, fp_hash):
+                pass
+            paired = [r for r in rows if r.fingerprint_hash == fp_hash and usable(r)]
+            seed = self.pair_seed(len(paired), fp_hash)
+            if seed is None:
+                d = policy.Decision("discard", "the champion could not be measured on a new seed to pair with; not kept")
+                break
+            if attempt is None:
+                why = " (the last one got too little CPU)" if contended else ""
+                attempt = self.new_run("rerun", f"re-run of #{run.seq} on seed {seed}{why}: {run.description}", commit=run.commit, rerun_of=run.id)
+            if not self.measure_on(attempt, seed):
+                if attempt is run:  # it already finished as crash, timeout or invalid
+                    worktree.reset_hard(self.wt, self.kept_head())
+                    return
+                d = policy.Decision("discard", f"a re-run failed ({attempt.status}); not kept")
+                break
+            rows.append(attempt)
+            if attempt.contended:
+                contended += 1
+                if contended <= pol.max_contended:
+                    attempt = None
+                    continue
+                # the machine stays busier than when the champion was measured: measure the champion again
+                # now, on this seed, and pair the candidate with that (its CPU share also moves the reference)
+                if not self.remeasure_champion(seed, f"the machine stayed busy for {contended} runs of #{run.seq}"):
+                    d = policy.Decision("discard", "the champion could not be re-measured under the current load; not kept")
+                    break
+                attempt.contended = False
+                self.save(attempt)
+            contended = 0
+            champion = self.measurements(self.kept_head(), attempt.fingerprint_hash)
+            pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
+            on_seed = [[c.val_bpb for c in champion if c.seed == r.seed][-1] for r in pairs]  # its latest run on that seed
+            d = policy.decide(pol, [r.val_bpb for r in pairs], on_seed, self.refresh_sigma(attempt.fingerprint_hash))
             if d.verdict != "rerun":
                 break
             self.event("rerun", f"#{run.seq}: {d.reason}", run)
-            again = self.new_run("rerun", f"re-run of #{run.seq}: {run.description}", commit=run.commit, rerun_of=run.id)
-            if not self.measure(again):
-                d = policy.Decision("discard", f"a re-run failed ({again.status}); not kept")
-                break
-            measured.append(again)
-        for extra in measured[1:]:
-            self.finish(extra, d.verdict, f"re-run of #{run.seq}: {d.verdict}")
+            attempt = None
+        for extra in rows[1:]:
+            extra.band = d.band
+            self.finish(extra, d.verdict, f"re-run of #{run.seq} (seed {extra.seed}{', contended: not used' if extra.contended else ''}): {d.verdict}")
+        run.band = d.band
         if d.verdict == "keep":
             self.update_campaign(best_run_id=run.id)
+            worktree.reset_hard(self.wt, run.commit)
         else:
             worktree.reset_hard(self.wt, run.parent_commit)
-        self.finish(run, d.verdict, d.reason)
-        self.refresh_sigma()
+        self.finish(run, d.verdict, d.reason + ("; this row's own measurement got too little CPU and was not used" if run.contended else ""))
+        self.refresh_sigma(rows[-1].fingerprint_hash)
 
     # ------------------------------------------------------------------ train and evaluate one commit
     def measure(self, run: Run) -> bool:
@@ -458,7 +617,7 @@ class CampaignLoop:
             run_dir=run_dir,
             corpus=self.corpus,
             budget_s=self.s.budget_s,
-            seed=self.s.seed,
+            seed=run.seed,
             state_dir=self.s.state_dir,
             train_deadline_s=self.s.budget_s + self.startup_allowance(),
             stall_s=self.s.stall_s,
@@ -474,7 +633,7 @@ class CampaignLoop:
             self.save(run)
 
         m = experiment.measure(spec, self.stop_requested.is_set, on_phase)
-        run.pid, run.exit_code, run.train_wall_s, run.eval_seconds = None, m.exit_code, m.train_wall_s, m.eval_seconds
+        run.pid, run.exit_code, run.train_wall_s, run.eval_seconds, run.cpu_share = None, m.exit_code, m.train_wall_s, m.eval_seconds, m.cpu_share
         for key in ("steps", "tokens", "tok_per_sec", "training_seconds", "peak_memory_mb", "num_params"):
             setattr(run, key, m.claimed.get(key))
         if m.status == "interrupted":
@@ -491,7 +650,7 @@ class CampaignLoop:
         elif pins[:2] != (self.campaign.val_sha256, self.campaign.test_sha256):
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
-        if run.kind == "baseline" and not self.paths.kernels.exists():  # compiled by the unchanged code: a safe seed
+        if run.kind in BASELINE_KINDS and not self.paths.kernels.exists():  # compiled by the unchanged code: a safe seed
             shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
         run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb
         run.scoring = json.dumps(scores.detail)
@@ -504,7 +663,7 @@ class CampaignLoop:
         """Seconds a trainer may run past its budget (start-up, compilation, saving), measured by the
         daemon on the unchanged baseline: ALLOWANCE_FACTOR x its overhead, at least MIN_ALLOWANCE_S.
         Until a baseline has been timed, the configured --startup-grace-s."""
-        overheads = [r.train_wall_s - self.s.budget_s for r in self.runs() if r.kind == "baseline" and r.train_wall_s and r.val_bpb is not None]
+        overheads = [r.train_wall_s - self.s.budget_s for r in self.runs() if r.kind in BASELINE_KINDS and r.train_wall_s and r.val_bpb is not None]
         if not overheads:
             return self.s.startup_grace_s
         return max(MIN_ALLOWANCE_S, ALLOWANCE_FACTOR * max(overheads))
@@ -519,6 +678,11 @@ def expected_gap_s(runs: list[Run], budget_s: float) -> float:
     time outside the agent of the last measured runs, else the budget plus a stated overhead."""
     spans = [r.total_seconds - (r.agent_seconds or 0.0) for r in runs if r.total_seconds and r.val_bpb is not None][-GAP_RUNS:]
     return statistics.median(spans) if spans else budget_s + GAP_OVERHEAD_S
+
+
+def usable(r: Run) -> bool:
+    """A measurement that may enter a decision or the noise: scored, not contended, not interrupted."""
+    return r.val_bpb is not None and not r.contended and r.status not in ("interrupted", "crash", "timeout", "invalid")
 
 
 def is_our_child(pid: int) -> bool:

@@ -70,15 +70,30 @@ NUMBERS = {
     "stall_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
     "memory_mb": (lambda v: 0 < v < math.inf, "a positive number of MB"),
     "seed": (lambda v: v >= 0, "0 or more"),
+    "sigma_multiple": (lambda v: 0 < v < math.inf, "a positive number"),
+    "max_reruns": (lambda v: v >= 0, "0 or more"),
+    "cpu_share_drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "remeasure_every": (lambda v: v >= 0, "0 (never) or more"),
 }
 
 
 def check_numbers(values: dict) -> None:
     """Refuse, in one line with exit 2, a number that `start` cannot use (None: not given)."""
     for name, (ok, what) in NUMBERS.items():
-        value = values[name]
+        value = values.get(name)
         if value is not None and not ok(value):
             fail(f"--{name.replace('_', '-')} must be {what}, got {value:g}")
+
+
+def policy_options(command):
+    """One `start` option per field of the keep rule's `Policy`, with its default and meaning."""
+    from dataclasses import fields
+
+    from .policy import Policy
+
+    for f in reversed(fields(Policy)):
+        command = click.option(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, show_default=True, help=f"keep rule: {f.metadata['help']}")(command)
+    return command
 
 
 @app.command()
@@ -96,8 +111,6 @@ def check_numbers(values: dict) -> None:
 @click.option("--max-experiments", type=int, default=None, help="stop after this many experiments (baselines and re-runs not counted)")
 @click.option("--max-cost-usd", type=float, default=None, help="stop before an LLM call could take spending past this")
 @click.option("--slots", default=1, show_default=True, help="trainers allowed at once across all campaigns of this state directory")
-@click.option("--baseline-runs", default=2, show_default=True, help="times the unchanged code is measured first, to estimate noise")
-@click.option("--min-delta", default=0.001, show_default=True, help="smallest val_bpb gain that can count as an improvement")
 @click.option("--stall-s", default=120.0, show_default=True, help="kill a trainer that prints nothing for this long")
 @click.option("--memory-mb", type=float, default=None, help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)")
 @click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
@@ -105,7 +118,8 @@ def check_numbers(values: dict) -> None:
 @click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, unsafe_no_sandbox, state_dir) -> None:
+@policy_options
+def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, stall_s, memory_mb, seed, base, foreground, unsafe_no_sandbox, state_dir, **policy) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -113,7 +127,7 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
         fail(f"bad tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
     if agent not in ("auto", "claude", "offline"):
         fail(f"unknown agent {agent!r}; choose auto, claude or offline")
-    check_numbers(locals())
+    check_numbers(locals() | policy)
     for name in filter(None, (model, fallback_model)):
         try:
             model_facts(name)
@@ -144,7 +158,7 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
         stall_s=stall_s,
         memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20,
         unsafe_no_sandbox=unsafe_no_sandbox,
-        policy=Policy(baseline_runs=baseline_runs, min_delta=min_delta),
+        policy=Policy(**policy),
     )
     if warning := blas.slow_warning():
         print(warning, flush=True)

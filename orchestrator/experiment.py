@@ -68,6 +68,7 @@ class Measurement:
     scores: scorer.Scores | None = None
     claimed: dict = field(default_factory=dict)  # what train.json says (the trainer's word, for the record)
     train_wall_s: float | None = None  # the daemon's clock, start of the trainer to its exit
+    cpu_share: float | None = None  # CPU time of the training tree / (wall time x cores): how much of the machine it got
     eval_seconds: float | None = None
     prepared_dir: Path | None = None
 
@@ -89,7 +90,7 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
     claimed: dict = {}
-    wall = None
+    wall = cpu = None
     try:
         prepared = prepare(spec, should_stop, on_phase)
         if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
@@ -105,7 +106,7 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
         jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
         limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
         out = run_phase(spec, [sys.executable, "-m", "trainer.train"], jail, env, spec.run_dir / "train.log", limits, should_stop, on_phase, "training")
-        wall = round(out.seconds, 3)
+        wall, cpu = round(out.seconds, 3), out.cpu_share
         check_regular(spec.run_dir, "the run directory")
         claimed = read_claims(spec.run_dir / "train.json")
         if not (spec.run_dir / "model.safetensors").exists():
@@ -118,9 +119,9 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
             raise Failed("invalid", str(e), runner.tail(spec.run_dir / "eval.log")) from None
         except ModelDied as e:
             raise Failed(e.status, str(e), runner.tail(spec.run_dir / "eval.log")) from None
-        return Measurement("measured", "", scores=scores, claimed=claimed, train_wall_s=wall, eval_seconds=round(time.time() - started, 3), prepared_dir=prepared)
+        return Measurement("measured", "", scores=scores, claimed=claimed, train_wall_s=wall, cpu_share=cpu, eval_seconds=round(time.time() - started, 3), prepared_dir=prepared)
     except Failed as f:
-        return Measurement(f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall)
+        return Measurement(f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall, cpu_share=cpu)
 
 
 def check_regular(folder: Path, what: str) -> None:

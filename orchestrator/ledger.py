@@ -47,6 +47,8 @@ class Campaign(SQLModel, table=True):
     sandbox: str | None = None  # how candidate code is confined: namespaces, bwrap, sandbox-exec, none (unsafe)
     note: str | None = None  # what the campaign is doing or waiting for right now (backoff, pause)
     settings: str = "{}"  # JSON: the policy and limits the campaign was started with
+    noise_dof: int | None = None  # degrees of freedom of noise_sigma (pooled over commits measured on several seeds)
+    sibling_commit: str | None = None  # the sibling program's (same tag) kept commit last merged into this branch
 
 
 class Run(SQLModel, table=True):
@@ -81,6 +83,13 @@ class Run(SQLModel, table=True):
     run_dir: str | None = None
     scoring: str | None = None  # JSON from the trusted scorer: tokens, bytes, probes, largest causal diff, transfer time
     conversation: str | None = None  # the agent's conversation for this run (JSON, see agents/conversation.py)
+    seed: int | None = None  # ARX_SEED of the run; a candidate is paired with the champion's run on the same seed
+    fingerprint: str | None = None  # JSON: backend, MLX, BLAS, CPU, cores, OS, Python, arx version at measurement
+    fingerprint_hash: str | None = None  # short hash of `fingerprint`; runs are compared only within one hash
+    cpu_share: float | None = None  # trainer tree CPU seconds / (wall seconds x cores), measured by the daemon
+    contended: bool = False  # got clearly less CPU than the champion's runs: re-run, never used in a decision
+    band: float | None = None  # the keep band the decision used (its computation is in decision_reason)
+    sibling_commit: str | None = None  # the sibling program's commit merged into this run's code, if any
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
 
@@ -150,7 +159,27 @@ def _v3_conversations_and_cache_lifetimes(conn: Connection) -> None:
     add_columns(conn, "llm_call", {"cache_write_5m_tokens": "INTEGER NOT NULL DEFAULT 0", "cache_write_1h_tokens": "INTEGER NOT NULL DEFAULT 0", "stop_reason": "VARCHAR"})
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_sealed, _v3_conversations_and_cache_lifetimes]  # append; never edit a released step
+EXPERIMENTS_VIEW_V4 = """
+CREATE VIEW experiments AS
+SELECT r.id AS run_id, c.tag, c.program, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb,
+       r.tok_per_sec, r.peak_memory_mb, r.training_seconds, r.num_params, r.description,
+       r.decision_reason, r."commit", r.rerun_of, r.error, r.started_at, r.ended_at,
+       c.agent, c.llm_model, c.dataset, c.branch, r.campaign_id,
+       r.seed, r.band, r.cpu_share, r.contended, r.fingerprint_hash, r.sibling_commit, r.train_wall_s
+FROM run r JOIN campaign c ON c.id = r.campaign_id
+"""
+
+
+def _v4_verdicts(conn: Connection) -> None:
+    """Seeds, machine fingerprints, CPU share, decision bands and sibling merges (issue 9)."""
+    add_columns(conn, "run", {"seed": "INTEGER", "fingerprint": "VARCHAR", "fingerprint_hash": "VARCHAR", "cpu_share": "FLOAT",
+                              "contended": "BOOLEAN NOT NULL DEFAULT 0", "band": "FLOAT", "sibling_commit": "VARCHAR"})
+    add_columns(conn, "campaign", {"noise_dof": "INTEGER", "sibling_commit": "VARCHAR"})
+    conn.execute(text("DROP VIEW IF EXISTS experiments"))
+    conn.execute(text(EXPERIMENTS_VIEW_V4))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_sealed, _v3_conversations_and_cache_lifetimes, _v4_verdicts]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -76,7 +76,7 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
         cid = c["id"]
         best = con.execute("SELECT seq, val_bpb, test_bpb, description FROM run WHERE id = ?", (c["best_run_id"],)).fetchone() if c["best_run_id"] else None
         if best:  # the champion's score is the mean of its measurements
-            mean = con.execute("SELECT AVG(val_bpb), AVG(test_bpb) FROM run WHERE campaign_id = ? AND \"commit\" = (SELECT \"commit\" FROM run WHERE id = ?) AND status = 'keep'", (cid, c["best_run_id"])).fetchone()
+            mean = con.execute("SELECT AVG(val_bpb), AVG(test_bpb) FROM run WHERE campaign_id = ? AND \"commit\" = (SELECT \"commit\" FROM run WHERE id = ?) AND status = 'keep' AND NOT contended", (cid, c["best_run_id"])).fetchone()
         baseline = con.execute("SELECT AVG(val_bpb) FROM run WHERE campaign_id = ? AND kind = 'baseline' AND val_bpb IS NOT NULL", (cid,)).fetchone()[0]
         cost = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (cid,)).fetchone()[0]
         last_keep = con.execute("SELECT MAX(ended_at) FROM run WHERE campaign_id = ? AND status = 'keep' AND kind = 'experiment'", (cid,)).fetchone()[0]

@@ -4,6 +4,8 @@ The child gets its own process group (and, on Linux, dies with the daemon throug
 PR_SET_PDEATHSIG). It is stopped, SIGTERM then SIGKILL to the whole group, on a hard deadline,
 on silence longer than `stall_s`, when its process tree's RSS passes `rss_mb`, or when the daemon
 is asked to stop. Output goes line by line to a log file whose tail comes back in the result.
+The child is reaped with wait4, whose resource usage covers the child and every descendant it
+waited for, so the result also says how much of the machine the run got (`cpu_share`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Outcome:
     seconds: float
     log_tail: str
     detail: str = ""
+    cpu_share: float | None = None  # CPU seconds of the child's whole tree / (wall seconds x cores)
 
     @property
     def ok(self) -> bool:
@@ -148,8 +151,15 @@ def run_watched(
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
+        ended, usage = threading.Event(), {}
+
+        def reap() -> None:  # the only waiter: Popen never calls waitpid on this child
+            _, usage["status"], usage["rusage"] = os.wait4(proc.pid, 0)
+            ended.set()
+
+        threading.Thread(target=reap, daemon=True).start()
         reason, detail = None, ""
-        while proc.poll() is None:
+        while not ended.is_set():
             now = time.time()
             if now - started > limits.deadline_s:
                 reason, detail = "deadline", f"ran past its hard deadline of {limits.deadline_s:.0f}s"
@@ -162,13 +172,19 @@ def run_watched(
             if reason:
                 kill_group(proc.pid)
                 break
-            try:
-                proc.wait(timeout=POLL_S)  # returns as soon as the child exits
-            except subprocess.TimeoutExpired:
-                pass
-        exit_code = proc.wait()
+            ended.wait(POLL_S)  # returns as soon as the child exits
+        ended.wait()
+        wall = time.time() - started
+        proc.returncode = exit_code = os.waitstatus_to_exitcode(usage["status"])
+        ru = usage["rusage"]
         kill_group(proc.pid, grace_s=0.5)  # anything the child left behind in its group
         reader.join(timeout=5)
         if reason:
             log.write(f"\n[arx watchdog] {detail}\n".encode())
-    return Outcome(exit_code=exit_code, reason=reason, seconds=time.time() - started, log_tail=tail(log_path), detail=detail)
+    cpu_share = (ru.ru_utime + ru.ru_stime) / (max(wall, 1e-6) * cpu_count())
+    return Outcome(exit_code=exit_code, reason=reason, seconds=wall, log_tail=tail(log_path), detail=detail, cpu_share=round(cpu_share, 4))
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -68,6 +68,16 @@ def commit_all(wt: git.Repo, message: str) -> str:
     return head(wt)
 
 
+def merge(wt: git.Repo, commit: str, message: str) -> str:
+    """Merge `commit` into the worktree's branch as arx (fast-forward when possible); GitError on conflict."""
+    try:
+        wt.git.execute(["git", "-c", f"user.name={ARX_AUTHOR.name}", "-c", f"user.email={ARX_AUTHOR.email}", "-c", "commit.gpgsign=false", "merge", "--no-edit", "--no-verify", "-m", message, commit])
+    except git.GitCommandError as e:
+        wt.git.execute(["git", "merge", "--abort"], with_exceptions=False)
+        raise GitError(f"merge of {commit[:10]} failed: {str(e.stderr or e).strip().splitlines()[-1] if (e.stderr or str(e)).strip() else e}") from e
+    return head(wt)
+
+
 def branch_commits(repo: git.Repo, branch: str, base: str) -> list[str]:
     """Commits on `branch` since `base`, oldest first."""
     return [c.hexsha for c in reversed(list(repo.iter_commits(f"{base}..{branch}")))]

@@ -79,3 +79,24 @@ def test_readers_work_while_a_writer_writes(tmp_path):
         t.join()
     assert not errors
     assert len(ledger.campaign_runs(db, c.id)) == 200
+
+
+def test_v1_ledger_gains_the_v2_columns_and_view(tmp_path):
+    """A database written by v1 (no seeds, fingerprints, CPU share, bands) migrates in place."""
+    db = tmp_path / "experiments.db"
+    c = new_campaign(db)
+    ledger.save(db, Run(campaign_id=c.id, seq=1, status="keep", val_bpb=3.5, description="old run"))
+    ledger._engines.clear()
+    con = sqlite3.connect(db)
+    con.execute("DROP VIEW experiments")
+    for table, columns in ledger.V2_COLUMNS.items():
+        for name in columns:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+    con.execute(ledger.EXPERIMENTS_VIEW)
+    con.execute("PRAGMA user_version=1")
+    con.commit()
+    ledger.engine(db)
+    ledger._engines.clear()
+    assert {"seed", "fingerprint_hash", "cpu_share", "contended", "band", "sibling_commit"} <= {r[1] for r in con.execute("PRAGMA table_info(run)")}
+    assert con.execute("SELECT description, seed, contended FROM experiments").fetchone() == ("old run", None, 0)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION

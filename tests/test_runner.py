@@ -96,3 +96,12 @@ def test_stop_request(tmp_path):
     printed = lambda: log.exists() and "x" in log.read_text()  # noqa: E731
     out = run(tmp_path, "import time; print('x', flush=True); time.sleep(600)", should_stop=printed)
     assert out.reason == "stopped" and out.log_tail.startswith("x")
+
+
+def test_cpu_share_counts_the_whole_tree(tmp_path):
+    """A child that busies one core, and a grandchild that busies it too, against one that sleeps."""
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    busy = run(tmp_path, f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {spin!r}])\n{spin}")
+    idle = run(tmp_path, "import time; time.sleep(1.0)")
+    assert busy.ok and idle.ok and idle.cpu_share < 0.05
+    assert busy.cpu_share > 5 * idle.cpu_share  # the grandchild's second is counted, even on a loaded machine

@@ -1,0 +1,33 @@
+"""The machine fingerprint: what it records, and that a change in any part shows."""
+
+from __future__ import annotations
+
+import shutil
+
+from orchestrator import fingerprint
+from orchestrator.programs import ROOT
+
+
+def test_fingerprint_records_the_machine(monkeypatch):
+    fp = fingerprint.current()
+    assert set(fp) == {"backend", "mlx", "blas", "cpu", "cores", "os", "python", "arx"}
+    assert fp["backend"] in ("cpu", "metal", "cuda") and "mlx" in fp["mlx"] and fp["cores"] >= 1
+    monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
+    off = fingerprint.current()
+    assert off["blas"].startswith("reference")
+    monkeypatch.setenv("ARX_NO_FAST_BLAS", "0")
+    monkeypatch.setenv("ARX_BLAS_LIB", "/somewhere/libopenblas.so.0")
+    on = fingerprint.current()
+    assert fingerprint.digest(on) != fingerprint.digest(off)
+    assert fingerprint.changes(off, on) == f"blas: {off['blas']} -> /somewhere/libopenblas.so.0"
+
+
+def test_arx_version_follows_the_trusted_code(tmp_path):
+    for name in ("orchestrator", "agents", "trainer"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprint.arx_version(tmp_path)
+    (tmp_path / "trainer" / "train.py").write_text("# an experiment: not trusted code\n")
+    assert fingerprint.arx_version(tmp_path) == before
+    with open(tmp_path / "trainer" / "evaluate.py", "a") as f:
+        f.write("\n# changed scorer\n")
+    assert fingerprint.arx_version(tmp_path) != before
