@@ -74,6 +74,7 @@ NUMBERS = {
     "max_reruns": (lambda v: v >= 0, "0 or more"),
     "cpu_share_drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "remeasure_every": (lambda v: v >= 0, "0 (never) or more"),
+    "max_contended": (lambda v: v >= 0, "0 or more"),
 }
 
 

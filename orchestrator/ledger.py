@@ -170,11 +170,17 @@ FROM run r JOIN campaign c ON c.id = r.campaign_id
 """
 
 
+VERDICT_COLUMNS = {
+    "run": {"seed": "INTEGER", "fingerprint": "VARCHAR", "fingerprint_hash": "VARCHAR", "cpu_share": "FLOAT",
+            "contended": "BOOLEAN NOT NULL DEFAULT 0", "band": "FLOAT", "sibling_commit": "VARCHAR"},
+    "campaign": {"noise_dof": "INTEGER", "sibling_commit": "VARCHAR"},
+}
+
+
 def _v4_verdicts(conn: Connection) -> None:
     """Seeds, machine fingerprints, CPU share, decision bands and sibling merges (issue 9)."""
-    add_columns(conn, "run", {"seed": "INTEGER", "fingerprint": "VARCHAR", "fingerprint_hash": "VARCHAR", "cpu_share": "FLOAT",
-                              "contended": "BOOLEAN NOT NULL DEFAULT 0", "band": "FLOAT", "sibling_commit": "VARCHAR"})
-    add_columns(conn, "campaign", {"noise_dof": "INTEGER", "sibling_commit": "VARCHAR"})
+    for table, columns in VERDICT_COLUMNS.items():
+        add_columns(conn, table, columns)
     conn.execute(text("DROP VIEW IF EXISTS experiments"))
     conn.execute(text(EXPERIMENTS_VIEW_V4))
 

@@ -28,6 +28,12 @@ BAD = [
     ("--memory-mb", "0"),
     ("--memory-mb", "-100"),
     ("--seed", "-1"),
+    ("--sigma-multiple", "0"),
+    ("--max-reruns", "-1"),
+    ("--cpu-share-drop", "1"),
+    ("--cpu-share-drop", "-0.1"),
+    ("--remeasure-every", "-1"),
+    ("--max-contended", "-1"),
 ]
 
 

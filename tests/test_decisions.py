@@ -67,7 +67,9 @@ def test_a_changed_blas_forces_a_remeasurement(tmp_path, monkeypatch):
     if platform.system() != "Linux":
         pytest.skip("the BLAS switch is Linux-only")
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
-    monkeypatch.setenv("ARX_BLAS_LIB", "/opt/openblas/libopenblas.so.0")  # what find_openblas() reports once enabled
+    library = tmp_path / "libopenblas.so.0"  # what find_openblas() reports once enabled (the scripted trainer loads nothing)
+    library.write_bytes(b"")
+    monkeypatch.setenv("ARX_BLAS_LIB", str(library))
     setup = Setup(make_repo(tmp_path / "repo"))
     loop = setup.loop(GainAgent([0.0, 0.0]), max_experiments=1)
     loop.run()
@@ -79,12 +81,12 @@ def test_a_changed_blas_forces_a_remeasurement(tmp_path, monkeypatch):
     assert kinds[-4:] == [("rebaseline", "keep")] * 3 + [("experiment", "discard")]
     old, new = runs[0].fingerprint_hash, runs[-1].fingerprint_hash
     assert old != new and all(r.fingerprint_hash == new for r in runs[-4:])
-    assert json.loads(runs[-2].fingerprint)["blas"] == "/opt/openblas/libopenblas.so.0"
+    assert json.loads(runs[-2].fingerprint)["blas"] == str(library)
     assert [r.seed for r in runs[-4:-1]] == [1, 2, 3]  # the champion's seeds again
     assert runs[-3].val_bpb == pytest.approx(BASE + 0.04 - FAST_BLAS_GAIN)  # faster under the new BLAS ...
     assert "not better" in runs[-1].decision_reason  # ... but the do-nothing change is compared only with that
     events = sqlite3.connect(loop.db).execute("SELECT kind, message FROM event ORDER BY id").fetchall()
-    assert any(k == "fingerprint" and "blas: reference" in m and "-> /opt/openblas" in m for k, m in events)
+    assert any(k == "fingerprint" and "blas: reference" in m and f"-> {library}" in m for k, m in events)
     assert any(n and n.startswith("re-baselining 1/3: machine changed (blas:") for n in loop.notes)  # what `status` showed
     assert ledger.find_campaign(loop.db, "model", "t").note is None  # cleared once the champion is known again
 
@@ -93,7 +95,9 @@ def test_a_machine_change_during_a_judgment_restarts_the_pairing(tmp_path, monke
     if platform.system() != "Linux":
         pytest.skip("the BLAS switch is Linux-only")
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
-    monkeypatch.setenv("ARX_BLAS_LIB", "/opt/openblas/libopenblas.so.0")
+    library = tmp_path / "libopenblas.so.0"  # found once ARX_NO_FAST_BLAS is lifted (the scripted trainer loads nothing)
+    library.write_bytes(b"")
+    monkeypatch.setenv("ARX_BLAS_LIB", str(library))
     setup = Setup(make_repo(tmp_path / "repo"))
     loop = setup.loop(GainAgent([0.01]), max_experiments=1, after={4: lambda: monkeypatch.setenv("ARX_NO_FAST_BLAS", "0")})
     loop.run()

@@ -89,7 +89,7 @@ def test_v1_ledger_gains_the_v2_columns_and_view(tmp_path):
     ledger._engines.clear()
     con = sqlite3.connect(db)
     con.execute("DROP VIEW experiments")
-    for table, columns in ledger.V2_COLUMNS.items():
+    for table, columns in ledger.VERDICT_COLUMNS.items():
         for name in columns:
             con.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
     con.execute(ledger.EXPERIMENTS_VIEW)
