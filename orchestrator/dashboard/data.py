@@ -1,0 +1,416 @@
+"""What the dashboard shows, read from the ledger without ever writing to it.
+
+Plain sqlite3 opened with `mode=ro` (as `report` does) and `SELECT *` into dicts rather than the
+sqlmodel classes: a column another part of arx adds later (seed, fingerprint, sandbox, noise band)
+shows up on the run page without a change here, and a database one migration behind or ahead of
+this code still reads, because nothing is selected by a model class and nothing is migrated.
+
+Files named by the ledger (a run's logs) were written inside a sandbox by candidate code, so they
+are read only below the state directory, never through a symbolic link, and only their tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import report
+from ..policy import Policy
+from ..programs import ACTIVE_RUN_STATUSES
+
+FAILED = ("crash", "timeout", "invalid")  # trained (or tried to) and produced no usable score
+STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "rejected", "interrupted", *ACTIVE_RUN_STATUSES)
+PAGE_SIZE = 100
+SORTS = {  # runs table: sortable column -> SQL (nulls last whichever way)
+    "seq": "r.seq",
+    "status": "r.status",
+    "val_bpb": "r.val_bpb",
+    "test_bpb": "r.test_bpb",
+    "tok_per_sec": "r.tok_per_sec",
+    "training_seconds": "r.training_seconds",
+    "started_at": "r.started_at",
+}
+LOG_NAMES = ("train.log", "prepare.log", "eval.log")
+LOG_TAIL_BYTES = 16 * 1024
+LOG_TAIL_LINES = 60
+LOSS_LOG_BYTES = 8 * 2**20  # a loss curve reads at most this much of a training log
+LOSS_POINTS = 2000  # and keeps at most this many points
+DIFF_LINES = 4000
+CHART_DESCRIPTION_CHARS = 80
+# Columns the run page lays out itself; any other column (added by a later migration) is listed as is.
+SHOWN_RUN_COLUMNS = {
+    "id", "campaign_id", "seq", "kind", "parent_commit", "commit", "description", "hypothesis", "diff", "status",
+    "val_bpb", "test_bpb", "training_seconds", "eval_seconds", "agent_seconds", "total_seconds", "steps", "tokens",
+    "tok_per_sec", "peak_memory_mb", "num_params", "exit_code", "error", "decision_reason", "rerun_of", "pid",
+    "run_dir", "started_at", "ended_at", "tag", "program",
+}
+
+
+def connect(db: Path) -> sqlite3.Connection:
+    return report.connect(db)
+
+
+def rows(con: sqlite3.Connection, sql: str, params: tuple | list = ()) -> list[dict]:
+    return [dict(r) for r in con.execute(sql, params)]
+
+
+def one(con: sqlite3.Connection, sql: str, params: tuple | list = ()) -> dict | None:
+    r = con.execute(sql, params).fetchone()
+    return dict(r) if r else None
+
+
+def json_or_none(value) -> object | None:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def noise_band(campaign: dict) -> float | None:
+    """The band a change must beat: a stored band if this ledger has one, else the policy's rule on sigma."""
+    for key in ("noise_band", "band"):
+        stored = json_or_none(campaign.get(key))
+        if isinstance(stored, dict):
+            stored = stored.get("band")
+        if isinstance(stored, (int, float)):
+            return float(stored)
+    sigma = campaign.get("noise_sigma")
+    if sigma is None:
+        return None
+    settings = json_or_none(campaign.get("settings")) or {}
+    policy = settings.get("policy", {}) if isinstance(settings, dict) else {}
+    default = Policy()
+    return max(policy.get("min_delta", default.min_delta), policy.get("sigma_multiple", default.sigma_multiple) * sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files the ledger points at
+# ---------------------------------------------------------------------------------------------
+def run_file(state_dir: Path, run_dir: str | None, name: str) -> Path | None:
+    """A file of a run, only if the run directory lies inside this state directory."""
+    if not run_dir:
+        return None
+    directory = Path(run_dir).resolve()
+    if not directory.is_relative_to(state_dir.resolve()):
+        return None
+    return directory / name
+
+
+def read_tail(path: Path | None, limit: int) -> str | None:
+    """The last `limit` bytes of a regular file, never following a link the sandbox could have planted."""
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        f.seek(max(0, info.st_size - limit))
+        return f.read(limit).decode(errors="replace")
+
+
+def log_tails(state_dir: Path, run: dict) -> dict[str, str]:
+    out = {}
+    for name in LOG_NAMES:
+        text = read_tail(run_file(state_dir, run.get("run_dir"), name), LOG_TAIL_BYTES)
+        if text:
+            out[name] = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+    return out
+
+
+def loss_curve(state_dir: Path, run: dict) -> dict:
+    """Every `step ... | loss ...` line of a run's training log, thinned to at most LOSS_POINTS."""
+    text = read_tail(run_file(state_dir, run.get("run_dir"), "train.log"), LOSS_LOG_BYTES) or ""
+    points = []
+    for line in text.splitlines():
+        m = report.STEP_LINE.match(line)
+        if m:
+            loss = float(m["loss"])
+            points.append((int(m["step"]), loss if loss == loss and abs(loss) != float("inf") else None, float(m["tok"].replace(",", ""))))
+    stride = max(1, -(-len(points) // LOSS_POINTS))
+    kept = points[::stride]
+    if points and kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return {"step": [p[0] for p in kept], "loss": [p[1] for p in kept], "tok_per_sec": [p[2] for p in kept]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages
+# ---------------------------------------------------------------------------------------------
+def in_flight(con: sqlite3.Connection, campaign: dict) -> list[dict]:
+    """Every run of a campaign now in flight (several with parallel candidates or remote executors)."""
+    out = []
+    for r in rows(con, f"SELECT * FROM run WHERE campaign_id = ? AND status IN {ACTIVE_RUN_STATUSES} ORDER BY id", (campaign["id"],)):
+        progress = report.last_progress(r["run_dir"]) if r["status"] == "training" else {}
+        where = " ".join(str(r[k]) for k in ("executor", "node", "sandbox") if r.get(k))
+        out.append({
+            "id": r["id"], "seq": r["seq"], "kind": r["kind"], "phase": report.PHASE.get(r["status"], r["status"]),
+            "description": r["description"], "since_s": report.ago(r["started_at"]), "budget_s": campaign["budget_s"],
+            "elapsed_s": progress.get("elapsed_s"), "loss": progress.get("loss"), "tok_per_sec": progress.get("tok_per_sec"),
+            "step": progress.get("step"), "where": where or None,
+        })
+    return out
+
+
+def overview(db: Path, state_dir: Path) -> dict:
+    """Every campaign as `arx-daemon status` sees it, plus its band, all runs in flight, the latest events."""
+    campaigns = report.status(db, state_dir)
+    con = connect(db)
+    try:
+        raw = {c["id"]: c for c in rows(con, "SELECT * FROM campaign")}
+        for c in campaigns:
+            row = raw[c["id"]]
+            c["band"] = noise_band(row)
+            c["gain_sigma"] = c["improvement"] / c["noise_sigma"] if c["improvement"] is not None and c["noise_sigma"] else None
+            c["flights"] = in_flight(con, row) if c["state"] == "running" else []
+            c["total_runs"] = sum(c["runs"].values())
+            c["fingerprint"] = row.get("fingerprint")
+        events = rows(con, "SELECT e.*, c.program, c.tag FROM event e LEFT JOIN campaign c ON c.id = e.campaign_id ORDER BY e.id DESC LIMIT 15")
+    finally:
+        con.close()
+    return {"campaigns": campaigns, "events": events}
+
+
+def campaign_summary(db: Path, state_dir: Path, campaign_id: int) -> dict | None:
+    con = connect(db)
+    try:
+        row = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,))
+    finally:
+        con.close()
+    if row is None:
+        return None
+    found = [c for c in overview(db, state_dir)["campaigns"] if c["id"] == campaign_id]
+    summary = found[0] if found else {}
+    return summary | {"row": row, "settings": json_or_none(row.get("settings")) or {}}
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """One page of the runs table: sort column, direction, status filter, page number (from 1)."""
+
+    sort: str = "seq"
+    desc: bool = True
+    status: str | None = None
+    page: int = 1
+
+    @classmethod
+    def parse(cls, params) -> "RunQuery":
+        sort = params.get("sort", "seq")
+        status = params.get("status") or None
+        try:
+            page = max(1, int(params.get("page", 1)))
+        except ValueError:
+            page = 1
+        return cls(sort if sort in SORTS else "seq", params.get("dir", "desc") != "asc", status if status in STATUSES else None, page)
+
+    def link(self, **change) -> str:
+        """The query string of this page with some fields changed (sorting or filtering returns to page 1)."""
+        q = {"sort": self.sort, "dir": "desc" if self.desc else "asc", "status": self.status or "", "page": self.page} | change
+        if "page" not in change:
+            q["page"] = 1
+        return "?" + "&".join(f"{k}={v}" for k, v in q.items() if v not in ("", None))
+
+
+def runs_page(db: Path, campaign_id: int, q: RunQuery) -> dict:
+    con = connect(db)
+    try:
+        where, params = "WHERE r.campaign_id = ?", [campaign_id]
+        if q.status:
+            where += " AND r.status = ?"
+            params.append(q.status)
+        total = con.execute(f"SELECT COUNT(*) FROM run r {where}", params).fetchone()[0]
+        pages = max(1, -(-total // PAGE_SIZE))
+        page = min(q.page, pages)
+        column = SORTS[q.sort]
+        order = f"{column} IS NULL, {column} {'DESC' if q.desc else 'ASC'}, r.seq DESC"
+        found = rows(con, f"""SELECT r.id, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb, r.tok_per_sec, r.training_seconds,
+                              r.description, r.decision_reason, r.started_at FROM run r {where} ORDER BY {order}
+                              LIMIT ? OFFSET ?""", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
+        counts = dict(con.execute("SELECT status, COUNT(*) FROM run WHERE campaign_id = ? GROUP BY status", (campaign_id,)).fetchall())
+    finally:
+        con.close()
+    return {"rows": found, "total": total, "page": page, "pages": pages, "counts": counts, "query": RunQuery(q.sort, q.desc, q.status, page)}
+
+
+def progress_chart(db: Path, campaign_id: int) -> dict:
+    """Series for the progress chart: one point per run at x = seq, in exactly one of the point series.
+
+    Scored runs are `kept` or `other` (their val_bpb); runs without a score are `failed` (crash,
+    timeout, invalid) or `unscored` (rejected, interrupted, in flight), drawn on the chart's floor.
+    `best` is the running best of kept runs (a step line), `test` the test_bpb of kept runs.
+    """
+    con = connect(db)
+    try:
+        found = rows(con, "SELECT id, seq, kind, status, val_bpb, test_bpb, description FROM run WHERE campaign_id = ? ORDER BY seq, id", (campaign_id,))
+        camp = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,)) or {}
+    finally:
+        con.close()
+    series: dict[str, list] = {k: [] for k in ("seq", "id", "status", "kind", "description", "other", "kept", "best", "test", "failed", "unscored")}
+    best = None
+    for r in found:
+        scored = r["val_bpb"] is not None and r["status"] not in FAILED
+        kept = scored and r["status"] == "keep"
+        if kept:
+            best = r["val_bpb"] if best is None else min(best, r["val_bpb"])
+        series["seq"].append(r["seq"])
+        series["id"].append(r["id"])
+        series["status"].append(r["status"])
+        series["kind"].append(r["kind"])
+        series["description"].append((r["description"] or "")[:CHART_DESCRIPTION_CHARS])
+        series["kept"].append(r["val_bpb"] if kept else None)
+        series["other"].append(r["val_bpb"] if scored and not kept else None)
+        series["test"].append(r["test_bpb"] if kept else None)
+        series["failed"].append(0 if r["status"] in FAILED else None)
+        series["unscored"].append(0 if not scored and r["status"] not in FAILED else None)
+        series["best"].append(best)
+    return series | {"band": noise_band(camp)}
+
+
+def cost_chart(db: Path, campaign_id: int) -> dict:
+    """Cumulative LLM dollars and tokens over time (unix seconds), one point per call."""
+    con = connect(db)
+    try:
+        calls = rows(con, "SELECT created_at, cost_usd, input_tokens + cache_read_tokens + cache_write_tokens + output_tokens AS tokens FROM llm_call WHERE campaign_id = ? ORDER BY id", (campaign_id,))
+    finally:
+        con.close()
+    t, cost, tokens, total, used = [], [], [], 0.0, 0
+    for c in calls:
+        at = report.parse_time(c["created_at"])
+        total += c["cost_usd"] or 0.0
+        used += c["tokens"] or 0
+        t.append(at.timestamp() if at else None)
+        cost.append(round(total, 6))
+        tokens.append(used)
+    return {"t": t, "cost": cost, "tokens": tokens}
+
+
+def diff_lines(diff: str | None) -> tuple[list[tuple[str, str]], int]:
+    """A unified diff as (css class, line) pairs for highlighting, and how many lines were left out."""
+    lines = (diff or "").splitlines()
+    out = []
+    for line in lines[:DIFF_LINES]:
+        if line.startswith(("diff --git", "index ", "+++", "---", "new file", "deleted file")):
+            kind = "meta"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "ctx"
+        out.append((kind, line))
+    return out, max(0, len(lines) - DIFF_LINES)
+
+
+def extra_fields(run: dict) -> list[tuple[str, str]]:
+    """Columns the page does not lay out itself (hardware, and whatever later migrations add)."""
+    out = []
+    for key, value in run.items():
+        if key in SHOWN_RUN_COLUMNS or value is None or value == "":
+            continue
+        parsed = json_or_none(value) if isinstance(value, str) and value[:1] in "[{" else None
+        out.append((key, json.dumps(parsed, indent=1, sort_keys=True) if parsed is not None else str(value)))
+    return out
+
+
+def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
+    con = connect(db)
+    try:
+        run = one(con, "SELECT r.*, c.tag, c.program FROM run r JOIN campaign c ON c.id = r.campaign_id WHERE r.id = ?", (run_id,))
+        if run is None:
+            return None
+        campaign = one(con, "SELECT * FROM campaign WHERE id = ?", (run["campaign_id"],))
+        calls = rows(con, "SELECT * FROM llm_call WHERE run_id = ? ORDER BY id", (run_id,))
+        events = rows(con, "SELECT * FROM event WHERE run_id = ? ORDER BY id", (run_id,))
+        # the champion this run was judged against: the kept run of its parent commit
+        parent = one(con, "SELECT id, seq FROM run WHERE campaign_id = ? AND \"commit\" = ? AND status = 'keep' AND id != ? ORDER BY id DESC LIMIT 1", (run["campaign_id"], run["parent_commit"], run_id)) if run["parent_commit"] else None
+        neighbours = rows(con, "SELECT id, seq FROM run WHERE campaign_id = ? AND seq IN (?, ?)", (run["campaign_id"], run["seq"] - 1, run["seq"] + 1))
+    finally:
+        con.close()
+    lines, hidden = diff_lines(run["diff"])
+    return {
+        "run": run,
+        "campaign": campaign,
+        "calls": calls,
+        "events": events,
+        "parent": parent,
+        "prev": next((n for n in neighbours if n["seq"] < run["seq"]), None),
+        "next": next((n for n in neighbours if n["seq"] > run["seq"]), None),
+        "diff": lines,
+        "diff_hidden": hidden,
+        "logs": log_tails(state_dir, run),
+        "extra": extra_fields(run),
+        "active": run["status"] in ACTIVE_RUN_STATUSES,
+        "cost": sum(c.get("cost_usd") or 0.0 for c in calls),
+    }
+
+
+def find_run_id(db: Path, campaign_id: int, seq: int) -> int | None:
+    con = connect(db)
+    try:
+        r = con.execute("SELECT id FROM run WHERE campaign_id = ? AND seq = ? ORDER BY id DESC LIMIT 1", (campaign_id, seq)).fetchone()
+    finally:
+        con.close()
+    return r[0] if r else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Change detection for live pages
+# ---------------------------------------------------------------------------------------------
+class Watcher:
+    """Tells whether the ledger changed (a commit by any other connection) or a running trainer logged a step.
+
+    `PRAGMA data_version` on a connection kept open changes exactly when another connection commits,
+    so polling it costs no query on the tables; the in-flight runs' logs are stat()ed for progress.
+    """
+
+    def __init__(self, db: Path, state_dir: Path):
+        self.con = connect(db)
+        self.state_dir = state_dir
+        self.version = self._data_version()
+        self.logs = self._active_logs()
+        self.log_stamp = self._log_stamp()
+
+    def _data_version(self) -> int:
+        return self.con.execute("PRAGMA data_version").fetchone()[0]
+
+    def _active_logs(self) -> list[Path]:
+        found = self.con.execute("SELECT run_dir FROM run WHERE status = 'training' AND run_dir IS NOT NULL").fetchall()
+        return [p for (run_dir,) in found if (p := run_file(self.state_dir, run_dir, "train.log"))]
+
+    def _log_stamp(self) -> tuple:
+        stamp = []
+        for p in self.logs:
+            try:
+                s = os.stat(p, follow_symlinks=False)
+                stamp.append((s.st_size, s.st_mtime_ns))
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
+
+    def poll(self) -> str | None:
+        """'ledger' if the database changed, 'progress' if only a training log grew, else None."""
+        version = self._data_version()
+        if version != self.version:
+            self.version = version
+            self.logs = self._active_logs()
+            self.log_stamp = self._log_stamp()
+            return "ledger"
+        stamp = self._log_stamp()
+        if stamp != self.log_stamp:
+            self.log_stamp = stamp
+            return "progress"
+        return None
+
+    def close(self) -> None:
+        self.con.close()
