@@ -346,3 +346,21 @@ def test_noise_band_prefers_a_stored_band_and_else_follows_the_policy():
     assert data.noise_band({"noise_sigma": 0.0001, "settings": "{}"}) == pytest.approx(0.001)  # min_delta floor
     assert data.noise_band({"noise_sigma": 0.01, "noise_band": '{"band": 0.05, "how": "2 sigma widened"}'}) == 0.05
     assert data.noise_band({"noise_sigma": None}) is None
+
+
+def test_summaries_agree_with_arx_daemon_status(state):
+    """The dashboard computes a campaign's figures in one query; `status` asks one per figure: same numbers."""
+    from orchestrator import report
+
+    db = state / "experiments.db"
+    ours = {c["id"]: c for c in data.overview(db, state)["campaigns"]}
+    theirs = report.status(db, state)
+    assert len(theirs) == len(ours) == 2
+    for expected in theirs:
+        got = ours[expected["id"]]
+        for key in ("state", "reason", "agent", "model", "runs", "best_run", "best_description", "noise_sigma", "cost_usd"):
+            assert got[key] == expected[key], key
+        for key in ("best_val_bpb", "best_test_bpb", "baseline_val_bpb", "improvement"):
+            assert got[key] == pytest.approx(expected[key]), key
+        assert (got["since_last_keep_s"] is None) == (expected["since_last_keep_s"] is None)
+        assert [f["seq"] for f in got["flights"]] == ([expected["in_flight"]["seq"]] if expected["in_flight"] else [])

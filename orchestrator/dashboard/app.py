@@ -110,7 +110,7 @@ def templates() -> Jinja2Templates:
         "short": lambda value: (value or "")[:10] or "-",
         "clock": lambda value: report.parse_time(value).strftime("%b %d %H:%M:%S") if value else "-",
     })
-    env.globals.update({"statuses": data.STATUSES, "sorts": data.SORTS})
+    env.globals.update({"statuses": data.STATUSES})
     return Jinja2Templates(env=env)
 
 
@@ -136,8 +136,7 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
 
     def campaign_context(request: Request) -> dict:
         cid = request.path_params["cid"]
-        summary = found(data.campaign_summary(db, state_dir, cid), f"campaign {cid}")
-        return {"c": summary, "table": data.runs_page(db, cid, data.RunQuery.parse(request.query_params))}
+        return found(data.campaign_page(db, state_dir, cid, data.RunQuery.parse(request.query_params)), f"campaign {cid}")
 
     def campaign(request: Request) -> Response:
         return page(request, "campaign.html", **campaign_context(request))

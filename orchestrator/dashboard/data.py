@@ -25,15 +25,7 @@ from ..programs import ACTIVE_RUN_STATUSES
 FAILED = ("crash", "timeout", "invalid")  # trained (or tried to) and produced no usable score
 STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "rejected", "interrupted", *ACTIVE_RUN_STATUSES)
 PAGE_SIZE = 100
-SORTS = {  # runs table: sortable column -> SQL (nulls last whichever way)
-    "seq": "r.seq",
-    "status": "r.status",
-    "val_bpb": "r.val_bpb",
-    "test_bpb": "r.test_bpb",
-    "tok_per_sec": "r.tok_per_sec",
-    "training_seconds": "r.training_seconds",
-    "started_at": "r.started_at",
-}
+SORTS = ("seq", "status", "val_bpb", "test_bpb", "tok_per_sec", "training_seconds", "started_at")  # runs table columns
 LOG_NAMES = ("train.log", "prepare.log", "eval.log")
 LOG_TAIL_BYTES = 16 * 1024
 LOG_TAIL_LINES = 60
@@ -146,51 +138,82 @@ def loss_curve(state_dir: Path, run: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Pages
 # ---------------------------------------------------------------------------------------------
-def in_flight(con: sqlite3.Connection, campaign: dict) -> list[dict]:
-    """Every run of a campaign now in flight (several with parallel candidates or remote executors)."""
-    out = []
-    for r in rows(con, f"SELECT * FROM run WHERE campaign_id = ? AND status IN {ACTIVE_RUN_STATUSES} ORDER BY id", (campaign["id"],)):
-        progress = report.last_progress(r["run_dir"]) if r["status"] == "training" else {}
-        where = " ".join(str(r[k]) for k in ("executor", "node", "sandbox") if r.get(k))
-        out.append({
-            "id": r["id"], "seq": r["seq"], "kind": r["kind"], "phase": report.PHASE.get(r["status"], r["status"]),
-            "description": r["description"], "since_s": report.ago(r["started_at"]), "budget_s": campaign["budget_s"],
-            "elapsed_s": progress.get("elapsed_s"), "loss": progress.get("loss"), "tok_per_sec": progress.get("tok_per_sec"),
-            "step": progress.get("step"), "where": where or None,
-        })
-    return out
+TABLE_FIELDS = 'id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, training_seconds, description, decision_reason, started_at'
+# Every figure of a campaign's summary in one pass over its runs (grouped by status, combined below);
+# the same definitions as `report.status`, which asks one query per figure.
+SUMMARY_SQL = f"""
+SELECT status, COUNT(*) AS n,
+       COUNT(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_n, SUM(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_sum,
+       COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN val_bpb END) AS best_n,
+       SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN val_bpb END) AS best_sum,
+       COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_n,
+       SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_sum,
+       MAX(CASE WHEN status = 'keep' AND kind = 'experiment' THEN ended_at END) AS last_keep,
+       GROUP_CONCAT(CASE WHEN status IN {ACTIVE_RUN_STATUSES} THEN id END) AS active
+FROM run WHERE campaign_id = :campaign GROUP BY status
+"""
+
+
+def flight(run: dict, budget_s: float) -> dict:
+    """A run in flight: phase, elapsed/budget and the live loss and tok/s from its log."""
+    progress = report.last_progress(run["run_dir"]) if run["status"] == "training" else {}
+    where = " ".join(str(run[k]) for k in ("executor", "node", "sandbox") if run.get(k))
+    return {
+        "id": run["id"], "seq": run["seq"], "kind": run["kind"], "phase": report.PHASE.get(run["status"], run["status"]),
+        "description": run["description"], "since_s": report.ago(run["started_at"]), "budget_s": budget_s,
+        "elapsed_s": progress.get("elapsed_s"), "loss": progress.get("loss"), "tok_per_sec": progress.get("tok_per_sec"),
+        "step": progress.get("step"), "where": where or None,
+    }
+
+
+def ratio(total: float | None, count: int) -> float | None:
+    return total / count if count else None
+
+
+def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
+    """One campaign as `arx-daemon status` shows it, plus its band, gain in sigmas and every run in flight.
+
+    `report.status` asks SQLite one question per figure, each a scan of the campaign's runs; on a
+    ledger of 10,000 runs with their diffs that is too slow for a live page, so SUMMARY_SQL asks
+    them all in one pass, and a test checks that both agree.
+    """
+    best = one(con, 'SELECT seq, "commit", description FROM run WHERE id = ?', (campaign["best_run_id"],)) if campaign["best_run_id"] else None
+    groups = rows(con, SUMMARY_SQL, {"campaign": campaign["id"], "best": best["commit"] if best else None})
+    total = {k: sum(g[k] or 0 for g in groups) for k in ("base_n", "base_sum", "best_n", "best_sum", "best_test_n", "best_test_sum")}
+    baseline = ratio(total["base_sum"], total["base_n"])
+    best_val = ratio(total["best_sum"], total["best_n"]) if best else None
+    improvement = baseline - best_val if baseline is not None and best_val is not None else None
+    last_keep = max((g["last_keep"] for g in groups if g["last_keep"]), default=None)
+    state = report.campaign_state(state_dir, campaign["program"], campaign["tag"], campaign["status"])
+    active = [int(i) for g in groups if g["active"] for i in g["active"].split(",")]
+    flights = [flight(r, campaign["budget_s"]) for r in rows(con, f"SELECT * FROM run WHERE id IN ({','.join('?' * len(active))}) ORDER BY id", active)] if state == "running" and active else []
+    sigma = campaign["noise_sigma"]
+    cost = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (campaign["id"],)).fetchone()[0]
+    return {
+        "id": campaign["id"], "tag": campaign["tag"], "program": campaign["program"], "state": state,
+        "reason": campaign["stop_reason"] if state in ("paused", "stopped") else campaign["note"],
+        "agent": campaign["agent"], "model": campaign["llm_model"], "dataset": campaign["dataset"],
+        "runs": {g["status"]: g["n"] for g in groups}, "total_runs": sum(g["n"] for g in groups), "flights": flights,
+        "best_val_bpb": best_val,
+        "best_test_bpb": ratio(total["best_test_sum"], total["best_test_n"]) if best else None,
+        "best_run": best["seq"] if best else None,
+        "best_description": best["description"] if best else None,
+        "baseline_val_bpb": baseline, "improvement": improvement,
+        "noise_sigma": sigma, "band": noise_band(campaign),
+        "gain_sigma": improvement / sigma if improvement is not None and sigma else None,
+        "cost_usd": round(cost, 4), "since_last_keep_s": report.ago(last_keep),
+    }
 
 
 def overview(db: Path, state_dir: Path) -> dict:
-    """Every campaign as `arx-daemon status` sees it, plus its band, all runs in flight, the latest events."""
-    campaigns = report.status(db, state_dir)
+    """Every campaign's summary and the latest events of all of them."""
     con = connect(db)
     try:
-        raw = {c["id"]: c for c in rows(con, "SELECT * FROM campaign")}
-        for c in campaigns:
-            row = raw[c["id"]]
-            c["band"] = noise_band(row)
-            c["gain_sigma"] = c["improvement"] / c["noise_sigma"] if c["improvement"] is not None and c["noise_sigma"] else None
-            c["flights"] = in_flight(con, row) if c["state"] == "running" else []
-            c["total_runs"] = sum(c["runs"].values())
-            c["fingerprint"] = row.get("fingerprint")
+        campaigns = [summary(con, state_dir, c) for c in rows(con, "SELECT * FROM campaign ORDER BY id")]
         events = rows(con, "SELECT e.*, c.program, c.tag FROM event e LEFT JOIN campaign c ON c.id = e.campaign_id ORDER BY e.id DESC LIMIT 15")
     finally:
         con.close()
     return {"campaigns": campaigns, "events": events}
-
-
-def campaign_summary(db: Path, state_dir: Path, campaign_id: int) -> dict | None:
-    con = connect(db)
-    try:
-        row = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,))
-    finally:
-        con.close()
-    if row is None:
-        return None
-    found = [c for c in overview(db, state_dir)["campaigns"] if c["id"] == campaign_id]
-    summary = found[0] if found else {}
-    return summary | {"row": row, "settings": json_or_none(row.get("settings")) or {}}
 
 
 @dataclass(frozen=True)
@@ -220,25 +243,32 @@ class RunQuery:
         return "?" + "&".join(f"{k}={v}" for k, v in q.items() if v not in ("", None))
 
 
-def runs_page(db: Path, campaign_id: int, q: RunQuery) -> dict:
+def runs_table(con: sqlite3.Connection, campaign_id: int, counts: dict[str, int], q: RunQuery) -> dict:
+    """One page of a campaign's runs, filtered and sorted in SQL (missing values last either way)."""
+    where, params = "WHERE campaign_id = ?", [campaign_id]
+    if q.status:
+        where += " AND status = ?"
+        params.append(q.status)
+    total = counts.get(q.status, 0) if q.status else sum(counts.values())
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(q.page, pages)
+    order = f"{q.sort} IS NULL, {q.sort} {'DESC' if q.desc else 'ASC'}, seq DESC"  # q.sort is one of SORTS
+    found = rows(con, f"SELECT {TABLE_FIELDS} FROM run {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
+    return {"rows": found, "total": total, "page": page, "pages": pages, "counts": counts, "query": RunQuery(q.sort, q.desc, q.status, page)}
+
+
+def campaign_page(db: Path, state_dir: Path, campaign_id: int, q: RunQuery) -> dict | None:
+    """A campaign's summary and one page of its runs table."""
     con = connect(db)
     try:
-        where, params = "WHERE r.campaign_id = ?", [campaign_id]
-        if q.status:
-            where += " AND r.status = ?"
-            params.append(q.status)
-        total = con.execute(f"SELECT COUNT(*) FROM run r {where}", params).fetchone()[0]
-        pages = max(1, -(-total // PAGE_SIZE))
-        page = min(q.page, pages)
-        column = SORTS[q.sort]
-        order = f"{column} IS NULL, {column} {'DESC' if q.desc else 'ASC'}, r.seq DESC"
-        found = rows(con, f"""SELECT r.id, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb, r.tok_per_sec, r.training_seconds,
-                              r.description, r.decision_reason, r.started_at FROM run r {where} ORDER BY {order}
-                              LIMIT ? OFFSET ?""", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
-        counts = dict(con.execute("SELECT status, COUNT(*) FROM run WHERE campaign_id = ? GROUP BY status", (campaign_id,)).fetchall())
+        row = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,))
+        if row is None:
+            return None
+        head = summary(con, state_dir, row)
+        table = runs_table(con, campaign_id, head["runs"], q)
     finally:
         con.close()
-    return {"rows": found, "total": total, "page": page, "pages": pages, "counts": counts, "query": RunQuery(q.sort, q.desc, q.status, page)}
+    return {"c": head | {"row": row}, "table": table}
 
 
 def progress_chart(db: Path, campaign_id: int) -> dict:
@@ -250,47 +280,39 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
     """
     con = connect(db)
     try:
-        found = rows(con, "SELECT id, seq, kind, status, val_bpb, test_bpb, description FROM run WHERE campaign_id = ? ORDER BY seq, id", (campaign_id,))
+        found = con.execute(f"SELECT seq, id, status, kind, substr(description, 1, {CHART_DESCRIPTION_CHARS}), val_bpb, test_bpb FROM run WHERE campaign_id = ? ORDER BY seq, id", (campaign_id,)).fetchall()
         camp = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,)) or {}
     finally:
         con.close()
-    series: dict[str, list] = {k: [] for k in ("seq", "id", "status", "kind", "description", "other", "kept", "best", "test", "failed", "unscored")}
+    seq, ids, status, kind, description, val, test = (list(column) for column in zip(*found)) if found else ([] for _ in range(7))
+    series = {"seq": seq, "id": ids, "status": status, "kind": kind, "description": [d or "" for d in description]}
+    kept, other, kept_test, failed, unscored, running_best = [], [], [], [], [], []
     best = None
-    for r in found:
-        scored = r["val_bpb"] is not None and r["status"] not in FAILED
-        kept = scored and r["status"] == "keep"
-        if kept:
-            best = r["val_bpb"] if best is None else min(best, r["val_bpb"])
-        series["seq"].append(r["seq"])
-        series["id"].append(r["id"])
-        series["status"].append(r["status"])
-        series["kind"].append(r["kind"])
-        series["description"].append((r["description"] or "")[:CHART_DESCRIPTION_CHARS])
-        series["kept"].append(r["val_bpb"] if kept else None)
-        series["other"].append(r["val_bpb"] if scored and not kept else None)
-        series["test"].append(r["test_bpb"] if kept else None)
-        series["failed"].append(0 if r["status"] in FAILED else None)
-        series["unscored"].append(0 if not scored and r["status"] not in FAILED else None)
-        series["best"].append(best)
-    return series | {"band": noise_band(camp)}
+    for s, v, t in zip(status, val, test):
+        scored = v is not None and s not in FAILED
+        if scored and s == "keep":
+            best = v if best is None else min(best, v)
+        kept.append(v if scored and s == "keep" else None)
+        other.append(v if scored and s != "keep" else None)
+        kept_test.append(t if scored and s == "keep" else None)
+        failed.append(0 if s in FAILED else None)
+        unscored.append(0 if not scored and s not in FAILED else None)
+        running_best.append(best)
+    return series | {"kept": kept, "other": other, "test": kept_test, "failed": failed, "unscored": unscored, "best": running_best, "band": noise_band(camp)}
 
 
 def cost_chart(db: Path, campaign_id: int) -> dict:
     """Cumulative LLM dollars and tokens over time (unix seconds), one point per call."""
     con = connect(db)
     try:
-        calls = rows(con, "SELECT created_at, cost_usd, input_tokens + cache_read_tokens + cache_write_tokens + output_tokens AS tokens FROM llm_call WHERE campaign_id = ? ORDER BY id", (campaign_id,))
+        calls = con.execute("""SELECT (julianday(created_at) - 2440587.5) * 86400.0,
+                                      SUM(cost_usd) OVER (ORDER BY id),
+                                      SUM(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) OVER (ORDER BY id)
+                               FROM llm_call WHERE campaign_id = ? ORDER BY id""", (campaign_id,)).fetchall()
     finally:
         con.close()
-    t, cost, tokens, total, used = [], [], [], 0.0, 0
-    for c in calls:
-        at = report.parse_time(c["created_at"])
-        total += c["cost_usd"] or 0.0
-        used += c["tokens"] or 0
-        t.append(at.timestamp() if at else None)
-        cost.append(round(total, 6))
-        tokens.append(used)
-    return {"t": t, "cost": cost, "tokens": tokens}
+    t, cost, tokens = (list(column) for column in zip(*calls)) if calls else ([], [], [])
+    return {"t": t, "cost": [round(c, 6) for c in cost], "tokens": tokens}
 
 
 def diff_lines(diff: str | None) -> tuple[list[tuple[str, str]], int]:
