@@ -116,6 +116,8 @@ def server(state):
 @pytest.fixture(scope="module")
 def browser():
     if chromium() is None:
+        if os.environ.get("ARX_REQUIRE_BROWSER"):  # set by .ci/run: there a missing browser is a failure, not a skip
+            pytest.fail("ARX_REQUIRE_BROWSER is set but no Chromium was found")
         pytest.skip("no Chromium on this machine: apt-get install chromium (or set ARX_CHROMIUM); .ci/run installs it")
     from playwright.sync_api import sync_playwright
 

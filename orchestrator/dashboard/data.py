@@ -252,7 +252,9 @@ def runs_table(con: sqlite3.Connection, campaign_id: int, counts: dict[str, int]
     total = counts.get(q.status, 0) if q.status else sum(counts.values())
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(q.page, pages)
-    order = f"{q.sort} IS NULL, {q.sort} {'DESC' if q.desc else 'ASC'}, seq DESC"  # q.sort is one of SORTS
+    direction = "DESC" if q.desc else "ASC"
+    # q.sort is one of SORTS; seq is never null, so its order can walk the (campaign_id, seq) index
+    order = f"seq {direction}" if q.sort == "seq" else f"{q.sort} IS NULL, {q.sort} {direction}, seq DESC"
     found = rows(con, f"SELECT {TABLE_FIELDS} FROM run {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
     return {"rows": found, "total": total, "page": page, "pages": pages, "counts": counts, "query": RunQuery(q.sort, q.desc, q.status, page)}
 
