@@ -50,7 +50,7 @@ def hostile_js() -> str:
     """Script for page.evaluate: what a successful injection would have left behind."""
     return """() => ({
         pwned: window.__pwned === 1,
-        injected: document.querySelectorAll('img, svg, iframe, [onerror], [onload], script:not([src])').length,
+        injected: document.querySelectorAll('img, svg:not(.spark), iframe, [onerror], [onload], script:not([src])').length,
         foreign: [...document.scripts].filter(s => !s.src.startsWith(location.origin + '/static/')).length,
     })"""
 
@@ -278,6 +278,7 @@ def test_token_is_required_on_every_request(browser, state):
             assert response.status == 401, path
         assert page.request.get(base + "/", headers={"authorization": f"Bearer {TOKEN}"}).status == 200
         live(page, f"{base}/?token={TOKEN}")  # sets the cookie: scripts, the stream and links then work
+        assert TOKEN not in page.url  # and leaves the address bar
         page.click(".campaign .name >> nth=0")
         page.wait_for_function("() => window.arxCharts && window.arxCharts.progress")
         context.close()
@@ -336,9 +337,8 @@ def test_logs_are_read_only_inside_the_state_dir_and_never_through_links(tmp_pat
 
 
 def test_no_ledger_yet_is_a_clear_page(tmp_path):
-    with running(create_app(tmp_path / "nothing")) as base:
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(base + "/")
+    with running(create_app(tmp_path / "nothing")) as base, pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(base + "/")
     assert e.value.code == 503
     assert "start a campaign" in e.value.read().decode()
 

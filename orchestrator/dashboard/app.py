@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -42,8 +42,8 @@ TOKEN_COOKIE = "arx_token"
 POLL_S = 0.5  # how often a live page's stream looks for a change
 KEEPALIVE_S = 15.0
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                 b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"content-security-policy", (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                  b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -55,7 +55,7 @@ def is_loopback(host: str) -> bool:
 
 
 class TokenGate:
-    """Refuses (401) any request that does not carry the token; a valid `?token=` sets a cookie for the rest."""
+    """Refuses (401) any request that does not carry the token; a valid `?token=` sets a cookie and redirects."""
 
     def __init__(self, app: ASGIApp, token: str):
         self.app = app
@@ -74,14 +74,11 @@ class TokenGate:
             return await self.app(scope, receive, send)
         if not self._matches(from_query):
             return await PlainTextResponse("401: this dashboard needs its token (open the URL that `serve` printed)", 401)(scope, receive, send)
-
-        async def set_cookie(message) -> None:
-            if message["type"] == "http.response.start":
-                cookie = f"{TOKEN_COOKIE}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict"
-                message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
-            await send(message)
-
-        await self.app(scope, receive, set_cookie)
+        # the token moves into a cookie and out of the address bar (and so out of history and screenshots)
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+        response = RedirectResponse(request.url.path + (f"?{urlencode(rest)}" if rest else ""), 303)
+        response.set_cookie(TOKEN_COOKIE, self.token.decode(), httponly=True, samesite="strict")
+        await response(scope, receive, send)
 
 
 class SecurityHeaders:

@@ -12,6 +12,7 @@ are read only below the state directory, never through a symbolic link, and only
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import stat
@@ -127,7 +128,7 @@ def loss_curve(state_dir: Path, run: dict) -> dict:
         m = report.STEP_LINE.match(line)
         if m:
             loss = float(m["loss"])
-            points.append((int(m["step"]), loss if loss == loss and abs(loss) != float("inf") else None, float(m["tok"].replace(",", ""))))
+            points.append((int(m["step"]), loss if math.isfinite(loss) else None, float(m["tok"].replace(",", ""))))
     stride = max(1, -(-len(points) // LOSS_POINTS))
     kept = points[::stride]
     if points and kept[-1] is not points[-1]:
@@ -149,7 +150,9 @@ SELECT status, COUNT(*) AS n,
        COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_n,
        SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_sum,
        MAX(CASE WHEN status = 'keep' AND kind = 'experiment' THEN ended_at END) AS last_keep,
-       GROUP_CONCAT(CASE WHEN status IN {ACTIVE_RUN_STATUSES} THEN id END) AS active
+       GROUP_CONCAT(CASE WHEN status IN {ACTIVE_RUN_STATUSES} THEN id END) AS active,
+       GROUP_CONCAT(CASE WHEN status = 'keep' AND val_bpb IS NOT NULL THEN seq || ':' || val_bpb END) AS kept,
+       MAX(seq) AS last_seq
 FROM run WHERE campaign_id = :campaign GROUP BY status
 """
 
@@ -164,6 +167,34 @@ def flight(run: dict, budget_s: float) -> dict:
         "elapsed_s": progress.get("elapsed_s"), "loss": progress.get("loss"), "tok_per_sec": progress.get("tok_per_sec"),
         "step": progress.get("step"), "where": where or None,
     }
+
+
+SPARK_W, SPARK_H = 240, 44
+
+
+def sparkline(kept: list[tuple[int, float]], last_seq: int) -> str | None:
+    """An SVG path (numbers only) of the running best over the runs: the overview's one-glance progress."""
+    if not kept:
+        return None
+    kept.sort()
+    best, steps = float("inf"), []
+    for seq, value in kept:
+        if value < best:
+            best = value
+            steps.append((seq, best))
+    first = steps[0][0]
+    lo, hi = steps[-1][1], steps[0][1]
+
+    def x(seq: int) -> float:
+        return (seq - first) / max(1, last_seq - first) * SPARK_W
+
+    def y(value: float) -> float:
+        return 4 + (hi - value) / (hi - lo) * (SPARK_H - 8) if hi > lo else SPARK_H / 2
+
+    path = f"M0,{y(steps[0][1]):.1f}"
+    for seq, value in steps[1:]:
+        path += f" H{x(seq):.1f} V{y(value):.1f}"
+    return path + f" H{SPARK_W}"
 
 
 def ratio(total: float | None, count: int) -> float | None:
@@ -187,6 +218,7 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
     state = report.campaign_state(state_dir, campaign["program"], campaign["tag"], campaign["status"])
     active = [int(i) for g in groups if g["active"] for i in g["active"].split(",")]
     flights = [flight(r, campaign["budget_s"]) for r in rows(con, f"SELECT * FROM run WHERE id IN ({','.join('?' * len(active))}) ORDER BY id", active)] if state == "running" and active else []
+    kept = [(int(seq), float(v)) for g in groups if g["kept"] for seq, v in (p.split(":") for p in g["kept"].split(","))]
     sigma = campaign["noise_sigma"]
     cost = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (campaign["id"],)).fetchone()[0]
     return {
@@ -202,6 +234,7 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
         "noise_sigma": sigma, "band": noise_band(campaign),
         "gain_sigma": improvement / sigma if improvement is not None and sigma else None,
         "cost_usd": round(cost, 4), "since_last_keep_s": report.ago(last_keep),
+        "spark": sparkline(kept, max((g["last_seq"] for g in groups), default=0)),
     }
 
 
@@ -226,7 +259,7 @@ class RunQuery:
     page: int = 1
 
     @classmethod
-    def parse(cls, params) -> "RunQuery":
+    def parse(cls, params) -> RunQuery:
         sort = params.get("sort", "seq")
         status = params.get("status") or None
         try:
