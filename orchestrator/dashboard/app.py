@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -189,7 +190,7 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
             try:
                 yield "event: hello\ndata: {}\n\n"
                 quiet = 0.0
-                while True:
+                while not request.app.state.stopping:  # end with the server, so Ctrl-C is prompt
                     await asyncio.sleep(POLL_S)
                     change = watcher.poll()
                     if change:
@@ -229,27 +230,33 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
         middleware.append(Middleware(TokenGate, token=token))
     if is_loopback(host):
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"]))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={FileNotFoundError: no_ledger})
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={FileNotFoundError: no_ledger})
+    app.state.stopping = False
+    return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server that first tells the app's change streams to end, so shutdown does not wait on them."""
+
+    def handle_exit(self, sig, frame) -> None:
+        self.config.app.state.stopping = True
+        super().handle_exit(sig, frame)
 
 
 def serve(state_dir: Path, host: str, port: int, token: str | None) -> None:
-    """Run the dashboard until Ctrl-C (open streams are cut after a second on shutdown)."""
-    import uvicorn
-
+    """Run the dashboard until Ctrl-C."""
     app = create_app(state_dir, token, host)
     shown = f"[{host}]" if ":" in host else host
     print(f"arx dashboard on http://{shown}:{port}/" + (f"?token={token}" if token else ""), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1)
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)).run()
 
 
 @contextmanager
 def running(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve `app` on a free port in a background thread and yield its base URL (tests, bench, screenshots)."""
-    import uvicorn
-
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.bind((host, 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:  # set once the socket accepts connections
@@ -259,6 +266,7 @@ def running(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     try:
         yield f"http://{host}:{sock.getsockname()[1]}"
     finally:
+        app.state.stopping = True
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
