@@ -41,6 +41,10 @@ SHOWN_RUN_COLUMNS = {
     "tok_per_sec", "peak_memory_mb", "num_params", "exit_code", "error", "decision_reason", "rerun_of", "pid",
     "run_dir", "started_at", "ended_at", "tag", "program",
 }
+SHOWN_CAMPAIGN_COLUMNS = {
+    "id", "tag", "program", "branch", "base_commit", "agent", "llm_model", "dataset", "budget_s", "status", "created_at",
+    "best_run_id", "noise_sigma", "stop_reason", "note",
+}
 
 
 def connect(db: Path) -> sqlite3.Connection:
@@ -303,7 +307,7 @@ def campaign_page(db: Path, state_dir: Path, campaign_id: int, q: RunQuery) -> d
         table = runs_table(con, campaign_id, head["runs"], q)
     finally:
         con.close()
-    return {"c": head | {"row": row}, "table": table}
+    return {"c": head | {"row": row, "extra": extra_fields(row, SHOWN_CAMPAIGN_COLUMNS)}, "table": table}
 
 
 def progress_chart(db: Path, campaign_id: int) -> dict:
@@ -369,11 +373,11 @@ def diff_lines(diff: str | None) -> tuple[list[tuple[str, str]], int]:
     return out, max(0, len(lines) - DIFF_LINES)
 
 
-def extra_fields(run: dict) -> list[tuple[str, str]]:
-    """Columns the page does not lay out itself (hardware, and whatever later migrations add)."""
+def extra_fields(row: dict, shown: set[str]) -> list[tuple[str, str]]:
+    """Columns a page does not lay out itself (hardware, settings, and whatever later migrations add)."""
     out = []
-    for key, value in run.items():
-        if key in SHOWN_RUN_COLUMNS or value is None or value == "":
+    for key, value in row.items():
+        if key in shown or value is None or value == "":
             continue
         parsed = json_or_none(value) if isinstance(value, str) and value[:1] in "[{" else None
         out.append((key, json.dumps(parsed, indent=1, sort_keys=True) if parsed is not None else str(value)))
@@ -406,7 +410,7 @@ def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
         "diff": lines,
         "diff_hidden": hidden,
         "logs": log_tails(state_dir, run),
-        "extra": extra_fields(run),
+        "extra": extra_fields(run, SHOWN_RUN_COLUMNS),
         "active": run["status"] in ACTIVE_RUN_STATUSES,
         "cost": sum(c.get("cost_usd") or 0.0 for c in calls),
     }

@@ -16,7 +16,11 @@
     el.arxBusy = true;
     try {
       const r = await fetch(el.dataset.refresh, { headers: { accept: "text/html" }, cache: "no-store" });
-      if (r.ok) el.innerHTML = await r.text();
+      if (r.ok) {
+        const open = [...el.querySelectorAll("details")].map((d) => d.open); // keep what the reader opened or closed
+        el.innerHTML = await r.text();
+        el.querySelectorAll("details").forEach((d, i) => { if (i < open.length) d.open = open[i]; });
+      }
     } catch (e) { /* the server went away; the stream reconnects and we refresh then */ }
     el.arxBusy = false;
     if (el.arxAgain) { el.arxAgain = false; refresh(el); }
