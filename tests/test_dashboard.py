@@ -366,3 +366,33 @@ def test_summaries_agree_with_arx_daemon_status(state):
             assert got[key] == pytest.approx(expected[key]), key
         assert (got["since_last_keep_s"] is None) == (expected["since_last_keep_s"] is None)
         assert [f["seq"] for f in got["flights"]] == ([expected["in_flight"]["seq"]] if expected["in_flight"] else [])
+
+
+def test_watcher_reports_changes_pages_show_and_not_heartbeats(tmp_path):
+    state = tmp_path / "state"
+    db = state / "experiments.db"
+    c = Campaign(tag="w", program="model", branch="autoresearch/w", worktree="w", base_commit="a" * 40, agent="offline", dataset="stdlib", budget_s=60, status="running")
+    ledger.save(db, c)
+    run_dir = state / "runs" / "model-w" / "0001"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").write_text("step 1 | loss 5.000 | lr 0.0400 | tok/s 1,000 | 1.0/60s\n")
+    run = Run(campaign_id=c.id, seq=1, status="proposed", run_dir=str(run_dir))
+    ledger.save(db, run)
+    watcher = data.Watcher(db, state)
+    try:
+        assert watcher.poll() is None
+        c.heartbeat_at = datetime.now(timezone.utc)
+        c.pid = 4242
+        ledger.save(db, c)
+        assert watcher.poll() is None  # a heartbeat changes nothing a page shows
+        run.status = "training"
+        ledger.save(db, run)
+        assert watcher.poll() == "ledger"
+        with open(run_dir / "train.log", "a") as f:
+            f.write("step 2 | loss 4.900 | lr 0.0400 | tok/s 1,000 | 2.0/60s\n")
+        assert watcher.poll() == "progress"
+        assert watcher.poll() is None
+        ledger.log_event(db, c.id, "note", "something happened")
+        assert watcher.poll() == "ledger"
+    finally:
+        watcher.close()

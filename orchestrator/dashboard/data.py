@@ -428,26 +428,36 @@ def find_run_id(db: Path, campaign_id: int, seq: int) -> int | None:
 # ---------------------------------------------------------------------------------------------
 # Change detection for live pages
 # ---------------------------------------------------------------------------------------------
+RECENT_RUNS = 256  # runs that can still change (in flight, just decided) are among the newest rows
+VOLATILE_CAMPAIGN_COLUMNS = ("heartbeat_at", "pid")  # written every few seconds; no page shows them
+
+
 class Watcher:
-    """Tells whether the ledger changed (a commit by any other connection) or a running trainer logged a step.
+    """Tells open pages what changed: the ledger (a run, a decision, an event, a call) or a trainer's log.
 
     `PRAGMA data_version` on a connection kept open changes exactly when another connection commits,
-    so polling it costs no query on the tables; the in-flight runs' logs are stat()ed for progress.
+    so an idle ledger costs one pragma per poll. A commit is then compared with a snapshot of what
+    pages show (the newest runs, the campaigns without their heartbeat, the last event and call
+    ids), all read by primary key: a daemon's heartbeat every few seconds does not make every open
+    page fetch its charts again. Logs of runs in training are stat()ed for progress.
     """
 
     def __init__(self, db: Path, state_dir: Path):
         self.con = connect(db)
         self.state_dir = state_dir
         self.version = self._data_version()
-        self.logs = self._active_logs()
+        self.snapshot, self.logs = self._snapshot()
         self.log_stamp = self._log_stamp()
 
     def _data_version(self) -> int:
         return self.con.execute("PRAGMA data_version").fetchone()[0]
 
-    def _active_logs(self) -> list[Path]:
-        found = self.con.execute("SELECT run_dir FROM run WHERE status = 'training' AND run_dir IS NOT NULL").fetchall()
-        return [p for (run_dir,) in found if (p := run_file(self.state_dir, run_dir, "train.log"))]
+    def _snapshot(self) -> tuple[tuple, list[Path]]:
+        runs = self.con.execute(f"SELECT id, status, val_bpb, test_bpb, description, run_dir FROM run ORDER BY id DESC LIMIT {RECENT_RUNS}").fetchall()
+        campaigns = [tuple(v for k, v in dict(r).items() if k not in VOLATILE_CAMPAIGN_COLUMNS) for r in self.con.execute("SELECT * FROM campaign ORDER BY id")]
+        last = tuple(self.con.execute("SELECT (SELECT MAX(id) FROM event), (SELECT MAX(id) FROM llm_call)").fetchone())
+        logs = [p for r in runs if r[1] == "training" and (p := run_file(self.state_dir, r[5], "train.log"))]
+        return (tuple(map(tuple, runs)), tuple(campaigns), last), logs
 
     def _log_stamp(self) -> tuple:
         stamp = []
@@ -460,13 +470,15 @@ class Watcher:
         return tuple(stamp)
 
     def poll(self) -> str | None:
-        """'ledger' if the database changed, 'progress' if only a training log grew, else None."""
+        """'ledger' if what pages show changed, 'progress' if only a training log grew, else None."""
         version = self._data_version()
         if version != self.version:
             self.version = version
-            self.logs = self._active_logs()
-            self.log_stamp = self._log_stamp()
-            return "ledger"
+            snapshot, self.logs = self._snapshot()
+            if snapshot != self.snapshot:
+                self.snapshot = snapshot
+                self.log_stamp = self._log_stamp()
+                return "ledger"
         stamp = self._log_stamp()
         if stamp != self.log_stamp:
             self.log_stamp = stamp
