@@ -396,3 +396,18 @@ def test_watcher_reports_changes_pages_show_and_not_heartbeats(tmp_path):
         assert watcher.poll() == "ledger"
     finally:
         watcher.close()
+
+
+def test_token_redirect_stays_on_this_site(state):
+    with running(create_app(state, token=TOKEN)) as base:
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(f"{base}//evil.example/?token={TOKEN}")
+    assert e.value.code == 303
+    assert e.value.headers["location"] == "/evil.example/"
+    assert "HttpOnly" in e.value.headers["set-cookie"]
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None

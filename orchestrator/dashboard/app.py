@@ -77,7 +77,8 @@ class TokenGate:
             return await PlainTextResponse("401: this dashboard needs its token (open the URL that `serve` printed)", 401)(scope, receive, send)
         # the token moves into a cookie and out of the address bar (and so out of history and screenshots)
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        response = RedirectResponse(request.url.path + (f"?{urlencode(rest)}" if rest else ""), 303)
+        path = "/" + request.url.path.lstrip("/")  # never `//host`, which a browser would read as another site
+        response = RedirectResponse(path + (f"?{urlencode(rest)}" if rest else ""), 303)
         response.set_cookie(TOKEN_COOKIE, self.token.decode(), httponly=True, samesite="strict")
         await response(scope, receive, send)
 

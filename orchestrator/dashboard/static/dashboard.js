@@ -160,8 +160,9 @@
     });
   }
 
+  let source = null;
   function listen() {
-    const source = new EventSource("/events");
+    source = new EventSource("/events");
     // `hello` comes once the server watches: whatever changed since the page was rendered is fetched now
     source.addEventListener("hello", () => { document.body.dataset.live = "on"; changed("ledger", "progress"); });
     source.addEventListener("ledger", () => changed("ledger"));
@@ -177,6 +178,13 @@
     }, 150);
   });
 
+  // A browser allows about six connections to one server: a hidden tab gives its stream back,
+  // and catches up (the `hello` refresh) when shown again.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden && source) { source.close(); source = null; document.body.dataset.live = "off"; }
+    else if (!document.hidden && !source) listen();
+  });
+
   document.querySelectorAll("[data-chart]").forEach(loadChart);
-  listen();
+  if (!document.hidden) listen();
 })();
