@@ -13,7 +13,7 @@ import os
 import sqlite3
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,12 @@ from orchestrator.dashboard.screenshot import VIEWPORT, chromium, launch
 from orchestrator.ledger import Campaign, Event, LlmCall, Run
 from orchestrator.programs import ROOT, StatePaths
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 TOKEN = "s3cret-token"
 ARTIFACTS = Path(os.environ.get("ARX_ARTIFACTS_DIR") or ROOT / "test-artifacts") / "dashboard"
 SCRIPT = "<script>window.__pwned = 1</script>"
 IMG = '<img src=x onerror="window.__pwned = 1">'
-SVG = "<svg onload=\"window.__pwned = 1\"></svg>"
+SVG = '<svg onload="window.__pwned = 1"></svg>'
 HOSTILE = f"{SCRIPT} {IMG}"
 DIFF = """diff --git a/trainer/train.py b/trainer/train.py
 index 1111111..2222222 100644
@@ -50,15 +50,26 @@ def hostile_js() -> str:
     """Script for page.evaluate: what a successful injection would have left behind."""
     return """() => ({
         pwned: window.__pwned === 1,
-        injected: document.querySelectorAll('img, svg:not(.spark), iframe, [onerror], [onload], script:not([src])').length,
+        injected: document.querySelectorAll('img, svg:not(.spark), iframe, [onerror], [onload], script:not([src])')
+            .length,
         foreign: [...document.scripts].filter(s => !s.src.startsWith(location.origin + '/static/')).length,
     })"""
 
 
 def experiment(cid: int, seq: int, status: str, val: float | None, **kw) -> Run:
-    return Run(campaign_id=cid, seq=seq, kind=kw.pop("kind", "experiment"), status=status, val_bpb=val,
-               test_bpb=kw.pop("test", (val + 0.1) if val else None), commit=f"{seq:040x}", parent_commit=f"{seq - 1:040x}",
-               started_at=NOW - timedelta(minutes=60 - seq), ended_at=NOW - timedelta(minutes=59 - seq), **kw)
+    return Run(
+        campaign_id=cid,
+        seq=seq,
+        kind=kw.pop("kind", "experiment"),
+        status=status,
+        val_bpb=val,
+        test_bpb=kw.pop("test", (val + 0.1) if val else None),
+        commit=f"{seq:040x}",
+        parent_commit=f"{seq - 1:040x}",
+        started_at=NOW - timedelta(minutes=60 - seq),
+        ended_at=NOW - timedelta(minutes=59 - seq),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,43 +77,142 @@ def state(tmp_path_factory) -> Path:
     """Two campaigns: a finished Claude one full of hostile text, and a running one with a run training now."""
     state = tmp_path_factory.mktemp("dash") / "state"
     db = state / "experiments.db"
-    done = Campaign(tag="nightly", program="model", branch="autoresearch/nightly", worktree=str(state / "wt"), base_commit="a" * 40,
-                    agent="claude", llm_model="claude-sonnet-4-6", dataset="stdlib", budget_s=60, status="stopped",
-                    stop_reason="reached --max-experiments 8", noise_sigma=0.004)
+    done = Campaign(
+        tag="nightly",
+        program="model",
+        branch="autoresearch/nightly",
+        worktree=str(state / "wt"),
+        base_commit="a" * 40,
+        agent="claude",
+        llm_model="claude-sonnet-4-6",
+        dataset="stdlib",
+        budget_s=60,
+        status="stopped",
+        stop_reason="reached --max-experiments 8",
+        noise_sigma=0.004,
+    )
     ledger.save(db, done)
     runs = [
-        experiment(done.id, 1, "keep", 2.500, kind="baseline", description="baseline 1/2 (unchanged code)", decision_reason="baseline 1/2"),
-        experiment(done.id, 2, "keep", 2.508, kind="baseline", description="baseline 2/2 (unchanged code)", decision_reason="baseline 2/2"),
-        experiment(done.id, 3, "keep", 2.420, description="MATRIX_LR 0.04 -> 0.05", hypothesis="a larger LR converges faster in 60 s",
-                   diff=DIFF, decision_reason="improved beyond noise", tok_per_sec=5100, steps=120),
-        experiment(done.id, 4, "discard", 2.450, description=f"{HOSTILE} deeper", hypothesis=f"{SVG} hypothesis", diff=HOSTILE_DIFF,
-                   decision_reason=f"not better {IMG}"),
-        experiment(done.id, 5, "crash", None, description="bf16 everywhere", error=f"Traceback\nValueError: {SCRIPT}{SVG}", exit_code=1),
-        experiment(done.id, 6, "rejected", None, description="edited evaluate.py", decision_reason="out of scope: trainer/evaluate.py"),
+        experiment(
+            done.id,
+            1,
+            "keep",
+            2.500,
+            kind="baseline",
+            description="baseline 1/2 (unchanged code)",
+            decision_reason="baseline 1/2",
+        ),
+        experiment(
+            done.id,
+            2,
+            "keep",
+            2.508,
+            kind="baseline",
+            description="baseline 2/2 (unchanged code)",
+            decision_reason="baseline 2/2",
+        ),
+        experiment(
+            done.id,
+            3,
+            "keep",
+            2.420,
+            description="MATRIX_LR 0.04 -> 0.05",
+            hypothesis="a larger LR converges faster in 60 s",
+            diff=DIFF,
+            decision_reason="improved beyond noise",
+            tok_per_sec=5100,
+            steps=120,
+        ),
+        experiment(
+            done.id,
+            4,
+            "discard",
+            2.450,
+            description=f"{HOSTILE} deeper",
+            hypothesis=f"{SVG} hypothesis",
+            diff=HOSTILE_DIFF,
+            decision_reason=f"not better {IMG}",
+        ),
+        experiment(
+            done.id,
+            5,
+            "crash",
+            None,
+            description="bf16 everywhere",
+            error=f"Traceback\nValueError: {SCRIPT}{SVG}",
+            exit_code=1,
+        ),
+        experiment(
+            done.id,
+            6,
+            "rejected",
+            None,
+            description="edited evaluate.py",
+            decision_reason="out of scope: trainer/evaluate.py",
+        ),
         experiment(done.id, 7, "keep", 2.380, description="WARMDOWN 0.5 -> 0.6", diff=DIFF.replace("0.05", "0.06")),
         experiment(done.id, 8, "timeout", None, description="DEPTH 2 -> 12"),
     ]
     ledger.save(db, *runs)
     log_dir = state / "runs" / "model-nightly" / "0004"
     log_dir.mkdir(parents=True)
-    (log_dir / "train.log").write_text("".join(f"step {i} | loss {6 - i / 10:.3f} | lr 0.0400 | tok/s 5,000 | {i}.0/60s\n" for i in range(1, 11)) + f"oops {HOSTILE}\n")
+    (log_dir / "train.log").write_text(
+        "".join(f"step {i} | loss {6 - i / 10:.3f} | lr 0.0400 | tok/s 5,000 | {i}.0/60s\n" for i in range(1, 11))
+        + f"oops {HOSTILE}\n"
+    )
     runs[3].run_dir = str(log_dir)
     ledger.save(db, runs[3])
-    ledger.save(db, LlmCall(campaign_id=done.id, run_id=runs[2].id, model="claude-sonnet-4-6", input_tokens=1200, output_tokens=300, cache_read_tokens=9000, cost_usd=0.0123, latency_s=3.1),
-                LlmCall(campaign_id=done.id, run_id=runs[3].id, model="claude-sonnet-4-6", input_tokens=1300, output_tokens=200, cost_usd=0.0101, latency_s=2.2, status="error", error=f"overloaded {IMG}"),
-                Event(campaign_id=done.id, run_id=runs[3].id, kind="discard", message=f"#4 {HOSTILE}"))
+    ledger.save(
+        db,
+        LlmCall(
+            campaign_id=done.id,
+            run_id=runs[2].id,
+            model="claude-sonnet-4-6",
+            input_tokens=1200,
+            output_tokens=300,
+            cache_read_tokens=9000,
+            cost_usd=0.0123,
+            latency_s=3.1,
+        ),
+        LlmCall(
+            campaign_id=done.id,
+            run_id=runs[3].id,
+            model="claude-sonnet-4-6",
+            input_tokens=1300,
+            output_tokens=200,
+            cost_usd=0.0101,
+            latency_s=2.2,
+            status="error",
+            error=f"overloaded {IMG}",
+        ),
+        Event(campaign_id=done.id, run_id=runs[3].id, kind="discard", message=f"#4 {HOSTILE}"),
+    )
     done.best_run_id = runs[6].id
     ledger.save(db, done)
 
-    live = Campaign(tag="nightly", program="data", branch="autoresearch-data/nightly", worktree=str(state / "wt2"), base_commit="b" * 40,
-                    agent="offline", dataset="stdlib", budget_s=60, status="running")
+    live = Campaign(
+        tag="nightly",
+        program="data",
+        branch="autoresearch-data/nightly",
+        worktree=str(state / "wt2"),
+        base_commit="b" * 40,
+        agent="offline",
+        dataset="stdlib",
+        budget_s=60,
+        status="running",
+    )
     ledger.save(db, live)
     run_dir = state / "runs" / "data-nightly" / "0002"
     run_dir.mkdir(parents=True)
     (run_dir / "train.log").write_text("model: ...\nstep 10 | loss 5.123 | lr 0.0400 | tok/s 4,321 | 12.5/60s\n")
-    ledger.save(db, experiment(live.id, 1, "keep", 3.0, kind="baseline", description="baseline"),
-                Run(campaign_id=live.id, seq=2, status="training", description="VOCAB_SIZE 2048 -> 4096", run_dir=str(run_dir)))
-    lock = slots.try_lock(StatePaths(state, "data", "nightly").lock)  # held by "its daemon": the campaign shows as running
+    ledger.save(
+        db,
+        experiment(live.id, 1, "keep", 3.0, kind="baseline", description="baseline"),
+        Run(campaign_id=live.id, seq=2, status="training", description="VOCAB_SIZE 2048 -> 4096", run_dir=str(run_dir)),
+    )
+    lock = slots.try_lock(
+        StatePaths(state, "data", "nightly").lock
+    )  # held by "its daemon": the campaign shows as running
     yield state
     lock.close()
 
@@ -154,7 +264,9 @@ def campaign_id(state: Path, program: str) -> int:
 
 
 def run_id(state: Path, program: str, seq: int) -> int:
-    return next(r.id for r in ledger.campaign_runs(state / "experiments.db", campaign_id(state, program)) if r.seq == seq)
+    return next(
+        r.id for r in ledger.campaign_runs(state / "experiments.db", campaign_id(state, program)) if r.seq == seq
+    )
 
 
 def test_overview_lists_campaigns_and_the_run_in_flight(page, server, state):
@@ -229,7 +341,13 @@ def test_compare_two_runs(page, server, state):
 
 def test_hostile_text_stays_text(page, server, state):
     cid, rid = campaign_id(state, "model"), run_id(state, "model", 4)
-    for url in ("/", f"/campaign/{cid}", f"/run/{rid}", f"/run/{run_id(state, 'model', 5)}", f"/compare?a={rid}&b={rid}"):
+    for url in (
+        "/",
+        f"/campaign/{cid}",
+        f"/run/{rid}",
+        f"/run/{run_id(state, 'model', 5)}",
+        f"/compare?a={rid}&b={rid}",
+    ):
         live(page, server + url)
         assert page.evaluate(hostile_js()) == {"pwned": False, "injected": 0, "foreign": 0}, url
     # ... and shows as the text it is
@@ -305,13 +423,22 @@ def test_pages_leave_the_ledger_untouched(tmp_path, state):
     src = sqlite3.connect(state / "experiments.db")
     src.backup(dst := sqlite3.connect(db))
     src.close()
-    dst.execute("PRAGMA user_version = 0")  # as if written by an older arx: the daemon would migrate it, the dashboard must not
+    dst.execute(
+        "PRAGMA user_version = 0"
+    )  # as if written by an older arx: the daemon would migrate it, the dashboard must not
     dst.commit()
     dst.close()
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     cid = 1
     with running(create_app(tmp_path)) as base:
-        for path in ("/", f"/campaign/{cid}", f"/api/campaign/{cid}/chart", f"/api/campaign/{cid}/cost", "/run/4", "/fragment/overview"):
+        for path in (
+            "/",
+            f"/campaign/{cid}",
+            f"/api/campaign/{cid}/chart",
+            f"/api/campaign/{cid}/cost",
+            "/run/4",
+            "/fragment/overview",
+        ):
             assert urllib.request.urlopen(base + path).status == 200, path
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
@@ -344,7 +471,9 @@ def test_no_ledger_yet_is_a_clear_page(tmp_path):
 
 
 def test_noise_band_prefers_a_stored_band_and_else_follows_the_policy():
-    assert data.noise_band({"noise_sigma": 0.01, "settings": '{"policy": {"min_delta": 0.001, "sigma_multiple": 2.0}}'}) == pytest.approx(0.02)
+    assert data.noise_band(
+        {"noise_sigma": 0.01, "settings": '{"policy": {"min_delta": 0.001, "sigma_multiple": 2.0}}'}
+    ) == pytest.approx(0.02)
     assert data.noise_band({"noise_sigma": 0.0001, "settings": "{}"}) == pytest.approx(0.001)  # min_delta floor
     assert data.noise_band({"noise_sigma": 0.01, "noise_band": '{"band": 0.05, "how": "2 sigma widened"}'}) == 0.05
     assert data.noise_band({"noise_sigma": None}) is None
@@ -360,7 +489,17 @@ def test_summaries_agree_with_arx_daemon_status(state):
     assert len(theirs) == len(ours) == 2
     for expected in theirs:
         got = ours[expected["id"]]
-        for key in ("state", "reason", "agent", "model", "runs", "best_run", "best_description", "noise_sigma", "cost_usd"):
+        for key in (
+            "state",
+            "reason",
+            "agent",
+            "model",
+            "runs",
+            "best_run",
+            "best_description",
+            "noise_sigma",
+            "cost_usd",
+        ):
             assert got[key] == expected[key], key
         for key in ("best_val_bpb", "best_test_bpb", "baseline_val_bpb", "improvement"):
             assert got[key] == pytest.approx(expected[key]), key
@@ -371,7 +510,17 @@ def test_summaries_agree_with_arx_daemon_status(state):
 def test_watcher_reports_changes_pages_show_and_not_heartbeats(tmp_path):
     state = tmp_path / "state"
     db = state / "experiments.db"
-    c = Campaign(tag="w", program="model", branch="autoresearch/w", worktree="w", base_commit="a" * 40, agent="offline", dataset="stdlib", budget_s=60, status="running")
+    c = Campaign(
+        tag="w",
+        program="model",
+        branch="autoresearch/w",
+        worktree="w",
+        base_commit="a" * 40,
+        agent="offline",
+        dataset="stdlib",
+        budget_s=60,
+        status="running",
+    )
     ledger.save(db, c)
     run_dir = state / "runs" / "model-w" / "0001"
     run_dir.mkdir(parents=True)
@@ -381,7 +530,7 @@ def test_watcher_reports_changes_pages_show_and_not_heartbeats(tmp_path):
     watcher = data.Watcher(db, state)
     try:
         assert watcher.poll() is None
-        c.heartbeat_at = datetime.now(timezone.utc)
+        c.heartbeat_at = datetime.now(UTC)
         c.pid = 4242
         ledger.save(db, c)
         assert watcher.poll() is None  # a heartbeat changes nothing a page shows

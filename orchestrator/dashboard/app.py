@@ -27,7 +27,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -43,8 +50,13 @@ TOKEN_COOKIE = "arx_token"
 POLL_S = 0.5  # how often a live page's stream looks for a change
 KEEPALIVE_S = 15.0
 SECURITY_HEADERS = [
-    (b"content-security-policy", (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                  b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")),
+    (
+        b"content-security-policy",
+        (
+            b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        ),
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -74,7 +86,9 @@ class TokenGate:
         if self._matches(header.removeprefix("Bearer ")) or self._matches(request.cookies.get(TOKEN_COOKIE)):
             return await self.app(scope, receive, send)
         if not self._matches(from_query):
-            return await PlainTextResponse("401: this dashboard needs its token (open the URL that `serve` printed)", 401)(scope, receive, send)
+            return await PlainTextResponse(
+                "401: this dashboard needs its token (open the URL that `serve` printed)", 401
+            )(scope, receive, send)
         # the token moves into a cookie and out of the address bar (and so out of history and screenshots)
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
         path = "/" + request.url.path.lstrip("/")  # never `//host`, which a browser would read as another site
@@ -100,15 +114,19 @@ class SecurityHeaders:
 
 
 def templates() -> Jinja2Templates:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update({
-        "bpb": bpb,
-        "duration": duration,
-        "ago": lambda value: duration(report.ago(value)) if value else "-",
-        "num": lambda value, digits=0: "-" if value is None else f"{value:,.{digits}f}",
-        "short": lambda value: (value or "")[:10] or "-",
-        "clock": lambda value: report.parse_time(value).strftime("%b %d %H:%M:%S") if value else "-",
-    })
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    env.filters.update(
+        {
+            "bpb": bpb,
+            "duration": duration,
+            "ago": lambda value: duration(report.ago(value)) if value else "-",
+            "num": lambda value, digits=0: "-" if value is None else f"{value:,.{digits}f}",
+            "short": lambda value: (value or "")[:10] or "-",
+            "clock": lambda value: report.parse_time(value).strftime("%b %d %H:%M:%S") if value else "-",
+        }
+    )
     env.globals.update({"statuses": data.STATUSES})
     return Jinja2Templates(env=env)
 
@@ -135,7 +153,9 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
 
     def campaign_context(request: Request) -> dict:
         cid = request.path_params["cid"]
-        return found(data.campaign_page(db, state_dir, cid, data.RunQuery.parse(request.query_params)), f"campaign {cid}")
+        return found(
+            data.campaign_page(db, state_dir, cid, data.RunQuery.parse(request.query_params)), f"campaign {cid}"
+        )
 
     def campaign(request: Request) -> Response:
         return page(request, "campaign.html", **campaign_context(request))

@@ -33,7 +33,10 @@ WRITE_EVERY_S = 0.02
 def realistic(db: Path) -> int:
     """Give every run what a real one carries (a ~2 KB diff, a hypothesis); returns the campaign with the most runs."""
     con = sqlite3.connect(db)
-    con.execute("UPDATE run SET diff = ?, hypothesis = 'a longer schedule lets the model settle', parent_commit = \"commit\"", (DIFF,))
+    con.execute(
+        "UPDATE run SET diff = ?, hypothesis = 'a longer schedule lets the model settle', parent_commit = \"commit\"",
+        (DIFF,),
+    )
     con.commit()
     cid = con.execute("SELECT campaign_id FROM run GROUP BY campaign_id ORDER BY COUNT(*) DESC LIMIT 1").fetchone()[0]
     con.close()
@@ -45,10 +48,22 @@ def write_like_a_daemon(db: Path, campaign_id: int, stop) -> None:
     seq = 1_000_000
     while not stop.is_set():
         seq += 1
-        run = Run(campaign_id=campaign_id, seq=seq, status="discard", val_bpb=3.0, description=f"written while reading {seq}", diff=DIFF)
+        run = Run(
+            campaign_id=campaign_id,
+            seq=seq,
+            status="discard",
+            val_bpb=3.0,
+            description=f"written while reading {seq}",
+            diff=DIFF,
+        )
         ledger.save(db, run)
-        ledger.save(db, Event(campaign_id=campaign_id, run_id=run.id, kind="discard", message="not better"),
-                    LlmCall(campaign_id=campaign_id, run_id=run.id, model="claude-sonnet-4-6", input_tokens=2000, cost_usd=0.01))
+        ledger.save(
+            db,
+            Event(campaign_id=campaign_id, run_id=run.id, kind="discard", message="not better"),
+            LlmCall(
+                campaign_id=campaign_id, run_id=run.id, model="claude-sonnet-4-6", input_tokens=2000, cost_usd=0.01
+            ),
+        )
         time.sleep(WRITE_EVERY_S)
 
 
@@ -87,7 +102,11 @@ def main(runs: int, repeat: int) -> None:
         state = Path(tmp)
         db = build_ledger(state, runs, campaigns=1)
         cid = realistic(db)
-        some_run = sqlite3.connect(db).execute("SELECT id FROM run WHERE campaign_id = ? ORDER BY seq DESC LIMIT 1", (cid,)).fetchone()[0]
+        some_run = (
+            sqlite3.connect(db)
+            .execute("SELECT id FROM run WHERE campaign_id = ? ORDER BY seq DESC LIMIT 1", (cid,))
+            .fetchone()[0]
+        )
         pages = {
             "overview": "/",
             "campaign_page": f"/campaign/{cid}",
@@ -108,7 +127,9 @@ def main(runs: int, repeat: int) -> None:
             finally:
                 stop.set()
                 writer.join()
-            result["rows_written_meanwhile"] = sqlite3.connect(db).execute("SELECT COUNT(*) FROM run").fetchone()[0] - runs
+            result["rows_written_meanwhile"] = (
+                sqlite3.connect(db).execute("SELECT COUNT(*) FROM run").fetchone()[0] - runs
+            )
     click.echo(json.dumps(result, indent=2))
 
 

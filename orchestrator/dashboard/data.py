@@ -36,14 +36,54 @@ DIFF_LINES = 4000
 CHART_DESCRIPTION_CHARS = 80
 # Columns the run page lays out itself; any other column (added by a later migration) is listed as is.
 SHOWN_RUN_COLUMNS = {
-    "id", "campaign_id", "seq", "kind", "parent_commit", "commit", "description", "hypothesis", "diff", "status",
-    "val_bpb", "test_bpb", "training_seconds", "eval_seconds", "agent_seconds", "total_seconds", "steps", "tokens",
-    "tok_per_sec", "peak_memory_mb", "num_params", "exit_code", "error", "decision_reason", "rerun_of", "pid",
-    "run_dir", "started_at", "ended_at", "tag", "program",
+    "id",
+    "campaign_id",
+    "seq",
+    "kind",
+    "parent_commit",
+    "commit",
+    "description",
+    "hypothesis",
+    "diff",
+    "status",
+    "val_bpb",
+    "test_bpb",
+    "training_seconds",
+    "eval_seconds",
+    "agent_seconds",
+    "total_seconds",
+    "steps",
+    "tokens",
+    "tok_per_sec",
+    "peak_memory_mb",
+    "num_params",
+    "exit_code",
+    "error",
+    "decision_reason",
+    "rerun_of",
+    "pid",
+    "run_dir",
+    "started_at",
+    "ended_at",
+    "tag",
+    "program",
 }
 SHOWN_CAMPAIGN_COLUMNS = {
-    "id", "tag", "program", "branch", "base_commit", "agent", "llm_model", "dataset", "budget_s", "status", "created_at",
-    "best_run_id", "noise_sigma", "stop_reason", "note",
+    "id",
+    "tag",
+    "program",
+    "branch",
+    "base_commit",
+    "agent",
+    "llm_model",
+    "dataset",
+    "budget_s",
+    "status",
+    "created_at",
+    "best_run_id",
+    "noise_sigma",
+    "stop_reason",
+    "note",
 }
 
 
@@ -124,15 +164,22 @@ def log_tails(state_dir: Path, run: dict) -> dict[str, str]:
     return out
 
 
+def step_point(line: str) -> tuple[int, float | None, float, float] | None:
+    """A trainer's `step N | loss L | lr .. | tok/s T | E/Bs` line as (step, loss or None, tok/s, elapsed)."""
+    m = report.STEP_LINE.match(line)
+    if not m:
+        return None
+    loss = float(m["loss"])
+    return int(m["step"]), loss if math.isfinite(loss) else None, float(m["tok"].replace(",", "")), float(m["elapsed"])
+
+
+def train_log(state_dir: Path, run: dict, limit: int) -> str:
+    return read_tail(run_file(state_dir, run.get("run_dir"), "train.log"), limit) or ""
+
+
 def loss_curve(state_dir: Path, run: dict) -> dict:
-    """Every `step ... | loss ...` line of a run's training log, thinned to at most LOSS_POINTS."""
-    text = read_tail(run_file(state_dir, run.get("run_dir"), "train.log"), LOSS_LOG_BYTES) or ""
-    points = []
-    for line in text.splitlines():
-        m = report.STEP_LINE.match(line)
-        if m:
-            loss = float(m["loss"])
-            points.append((int(m["step"]), loss if math.isfinite(loss) else None, float(m["tok"].replace(",", ""))))
+    """Every step line of a run's training log, thinned to at most LOSS_POINTS."""
+    points = [p for line in train_log(state_dir, run, LOSS_LOG_BYTES).splitlines() if (p := step_point(line))]
     stride = max(1, -(-len(points) // LOSS_POINTS))
     kept = points[::stride]
     if points and kept[-1] is not points[-1]:
@@ -143,12 +190,15 @@ def loss_curve(state_dir: Path, run: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Pages
 # ---------------------------------------------------------------------------------------------
-TABLE_FIELDS = 'id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, training_seconds, description, decision_reason, started_at'
+TABLE_FIELDS = (
+    "id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, training_seconds, description, decision_reason, started_at"
+)
 # Every figure of a campaign's summary in one pass over its runs (grouped by status, combined below);
 # the same definitions as `report.status`, which asks one query per figure.
 SUMMARY_SQL = f"""
 SELECT status, COUNT(*) AS n,
-       COUNT(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_n, SUM(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_sum,
+       COUNT(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_n,
+       SUM(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_sum,
        COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN val_bpb END) AS best_n,
        SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN val_bpb END) AS best_sum,
        COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_n,
@@ -161,15 +211,24 @@ FROM run WHERE campaign_id = :campaign GROUP BY status
 """
 
 
-def flight(run: dict, budget_s: float) -> dict:
-    """A run in flight: phase, elapsed/budget and the live loss and tok/s from its log."""
-    progress = report.last_progress(run["run_dir"]) if run["status"] == "training" else {}
+def flight(state_dir: Path, run: dict, budget_s: float) -> dict:
+    """A run in flight: phase, elapsed/budget and the live loss and tok/s from the last step line of its log."""
+    lines = train_log(state_dir, run, LOG_TAIL_BYTES).splitlines() if run["status"] == "training" else []
+    step, loss, tok_per_sec, elapsed = next((p for line in reversed(lines) if (p := step_point(line))), (None,) * 4)
     where = " ".join(str(run[k]) for k in ("executor", "node", "sandbox") if run.get(k))
     return {
-        "id": run["id"], "seq": run["seq"], "kind": run["kind"], "phase": report.PHASE.get(run["status"], run["status"]),
-        "description": run["description"], "since_s": report.ago(run["started_at"]), "budget_s": budget_s,
-        "elapsed_s": progress.get("elapsed_s"), "loss": progress.get("loss"), "tok_per_sec": progress.get("tok_per_sec"),
-        "step": progress.get("step"), "where": where or None,
+        "id": run["id"],
+        "seq": run["seq"],
+        "kind": run["kind"],
+        "phase": report.PHASE.get(run["status"], run["status"]),
+        "description": run["description"],
+        "since_s": report.ago(run["started_at"]),
+        "budget_s": budget_s,
+        "elapsed_s": elapsed,
+        "loss": loss,
+        "tok_per_sec": tok_per_sec,
+        "step": step,
+        "where": where or None,
     }
 
 
@@ -212,32 +271,60 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
     ledger of 10,000 runs with their diffs that is too slow for a live page, so SUMMARY_SQL asks
     them all in one pass, and a test checks that both agree.
     """
-    best = one(con, 'SELECT seq, "commit", description FROM run WHERE id = ?', (campaign["best_run_id"],)) if campaign["best_run_id"] else None
+    best = (
+        one(con, 'SELECT seq, "commit", description FROM run WHERE id = ?', (campaign["best_run_id"],))
+        if campaign["best_run_id"]
+        else None
+    )
     groups = rows(con, SUMMARY_SQL, {"campaign": campaign["id"], "best": best["commit"] if best else None})
-    total = {k: sum(g[k] or 0 for g in groups) for k in ("base_n", "base_sum", "best_n", "best_sum", "best_test_n", "best_test_sum")}
+    total = {
+        k: sum(g[k] or 0 for g in groups)
+        for k in ("base_n", "base_sum", "best_n", "best_sum", "best_test_n", "best_test_sum")
+    }
     baseline = ratio(total["base_sum"], total["base_n"])
     best_val = ratio(total["best_sum"], total["best_n"]) if best else None
     improvement = baseline - best_val if baseline is not None and best_val is not None else None
     last_keep = max((g["last_keep"] for g in groups if g["last_keep"]), default=None)
     state = report.campaign_state(state_dir, campaign["program"], campaign["tag"], campaign["status"])
     active = [int(i) for g in groups if g["active"] for i in g["active"].split(",")]
-    flights = [flight(r, campaign["budget_s"]) for r in rows(con, f"SELECT * FROM run WHERE id IN ({','.join('?' * len(active))}) ORDER BY id", active)] if state == "running" and active else []
-    kept = [(int(seq), float(v)) for g in groups if g["kept"] for seq, v in (p.split(":") for p in g["kept"].split(","))]
+    flights = (
+        [
+            flight(state_dir, r, campaign["budget_s"])
+            for r in rows(con, f"SELECT * FROM run WHERE id IN ({','.join('?' * len(active))}) ORDER BY id", active)
+        ]
+        if state == "running" and active
+        else []
+    )
+    kept = [
+        (int(seq), float(v)) for g in groups if g["kept"] for seq, v in (p.split(":") for p in g["kept"].split(","))
+    ]
     sigma = campaign["noise_sigma"]
-    cost = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (campaign["id"],)).fetchone()[0]
+    cost = con.execute(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (campaign["id"],)
+    ).fetchone()[0]
     return {
-        "id": campaign["id"], "tag": campaign["tag"], "program": campaign["program"], "state": state,
+        "id": campaign["id"],
+        "tag": campaign["tag"],
+        "program": campaign["program"],
+        "state": state,
         "reason": campaign["stop_reason"] if state in ("paused", "stopped") else campaign["note"],
-        "agent": campaign["agent"], "model": campaign["llm_model"], "dataset": campaign["dataset"],
-        "runs": {g["status"]: g["n"] for g in groups}, "total_runs": sum(g["n"] for g in groups), "flights": flights,
+        "agent": campaign["agent"],
+        "model": campaign["llm_model"],
+        "dataset": campaign["dataset"],
+        "runs": {g["status"]: g["n"] for g in groups},
+        "total_runs": sum(g["n"] for g in groups),
+        "flights": flights,
         "best_val_bpb": best_val,
         "best_test_bpb": ratio(total["best_test_sum"], total["best_test_n"]) if best else None,
         "best_run": best["seq"] if best else None,
         "best_description": best["description"] if best else None,
-        "baseline_val_bpb": baseline, "improvement": improvement,
-        "noise_sigma": sigma, "band": noise_band(campaign),
+        "baseline_val_bpb": baseline,
+        "improvement": improvement,
+        "noise_sigma": sigma,
+        "band": noise_band(campaign),
         "gain_sigma": improvement / sigma if improvement is not None and sigma else None,
-        "cost_usd": round(cost, 4), "since_last_keep_s": report.ago(last_keep),
+        "cost_usd": round(cost, 4),
+        "since_last_keep_s": report.ago(last_keep),
         "spark": sparkline(kept, max((g["last_seq"] for g in groups), default=0)),
     }
 
@@ -247,7 +334,11 @@ def overview(db: Path, state_dir: Path) -> dict:
     con = connect(db)
     try:
         campaigns = [summary(con, state_dir, c) for c in rows(con, "SELECT * FROM campaign ORDER BY id")]
-        events = rows(con, "SELECT e.*, c.program, c.tag FROM event e LEFT JOIN campaign c ON c.id = e.campaign_id ORDER BY e.id DESC LIMIT 15")
+        events = rows(
+            con,
+            "SELECT e.*, c.program, c.tag FROM event e LEFT JOIN campaign c ON c.id = e.campaign_id "
+            "ORDER BY e.id DESC LIMIT 15",
+        )
     finally:
         con.close()
     return {"campaigns": campaigns, "events": events}
@@ -270,11 +361,21 @@ class RunQuery:
             page = max(1, int(params.get("page", 1)))
         except ValueError:
             page = 1
-        return cls(sort if sort in SORTS else "seq", params.get("dir", "desc") != "asc", status if status in STATUSES else None, page)
+        return cls(
+            sort if sort in SORTS else "seq",
+            params.get("dir", "desc") != "asc",
+            status if status in STATUSES else None,
+            page,
+        )
 
     def link(self, **change) -> str:
         """The query string of this page with some fields changed (sorting or filtering returns to page 1)."""
-        q = {"sort": self.sort, "dir": "desc" if self.desc else "asc", "status": self.status or "", "page": self.page} | change
+        q = {
+            "sort": self.sort,
+            "dir": "desc" if self.desc else "asc",
+            "status": self.status or "",
+            "page": self.page,
+        } | change
         if "page" not in change:
             q["page"] = 1
         return "?" + "&".join(f"{k}={v}" for k, v in q.items() if v not in ("", None))
@@ -292,8 +393,19 @@ def runs_table(con: sqlite3.Connection, campaign_id: int, counts: dict[str, int]
     direction = "DESC" if q.desc else "ASC"
     # q.sort is one of SORTS; seq is never null, so its order can walk the (campaign_id, seq) index
     order = f"seq {direction}" if q.sort == "seq" else f"{q.sort} IS NULL, {q.sort} {direction}, seq DESC"
-    found = rows(con, f"SELECT {TABLE_FIELDS} FROM run {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
-    return {"rows": found, "total": total, "page": page, "pages": pages, "counts": counts, "query": RunQuery(q.sort, q.desc, q.status, page)}
+    found = rows(
+        con,
+        f"SELECT {TABLE_FIELDS} FROM run {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE],
+    )
+    return {
+        "rows": found,
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "counts": counts,
+        "query": RunQuery(q.sort, q.desc, q.status, page),
+    }
 
 
 def campaign_page(db: Path, state_dir: Path, campaign_id: int, q: RunQuery) -> dict | None:
@@ -319,11 +431,17 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
     """
     con = connect(db)
     try:
-        found = con.execute(f"SELECT seq, id, status, kind, substr(description, 1, {CHART_DESCRIPTION_CHARS}), val_bpb, test_bpb FROM run WHERE campaign_id = ? ORDER BY seq, id", (campaign_id,)).fetchall()
+        found = con.execute(
+            f"SELECT seq, id, status, kind, substr(description, 1, {CHART_DESCRIPTION_CHARS}), val_bpb, test_bpb "
+            "FROM run WHERE campaign_id = ? ORDER BY seq, id",
+            (campaign_id,),
+        ).fetchall()
         camp = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,)) or {}
     finally:
         con.close()
-    seq, ids, status, kind, description, val, test = (list(column) for column in zip(*found)) if found else ([] for _ in range(7))
+    seq, ids, status, kind, description, val, test = (
+        (list(column) for column in zip(*found)) if found else ([] for _ in range(7))
+    )
     series = {"seq": seq, "id": ids, "status": status, "kind": kind, "description": [d or "" for d in description]}
     kept, other, kept_test, failed, unscored, running_best = [], [], [], [], [], []
     best = None
@@ -337,17 +455,29 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
         failed.append(0 if s in FAILED else None)
         unscored.append(0 if not scored and s not in FAILED else None)
         running_best.append(best)
-    return series | {"kept": kept, "other": other, "test": kept_test, "failed": failed, "unscored": unscored, "best": running_best, "band": noise_band(camp)}
+    return series | {
+        "kept": kept,
+        "other": other,
+        "test": kept_test,
+        "failed": failed,
+        "unscored": unscored,
+        "best": running_best,
+        "band": noise_band(camp),
+    }
 
 
 def cost_chart(db: Path, campaign_id: int) -> dict:
     """Cumulative LLM dollars and tokens over time (unix seconds), one point per call."""
     con = connect(db)
     try:
-        calls = con.execute("""SELECT (julianday(created_at) - 2440587.5) * 86400.0,
+        calls = con.execute(
+            """SELECT (julianday(created_at) - 2440587.5) * 86400.0,
                                       SUM(cost_usd) OVER (ORDER BY id),
-                                      SUM(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens) OVER (ORDER BY id)
-                               FROM llm_call WHERE campaign_id = ? ORDER BY id""", (campaign_id,)).fetchall()
+                                      SUM(input_tokens + cache_read_tokens + cache_write_tokens + output_tokens)
+                                          OVER (ORDER BY id)
+                               FROM llm_call WHERE campaign_id = ? ORDER BY id""",
+            (campaign_id,),
+        ).fetchall()
     finally:
         con.close()
     t, cost, tokens = (list(column) for column in zip(*calls)) if calls else ([], [], [])
@@ -387,15 +517,32 @@ def extra_fields(row: dict, shown: set[str]) -> list[tuple[str, str]]:
 def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
     con = connect(db)
     try:
-        run = one(con, "SELECT r.*, c.tag, c.program FROM run r JOIN campaign c ON c.id = r.campaign_id WHERE r.id = ?", (run_id,))
+        run = one(
+            con,
+            "SELECT r.*, c.tag, c.program FROM run r JOIN campaign c ON c.id = r.campaign_id WHERE r.id = ?",
+            (run_id,),
+        )
         if run is None:
             return None
         campaign = one(con, "SELECT * FROM campaign WHERE id = ?", (run["campaign_id"],))
         calls = rows(con, "SELECT * FROM llm_call WHERE run_id = ? ORDER BY id", (run_id,))
         events = rows(con, "SELECT * FROM event WHERE run_id = ? ORDER BY id", (run_id,))
         # the champion this run was judged against: the kept run of its parent commit
-        parent = one(con, "SELECT id, seq FROM run WHERE campaign_id = ? AND \"commit\" = ? AND status = 'keep' AND id != ? ORDER BY id DESC LIMIT 1", (run["campaign_id"], run["parent_commit"], run_id)) if run["parent_commit"] else None
-        neighbours = rows(con, "SELECT id, seq FROM run WHERE campaign_id = ? AND seq IN (?, ?)", (run["campaign_id"], run["seq"] - 1, run["seq"] + 1))
+        parent = (
+            one(
+                con,
+                "SELECT id, seq FROM run WHERE campaign_id = ? AND \"commit\" = ? AND status = 'keep' AND id != ? "
+                "ORDER BY id DESC LIMIT 1",
+                (run["campaign_id"], run["parent_commit"], run_id),
+            )
+            if run["parent_commit"]
+            else None
+        )
+        neighbours = rows(
+            con,
+            "SELECT id, seq FROM run WHERE campaign_id = ? AND seq IN (?, ?)",
+            (run["campaign_id"], run["seq"] - 1, run["seq"] + 1),
+        )
     finally:
         con.close()
     lines, hidden = diff_lines(run["diff"])
@@ -419,7 +566,9 @@ def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
 def find_run_id(db: Path, campaign_id: int, seq: int) -> int | None:
     con = connect(db)
     try:
-        r = con.execute("SELECT id FROM run WHERE campaign_id = ? AND seq = ? ORDER BY id DESC LIMIT 1", (campaign_id, seq)).fetchone()
+        r = con.execute(
+            "SELECT id FROM run WHERE campaign_id = ? AND seq = ? ORDER BY id DESC LIMIT 1", (campaign_id, seq)
+        ).fetchone()
     finally:
         con.close()
     return r[0] if r else None
@@ -453,8 +602,13 @@ class Watcher:
         return self.con.execute("PRAGMA data_version").fetchone()[0]
 
     def _snapshot(self) -> tuple[tuple, list[Path]]:
-        runs = self.con.execute(f"SELECT id, status, val_bpb, test_bpb, description, run_dir FROM run ORDER BY id DESC LIMIT {RECENT_RUNS}").fetchall()
-        campaigns = [tuple(v for k, v in dict(r).items() if k not in VOLATILE_CAMPAIGN_COLUMNS) for r in self.con.execute("SELECT * FROM campaign ORDER BY id")]
+        runs = self.con.execute(
+            f"SELECT id, status, val_bpb, test_bpb, description, run_dir FROM run ORDER BY id DESC LIMIT {RECENT_RUNS}"
+        ).fetchall()
+        campaigns = [
+            tuple(v for k, v in dict(r).items() if k not in VOLATILE_CAMPAIGN_COLUMNS)
+            for r in self.con.execute("SELECT * FROM campaign ORDER BY id")
+        ]
         last = tuple(self.con.execute("SELECT (SELECT MAX(id) FROM event), (SELECT MAX(id) FROM llm_call)").fetchone())
         logs = [p for r in runs if r[1] == "training" and (p := run_file(self.state_dir, r[5], "train.log"))]
         return (tuple(map(tuple, runs)), tuple(campaigns), last), logs

@@ -44,10 +44,31 @@ def capture(page, url: str, out: Path, full_page: bool = True) -> None:
 
 
 @click.command()
-@click.option("--state-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True, help="state directory holding experiments.db")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("docs/dashboard.png"), show_default=True, help="PNG to write")
-@click.option("--path", "paths", multiple=True, default=["/"], show_default=True, help="page to capture (repeat for several: NAME-1.png, ...)")
-@click.option("--full-page/--viewport", default=False, show_default=True, help="the whole page, or what fits in 1360x900")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="state directory holding experiments.db",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("docs/dashboard.png"),
+    show_default=True,
+    help="PNG to write",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    default=["/"],
+    show_default=True,
+    help="page to capture (repeat for several: NAME-1.png, ...)",
+)
+@click.option(
+    "--full-page/--viewport", default=False, show_default=True, help="the whole page, or what fits in 1360x900"
+)
 def main(state_dir: Path, output: Path, paths: tuple[str, ...], full_page: bool) -> None:
     """Serve the dashboard over STATE_DIR on a free loopback port and screenshot pages of it."""
     from playwright.sync_api import sync_playwright

@@ -92,6 +92,7 @@
       const upper = d.best.map((b) => (b == null || !band ? null : b + band));
       const lower = d.best.map((b) => (b == null || !band ? null : b - band));
       const data = [d.seq, upper, lower, d.best, d.other, d.kept, d.test, d.failed.map(onFloor), d.unscored.map(onFloor)];
+      const k = d.seq.length > 2000 ? 0.5 : 1; // smaller marks when thousands of runs share the width
       const opts = {
         scales: { x: { time: false }, y: { range: () => [floor - pad, hi + pad] } },
         axes: [xAxis("run"), { label: "bits per byte", size: 64, grid: { stroke: "#f0f1f3" }, values: (u, vs) => vs.map((v) => v.toFixed(3)) }],
@@ -100,11 +101,11 @@
           { label: "best + band", stroke: "rgba(37,99,235,0.25)", width: 1, dash: [4, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
           { label: "best − band", stroke: "rgba(37,99,235,0.25)", width: 1, dash: [4, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
           { label: "running best", stroke: BLUE, width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
-          { label: "discarded / other", stroke: GREY, paths: noLine, points: points(5, "#d5d9df", GREY), value: fmt(4) },
-          { label: "kept", stroke: BLUE, paths: noLine, points: points(8, BLUE), value: fmt(4) },
-          { label: "test_bpb (kept)", stroke: ORANGE, paths: noLine, points: points(6, ORANGE), value: fmt(4) },
-          { label: "crash / timeout / invalid", stroke: RED, paths: noLine, points: points(6, RED), value: (u, v) => (v == null ? "" : "✕") },
-          { label: "rejected / interrupted / running", stroke: GREY, paths: noLine, points: points(5, "#fff", GREY), value: (u, v) => (v == null ? "" : "○") },
+          { label: "discarded / other", stroke: GREY, paths: noLine, points: points(5 * k, "#d5d9df", GREY), value: fmt(4) },
+          { label: "kept", stroke: BLUE, paths: noLine, points: points(8 * k, BLUE), value: fmt(4) },
+          { label: "test_bpb (kept)", stroke: ORANGE, paths: noLine, points: points(6 * k, ORANGE), value: fmt(4) },
+          { label: "crash / timeout / invalid", stroke: RED, paths: noLine, points: points(6 * k, RED), value: (u, v) => (v == null ? "" : "✕") },
+          { label: "rejected / interrupted / running", stroke: GREY, paths: noLine, points: points(5 * k, "#fff", GREY), value: (u, v) => (v == null ? "" : "○") },
         ],
         bands: band ? [{ series: [1, 2], fill: "rgba(37,99,235,0.07)" }] : [],
         cursor: { points: { size: 9 } },
@@ -131,7 +132,7 @@
       if (!d.t.length) { note(el, "no LLM calls in this campaign (the offline agent calls none)"); return null; }
       const opts = {
         scales: { x: { time: true }, usd: {}, tok: {} },
-        axes: [{ grid: { stroke: "#f0f1f3" } }, { scale: "usd", size: 60, values: (u, vs) => vs.map((v) => "$" + v.toFixed(2)), grid: { stroke: "#f0f1f3" } },
+        axes: [{ grid: { stroke: "#f0f1f3" } }, { scale: "usd", size: 72, values: (u, vs) => vs.map((v) => "$" + v.toFixed(2)), grid: { stroke: "#f0f1f3" } },
                { scale: "tok", side: 1, size: 60, grid: { show: false }, values: (u, vs) => vs.map((v) => (v >= 1e6 ? (v / 1e6).toFixed(1) + "M" : (v / 1e3).toFixed(0) + "k")) }],
         series: [{}, { label: "dollars", scale: "usd", stroke: GREEN, width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => (v == null ? "-" : "$" + v.toFixed(4)) },
                  { label: "tokens", scale: "tok", stroke: GREY, width: 1, paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => (v == null ? "-" : v.toLocaleString()) }],
