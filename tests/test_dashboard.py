@@ -560,3 +560,11 @@ def test_token_redirect_stays_on_this_site(state):
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+def test_sparkline_follows_the_running_best_and_stays_small():
+    assert data.sparkline([], 10) is None
+    path = data.sparkline([(1, 3.0), (5, 2.9), (9, 2.95), (12, 2.8)], 20)  # 2.95 is a kept re-measure, not a new best
+    assert path == "M0,4.0 H50.5 V22.0 H138.9 V40.0 H240"
+    many = data.sparkline([(i, 3 - i * 1e-4) for i in range(1, 10_001)], 10_000)
+    assert many.count("V") <= data.SPARK_W + 1

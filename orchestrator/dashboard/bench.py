@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from .. import ledger
+from .. import ledger, report
 from ..bench import build_ledger
 from ..ledger import Event, LlmCall, Run
 from .app import create_app, running
@@ -115,7 +116,16 @@ def main(runs: int, repeat: int) -> None:
             "cost_chart_json": f"/api/campaign/{cid}/cost",
             "run_page": f"/run/{some_run}",
         }
-        result: dict = {"runs_in_ledger": runs}
+        status = []
+        for _ in range(repeat):  # the CLI's own queries on the same ledger: a yardstick for this machine's speed
+            t = time.perf_counter()
+            report.status(db, state)
+            status.append((time.perf_counter() - t) * 1000)
+        result: dict = {
+            "runs_in_ledger": runs,
+            "load_average": os.getloadavg(),
+            "status_queries_median_ms": round(statistics.median(status), 1),
+        }
         with running(create_app(state)) as base:
             timed_get(base + "/")  # warm imports and template compilation
             result["idle"] = measure(base, pages, repeat)

@@ -254,9 +254,14 @@ def sparkline(kept: list[tuple[int, float]], last_seq: int) -> str | None:
     def y(value: float) -> float:
         return 4 + (hi - value) / (hi - lo) * (SPARK_H - 8) if hi > lo else SPARK_H / 2
 
-    path = f"M0,{y(steps[0][1]):.1f}"
+    path, last_x = f"M0,{y(steps[0][1]):.1f}", None
     for seq, value in steps[1:]:
-        path += f" H{x(seq):.1f} V{y(value):.1f}"
+        if round(x(seq)) == last_x:  # several improvements within one pixel: draw the last
+            path = path[: path.rindex(" V")]
+        else:
+            path += f" H{x(seq):.1f}"
+            last_x = round(x(seq))
+        path += f" V{y(value):.1f}"
     return path + f" H{SPARK_W}"
 
 
