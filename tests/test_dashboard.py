@@ -329,7 +329,7 @@ def test_run_page_shows_diff_log_loss_and_llm_calls(page, server, state):
 def test_compare_two_runs(page, server, state):
     a, b = run_id(state, "model", 3), run_id(state, "model", 7)
     page.goto(f"{server}/run/{a}")
-    page.fill("form.compare input[name=b]", "#7")
+    page.fill("form.compare input[name=seq]", "7")
     page.click("form.compare button")
     page.wait_for_url("**/compare**")
     text = page.locator("table.compare-metrics").inner_text()
@@ -568,3 +568,16 @@ def test_sparkline_follows_the_running_best_and_stays_small():
     assert path == "M0,4.0 H50.5 V22.0 H138.9 V40.0 H240"
     many = data.sparkline([(i, 3 - i * 1e-4) for i in range(1, 10_001)], 10_000)
     assert many.count("V") <= data.SPARK_W + 1
+
+
+def test_chart_data_is_valid_json_when_a_score_is_infinite(tmp_path):
+    import json
+
+    db = tmp_path / "experiments.db"
+    c = Campaign(tag="inf", program="model", branch="b", worktree="w", base_commit="a" * 40, agent="offline",
+                 dataset="stdlib", budget_s=60)
+    ledger.save(db, c)
+    ledger.save(db, experiment(c.id, 1, "keep", 2.5, kind="baseline"), experiment(c.id, 2, "discard", float("inf")))
+    chart = data.progress_chart(db, c.id)
+    json.dumps(chart, allow_nan=False)  # what the JSON response does: no inf, no NaN
+    assert chart["other"] == [None, None] and chart["unscored"] == [None, 0]

@@ -189,18 +189,19 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
         return JSONResponse(data.loss_curve(state_dir, detail["run"]))
 
     def compare(request: Request) -> Response:
-        """Two runs side by side; `b` may be a run id or `#seq` in a's campaign."""
+        """Two runs side by side: `?a=ID&b=ID` (run ids), or `?a=ID&seq=N` for run #N of a's campaign."""
+        q = request.query_params
         try:
-            a = int(request.query_params.get("a", ""))
+            a = int(q.get("a", ""))
+            left = found(data.run_detail(db, state_dir, a), f"run {a}")
+            if "seq" in q:
+                seq = int(q["seq"].strip().lstrip("#"))
+                b = found(data.find_run_id(db, left["run"]["campaign_id"], seq), f"run #{seq} in this campaign")
+            else:
+                b = int(q.get("b", ""))
         except ValueError:
-            raise HTTPException(400, "compare needs ?a=RUN_ID&b=RUN_ID (or b=#SEQ)")
-        left = found(data.run_detail(db, state_dir, a), f"run {a}")
-        b = request.query_params.get("b", "").strip()
-        try:
-            b_id = data.find_run_id(db, left["run"]["campaign_id"], int(b[1:])) if b.startswith("#") else int(b)
-        except ValueError:
-            raise HTTPException(400, "b must be a run id or #SEQ")
-        right = found(data.run_detail(db, state_dir, b_id) if b_id is not None else None, f"run {b}")
+            raise HTTPException(400, "compare needs ?a=RUN_ID&b=RUN_ID or ?a=RUN_ID&seq=N")
+        right = found(data.run_detail(db, state_dir, b), f"run {b}")
         return page(request, "compare.html", left=left, right=right)
 
     async def events(request: Request) -> Response:

@@ -450,6 +450,8 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
     series = {"seq": seq, "id": ids, "status": status, "kind": kind, "description": [d or "" for d in description]}
     kept, other, kept_test, failed, unscored, running_best = [], [], [], [], [], []
     best = None
+    val = [v if v is None or math.isfinite(v) else None for v in val]  # JSON has no inf; a diverged run shows unscored
+    test = [t if t is None or math.isfinite(t) else None for t in test]
     for s, v, t in zip(status, val, test):
         scored = v is not None and s not in FAILED
         if scored and s == "keep":
