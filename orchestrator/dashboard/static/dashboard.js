@@ -165,10 +165,19 @@
   function listen() {
     source = new EventSource("/events");
     // `hello` comes once the server watches: whatever changed since the page was rendered is fetched now
-    source.addEventListener("hello", () => { document.body.dataset.live = "on"; changed("ledger", "progress"); });
+    source.addEventListener("hello", () => { document.body.dataset.live = "on"; drawn = true; changed("ledger", "progress"); });
     source.addEventListener("ledger", () => changed("ledger"));
     source.addEventListener("progress", () => changed("progress"));
-    source.onerror = () => { document.body.dataset.live = "off"; }; // EventSource reconnects by itself
+    source.onerror = () => { document.body.dataset.live = "off"; drawOnce(); }; // EventSource reconnects by itself
+  }
+
+  // Charts are first drawn by the `hello` refresh (one fetch of their data, not two); without a
+  // stream (hidden tab, or the stream failed) they are drawn once from here.
+  let drawn = false;
+  function drawOnce() {
+    if (drawn) return;
+    drawn = true;
+    document.querySelectorAll("[data-chart]").forEach(loadChart);
   }
 
   let resizing = null;
@@ -186,6 +195,6 @@
     else if (!document.hidden && !source) listen();
   });
 
-  document.querySelectorAll("[data-chart]").forEach(loadChart);
-  if (!document.hidden) listen();
+  if (document.hidden) drawOnce();
+  else listen();
 })();
