@@ -353,7 +353,11 @@ def serve(host, port, token, state_dir) -> None:
     if not 0 <= port <= 65535:
         fail(f"--port must be 0-65535, got {port}")
     state, _ = state_paths(state_dir)
-    dashboard.serve(state, host, port, token)
+    try:
+        sock = dashboard.bind(host, port)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    dashboard.serve(state, sock, token)
 
 
 @app.command()

@@ -417,6 +417,17 @@ def test_serve_refuses_a_public_address_without_a_token():
     assert "--token" in result.output
 
 
+def test_serve_says_so_when_the_port_is_taken():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = CliRunner().invoke(cli_app, ["serve", "--port", str(taken.getsockname()[1])])
+    assert result.exit_code == 2
+    assert "cannot listen on 127.0.0.1" in result.output
+
+
 def test_pages_leave_the_ledger_untouched(tmp_path, state):
     """Read-only: no migration, no write, even on a ledger whose schema is older than this arx."""
     db = tmp_path / "experiments.db"

@@ -265,19 +265,31 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(state_dir: Path, host: str, port: int, token: str | None) -> None:
-    """Run the dashboard until Ctrl-C."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is printed, so a busy port is a one-line error (OSError)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(state_dir: Path, sock: socket.socket, token: str | None) -> None:
+    """Run the dashboard on a bound socket until Ctrl-C."""
+    host, port = sock.getsockname()[:2]
     app = create_app(state_dir, token, host)
     shown = f"[{host}]" if ":" in host else host
     print(f"arx dashboard on http://{shown}:{port}/" + (f"?token={token}" if token else ""), flush=True)
-    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)).run()
+    Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)).run(sockets=[sock])
 
 
 @contextmanager
 def running(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve `app` on a free port in a background thread and yield its base URL (tests, bench, screenshots)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.bind((host, 0))
+    sock = bind(host, 0)
     server = Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
