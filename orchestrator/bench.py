@@ -3,6 +3,8 @@
     python -m orchestrator.bench status      # `arx-daemon status` on a ledger of 10,000 runs
     python -m orchestrator.bench overhead    # a real offline campaign: per-experiment overhead,
                                              # daemon RSS and CPU while a trainer runs
+    python -m orchestrator.bench eval        # sealed evaluation (two sandboxed model processes +
+                                             # the trusted scorer) on a 30 s run at the CPU default
 
 Overhead per experiment = the run's wall time minus the agent's time, the trainer's own time
 (startup after imports + training) and the evaluator's own time: what is left is git, the
@@ -113,6 +115,33 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
     }
 
 
+def bench_eval(budget: float = 30.0, default_budget: float = 300.0) -> dict:
+    """Train the checkout's trainer for `budget` seconds and time its sealed evaluation, as a campaign would."""
+    from . import corpus, experiment, sandbox
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = experiment.Spec(program="model", worktree=ROOT, run_dir=Path(tmp) / "runs" / "0001", corpus=corpus.materialize("stdlib"),
+                               budget_s=budget, seed=1, state_dir=Path(tmp), train_deadline_s=budget + 120,
+                               unsafe_no_sandbox=sandbox.backend().name == "none")
+        m = experiment.measure(spec)
+        if not m.ok:
+            raise SystemExit(f"error: the measurement failed ({m.status}): {m.reason}\n{m.log_tail}")
+        detail = m.scores.detail
+        return {
+            "sandbox": sandbox.backend().name,
+            "train_budget_s": budget,
+            "train_wall_s": m.train_wall_s,
+            "val_bpb": round(m.scores.val_bpb, 4),
+            "eval_seconds": m.eval_seconds,
+            "eval_fraction_of_default_budget": round(m.eval_seconds / default_budget, 4),
+            "logits_transfer_and_model_seconds": detail["transfer_seconds"],
+            "rows": detail["rows"],
+            "probes": detail["probes"],
+            "causality_max_diff": detail["causality_max_diff"],
+            "claimed_tok_per_sec": m.claimed.get("tok_per_sec"),
+        }
+
+
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     out = {}
@@ -120,6 +149,8 @@ def main() -> int:
         out["status"] = bench_status()
     if what in ("overhead", "all"):
         out["overhead"] = bench_overhead()
+    if what in ("eval", "all"):
+        out["eval"] = bench_eval()
     print(json.dumps(out, indent=2))
     return 0
 

@@ -26,7 +26,7 @@ import psutil
 
 from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits, ProposalContext, TransientAgentError
 
-from . import ledger, policy, runner, slots, worktree
+from . import corpus, experiment, ledger, policy, runner, slots, worktree
 from .ledger import Campaign, LlmCall, Run, utcnow
 from .programs import ACTIVE_RUN_STATUSES, PROGRAMS, ROOT, StatePaths, out_of_scope
 
@@ -36,6 +36,8 @@ BACKOFF_MAX_S = 300.0
 MAX_BASELINE_FAILURES = 3
 MAX_CONSECUTIVE_ERRORS = 5
 FAILURE_TAIL_LINES = 20
+MIN_ALLOWANCE_S = 10.0
+ALLOWANCE_FACTOR = 2.0
 
 
 @dataclass
@@ -53,11 +55,12 @@ class Settings:
     stall_s: float = 120.0
     memory_mb: float | None = None
     eval_timeout_s: float = 600.0
+    unsafe_no_sandbox: bool = False
     policy: policy.Policy = field(default_factory=policy.Policy)
     repo: Path = ROOT  # the repository campaigns branch from (tests use a scratch copy)
 
     def limits_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("budget_s", "max_experiments", "max_cost_usd", "slots", "seed", "startup_grace_s", "stall_s", "memory_mb", "eval_timeout_s")} | {"policy": self.policy.to_dict()}
+        return {k: getattr(self, k) for k in ("budget_s", "max_experiments", "max_cost_usd", "slots", "seed", "startup_grace_s", "stall_s", "memory_mb", "eval_timeout_s", "unsafe_no_sandbox")} | {"policy": self.policy.to_dict()}
 
 
 class StopCampaign(Exception):
@@ -260,9 +263,10 @@ class CampaignLoop:
             self.drop_checkpoint(run)
 
     def drop_checkpoint(self, run: Run) -> None:
-        """Checkpoints of runs that were not kept are deleted; logs and json stay."""
+        """Checkpoints and compiled kernels of runs that were not kept are deleted; logs and json stay."""
         if run.run_dir:
             (Path(run.run_dir) / "model.safetensors").unlink(missing_ok=True)
+            shutil.rmtree(Path(run.run_dir) / "tmp", ignore_errors=True)
 
     def measure_baseline(self, n: int) -> None:
         head = self.kept_head()
@@ -416,8 +420,6 @@ class CampaignLoop:
     def measure(self, run: Run) -> bool:
         """Prepare (data program), train and evaluate `run`'s commit; False if it did not yield a score."""
         run_dir = Path(run.run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
         try:
             with slots.trainer_slot(self.s.state_dir, self.s.slots, self.stop_requested.is_set, lambda: self.event("slot", f"#{run.seq} waiting for a free trainer slot", run)):
                 return self._measure(run, run_dir)
@@ -426,76 +428,66 @@ class CampaignLoop:
             raise StopCampaign("stopped by request") from None
 
     def _measure(self, run: Run, run_dir: Path) -> bool:
-        from trainer import blas  # stdlib only: the orchestrator never imports MLX
+        spec = experiment.Spec(
+            program=self.program.name,
+            worktree=Path(self.campaign.worktree),
+            run_dir=run_dir,
+            corpus=self.corpus,
+            budget_s=self.s.budget_s,
+            seed=self.s.seed,
+            state_dir=self.s.state_dir,
+            train_deadline_s=self.s.budget_s + self.startup_allowance(),
+            stall_s=self.s.stall_s,
+            memory_mb=self.s.memory_mb,
+            eval_timeout_s=self.s.eval_timeout_s,
+            tokenizer_sha256=self.campaign.tokenizer_sha256 if self.program.name == "model" else None,
+            kernels=self.paths.kernels,
+            unsafe_no_sandbox=self.s.unsafe_no_sandbox,
+        )
 
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ARX_RUN_DIR")} | blas.fast_env()
-        env |= {"ARX_RUN_DIR": str(run_dir), "ARX_BUDGET_S": f"{self.s.budget_s:g}", "ARX_DATASET": self.campaign.dataset, "ARX_SEED": str(self.s.seed), "PYTHONUNBUFFERED": "1"}
-        wt = Path(self.campaign.worktree)
-        train_limits = runner.Limits(self.s.budget_s + self.s.startup_grace_s, self.s.stall_s, self.s.memory_mb)
-
-        def on_start(pid: int) -> None:
-            run.pid = pid
+        def on_phase(phase: str, pid: int | None) -> None:
+            run.status, run.pid = ("training" if phase in ("preparing", "prepare") else phase), pid
             self.save(run)
 
-        if self.program.name == "data":
-            run.status = "training"
-            self.save(run)
-            out = runner.run_watched([sys.executable, "-m", "trainer.prepare", "--dataset", self.campaign.dataset], wt, env, run_dir / "prepare.log", runner.Limits(self.s.eval_timeout_s * 2, self.s.stall_s * 5, self.s.memory_mb), self.stop_requested.is_set, on_start)
-            if not out.ok:
-                return self.failed(run, out, "prepare")
-
-        run.status = "training"
-        self.save(run)
-        out = runner.run_watched([sys.executable, "-m", "trainer.train"], wt, env, run_dir / "train.log", train_limits, self.stop_requested.is_set, on_start)
-        if not out.ok:
-            return self.failed(run, out, "training")
-        try:
-            info = json.loads((run_dir / "train.json").read_text())
-            for key in ("steps", "tokens", "tok_per_sec", "training_seconds", "peak_memory_mb", "num_params"):
-                setattr(run, key, info[key])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            run.pid = None
-            self.finish(run, "crash", f"training exited 0 without a valid train.json ({type(e).__name__}: {e})", out.log_tail)
+        m = experiment.measure(spec, self.stop_requested.is_set, on_phase)
+        run.pid, run.exit_code, run.train_wall_s, run.eval_seconds = None, m.exit_code, m.train_wall_s, m.eval_seconds
+        for key in ("steps", "tokens", "tok_per_sec", "training_seconds", "peak_memory_mb", "num_params"):
+            setattr(run, key, m.claimed.get(key))
+        if m.status == "interrupted":
+            self.finish(run, "interrupted", m.reason)
+            raise StopCampaign("stopped by request")
+        if not m.ok:
+            self.finish(run, m.status, m.reason, m.log_tail or None)
             return False
-
-        run.status = "evaluating"
-        self.save(run)
-        cmd = [sys.executable, "-m", "trainer.evaluate", "--run-dir", str(run_dir), "--worktree", str(wt)]
-        out = runner.run_watched(cmd, ROOT, env, run_dir / "eval.log", runner.Limits(self.s.eval_timeout_s, self.s.stall_s * 5, self.s.memory_mb), self.stop_requested.is_set, on_start)
-        run.pid = None
-        if not out.ok:
-            return self.failed(run, out, "evaluation")
-        result = json.loads((run_dir / "eval.json").read_text())
-        run.eval_seconds = result.get("eval_seconds")
-        if result.get("status") != "ok":
-            self.finish(run, "invalid", result.get("error", "evaluation marked the run invalid"))
-            return False
+        scores = m.scores
+        pins = (scores.val_sha256, scores.test_sha256, scores.tokenizer_sha256)
         if self.campaign.val_sha256 is None:
-            self.update_campaign(val_sha256=result["val_sha256"], test_sha256=result["test_sha256"])
-            self.event("pinned", f"evaluation data pinned: val {result['val_sha256'][:12]}, test {result['test_sha256'][:12]}", run)
-        elif (result["val_sha256"], result["test_sha256"]) != (self.campaign.val_sha256, self.campaign.test_sha256):
+            self.update_campaign(val_sha256=pins[0], test_sha256=pins[1], tokenizer_sha256=pins[2])
+            self.event("pinned", f"evaluation data pinned: val {pins[0][:12]}, test {pins[1][:12]}, tokenizer {pins[2][:12]}", run)
+        elif pins[:2] != (self.campaign.val_sha256, self.campaign.test_sha256):
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
-        run.val_bpb, run.test_bpb = result["val_bpb"], result["test_bpb"]
+        if run.kind == "baseline" and not self.paths.kernels.exists():  # compiled by the unchanged code: a safe seed
+            shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
+        run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb
+        run.scoring = json.dumps(scores.detail)
         self.save(run)
-        self.event("measured", f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} ({run.tok_per_sec:,.0f} tok/s)", run)
+        claimed = f"{run.tok_per_sec:,.0f} tok/s claimed" if run.tok_per_sec else "no throughput claimed"
+        self.event("measured", f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} (trained {run.train_wall_s:.0f}s by the daemon's clock; {claimed})", run)
         return True
 
-    def failed(self, run: Run, out: runner.Outcome, phase: str) -> bool:
-        run.pid, run.exit_code = None, out.exit_code
-        if out.reason == "stopped":
-            self.finish(run, "interrupted", f"stopped during {phase}")
-            raise StopCampaign("stopped by request")
-        if out.reason in ("deadline", "stall"):
-            status, why = "timeout", f"{phase} {out.detail}"
-        elif out.reason == "memory":
-            status, why = "crash", f"{phase} {out.detail}"
-        elif phase == "training" and out.exit_code == 3:
-            status, why = "crash", "training stopped on a non-finite loss (exit 3)"
-        else:
-            status, why = "crash", f"{phase} exited with code {out.exit_code}"
-        self.finish(run, status, why, out.log_tail)
-        return False
+    def startup_allowance(self) -> float:
+        """Seconds a trainer may run past its budget (start-up, compilation, saving), measured by the
+        daemon on the unchanged baseline: ALLOWANCE_FACTOR x its overhead, at least MIN_ALLOWANCE_S.
+        Until a baseline has been timed, the configured --startup-grace-s."""
+        overheads = [r.train_wall_s - self.s.budget_s for r in self.runs() if r.kind == "baseline" and r.train_wall_s and r.val_bpb is not None]
+        if not overheads:
+            return self.s.startup_grace_s
+        return max(MIN_ALLOWANCE_S, ALLOWANCE_FACTOR * max(overheads))
+
+    @functools.cached_property
+    def corpus(self) -> corpus.Corpus:
+        return corpus.materialize(self.campaign.dataset)
 
 
 def is_our_child(pid: int) -> bool:

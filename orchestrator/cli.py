@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,8 +72,9 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
 @click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
 @click.option("--base", default=None, help="commit to branch from (default: HEAD)")
 @click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, state_dir) -> None:
+def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, unsafe_no_sandbox, state_dir) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -103,6 +105,7 @@ def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budg
         seed=seed,
         stall_s=stall_s,
         memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20,
+        unsafe_no_sandbox=unsafe_no_sandbox,
         policy=Policy(baseline_runs=baseline_runs, min_delta=min_delta),
     )
     try:
@@ -192,7 +195,7 @@ def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             now = "-"
         runs = " ".join(f"{k} {v}" for k, v in sorted(c["runs"].items()))
         improvement = f"{-c['improvement']:+.4f}" if c["improvement"] is not None else "-"
-        agent = c["agent"] + (f" ({c['model']})" if c["model"] else "")
+        agent = c["agent"] + (f" ({c['model']})" if c["model"] else "") + (f", sandbox {c['sandbox']}" if c["sandbox"] else "")
         out.append([f"{c['program']}/{c['tag']}", state, agent, now, runs or "-", bpb(c["best_val_bpb"]), improvement, bpb(c["best_test_bpb"]), bpb(c["noise_sigma"]), f"${c['cost_usd']:.2f}", duration(c["since_last_keep_s"])])
     return headers, out
 
@@ -286,7 +289,10 @@ def show(run, state_dir) -> None:
     if r["hypothesis"]:
         out.print(f"hypothesis:  {r['hypothesis']}", highlight=False, markup=False)
     out.print(f"decision:    {r['decision_reason'] or '-'}", highlight=False, markup=False)
-    out.print(f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  tok/s {r['tok_per_sec'] or 0:,.0f}  steps {r['steps'] or '-'}  params {r['num_params'] or '-'}  peak {r['peak_memory_mb'] or '-'} MB  train {r['training_seconds'] or '-'}s  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s", highlight=False)
+    out.print(f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s", highlight=False)
+    out.print(f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, {r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB", highlight=False)
+    if r.get("scoring"):
+        out.print(f"scorer: {r['scoring']}", highlight=False, markup=False)
     out.print(f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended {r['ended_at'] or '-'}", highlight=False)
     if r["diff"]:
         from rich.syntax import Syntax
@@ -337,6 +343,57 @@ def plot(tag, program, output, state_dir) -> None:
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     click.echo(f"plotted {n} runs to {output}")
+
+
+def manual_spec(dataset: str, worktree: Path, run_dir: Path):
+    """A Spec for running one phase by hand on a checkout (prepare, evaluate), sandboxed as a campaign would."""
+    from . import experiment, sandbox
+    from .corpus import DownloadError, UnknownDataset, materialize
+
+    try:
+        found = materialize(dataset)
+    except (UnknownDataset, DownloadError) as e:
+        fail(str(e))
+    unsafe = sandbox.backend().name == "none"
+    return experiment.Spec(program="model", worktree=worktree.resolve(), run_dir=run_dir.resolve(), corpus=found, budget_s=0, seed=0,
+                           state_dir=default_state_dir().resolve(), train_deadline_s=0, unsafe_no_sandbox=unsafe)
+
+
+@app.command()
+@click.option("--dataset", default="stdlib", show_default=True, help="dataset registry name")
+@click.option("--worktree", type=click.Path(path_type=Path, file_okay=False, exists=True), default=Path("."), show_default=True,
+              help="checkout whose trainer/prepare.py and data_sources.py prepare the data")
+def prepare(dataset, worktree) -> None:
+    """Download (if needed), split off the held-out documents, and prepare the tokenizer and token cache.
+
+    Prints the prepared folder: pass it to a hand-run trainer as ARX_PREPARED_DIR."""
+    from . import experiment
+
+    spec = manual_spec(dataset, worktree, default_state_dir() / "runs" / "manual-prepare")
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = experiment.prepare(spec, lambda: False, lambda phase, pid: None)
+    except experiment.Failed as e:
+        fail(f"{e.reason}\n{e.log_tail}")
+    print(folder)
+
+
+@app.command()
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True, help="a training run's folder")
+@click.option("--dataset", default="stdlib", show_default=True, help="dataset the run trained on")
+@click.option("--prepared", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True, help="its ARX_PREPARED_DIR (the tokenizer)")
+@click.option("--worktree", type=click.Path(path_type=Path, file_okay=False, exists=True), default=Path("."), show_default=True,
+              help="checkout whose trainer/train.py defines build_model")
+def evaluate(run_dir, dataset, prepared, worktree) -> None:
+    """Score a hand-run training with the trusted scorer (val_bpb, test_bpb as JSON)."""
+    from . import experiment, scorer
+
+    spec = manual_spec(dataset, worktree, run_dir)
+    try:
+        scores = scorer.evaluate(spec.run_dir, prepared.resolve(), spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
+    except (scorer.Invalid, experiment.ModelDied) as e:
+        fail(f"invalid: {e}")
+    print(json.dumps({"val_bpb": scores.val_bpb, "test_bpb": scores.test_bpb} | scores.detail))
 
 
 @app.command()

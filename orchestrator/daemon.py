@@ -33,18 +33,29 @@ def is_running(paths: StatePaths) -> int | None:
     return slots.holder(paths.lock)
 
 
-def check_prepared(dataset: str) -> None:
-    """Prepare the embedded `stdlib` if needed; any other dataset must be prepared by the user."""
-    found = subprocess.run([sys.executable, "-m", "trainer.prepare", "--dataset", dataset, "--path"], cwd=ROOT, capture_output=True, text=True)
-    if found.returncode != 0:
-        raise UserError(found.stderr.strip().removeprefix("error: "))
-    if (Path(found.stdout.strip()) / "meta.json").exists():
-        return
-    if dataset != "stdlib":
-        raise UserError(f"dataset {dataset!r} is not prepared; run: uv run python -m trainer.prepare --dataset {dataset}")
-    print("preparing the embedded stdlib dataset (once, about 10 s)...", flush=True)
-    if subprocess.run([sys.executable, "-m", "trainer.prepare", "--dataset", dataset], cwd=ROOT).returncode != 0:
-        raise UserError("preparing stdlib failed (see above)")
+def check_dataset(dataset: str) -> None:
+    """Materialize the dataset's training material and held-out split (downloads happen here, on the
+    trusted side, before any sandboxed phase runs)."""
+    from .corpus import DownloadError, UnknownDataset, materialize
+
+    try:
+        materialize(dataset)
+    except (UnknownDataset, DownloadError) as e:
+        raise UserError(str(e)) from e
+
+
+def choose_sandbox(agent_name: str, unsafe: bool) -> str:
+    """The sandbox candidate code will run in; a Claude campaign without one needs --unsafe-no-sandbox."""
+    from . import sandbox
+
+    found = sandbox.backend()
+    if found.name != "none":
+        return found.name
+    if agent_name == "claude" and not unsafe:
+        raise UserError(f"no sandbox is available ({found.detail}); candidate code from Claude would run with your files and secrets. "
+                        "Fix the sandbox (see `arx-daemon doctor`) or pass --unsafe-no-sandbox")
+    print(f"*** WARNING: no sandbox ({found.detail}): candidate code runs unconfined ***", flush=True)
+    return "none"
 
 
 def open_campaign(settings: Settings, agent_name: str, llm_model: str | None, base: str | None) -> Campaign:
@@ -94,12 +105,16 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
     if lock is None:
         raise UserError(already_running(paths))
     try:
-        check_prepared(settings.dataset)
+        check_dataset(settings.dataset)
         agent = make_agent()
+        jail = choose_sandbox(agent.name, settings.unsafe_no_sandbox)
+        settings.unsafe_no_sandbox = jail == "none"
         campaign = open_campaign(settings, agent.name, agent.model, base)
+        campaign.sandbox = jail
+        ledger.save(paths.db, campaign)
         loop = CampaignLoop(settings, campaign, agent)
         install_signal_handlers(loop)
-        print(f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, budget {settings.budget_s:g}s, pid {os.getpid()}", flush=True)
+        print(f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, sandbox {jail}, budget {settings.budget_s:g}s, pid {os.getpid()}", flush=True)
         reason = loop.run()
         print(f"campaign {paths.name} ended: {reason}", flush=True)
         return 0

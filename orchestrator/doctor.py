@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from . import sandbox
 from .programs import ROOT
 
 
@@ -50,6 +51,9 @@ def checks() -> list[Check]:
     listed = run([sys.executable, "-m", "trainer.prepare", "--list"])
     prepared = [line.split()[0] for line in listed.stdout.splitlines() if " prepared " in f" {line} " and "not prepared" not in line]
     out.append(Check("datasets", bool(prepared), f"prepared: {', '.join(prepared) or 'none'}", "" if prepared else "uv run python -m trainer.prepare --dataset stdlib (start does this for stdlib by itself)"))
+
+    box = sandbox.backend()
+    out.append(Check("sandbox", box.name != "none", f"{box.name}: {box.detail}", "" if box.name != "none" else sandbox.FIX))
 
     key = bool(os.environ.get("ANTHROPIC_API_KEY"))
     base = os.environ.get("ANTHROPIC_BASE_URL")

@@ -43,6 +43,8 @@ class Campaign(SQLModel, table=True):
     test_sha256: str | None = None
     noise_sigma: float | None = None
     stop_reason: str | None = None
+    tokenizer_sha256: str | None = None  # the scoring tokenizer pinned at campaign start (model program)
+    sandbox: str | None = None  # how candidate code is confined: namespaces, bwrap, sandbox-exec, none (unsafe)
     note: str | None = None  # what the campaign is doing or waiting for right now (backoff, pause)
     settings: str = "{}"  # JSON: the policy and limits the campaign was started with
 
@@ -60,7 +62,8 @@ class Run(SQLModel, table=True):
     status: str = "proposed"
     val_bpb: float | None = None
     test_bpb: float | None = None
-    training_seconds: float | None = None
+    training_seconds: float | None = None  # as the trainer reports it (its word; see train_wall_s)
+    train_wall_s: float | None = None  # the training phase by the daemon's clock, start-up and saving included
     eval_seconds: float | None = None
     agent_seconds: float | None = None  # time the agent took to propose
     total_seconds: float | None = None
@@ -76,6 +79,7 @@ class Run(SQLModel, table=True):
     hardware: str | None = None
     pid: int | None = None  # the trainer's process group while it runs, to reap it after a crash
     run_dir: str | None = None
+    scoring: str | None = None  # JSON from the trusted scorer: tokens, bytes, probes, largest causal diff, transfer time
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
 
@@ -122,7 +126,21 @@ def _v1(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_run_campaign_seq ON run (campaign_id, seq)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]  # append; never edit a released step
+def add_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
+    """ALTER TABLE for the columns a table lacks (a database created at v1 by today's models has them all)."""
+    have = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+    for name, kind in columns.items():
+        if name not in have:
+            conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}'))
+
+
+def _v2_sealed(conn: Connection) -> None:
+    """The sandbox and the trusted scorer: daemon-measured training time, scorer details, pins."""
+    add_columns(conn, "run", {"train_wall_s": "FLOAT", "scoring": "VARCHAR"})
+    add_columns(conn, "campaign", {"tokenizer_sha256": "VARCHAR", "sandbox": "VARCHAR"})
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_sealed]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

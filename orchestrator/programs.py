@@ -68,6 +68,11 @@ class StatePaths:
         return self.state / "logs" / f"{self.name}.log"
 
     @property
+    def kernels(self) -> Path:
+        """MLX kernels compiled by the campaign's first baseline: each run's kernel cache starts as a copy."""
+        return self.state / "kernels" / self.name
+
+    @property
     def lock(self) -> Path:
         return self.state / "locks" / f"{self.name}.lock"
 

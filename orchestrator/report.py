@@ -95,6 +95,7 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
             "reason": c["stop_reason"] if state in ("paused", "stopped") else c["note"],
             "agent": c["agent"],
             "model": c["llm_model"],
+            "sandbox": c["sandbox"],
             "dataset": c["dataset"],
             "branch": c["branch"],
             "pid": c["pid"],

@@ -137,7 +137,7 @@ def test_plot_writes_a_png(state, tmp_path):
 def test_doctor_reports_every_check(data_dir):
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"})
     names = [line[6:].split()[0] for line in out.stdout.splitlines() if line.startswith("[")]
-    assert names == ["platform", "mlx", "matmul", "git", "disk", "datasets", "api"]
+    assert names == ["platform", "mlx", "matmul", "git", "disk", "datasets", "sandbox", "api"]
     assert "ANTHROPIC_API_KEY is not set" in out.stdout and "stdlib" in out.stdout
     assert "GFLOP/s" in out.stdout
 

@@ -91,15 +91,11 @@ def test_uncommitted_editable_files(repo, data_dir):
     assert result.returncode == 2 and "uncommitted changes in trainer/train.py" in result.stderr
 
 
-def test_unprepared_dataset_names_the_fix(repo, tmp_path):
-    env_data = os.environ.get("ARX_DATA_DIR")
-    os.environ["ARX_DATA_DIR"] = str(tmp_path / "empty")
-    try:
-        result = arx(repo, "start", "--program", "model", "--tag", "x", "--dataset", "climbmix", "--foreground")
-    finally:
-        if env_data is not None:
-            os.environ["ARX_DATA_DIR"] = env_data
-    assert result.returncode == 2 and "python -m trainer.prepare --dataset climbmix" in result.stderr
+def test_an_unreachable_dataset_is_one_clear_error(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARX_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("ARX_DATA_BASE_URL", "http://127.0.0.1:9/data")  # nothing listens there: "offline"
+    result = arx(repo, "start", "--program", "model", "--tag", "x", "--dataset", "climbmix", "--foreground")
+    assert result.returncode == 2 and "are you offline?" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_stop_with_nothing_running(repo):

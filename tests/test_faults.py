@@ -41,7 +41,7 @@ def crash_agent(wt: Path) -> None:
 START = "    t_launch = time.time()\n"
 FAULTS = {
     "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
-    "edited evaluate.py": patch("trainer/evaluate.py", "CAUSALITY_TOLERANCE = 1e-4", "CAUSALITY_TOLERANCE = 1e9"),
+    "edited evaluate.py": patch("trainer/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'),
     "hang": patch("trainer/train.py", START, START + "    time.sleep(600)\n"),
     "memory": patch("trainer/train.py", START, START + "    hog = []\n    while True:\n        hog.append(bytearray(b'x' * (64 << 20)))\n        print('growing', flush=True)\n"),
     "garbage": patch("trainer/train.py", START, START + "    print('#$%^ garbage'); return 0\n"),
@@ -111,9 +111,9 @@ def test_memory_hog_is_killed(campaign):
     assert run.status == "crash" and "RSS" in run.decision_reason and "growing" in run.error
 
 
-def test_garbage_without_train_json_is_a_crash(campaign):
+def test_garbage_without_a_checkpoint_is_a_crash(campaign):
     run = campaign["runs"]["garbage"]
-    assert run.status == "crash" and "train.json" in run.decision_reason and "garbage" in run.error
+    assert run.status == "crash" and "model.safetensors" in run.decision_reason and "garbage" in run.error
 
 
 def test_nan_is_a_crash_with_its_reason(campaign):

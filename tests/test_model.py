@@ -1,4 +1,5 @@
-"""The model: causal in every layer, attention scaled by 1/sqrt(head_dim), built from config."""
+"""The model: causal in every layer (and the trusted scorer catches one that is not), attention scaled
+by 1/sqrt(head_dim), built from config."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
 from mlx.utils import tree_flatten, tree_map
 
-from trainer import evaluate, train
+from orchestrator import scorer
+from trainer import train
 
 
 def tiny_config(**over) -> dict:
-    config = train.model_config(vocab_size=97) | {"depth": 4, "model_dim": 64, "head_dim": 16, "seq_len": 32, "window_pattern": "SSSL", "short_window_frac": 0.25}
+    config = train.model_config(vocab_size=97) | {
+        "depth": 4,
+        "model_dim": 64,
+        "head_dim": 16,
+        "seq_len": 32,
+        "window_pattern": "SSSL",
+        "short_window_frac": 0.25,
+    }
     return config | over
 
 
@@ -25,11 +35,25 @@ def randomized(config: dict):
     return model
 
 
+def future_leak(model, vocab: int, seq_len: int, seed: int = 0) -> float:
+    """Largest change of any logit at or before t when only the tokens after t change, over every t."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, vocab, size=(1, seq_len))
+    rows = np.repeat(x, seq_len - 1, axis=0)
+    for t in range(seq_len - 1):
+        rows[t, t + 1 :] = (
+            x[0, t + 1 :] + rng.integers(1, vocab, size=seq_len - t - 1)
+        ) % vocab  # every later token differs
+    base = np.array(model(mx.array(x)).astype(mx.float32))[0]
+    out = np.array(model(mx.array(rows)).astype(mx.float32))
+    return max(float(np.abs(out[t, : t + 1] - base[: t + 1]).max()) for t in range(seq_len - 1))
+
+
 @pytest.mark.parametrize("pattern", ["SSSL", "L", "S", "SL"])
 @pytest.mark.parametrize("kv_ratio", [1, 2])
 def test_every_layer_is_causal(pattern, kv_ratio):
     model = randomized(tiny_config(window_pattern=pattern, kv_head_ratio=kv_ratio))
-    assert evaluate.causality_violation(model, 97, 32) < 1e-5
+    assert future_leak(model, 97, 32) < 1e-5
     # and each layer on its own: perturbing the future of a block's input changes no earlier output
     x = mx.random.normal((1, 32, 64))
     y = mx.concatenate([x[:, :10], mx.random.normal((1, 22, 64))], axis=1)
@@ -40,10 +64,40 @@ def test_every_layer_is_causal(pattern, kv_ratio):
         assert float(mx.abs(a[:, :10] - b[:, :10]).max()) < 1e-5, f"layer {i} sees the future"
 
 
-def test_probe_catches_a_model_that_sees_the_future(monkeypatch):
-    model = randomized(tiny_config())
+class InProcessModel:
+    """A `scorer.ModelProcess` around a real MLX model in this process (the sandboxed one runs trainer/evaluate.py)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def logits(self, batches):
+        for batch in batches:
+            yield np.array(self.model(mx.array(batch)).astype(mx.float32))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heldout")
+    return (
+        write_tokenizer(root / "prepared"),
+        write_corpus(root / "data", *tiny_texts()),
+        write_model_config(root / "run", 32),
+    )
+
+
+def test_the_scorer_catches_a_model_that_sees_the_future(monkeypatch, held_out):
+    prepared, corpus, run_dir = held_out
+    model = randomized(tiny_config(vocab_size=300))  # the tiny tokenizer has 264 ids
+    scores = scorer.evaluate(run_dir, prepared, corpus, lambda: InProcessModel(model), rng=np.random.default_rng(0))
+    assert scores.detail["causality_max_diff"] < scorer.CAUSALITY_TOLERANCE
     monkeypatch.setattr(train, "attention_mask", lambda seq_len, window: None)  # the known MLX-port bug
-    assert evaluate.causality_violation(model, 97, 32) > 1e-3
+    assert future_leak(model, 97, 32) > 1e-3
+    for seed in range(2):
+        with pytest.raises(scorer.Invalid, match="causality probe failed"):
+            scorer.evaluate(run_dir, prepared, corpus, lambda: InProcessModel(model), rng=np.random.default_rng(seed))
 
 
 def test_short_windows_really_limit_context():
@@ -61,8 +115,8 @@ def test_attention_scale_is_one_over_sqrt_head_dim():
     x = mx.random.normal((1, 8, 64))
     got = np.array(attn(x, None, "causal"))
 
-    heads = lambda t: np.array(t).reshape(1, 8, 2, 32).transpose(0, 2, 1, 3)  # noqa: E731
-    rope = lambda t: mx.fast.rope(mx.array(t), 32, traditional=False, base=config["rope_base"], scale=1.0, offset=0)  # noqa: E731
+    heads = lambda t: np.array(t).reshape(1, 8, 2, 32).transpose(0, 2, 1, 3)
+    rope = lambda t: mx.fast.rope(mx.array(t), 32, traditional=False, base=config["rope_base"], scale=1.0, offset=0)
     q = np.array(train.norm(rope(heads(attn.c_q(x)))))
     k = np.array(train.norm(rope(heads(attn.c_k(x)))))
     v = heads(attn.c_v(x))

@@ -1,54 +1,42 @@
-"""Sealed evaluation. LOCKED: no research program may edit this file; the daemon refuses a diff
-that touches it and always runs its own copy, never the worktree's.
+"""The untrusted half of evaluation: a model process that turns token rows into logits. LOCKED.
 
-    python -m trainer.evaluate --run-dir DIR --worktree PATH
+    python -m trainer.evaluate --run-dir DIR --worktree PATH     (the daemon runs it in a sandbox)
 
-Rebuilds the model with the worktree's `build_model`, loads the run's checkpoint and tokenizer,
-checks causality, and writes DIR/eval.json with val_bpb and test_bpb:
+It loads the worktree's `build_model` (candidate code) and the run's checkpoint, then answers
+requests on stdin/stdout until told to stop. It never sees a document, a tokenizer, a byte count
+or a score: the trusted scorer (orchestrator/scorer.py) owns all of those, and checks what comes
+back (shape, finiteness, causality on its own secret probe rows). Whatever candidate code does in
+this process can only change the logits it returns.
 
-    bpb = sum of next-token NLL (nats) over every non-BOS target / (ln 2 * UTF-8 bytes of the docs)
-
-The bytes are those of the document text itself, never per-token byte tables (a token that is a
-partial UTF-8 sequence has no byte length of its own). The sha256 of the val and test documents
-goes into eval.json so the daemon can pin them for the whole campaign.
+Wire format (little-endian): request  b"ROWS" int32 rows int32 cols, then rows*cols int32 tokens;
+                             response b"LOGT" int32 rows int32 cols int32 vocab, then float32 logits.
+A request with rows == 0 ends the process.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import importlib
 import importlib.util
 import json
-import math
+import os
+import struct
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-EVAL_BATCH_ROWS = 16
-CPU_STREAMS = 2  # on CPU, batches alternate between parallel streams (see trainer/blas.py)
-CAUSALITY_TOLERANCE = 1e-4
-CAUSALITY_CUTS = (0.0, 0.25, 0.5, 0.9)
-
-
-def load_tokenizer(path: Path):
-    """tiktoken Encoding from a tokenizer.json written by prepare (BPE ranks + BOS)."""
-    import tiktoken
-
-    spec = json.loads(Path(path).read_text())
-    ranks = {base64.b64decode(token): rank for rank, token in enumerate(spec["ranks"])}
-    return tiktoken.Encoding(name="arx-bpe", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+REQUEST = struct.Struct("<4sii")
+RESPONSE = struct.Struct("<4siii")
 
 
 def load_build_model(worktree: Path):
     """The worktree's `trainer.train.build_model`, imported under a private package name.
 
-    A plain `import trainer.train` would find whichever `trainer` is first on sys.path (this
-    checkout, or an installed copy); loading the worktree's folder as its own package makes sure
-    the candidate's code, and only it, builds the model.
+    A plain `import trainer.train` would find whichever `trainer` is first on sys.path (the
+    daemon's checkout, or an installed copy); loading the worktree's folder as its own package
+    makes sure the candidate's code, and only it, builds the model.
     """
     folder = Path(worktree).resolve() / "trainer"
     name = "arx_candidate_" + hashlib.sha1(str(folder).encode()).hexdigest()[:10]
@@ -60,122 +48,58 @@ def load_build_model(worktree: Path):
     return importlib.import_module(f"{name}.train").build_model
 
 
-def docs_sha256(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for text in texts:
-        h.update(text.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def read_docs(path: Path) -> list[str]:
-    return [json.loads(line)["text"] for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def windows(stream: np.ndarray, seq_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a token stream into [rows, seq_len] inputs and targets; targets past the end are -1."""
-    n_targets = len(stream) - 1
-    rows = max(1, math.ceil(n_targets / seq_len))
-    padded = np.full(rows * seq_len + 1, pad, dtype=np.int64)
-    padded[: len(stream)] = stream
-    inputs = padded[:-1].reshape(rows, seq_len)
-    targets = padded[1:].reshape(rows, seq_len).copy()
-    targets.reshape(-1)[n_targets:] = -1
-    return inputs, targets
-
-
-def bits_per_byte(model, enc, texts: list[str], seq_len: int) -> dict:
-    """Exact bits per byte of `texts` under `model`; each document is preceded by BOS."""
-    import mlx.core as mx
-
-    (bos_text,) = enc.special_tokens_set  # BOS is the only special token
-    bos = enc.encode_single_token(bos_text)
-    ids = enc.encode_ordinary_batch(texts)
-    stream = np.fromiter((t for doc in ids for t in (bos, *doc)), dtype=np.int64)
-    inputs, targets = windows(stream, seq_len, bos)
-    device = mx.default_device()
-    streams = [mx.new_stream(device) for _ in range(CPU_STREAMS if device == mx.cpu else 1)]
-    nll, counted, pending = 0.0, 0, []
-    for n, i in enumerate(range(0, len(inputs), EVAL_BATCH_ROWS)):
-        y = targets[i : i + EVAL_BATCH_ROWS]
-        with mx.stream(streams[n % len(streams)]):
-            logits = model(mx.array(inputs[i : i + EVAL_BATCH_ROWS])).astype(mx.float32)
-            picked = mx.take_along_axis(logits, mx.array(np.where(y >= 0, y, 0))[..., None], axis=-1)[..., 0]
-            pending.append((mx.logsumexp(logits, axis=-1) - picked, y))
-        if len(pending) == len(streams) or i + EVAL_BATCH_ROWS >= len(inputs):
-            mx.eval([losses for losses, _ in pending])
-            for losses, y in pending:
-                keep = (y >= 0) & (y != bos)
-                nll += float(np.asarray(losses, dtype=np.float64)[keep].sum())
-                counted += int(keep.sum())
-            pending = []
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return {"bpb": nll / (math.log(2) * n_bytes), "tokens": counted, "bytes": n_bytes}
-
-
-def causality_violation(model, vocab_size: int, seq_len: int, seed: int = 0) -> float:
-    """Largest change of any logit at or before position t when only tokens after t change."""
-    import mlx.core as mx
-
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, vocab_size, size=(1, seq_len))
-    base = np.array(model(mx.array(x)).astype(mx.float32))
-    worst = 0.0
-    for cut in CAUSALITY_CUTS:
-        t = min(int(cut * seq_len), seq_len - 2)
-        y = x.copy()
-        y[:, t + 1 :] = rng.integers(0, vocab_size, size=(1, seq_len - t - 1))
-        out = np.array(model(mx.array(y)).astype(mx.float32))
-        worst = max(worst, float(np.abs(out[:, : t + 1] - base[:, : t + 1]).max()))
-    return worst
-
-
-def evaluate(run_dir: Path, worktree: Path) -> dict:
+def load_model(run_dir: Path, worktree: Path):
     import mlx.core as mx
     from mlx.utils import tree_unflatten
 
-    from . import blas
-
-    started = time.time()
-    if mx.default_device() == mx.cpu:
-        blas.use_streams(CPU_STREAMS)
-    train_info = json.loads((run_dir / "train.json").read_text())
     config = json.loads((run_dir / "model_config.json").read_text())
-    enc = load_tokenizer(run_dir / "tokenizer.json")
     model = load_build_model(worktree)(config)
     model.update(tree_unflatten(list(mx.load(str(run_dir / "model.safetensors")).items())))
     model.eval()
     mx.eval(model.parameters())
+    return model
 
-    data_dir = Path(train_info["data_dir"])
-    seq_len = int(config["seq_len"])
-    violation = causality_violation(model, int(config["vocab_size"]), seq_len)
-    result: dict = {"causality_max_diff": violation, "causal": violation <= CAUSALITY_TOLERANCE}
-    for split in ("val", "test"):
-        texts = read_docs(data_dir / f"{split}.jsonl")
-        result[f"{split}_sha256"] = docs_sha256(texts)
-        if result["causal"]:
-            scored = bits_per_byte(model, enc, texts, seq_len)
-            result |= {f"{split}_bpb": scored["bpb"], f"{split}_tokens": scored["tokens"], f"{split}_bytes": scored["bytes"]}
-    result["status"] = "ok" if result["causal"] else "invalid"
-    if not result["causal"]:
-        result["error"] = f"causality probe failed: a logit moved by {violation:.3g} when only later tokens changed"
-    result["eval_seconds"] = round(time.time() - started, 3)
-    return result
+
+def read_exact(stream, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError("the scorer closed the pipe")
+    return data
+
+
+def serve(model, requests, responses) -> None:
+    import mlx.core as mx
+
+    while True:
+        magic, rows, cols = REQUEST.unpack(read_exact(requests, REQUEST.size))
+        if magic != b"ROWS" or rows == 0:
+            return
+        tokens = np.frombuffer(read_exact(requests, rows * cols * 4), dtype=np.int32).reshape(rows, cols)
+        logits = np.asarray(model(mx.array(tokens)).astype(mx.float32))
+        responses.write(RESPONSE.pack(b"LOGT", *logits.shape) if logits.ndim == 3 else RESPONSE.pack(b"LOGT", rows, cols, -1))
+        responses.write(np.ascontiguousarray(logits).tobytes())
+        responses.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description="Sealed evaluation of a training run.")
-    parser.add_argument("--run-dir", required=True, type=Path, help="folder with train.json, model.safetensors, model_config.json, tokenizer.json")
+    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description="Serve a trained model's logits to the trusted scorer.")
+    parser.add_argument("--run-dir", required=True, type=Path, help="folder with model.safetensors and model_config.json")
     parser.add_argument("--worktree", required=True, type=Path, help="checkout whose trainer/train.py defines build_model")
     args = parser.parse_args(argv)
-    missing = [n for n in ("train.json", "model.safetensors", "model_config.json", "tokenizer.json") if not (args.run_dir / n).exists()]
+    missing = [n for n in ("model.safetensors", "model_config.json") if not (args.run_dir / n).exists()]
     if missing:
         print(f"error: {args.run_dir} lacks {', '.join(missing)}", file=sys.stderr)
         return 2
-    result = evaluate(args.run_dir, args.worktree)
-    (args.run_dir / "eval.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    # the protocol gets the real stdout; anything the candidate prints goes to the log (stderr)
+    requests, responses = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    model = load_model(args.run_dir, args.worktree)
+    print("model loaded; serving logits", file=sys.stderr, flush=True)
+    try:
+        serve(model, requests, responses)
+    except (EOFError, BrokenPipeError):
+        return 0
     return 0
 
 

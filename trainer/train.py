@@ -8,8 +8,9 @@ logit soft-cap, zero-initialised output projections, an untied head. Attention i
 layer and scaled by 1/sqrt(head_dim). Muon trains the hidden matrices, AdamW the rest; every
 schedule follows the elapsed fraction of the time budget and is written into the optimizers.
 
-Environment: ARX_RUN_DIR (outputs), ARX_BUDGET_S (training seconds, default 300), ARX_DATASET
-(default stdlib), ARX_SEED (default 0). Exit 0 on success, 3 on a non-finite loss, 2 on bad input.
+Environment: ARX_RUN_DIR (outputs), ARX_PREPARED_DIR (tokenizer and token cache, made by
+`arx-daemon prepare`), ARX_BUDGET_S (training seconds, default 300), ARX_DATASET (its name, for
+the record), ARX_SEED (default 0). Exit 0 on success, 3 on a non-finite loss, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from mlx import nn
 from mlx.utils import tree_flatten, tree_map
 
 from . import blas, data_sources, prepare
@@ -113,7 +113,7 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, ve: mx.array | None, mask) -> mx.array:
         B, T, _ = x.shape
-        heads = lambda t, n: t.reshape(B, T, n, self.head_dim).transpose(0, 2, 1, 3)  # noqa: E731
+        heads = lambda t, n: t.reshape(B, T, n, self.head_dim).transpose(0, 2, 1, 3)
         q = heads(self.c_q(x), self.n_head)
         k = heads(self.c_k(x), self.n_kv_head)
         v = heads(self.c_v(x), self.n_kv_head)
@@ -214,7 +214,7 @@ def build_model(config: dict) -> GPT:
     model = GPT(config)
     dim = config["model_dim"]
     bound = math.sqrt(3) * 0.5 * dim**-0.5
-    uniform = lambda w: mx.random.uniform(-bound, bound, w.shape)  # noqa: E731
+    uniform = lambda w: mx.random.uniform(-bound, bound, w.shape)
     model.wte.weight = mx.random.normal(model.wte.weight.shape)
     model.lm_head.weight = 0.001 * mx.random.normal(model.lm_head.weight.shape)
     for emb in model.value_embeds.values():
@@ -260,7 +260,7 @@ def is_head(path: str, p: mx.array) -> bool:
 
 def build_optimizer() -> optim.MultiOptimizer:
     """Muon for hidden matrices; AdamW (bias-corrected, as in PyTorch) for embeddings, head, scalars."""
-    adam = lambda: optim.AdamW(0.0, betas=[ADAM_BETA1, ADAM_BETA2], eps=1e-10, weight_decay=0.0, bias_correction=True)  # noqa: E731
+    adam = lambda: optim.AdamW(0.0, betas=[ADAM_BETA1, ADAM_BETA2], eps=1e-10, weight_decay=0.0, bias_correction=True)
     return optim.MultiOptimizer([Muon(MATRIX_LR, MOMENTUM_START, WEIGHT_DECAY), adam(), adam(), adam()], [is_matrix, is_embedding, is_head])
 
 
@@ -380,15 +380,11 @@ def main() -> int:
     budget = float(os.environ.get("ARX_BUDGET_S", "300"))
     dataset = os.environ.get("ARX_DATASET", "stdlib")
     seed = int(os.environ.get("ARX_SEED", "0"))
+    folder = Path(os.environ.get("ARX_PREPARED_DIR", ""))
+    if not (folder / "meta.json").exists():
+        print(f"error: no prepared data in ARX_PREPARED_DIR={str(folder)!r}; run: uv run arx-daemon prepare --dataset {dataset}", file=sys.stderr)
+        return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        folder = prepare.prepared_dir(dataset)
-    except data_sources.UnknownDataset as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not prepare.is_prepared(dataset):
-        print(f"error: dataset {dataset!r} is not prepared; run: python -m trainer.prepare --dataset {dataset}", file=sys.stderr)
-        return 2
 
     tokens, offsets, meta = prepare.load_train_tokens(folder)
     if not GPU:
@@ -448,14 +444,12 @@ def main() -> int:
         "config": config | {"device_batch": DEVICE_BATCH, "total_batch_tokens": TOTAL_BATCH_TOKENS, "grad_accum": accum, "compile": COMPILE},
         "schedule_trace": trace,
         "dataset": dataset,
-        "data_dir": str(folder),
         "seed": seed,
         "backend": prepare.backend(),
     }
     if status == "ok":
         mx.save_safetensors(str(run_dir / "model.safetensors"), dict(tree_flatten(model.parameters())))
         (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))
-        shutil.copy(folder / "tokenizer.json", run_dir / "tokenizer.json")
     (run_dir / "train.json").write_text(json.dumps(info, indent=2))
     print(f"done: {step} steps, {info['tok_per_sec']:,.0f} tok/s, final loss {info['final_loss']}, {info['peak_memory_mb']} MB peak", flush=True)
     return 0 if status == "ok" else 3

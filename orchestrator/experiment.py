@@ -1,0 +1,311 @@
+"""One experiment as one function: `measure(spec) -> Measurement` prepares, trains and scores one
+commit of a worktree. No database, no events: the campaign loop records what it returns.
+
+Every phase that runs candidate code (prepare for the data program, train, the model process of
+evaluation) runs in a sandbox (orchestrator/sandbox.py) under the watchdog (orchestrator/runner.py):
+
+    phase      may write                 may read (besides the system, read-only)
+    prepare    its new prepared folder   the worktree, the dataset's training material
+    train      the run directory         the worktree, the prepared folder
+    evaluate   nothing (private /tmp)    the worktree, the run's checkpoint
+
+Hidden in all of them: the state directory (ledger, other runs, locks, other worktrees), the data
+cache (downloads and held-out documents), every copy of a held-out stdlib file, the user's home
+(secrets). The scores come from orchestrator/scorer.py in the daemon's own process; the training
+time that counts is the daemon's clock, not what the trainer reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import runner, sandbox, scorer
+from .corpus import Corpus, data_root, file_sha256
+from .programs import ROOT
+
+CLAIMED_FIELDS = ("steps", "tokens", "tok_per_sec", "training_seconds", "startup_seconds", "peak_memory_mb", "num_params")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything one measurement needs; built by the campaign loop, read-only here."""
+
+    program: str  # model or data
+    worktree: Path
+    run_dir: Path
+    corpus: Corpus
+    budget_s: float
+    seed: int
+    state_dir: Path
+    train_deadline_s: float  # budget + the start-up/save allowance the daemon measured
+    stall_s: float = 120.0
+    memory_mb: float | None = None
+    eval_timeout_s: float = 600.0
+    tokenizer_sha256: str | None = None  # pinned: the model program must score with this tokenizer
+    kernels: Path | None = None  # MLX kernels the unchanged baseline compiled: this run's cache starts as a copy
+    unsafe_no_sandbox: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    status: str  # measured, crash, timeout, invalid, interrupted
+    reason: str = ""
+    log_tail: str = ""
+    exit_code: int | None = None
+    scores: scorer.Scores | None = None
+    claimed: dict = field(default_factory=dict)  # what train.json says (the trainer's word, for the record)
+    train_wall_s: float | None = None  # the daemon's clock, start of the trainer to its exit
+    eval_seconds: float | None = None
+    prepared_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "measured"
+
+
+class Failed(Exception):
+    """Ends a measurement early; carries the verdict."""
+
+    def __init__(self, status: str, reason: str, log_tail: str = "", exit_code: int | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.log_tail, self.exit_code = status, reason, log_tail, exit_code
+
+
+def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str, int | None], None] = lambda phase, pid: None) -> Measurement:
+    """Prepare (if needed), train and score `spec.worktree` as it is now."""
+    shutil.rmtree(spec.run_dir, ignore_errors=True)
+    spec.run_dir.mkdir(parents=True)
+    claimed: dict = {}
+    wall = None
+    try:
+        prepared = prepare(spec, should_stop, on_phase)
+        if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
+            raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
+        on_phase("training", None)
+        kernels = spec.run_dir / "tmp"  # MLX caches the kernels it compiles under $TMPDIR: this run's own copy
+        if spec.kernels and spec.kernels.is_dir():
+            shutil.copytree(spec.kernels, kernels, symlinks=False)
+        else:
+            kernels.mkdir()
+        env = {"ARX_RUN_DIR": str(spec.run_dir), "ARX_PREPARED_DIR": str(prepared), "ARX_BUDGET_S": f"{spec.budget_s:g}",
+               "ARX_DATASET": spec.corpus.dataset, "ARX_SEED": str(spec.seed), "TMPDIR": str(kernels)}
+        jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
+        limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
+        out = run_phase(spec, [sys.executable, "-m", "trainer.train"], jail, env, spec.run_dir / "train.log", limits, should_stop, on_phase, "training")
+        wall = round(out.seconds, 3)
+        check_regular(spec.run_dir, "the run directory")
+        claimed = read_claims(spec.run_dir / "train.json")
+        if not (spec.run_dir / "model.safetensors").exists():
+            raise Failed("crash", "training exited 0 without writing model.safetensors", out.log_tail)
+        on_phase("evaluating", None)
+        started = time.time()
+        try:
+            scores = scorer.evaluate(spec.run_dir, prepared, spec.corpus, lambda: SandboxedModel(spec, should_stop, on_phase))
+        except scorer.Invalid as e:
+            raise Failed("invalid", str(e), runner.tail(spec.run_dir / "eval.log")) from None
+        except ModelDied as e:
+            raise Failed(e.status, str(e), runner.tail(spec.run_dir / "eval.log")) from None
+        return Measurement("measured", "", scores=scores, claimed=claimed, train_wall_s=wall, eval_seconds=round(time.time() - started, 3), prepared_dir=prepared)
+    except Failed as f:
+        return Measurement(f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall)
+
+
+def check_regular(folder: Path, what: str) -> None:
+    """After a sandboxed phase, before the daemon reads anything the phase wrote: a link (to /proc/self/environ,
+    another run's checkpoint, a file of the daemon's to append a log to) or a FIFO (a read that never returns)
+    would make the daemon's own reads and writes do the candidate's bidding. Only folders and regular files pass."""
+    for path in sorted(folder.rglob("*")):
+        mode = path.lstat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise Failed("invalid", f"{what} holds {path.relative_to(folder)}, which is not a regular file")
+
+
+def read_claims(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text())
+        return {k: info[k] for k in CLAIMED_FIELDS if isinstance(info.get(k), (int, float))} | {"blas": info.get("blas"), "backend": info.get("backend")}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sandboxed phases
+# ---------------------------------------------------------------------------------------------
+def hidden_paths(spec: Spec) -> tuple[Path, ...]:
+    return (spec.state_dir.resolve(), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
+
+
+def wrap(spec: Spec, cmd: list[str], jail: sandbox.Jail, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    from trainer import blas  # stdlib only: the orchestrator never imports MLX
+
+    full_env = sandbox.environment(blas.fast_env() | env | {"PYTHONUNBUFFERED": "1"})
+    if spec.unsafe_no_sandbox:
+        return cmd, full_env
+    jail = sandbox.Jail(writable=jail.writable, visible=(*sandbox.python_paths(), ROOT, *jail.visible), hidden=jail.hidden, network=jail.network)
+    return sandbox.command(cmd, jail), full_env
+
+
+def run_phase(spec: Spec, cmd, jail, env, log: Path, limits: runner.Limits, should_stop, on_phase, phase: str) -> runner.Outcome:
+    argv, full_env = wrap(spec, cmd, jail, env)
+    out = runner.run_watched(argv, spec.worktree, full_env, log, limits, should_stop, lambda pid: on_phase(phase, pid))
+    if out.ok:
+        return out
+    if out.reason == "stopped":
+        raise Failed("interrupted", f"stopped during {phase}")
+    if out.reason in ("deadline", "stall"):
+        raise Failed("timeout", f"{phase} {out.detail}", out.log_tail, out.exit_code)
+    if out.reason == "memory":
+        raise Failed("crash", f"{phase} {out.detail}", out.log_tail, out.exit_code)
+    if phase == "training" and out.exit_code == 3:
+        raise Failed("crash", "training stopped on a non-finite loss (exit 3)", out.log_tail, 3)
+    raise Failed("crash", f"{phase} exited with code {out.exit_code}", out.log_tail, out.exit_code)
+
+
+def prepared_key(spec: Spec) -> str:
+    """Names the prepared folder: the data code's bytes, the training material, the backend."""
+    h = hashlib.sha256()
+    for name in ("prepare.py", "data_sources.py"):
+        h.update((spec.worktree / "trainer" / name).read_bytes())
+    h.update(f"|{spec.corpus.id}|{backend()}".encode())
+    return h.hexdigest()[:16]
+
+
+def prepare(spec: Spec, should_stop, on_phase) -> Path:
+    """The prepared folder for the worktree's data code: reused when it exists, else built in a sandbox
+    into a fresh folder, checked for held-out leaks, and only then published under its key."""
+    final = data_root() / "prepared" / f"{spec.corpus.dataset}-{prepared_key(spec)}"
+    if (final / "meta.json").exists():
+        return final
+    on_phase("preparing", None)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{spec.run_dir.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        env = {"ARX_CORPUS_DIR": str(spec.corpus.train_dir), "ARX_PREPARED_DIR": str(tmp), "ARX_DATASET": spec.corpus.dataset}
+        jail = sandbox.Jail(writable=(tmp,), visible=(spec.worktree, spec.corpus.train_dir), hidden=hidden_paths(spec))
+        limits = runner.Limits(spec.eval_timeout_s * 2, spec.stall_s * 5, spec.memory_mb)
+        run_phase(spec, [sys.executable, "-m", "trainer.prepare"], jail, env, spec.run_dir / "prepare.log", limits, should_stop, on_phase, "prepare")
+        from .leakcheck import check_prepared  # numpy work, only when data was prepared
+
+        check_regular(tmp, "the prepared folder")
+        problem = check_prepared(tmp, spec.corpus)
+        if problem:
+            raise Failed("invalid", problem)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_backend: list[str] = []
+
+
+def backend() -> str:
+    """MLX's backend on this machine, asked once of a child process (the daemon never imports MLX)."""
+    if not _backend:
+        code = "import mlx.core as mx\nfor n in ('metal', 'cuda'):\n    m = getattr(mx, n, None)\n    if m is not None and m.is_available():\n        print(n); break\nelse:\n    print('cpu')"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        _backend.append(out.stdout.strip() or "unknown")
+    return _backend[0]
+
+
+class ModelDied(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class SandboxedModel:
+    """A `scorer.ModelProcess`: trainer/evaluate.py in a sandbox, spoken to over its stdin/stdout.
+
+    A guard thread enforces the deadline, the memory cap and a stop request by killing the
+    process group; the scorer then sees the pipe close and the run fails with the reason.
+    """
+
+    def __init__(self, spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, int | None], None]):
+        jail = sandbox.Jail(visible=(spec.worktree, spec.run_dir), hidden=hidden_paths(spec))
+        cmd = [sys.executable, "-m", "trainer.evaluate", "--run-dir", str(spec.run_dir), "--worktree", str(spec.worktree)]
+        argv, env = wrap(spec, cmd, jail, {})
+        self.log = open(spec.run_dir / "eval.log", "ab")
+        self.proc = subprocess.Popen(argv, cwd=spec.worktree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     start_new_session=True, preexec_fn=runner.die_with_parent)
+        on_phase("evaluating", self.proc.pid)
+        self.limits, self.should_stop, self.started = runner.Limits(spec.eval_timeout_s, 0, spec.memory_mb), should_stop, time.time()
+        self.reason: tuple[str, str] | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self.guard, daemon=True).start()
+
+    def guard(self) -> None:
+        while not self.done.wait(runner.POLL_S):
+            if time.time() - self.started > self.limits.deadline_s:
+                self.reason = ("timeout", f"evaluation ran past its deadline of {self.limits.deadline_s:.0f}s")
+            elif self.limits.rss_mb and (rss := runner.tree_rss_mb(self.proc.pid)) > self.limits.rss_mb:
+                self.reason = ("crash", f"evaluation process tree RSS {rss:.0f} MB passed the cap of {self.limits.rss_mb:.0f} MB")
+            elif self.should_stop():
+                self.reason = ("interrupted", "stopped during evaluation")
+            if self.reason:
+                runner.kill_group(self.proc.pid, grace_s=0.5)
+                return
+
+    def logits(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Send one batch ahead, so the model computes the next while the scorer reduces this one."""
+        pending = 0
+        try:
+            for batch in batches:
+                self.send(batch)
+                pending += 1
+                if pending == 2:
+                    yield self.receive()
+                    pending -= 1
+            while pending:
+                yield self.receive()
+                pending -= 1
+        except (BrokenPipeError, EOFError, OSError) as e:
+            self.proc.wait()
+            status, why = self.reason or ("crash", f"the evaluation model process died (exit {self.proc.returncode}): {type(e).__name__}")
+            raise ModelDied(status, why) from None
+
+    def send(self, batch: np.ndarray) -> None:
+        from trainer.evaluate import REQUEST
+
+        self.proc.stdin.write(REQUEST.pack(b"ROWS", *batch.shape) + np.ascontiguousarray(batch, dtype=np.int32).tobytes())
+        self.proc.stdin.flush()
+
+    def receive(self) -> np.ndarray:
+        from trainer.evaluate import RESPONSE
+
+        head = self.proc.stdout.read(RESPONSE.size)
+        if len(head) != RESPONSE.size:
+            raise EOFError
+        magic, rows, cols, vocab = RESPONSE.unpack(head)
+        if magic != b"LOGT" or min(rows, cols, vocab) < 1 or rows * cols * vocab > 1 << 31:
+            raise scorer.Invalid(f"the model process answered a malformed header ({magic!r}, {rows}, {cols}, {vocab})")
+        data = self.proc.stdout.read(rows * cols * vocab * 4)
+        if len(data) != rows * cols * vocab * 4:
+            raise EOFError
+        return np.frombuffer(data, dtype=np.float32).reshape(rows, cols, vocab)
+
+    def close(self) -> None:
+        self.done.set()
+        try:
+            self.send(np.zeros((0, 0), dtype=np.int32))
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        runner.kill_group(self.proc.pid, grace_s=0.5)
+        self.log.close()

@@ -1,0 +1,299 @@
+"""The trusted first process inside the `namespaces` sandbox: build the jail, drop every privilege, run the command.
+
+`orchestrator.sandbox.command()` starts this file as `unshare --user --map-root-user --mount --pid --fork
+--kill-child --ipc [--net] -- python -I -S sandbox_setup.py SPEC -- CMD`, so it begins as uid 0 of a fresh user
+namespace, holding every capability over a private copy of the mount table, as PID 1 of a fresh PID namespace.
+It then:
+
+1. makes every mount read-only, nosuid and nodev (device nodes open only from the minimal /dev below);
+2. mounts a read-only /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and
+   the NVIDIA nodes, if any), and fresh tmpfs at /tmp and /dev/shm;
+3. covers each `hidden` path (an empty read-only tmpfs over a folder, /dev/null over a file), then binds the
+   `visible` paths read-only and the `writable` paths read-write at their real paths, inside the covers if need be;
+4. drops every capability for good (bounding set, ambient, inheritable, securebits locked, no_new_privs), so that
+   neither the command nor anything it starts can remount, unmount or mount anything, becomes undumpable, and
+   installs a seccomp filter (no unix sockets, no io_uring, no other ABI), inherited by everything it starts;
+5. forks the command and waits. PID 1 of a namespace ignores signals it has no handler for, so signals reach the
+   command, not this process. When the command ends this process exits with its status, and the kernel kills
+   whatever else is still running in the namespace. When `unshare` is killed, `--kill-child` kills this process,
+   with the same effect.
+
+Run with `-I -S`: no site, no environment variables read by Python, no import from the working directory. It
+imports only the standard library and never imports orchestrator (the file is run by path). Exit status 125 and
+one line on stderr when the jail cannot be built: it never runs the command in a half-built jail. Inside a jail
+built by bwrap, `sandbox_setup.py --filter-only -- CMD` only installs the seccomp filter and runs the command.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import os
+import re
+import signal
+import stat
+import sys
+
+TMP = "/tmp"
+HOME = "/tmp/home"
+PYCACHE = "/tmp/pycache"
+SETUP_FAILED = 125
+# LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
+# threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
+DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
+FILTER_ONLY = "--filter-only"
+DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
+GPU_DEVICES = "/dev/nvidia*"
+DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+             "stderr": "/proc/self/fd/2"}
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+KEPT_FLAGS = 1 | 2 | 4 | 8 | 16 | 1024 | 2048 | 4096  # statvfs ST_* bits = MS_* bits; the kernel may lock these
+LOCKED_DOWN = MS_RDONLY | MS_NOSUID | MS_NODEV
+
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 4, 24, 28, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+# NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock, and KEEP_CAPS locked off.
+SECUREBITS = 0b11101111
+CAP_VERSION_3 = 0x20080522
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl
+SYSCALLS = {"x86_64": (0xC000003E, 41, (425, 248, 249, 250)), "aarch64": (0xC00000B7, 198, (425, 217, 218, 219))}
+X32_BIT, AF_UNIX = 0x40000000, 1
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    pass
+
+
+def check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)}")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    result = libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    check(result, f"mount {source or ''} on {target}")
+
+
+def remount(target: str, add: int, remove: int = 0) -> None:
+    """Change the flags of the mount at `target` alone, keeping the ones the kernel locked (nosuid, nodev, atime...)."""
+    flags = (os.statvfs(target).f_flag & KEPT_FLAGS | add) & ~remove
+    mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
+
+
+def mount_points() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])  # \040 is a space
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def lock_down_all_mounts() -> None:
+    """Every mount read-only, nosuid, nodev. A mount this process cannot reach, the command cannot reach either."""
+    for point in mount_points():
+        try:
+            flags = os.statvfs(point).f_flag
+        except OSError:
+            continue  # shadowed by a later mount, or out of this user's reach (and so out of the command's)
+        if flags & LOCKED_DOWN != LOCKED_DOWN:
+            remount(point, LOCKED_DOWN)
+
+
+def bind(fd: int, target: str, add: int, remove: int = 0) -> None:
+    mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+    remount(target, add, remove)
+
+
+def make_mount_point(target: str, like_fd: int) -> None:
+    """Create an empty folder or file at `target` (inside a cover or the private /tmp) to bind onto."""
+    if os.path.lexists(target):
+        return
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if stat.S_ISDIR(os.fstat(like_fd).st_mode):
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    except OSError as e:
+        raise SetupError(f"cannot expose {target}: no place to mount it ({e.strerror})") from None
+
+
+def build_dev(fds: dict[str, int]) -> None:
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+    for path, fd in fds.items():
+        make_mount_point(path, fd)
+        bind(fd, path, MS_RDONLY | MS_NOSUID | MS_NOEXEC, remove=MS_NODEV)
+    for name, target in DEV_LINKS.items():
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/shm")
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    remount("/dev", MS_RDONLY)
+
+
+def open_path(path: str) -> int:
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+
+def depth_order(paths: list[str]) -> list[str]:
+    return sorted(paths, key=lambda p: (p.count("/"), p))
+
+
+def build_jail(spec: dict) -> None:
+    devices = {p: open_path(p) for p in [*DEVICES, *sorted(glob.glob(GPU_DEVICES))] if os.path.exists(p)}
+    visible = {p: open_path(p) for p in depth_order(spec["visible"]) if os.path.exists(p)}
+    writable = {p: open_path(p) for p in depth_order(spec["writable"])}  # must exist: the caller checked
+    null = devices["/dev/null"]
+
+    lock_down_all_mounts()
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    forbid_nested_user_namespaces()
+    # uid 0 inside is the owner of root's sysctls (kernel.core_pattern runs a program as host root) when the
+    # daemon is root: nothing under /proc is writable
+    remount("/proc", MS_RDONLY)
+    build_dev(devices)
+    mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    os.mkdir(HOME, 0o700)
+
+    covers = []
+    for path in depth_order(spec["hidden"]):
+        if not os.path.lexists(path):
+            continue  # absent, or already under a cover
+        if os.path.isdir(path) and not os.path.islink(path):
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
+            covers.append(path)
+        else:
+            bind(null, path, MS_RDONLY | MS_NOSUID | MS_NOEXEC, remove=MS_NODEV)
+    for path, fd in [*visible.items(), *writable.items()]:
+        make_mount_point(path, fd)
+    for path in covers:
+        remount(path, MS_RDONLY)
+    for path, fd in visible.items():
+        bind(fd, path, LOCKED_DOWN)
+    for path, fd in writable.items():
+        bind(fd, path, MS_NOSUID | MS_NODEV, remove=MS_RDONLY)
+    for fd in [*devices.values(), *visible.values(), *writable.values()]:
+        os.close(fd)
+
+
+def forbid_nested_user_namespaces() -> None:
+    """Defence in depth: inherited mounts are locked in a nested user namespace anyway, so this may fail quietly."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces", "w") as f:
+            f.write("0")
+    except OSError:
+        pass
+
+
+def drop_privileges() -> None:
+    check(libc.prctl(PR_SET_SECUREBITS, SECUREBITS, 0, 0, 0), "lock securebits")
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last_cap = int(f.read())
+    for cap in range(last_cap + 1):
+        check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
+    check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+    header = (ctypes.c_uint32 * 2)(CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable for capabilities 0-31 and 32-63: all zero
+    check(libc.capset(header, data), "clear capabilities")
+    check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "become undumpable")
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def filter_syscalls() -> None:
+    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no other ABI; everything else allowed.
+
+    A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
+    daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
+    running anything outside. socketpair() stays allowed (pipes between processes of the phase). io_uring's
+    operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets.
+    """
+    machine = os.uname().machine
+    if machine not in SYSCALLS:
+        raise SetupError(f"no system call filter for {machine}")
+    arch, socket_nr, denied = SYSCALLS[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JGE, BPF_RET
+    allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
+    # (op, jump if true, jump if false, k); a jump of n skips n instructions; ALLOW and DENY are the last two
+    checks = [(jge, None, 0, X32_BIT), *[(jeq, None, 0, nr) for nr in denied], (jeq, 0, "allow", socket_nr),
+              (ld, 0, 0, 16), (jeq, None, "allow", AF_UNIX)]  # socket(): the low half of its first argument
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # a foreign ABI is killed
+    for i, (op, jt, jf, k) in enumerate(checks):
+        to_allow, to_deny = len(checks) - i - 1, len(checks) - i  # from the instruction after this one
+        program.append((op, to_deny if jt is None else jt, to_allow if jf == "allow" else jf, k))
+    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    filters = (SockFilter * len(program))(*[SockFilter(*op) for op in program])
+    prog = SockFprog(len(program), filters)
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the system call filter")
+
+
+def exec_command(cmd: list[str]) -> None:
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    if DEFERRED_PRELOAD in os.environ:
+        os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
+    try:
+        os.execvp(cmd[0], cmd)
+    except OSError as e:
+        print(f"arx sandbox: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
+        os._exit(127)
+
+
+def run(cmd: list[str]) -> int:
+    """Fork the command and wait for it, reaping orphans; its exit status becomes ours (128 + n for signal n)."""
+    child = os.fork()
+    if child == 0:
+        exec_command(cmd)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return SETUP_FAILED
+        except InterruptedError:
+            continue
+        if pid == child:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def main() -> None:
+    if len(sys.argv) < 4 or sys.argv[2] != "--":
+        sys.exit("usage: sandbox_setup.py SPEC_JSON|--filter-only -- COMMAND...")
+    spec, cmd = sys.argv[1], sys.argv[3:]
+    if spec == FILTER_ONLY:  # inside a jail built by bwrap, which already set no_new_privs
+        try:
+            filter_syscalls()
+        except SetupError as e:
+            print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)
+            os._exit(SETUP_FAILED)
+        exec_command(cmd)
+    # PID 1 is not killed by signals it does not handle; Python's own SIGINT handler would make it the exception.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        cwd = os.getcwd()
+        build_jail(json.loads(spec))
+        drop_privileges()
+        filter_syscalls()
+        os.chdir(cwd)  # through the new mounts: the old cwd could still see a covered folder
+    except (SetupError, OSError) as e:
+        print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)
+        os._exit(SETUP_FAILED)
+    os._exit(run(cmd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The daemon's own reads of what a sandboxed phase left behind: links and FIFOs planted in a run directory.
+
+Inside the sandbox they are harmless; the danger is the daemon (unsandboxed, holding the API key) following
+them afterwards: a train.log that points at /proc/self/environ puts the key into the ledger and the next
+prompt; a FIFO named train.json hangs the daemon; an eval.log that points at the daemon's code gets the
+model's output appended to it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from orchestrator import experiment, runner
+
+EVENT_TIMEOUT_S = 30
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def finishes(fn) -> bool:
+    """Whether fn() returns (or raises) within EVENT_TIMEOUT_S: a FIFO read would block forever."""
+    done = threading.Event()
+
+    def target():
+        try:
+            fn()
+        finally:
+            done.set()
+
+    threading.Thread(target=target, daemon=True).start()
+    return done.wait(EVENT_TIMEOUT_S)
+
+
+def test_a_log_tail_does_not_follow_a_link_to_the_daemons_environment(tmp_path):
+    os.symlink("/proc/self/environ", tmp_path / "train.log")
+    code = f"from orchestrator import runner; print(runner.tail({str(tmp_path / 'train.log')!r}))"
+    env = dict(os.environ, ANTHROPIC_API_KEY="sk-ant-daemon-secret")  # in the daemon's environment from its start
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=EVENT_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "sk-ant-daemon-secret" not in done.stdout
+
+
+def test_a_log_tail_of_a_fifo_returns_at_once(tmp_path):
+    os.mkfifo(tmp_path / "train.log")
+    assert finishes(lambda: runner.tail(tmp_path / "train.log"))
+
+
+def test_a_log_tail_still_reads_a_real_log(tmp_path):
+    (tmp_path / "train.log").write_text("".join(f"step {i}\n" for i in range(100)))
+    assert runner.tail(tmp_path / "train.log", 2) == "step 98\nstep 99"
+
+
+@pytest.mark.parametrize("plant", ["fifo", "link"])
+def test_a_run_directory_with_anything_but_files_is_invalid(tmp_path, plant):
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    if plant == "fifo":
+        os.mkfifo(tmp_path / "sub" / "train.json")
+    else:
+        os.symlink("/proc/self/environ", tmp_path / "model_config.json")
+    with pytest.raises(experiment.Failed) as e:
+        experiment.check_regular(tmp_path, "the run directory")
+    assert e.value.status == "invalid" and "not a regular file" in e.value.reason
+
+
+def test_a_clean_run_directory_passes(tmp_path):
+    for name in ("model.safetensors", "model_config.json", "train.json", "train.log"):
+        (tmp_path / name).write_text("{}")
+    experiment.check_regular(tmp_path, "the run directory")
