@@ -90,6 +90,7 @@ def state(tmp_path_factory) -> Path:
         status="stopped",
         stop_reason="reached --max-experiments 8",
         noise_sigma=0.004,
+        sandbox="namespaces",
     )
     ledger.save(db, done)
     runs = [
@@ -277,6 +278,7 @@ def test_overview_lists_campaigns_and_the_run_in_flight(page, server, state):
     assert "2.3800" in model.inner_text()  # best val_bpb: run 7
     assert "0.1240" in model.inner_text()  # gain over the baseline mean 2.504
     assert "$0.02" in model.inner_text()
+    assert "sandbox namespaces" in model.inner_text()
     flight = page.locator(".flight")
     assert flight.count() == 1
     text = flight.inner_text()
@@ -500,17 +502,7 @@ def test_summaries_agree_with_arx_daemon_status(state):
     assert len(theirs) == len(ours) == 2
     for expected in theirs:
         got = ours[expected["id"]]
-        for key in (
-            "state",
-            "reason",
-            "agent",
-            "model",
-            "runs",
-            "best_run",
-            "best_description",
-            "noise_sigma",
-            "cost_usd",
-        ):
+        for key in "state reason agent model sandbox runs best_run best_description noise_sigma cost_usd".split():
             assert got[key] == expected[key], key
         for key in ("best_val_bpb", "best_test_bpb", "baseline_val_bpb", "improvement"):
             assert got[key] == pytest.approx(expected[key]), key
