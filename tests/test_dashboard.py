@@ -502,7 +502,8 @@ def test_summaries_agree_with_arx_daemon_status(state):
     assert len(theirs) == len(ours) == 2
     for expected in theirs:
         got = ours[expected["id"]]
-        for key in "state reason agent model sandbox runs best_run best_description noise_sigma cost_usd".split():
+        same = ("state", "reason", "agent", "model", "sandbox", "runs", "best_run", "best_description")
+        for key in (*same, "noise_sigma", "cost_usd"):
             assert got[key] == expected[key], key
         for key in ("best_val_bpb", "best_test_bpb", "baseline_val_bpb", "improvement"):
             assert got[key] == pytest.approx(expected[key]), key
@@ -577,8 +578,16 @@ def test_chart_data_is_valid_json_when_a_score_is_infinite(tmp_path):
     import json
 
     db = tmp_path / "experiments.db"
-    c = Campaign(tag="inf", program="model", branch="b", worktree="w", base_commit="a" * 40, agent="offline",
-                 dataset="stdlib", budget_s=60)
+    c = Campaign(
+        tag="inf",
+        program="model",
+        branch="b",
+        worktree="w",
+        base_commit="a" * 40,
+        agent="offline",
+        dataset="stdlib",
+        budget_s=60,
+    )
     ledger.save(db, c)
     ledger.save(db, experiment(c.id, 1, "keep", 2.5, kind="baseline"), experiment(c.id, 2, "discard", float("inf")))
     chart = data.progress_chart(db, c.id)

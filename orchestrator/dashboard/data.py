@@ -35,18 +35,18 @@ LOSS_POINTS = 2000  # and keeps at most this many points
 DIFF_LINES = 4000
 CHART_DESCRIPTION_CHARS = 80
 # Columns the run page lays out itself; any other column (added by a later migration) is listed as is.
-SHOWN_RUN_COLUMNS = set(
-    "id campaign_id seq kind parent_commit commit description hypothesis diff status val_bpb test_bpb "
-    "training_seconds eval_seconds agent_seconds total_seconds steps tokens tok_per_sec peak_memory_mb "
-    "num_params exit_code error decision_reason rerun_of pid run_dir started_at ended_at tag program "
-    "train_wall_s"
-    .split()
-)
-SHOWN_CAMPAIGN_COLUMNS = set(
-    "id tag program branch base_commit agent llm_model dataset budget_s status created_at best_run_id "
-    "noise_sigma stop_reason note sandbox"
-    .split()
-)
+# fmt: off
+SHOWN_RUN_COLUMNS = {
+    "id", "campaign_id", "seq", "kind", "parent_commit", "commit", "description", "hypothesis", "diff", "status",
+    "val_bpb", "test_bpb", "training_seconds", "eval_seconds", "agent_seconds", "total_seconds", "steps",
+    "tokens", "tok_per_sec", "peak_memory_mb", "num_params", "exit_code", "error", "decision_reason", "rerun_of",
+    "pid", "run_dir", "started_at", "ended_at", "tag", "program", "train_wall_s",
+}
+SHOWN_CAMPAIGN_COLUMNS = {
+    "id", "tag", "program", "branch", "base_commit", "agent", "llm_model", "dataset", "budget_s", "status",
+    "created_at", "best_run_id", "noise_sigma", "stop_reason", "note", "sandbox",
+}
+# fmt: on
 
 
 def connect(db: Path) -> sqlite3.Connection:
