@@ -472,6 +472,25 @@ def test_logs_are_read_only_inside_the_state_dir_and_never_through_links(tmp_pat
     (outside / "train.log").write_text("API_KEY=sk-live\n")
     assert data.log_tails(state, {"run_dir": str(outside)}) == {}
     (linked / "train.log").unlink()
+    os.mkfifo(linked / "train.log")  # a FIFO would hang a plain open() forever
+    assert data.log_tails(state, {"run_dir": str(linked)}) == {}
+    assert (
+        data.flight(
+            state,
+            {
+                "id": 1,
+                "seq": 1,
+                "kind": "experiment",
+                "status": "training",
+                "run_dir": str(linked),
+                "description": None,
+                "started_at": None,
+            },
+            60,
+        )["loss"]
+        is None
+    )
+    (linked / "train.log").unlink()
     (linked / "train.log").write_text("fine\n")
     assert data.log_tails(state, {"run_dir": str(linked)}) == {"train.log": "fine"}
 
