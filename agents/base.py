@@ -21,12 +21,25 @@ class Abandoned(Exception):
     """The agent did not submit an experiment within its round limit."""
 
 
+class Refused(Exception):
+    """The model refused the request (stop reason `refusal`), on the fallback model too if one was given."""
+
+    def __init__(self, message: str, category: str | None = None):
+        super().__init__(message)
+        self.category = category
+
+
 class TransientAgentError(Exception):
     """Worth retrying later: overload, rate limit, server error, timeout."""
 
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the API's retry-after: the daemon waits at least this long
+
 
 class AgentPaused(Exception):
-    """Cannot continue until a person acts (an invalid API key); the campaign pauses."""
+    """Cannot continue until a person acts (an invalid key, a billing or spend limit, a request the
+    API rejects as invalid); the campaign pauses with this message, which says what to do."""
 
 
 class CostLimitReached(Exception):
@@ -51,6 +64,8 @@ class ProposalContext:
     retry_note: str | None = None  # set when the agent is asked again (e.g. after a proposal with no edits)
     base_files: dict[str, str] = field(default_factory=dict)  # editable + readable files at the campaign's base commit
     best_diff: str = ""  # how the current best differs from the base, in the editable files
+    expected_gap_s: float | None = None  # expected seconds between two proposals (training + evaluation + overhead)
+    conversation_path: Path | None = None  # where the agent keeps this proposal's conversation (outside the run dir)
 
 
 @dataclass

@@ -3,9 +3,23 @@
 Claude sees the research program, the trainer files as of the campaign's base (a stable prefix
 marked for prompt caching), then how the best code differs from the base and the history. It edits
 through `str_replace_based_edit_tool` (executed by arx's scoped editor in the worktree) and ends
-with `submit_experiment`. Every call's usage and cost goes to the ledger via `ctx.record_call`.
-API failures become the exceptions the campaign loop understands: transient ones are retried
-with backoff, an invalid key pauses the campaign.
+with `submit_experiment`. Every call's usage and cost goes to the ledger via `ctx.record_call`, and
+the whole conversation to a JSON document (agents/conversation.py).
+
+What the real API demands, and how it is met here:
+- Thinking: adaptive (`{"type": "adaptive"}`, depth set by `output_config.effort`) on models that
+  reject budget tokens, `budget_tokens` (>= 1024, < max_tokens) where still accepted; thinking
+  blocks go back unchanged, signatures included. Responses are streamed, so a long thinking call
+  never meets the non-streaming timeout (and is never billed twice by a retry after one).
+- Every stop reason: `refusal` is retried once on the fallback model, else raised as `Refused`
+  (the refused turn, often empty, is never sent back); `pause_turn` sends the content back to
+  continue; `max_tokens` tells the model its tool calls were not run; a full context window ends
+  the proposal.
+- Errors: overload, rate limits and server errors are transient (the API's retry-after is passed
+  on to the daemon's backoff); a bad key, a billing or spend limit, or a request the API rejects as
+  invalid pauses the campaign with the API's message: retrying them would only spin.
+- Caching: the stable prefix is cached for 1 hour when proposals are further apart than the
+  5-minute lifetime can bridge (the usual case: a training budget plus evaluation), else 5 minutes.
 """
 
 from __future__ import annotations
@@ -18,11 +32,27 @@ from string import Template
 import anthropic
 
 from . import history, pricing
-from .base import Abandoned, AgentPaused, CostLimitReached, EditorError, NoEdits, Proposal, ProposalContext, ScopedEditor, TransientAgentError
+from .base import (
+    Abandoned,
+    AgentPaused,
+    CostLimitReached,
+    EditorError,
+    NoEdits,
+    Proposal,
+    ProposalContext,
+    Refused,
+    ScopedEditor,
+    TransientAgentError,
+)
+from .conversation import Conversation
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
-MAX_TOKENS = 8192
+MAX_TOKENS = 8192  # room for the visible answer; a thinking allowance comes on top
 CHARS_PER_TOKEN = 3.0  # a conservative estimate, for the cost ceiling only
+CACHE_1H_ABOVE_S = 240.0  # proposals further apart than this: a 5-minute entry would be cold at the next one
+SDK_RETRY_AFTER_MAX_S = 30.0  # longer waits asked by the API are the daemon's (interruptible), not the SDK's
+SPEND_LIMIT_CODES = ("enforced_spend_limit_reached", "contract_spend_limit_reached")  # error.details.error_code of spend-cap 429s
+SPEND_LIMIT_MESSAGE = "You have reached your specified"  # a spend limit set in the Console: HTTP 400, "... API usage limits"
 EDITOR_TOOL = {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
 SUBMIT_TOOL = {
     "name": "submit_experiment",
@@ -41,6 +71,7 @@ NUDGE = "Use the tools: edit an editable file with str_replace_based_edit_tool, 
 
 
 def program_prompt(ctx: ProposalContext) -> str:
+    """The research program; nothing in it changes during a campaign, so it stays cached."""
     hw = ctx.hardware
     hardware = f"{hw.get('backend') or 'unknown'} backend on {hw.get('machine')}, {hw.get('cpu_count')} CPU cores, {hw.get('memory_gb')} GB RAM" + (", optimized BLAS" if hw.get("blas") else "")
     return Template((PROMPTS / f"{ctx.program}.md").read_text()).substitute(
@@ -48,7 +79,6 @@ def program_prompt(ctx: ProposalContext) -> str:
         editable=", ".join(ctx.editable),
         readable=", ".join(ctx.readable),
         hardware=hardware,
-        tok_per_sec=f"{hw.get('tok_per_sec') or 0:,.0f}",
     )
 
 
@@ -73,53 +103,182 @@ def task_message(ctx: ProposalContext) -> str:
     return "\n\n".join(parts)
 
 
-def usage_record(model: str, usage, started: float, status: str = "ok", error: str | None = None) -> dict:
+def cache_ttl(expected_gap_s: float | None) -> str:
+    """The lifetime of the stable prefix's cache entry. A 1-hour write costs 2x input instead of
+    1.25x, and pays for itself from the first proposal that would otherwise find the entry expired."""
+    return "1h" if expected_gap_s is not None and expected_gap_s > CACHE_1H_ABOVE_S else "5m"
+
+
+def thinking_params(model: str, thinking_tokens: int, effort: str | None) -> dict:
+    """The request fields that turn thinking on for `model`, in the form it accepts."""
+    facts, params = pricing.facts(model), {}
+    if thinking_tokens:
+        if facts["thinking"] == "adaptive":
+            params["thinking"] = {"type": "adaptive"}
+        else:
+            params["thinking"] = {"type": "enabled", "budget_tokens": thinking_tokens}
+    if effort and effort in facts["efforts"]:  # a fallback model without that level gets the API's default
+        params["output_config"] = {"effort": effort}
+    return params
+
+
+def usage_record(model: str, usage, started: float, status: str = "ok", error: str | None = None, stop_reason: str | None = None) -> dict:
+    """One llm_call row; cache writes are split by lifetime because a 1-hour write costs more."""
     input_tokens = getattr(usage, "input_tokens", 0) or 0
     output_tokens = getattr(usage, "output_tokens", 0) or 0
     write = getattr(usage, "cache_creation_input_tokens", 0) or 0
     read = getattr(usage, "cache_read_input_tokens", 0) or 0
+    split = getattr(usage, "cache_creation", None)
+    write_1h = (getattr(split, "ephemeral_1h_input_tokens", 0) or 0) if split else 0
+    write_5m = (getattr(split, "ephemeral_5m_input_tokens", 0) or 0) if split else write
     return {
         "model": model,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cache_write_tokens": write,
+        "cache_write_5m_tokens": write_5m,
+        "cache_write_1h_tokens": write_1h,
         "cache_read_tokens": read,
-        "cost_usd": pricing.cost_usd(model, input_tokens, output_tokens, write, read),
+        "cost_usd": pricing.cost_usd(model, input_tokens, output_tokens, write_5m, read, write_1h),
         "latency_s": round(time.time() - started, 3),
         "status": status,
+        "stop_reason": stop_reason,
         "error": error,
     }
 
 
+def error_body(e: anthropic.APIStatusError) -> dict:
+    return (e.body.get("error") or {}) if isinstance(e.body, dict) else {}
+
+
+def api_message(e: anthropic.APIStatusError) -> str:
+    return str(error_body(e).get("message") or e.message)
+
+
+def is_spend_limit(e: anthropic.APIStatusError) -> bool:
+    """The monthly spend cap (429, fails until access resumes) or a spend limit set in the Console (400)."""
+    details = error_body(e).get("details") or {}
+    return (isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES) or api_message(e).startswith(SPEND_LIMIT_MESSAGE)
+
+
+def classify(e: anthropic.APIStatusError, model: str) -> Exception:
+    """The verdict on an HTTP error: transient (back off and retry) or a pause that says what to do."""
+    code, message = e.status_code, api_message(e)[:400]
+    if code < 400:  # an error event in the middle of a streamed 200 (overloaded, a server error)
+        return TransientAgentError(f"Anthropic API error mid-stream ({error_body(e).get('type')}): {message}"[:300])
+    if code in (401, 403):
+        return AgentPaused(f"the Anthropic API refused the key (HTTP {code}: {message}); set a valid ANTHROPIC_API_KEY and start the campaign again")
+    if code == 404:
+        return AgentPaused(f"model {model!r} was not found (HTTP 404); choose another with --model and start again")
+    if code == 402:
+        return AgentPaused(f"billing error (HTTP 402: {message}); add credit in the Claude Console and start the campaign again")
+    if is_spend_limit(e):
+        return AgentPaused(f"API spend limit reached (HTTP {code}: {message}); start the campaign again when access resumes or the limit is raised")
+    if code in (408, 409, 429) or code >= 500:
+        return TransientAgentError(f"Anthropic API HTTP {code}: {message}"[:300], retry_after_s=retry_after(e.response.headers))
+    return AgentPaused(f"the API rejected the request (HTTP {code}: {message}); change the settings it names and start again")
+
+
+def retry_after(headers) -> float | None:
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) * scale
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
+class Client(anthropic.Anthropic):
+    """The SDK's client, minus two retries that only waste time: a spend-limit 429 (it fails until
+    access resumes) and a 429 whose retry-after is long (the daemon waits that out, and can be
+    stopped while it does; the SDK would sleep through a stop)."""
+
+    def _should_retry(self, response) -> bool:
+        if response.status_code == 429:
+            if (retry_after(response.headers) or 0) > SDK_RETRY_AFTER_MAX_S:
+                return False
+            try:
+                details = (json.loads(response.read()).get("error") or {}).get("details") or {}
+            except (ValueError, AttributeError):
+                details = {}
+            if isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES:
+                return False
+        return super()._should_retry(response)
+
+
 class ClaudeAgent:
     name = "claude"
+    keeps_conversations = True  # writes ctx.conversation_path
 
-    def __init__(self, model: str | None = None, thinking_tokens: int = 0, max_rounds: int = 12, max_tokens: int = MAX_TOKENS, max_retries: int = 2, timeout_s: float = 600, client: anthropic.Anthropic | None = None):
+    def __init__(self, model: str | None = None, thinking_tokens: int = 0, effort: str | None = None, fallback_model: str | None = None, max_rounds: int = 12,
+                 max_tokens: int = MAX_TOKENS, max_retries: int = 2, timeout_s: float = 600, client: anthropic.Anthropic | None = None):
         self.model = model or pricing.DEFAULT_MODEL
-        pricing.prices(self.model)  # an unknown model fails now, not after a night of unpriced calls
-        self.thinking_tokens = thinking_tokens
+        self.fallback_model = fallback_model
+        for m in filter(None, (self.model, fallback_model)):
+            pricing.facts(m)  # an unknown model fails now, not after a night of unpriced calls
+        if thinking_tokens < 0 or 0 < thinking_tokens < pricing.MIN_THINKING_TOKENS:
+            raise ValueError(f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's minimum), got {thinking_tokens}")
+        if effort is not None and effort not in pricing.facts(self.model)["efforts"]:
+            levels = ", ".join(pricing.facts(self.model)["efforts"]) or "none"
+            raise ValueError(f"--effort {effort} is not available on {self.model} (its levels: {levels})")
+        self.thinking_tokens, self.effort = thinking_tokens, effort
         self.max_rounds = max_rounds
-        self.max_tokens = max(max_tokens, thinking_tokens + 1024)
+        self.max_tokens = max_tokens + thinking_tokens  # thinking counts toward max_tokens; budget_tokens < max_tokens
         # reads ANTHROPIC_API_KEY and honours ANTHROPIC_BASE_URL
-        self.client = client or anthropic.Anthropic(max_retries=max_retries, timeout=timeout_s)
+        self.client = client or Client(max_retries=max_retries, timeout=timeout_s)
 
     def propose(self, ctx: ProposalContext) -> Proposal:
-        editor = ScopedEditor(ctx.worktree, ctx.editable, ctx.readable)
+        ttl = cache_ttl(ctx.expected_gap_s)
         system = [
             {"type": "text", "text": program_prompt(ctx)},
-            {"type": "text", "text": files_block(ctx), "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": files_block(ctx), "cache_control": {"type": "ephemeral", "ttl": ttl}},
         ]
         messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": task_message(ctx)}]}]
-        spent = 0.0
+        self.mark_cache_point(messages)  # the task is written once and read by the proposal's later rounds
+        thinking = thinking_params(self.model, self.thinking_tokens, None).get("thinking")
+        log = Conversation(
+            ctx.conversation_path, messages, seq=ctx.seq, model=self.model, fallback_model=self.fallback_model, max_tokens=self.max_tokens,
+            thinking=json.dumps(thinking) if thinking else None, effort=self.effort, cache_ttl=ttl, system=system, tools=[EDITOR_TOOL, SUBMIT_TOOL],
+        )
+        outcome = "interrupted"
+        try:
+            proposal = self.converse(ctx, ScopedEditor(ctx.worktree, ctx.editable, ctx.readable), system, messages, log)
+            outcome = f"submitted: {proposal.description}"
+            return proposal
+        except Exception as e:
+            outcome = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            log.end(outcome)
+
+    def converse(self, ctx: ProposalContext, editor: ScopedEditor, system: list, messages: list, log: Conversation) -> Proposal:
+        model, spent = self.model, 0.0
         for _ in range(self.max_rounds):
-            self.check_budget(ctx, system, messages, spent)
-            response, cost = self.call(ctx, system, messages)
+            self.check_budget(ctx, model, system, messages, spent)
+            response, cost = self.call(ctx, log, model, system, messages)
             spent += cost
-            messages.append({"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in response.content]})
+            stop = response.stop_reason
+            if stop == "refusal":
+                details = response.stop_details
+                why = f"{model} refused ({getattr(details, 'category', None) or 'no category'}): {getattr(details, 'explanation', None) or 'no explanation'}"
+                if self.fallback_model and model != self.fallback_model:
+                    model = self.fallback_model  # the same request again; the refused turn is never sent back
+                    continue
+                raise Refused(why, getattr(details, "category", None))
+            if stop == "model_context_window_exceeded":
+                raise Abandoned("the conversation filled the model's context window before submit_experiment")
+            content = [block.model_dump(exclude_none=True) for block in response.content]
+            content = [b for b in content if b["type"] != "thinking" or b.get("signature")]  # a cut-off thought has no signature
+            if content and messages[-1]["role"] == "assistant":
+                messages[-1]["content"].extend(content)  # the rest of a paused turn
+            elif content:
+                messages.append({"role": "assistant", "content": content})
+            if stop == "pause_turn":
+                continue  # the API paused a long turn: sending its content back lets it continue
             uses = [b for b in response.content if b.type == "tool_use"]
-            if response.stop_reason == "max_tokens":
-                results = [{"type": "tool_result", "tool_use_id": b.id, "content": CUT_OFF, "is_error": True} for b in uses]
-                messages.append({"role": "user", "content": results or [{"type": "text", "text": CUT_OFF}]})
+            if stop == "max_tokens":
+                add_user(messages, [{"type": "tool_result", "tool_use_id": b.id, "content": CUT_OFF, "is_error": True} for b in uses] or [{"type": "text", "text": CUT_OFF}])
+                self.mark_cache_point(messages)
                 continue
             submit = next((b for b in uses if b.name == "submit_experiment"), None)
             results = [self.run_tool(editor, b) for b in uses if b.name != "submit_experiment"]
@@ -128,52 +287,53 @@ class ClaudeAgent:
                     raise NoEdits("submit_experiment without an edit")
                 args = submit.input if isinstance(submit.input, dict) else {}
                 return Proposal(description=str(args.get("description") or "(no description)"), hypothesis=str(args.get("hypothesis") or ""))
-            messages.append({"role": "user", "content": results or [{"type": "text", "text": NUDGE}]})
+            add_user(messages, results or [{"type": "text", "text": NUDGE}])
             self.mark_cache_point(messages)
         raise Abandoned(f"no submit_experiment within {self.max_rounds} tool rounds")
 
-    def call(self, ctx: ProposalContext, system: list, messages: list) -> tuple:
-        """One Messages API call, recorded in the ledger whatever happens."""
-        kwargs = {"model": self.model, "max_tokens": self.max_tokens, "system": system, "tools": [EDITOR_TOOL, SUBMIT_TOOL], "messages": messages}
-        if self.thinking_tokens:
-            kwargs["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_tokens}
+    def call(self, ctx: ProposalContext, log: Conversation, model: str, system: list, messages: list) -> tuple:
+        """One streamed Messages API call, recorded in the ledger and the conversation whatever happens."""
+        kwargs = {"model": model, "max_tokens": self.max_tokens, "system": system, "tools": [EDITOR_TOOL, SUBMIT_TOOL], "messages": messages}
+        kwargs |= thinking_params(model, self.thinking_tokens, self.effort)
         started = time.time()
         try:
-            response = self.client.messages.create(**kwargs)
+            with self.client.messages.stream(**kwargs) as stream:
+                response = stream.get_final_message()
         except anthropic.APIStatusError as e:
-            ctx.record_call(usage_record(self.model, None, started, "error", f"HTTP {e.status_code}: {e.message}"[:500]))
-            if e.status_code in (401, 403):
-                raise AgentPaused(f"the Anthropic API refused the key (HTTP {e.status_code}); set a valid ANTHROPIC_API_KEY and start the campaign again") from e
-            if e.status_code == 404:
-                raise AgentPaused(f"model {self.model!r} was not found (HTTP 404); choose another with --model and start again") from e
-            if e.status_code in (408, 409, 429) or e.status_code >= 500:
-                raise TransientAgentError(f"Anthropic API HTTP {e.status_code}") from e
-            raise Abandoned(f"the API refused the request (HTTP {e.status_code}): {e.message}"[:300]) from e
+            record = usage_record(model, None, started, "error", f"HTTP {e.status_code}: {api_message(e)}"[:500])
+            ctx.record_call(record)
+            log.call(record)
+            raise classify(e, model) from e
         except (anthropic.APITimeoutError, anthropic.APIConnectionError) as e:
-            ctx.record_call(usage_record(self.model, None, started, "error", type(e).__name__))
+            record = usage_record(model, None, started, "error", type(e).__name__)
+            ctx.record_call(record)
+            log.call(record)
             raise TransientAgentError(f"Anthropic API unreachable ({type(e).__name__})") from e
-        record = usage_record(self.model, response.usage, started)
+        record = usage_record(model, response.usage, started, stop_reason=response.stop_reason)
         ctx.record_call(record)
+        details = response.stop_details.model_dump(exclude_none=True) if response.stop_details else None
+        log.call(record | {"stop_details": details})
         return response, record["cost_usd"]
 
-    def check_budget(self, ctx: ProposalContext, system: list, messages: list, spent: float) -> None:
-        """Refuse a call that could take spending past --max-cost-usd (priced as if nothing were cached)."""
+    def check_budget(self, ctx: ProposalContext, model: str, system: list, messages: list, spent: float) -> None:
+        """Refuse a call that could take spending past --max-cost-usd (priced as if all input were a 1-hour cache write)."""
         if ctx.cost_left_usd is None:
             return
-        p = pricing.prices(self.model)
+        p = pricing.facts(model)
         prompt_tokens = len(json.dumps([system, messages, SUBMIT_TOOL])) / CHARS_PER_TOKEN
-        worst = (prompt_tokens * p["cache_write"] + self.max_tokens * p["output"]) / 1e6
+        worst = (prompt_tokens * p["cache_write_1h"] + self.max_tokens * p["output"]) / 1e6
         if spent + worst > ctx.cost_left_usd:
             raise CostLimitReached(f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left under --max-cost-usd")
 
     @staticmethod
     def mark_cache_point(messages: list) -> None:
-        """Cache the conversation so far: the next round reads it from cache (one moving breakpoint)."""
+        """Cache the conversation so far: the next round reads it from cache (one moving 5-minute
+        breakpoint, after the stable prefix's, as the API wants longer lifetimes first)."""
         for message in messages:
             for block in message["content"]:
                 if isinstance(block, dict):
                     block.pop("cache_control", None)
-        messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+        messages[-1]["content"][-1]["cache_control"] = {"type": "ephemeral", "ttl": "5m"}
 
     @staticmethod
     def run_tool(editor: ScopedEditor, block) -> dict:
@@ -198,3 +358,12 @@ class ClaudeAgent:
         except (EditorError, KeyError, ValueError, TypeError, OSError) as e:
             message = str(e) if isinstance(e, EditorError) else f"malformed input: {type(e).__name__}: {e}"
             return {"type": "tool_result", "tool_use_id": block.id, "content": message, "is_error": True}
+
+
+def add_user(messages: list, blocks: list) -> None:
+    """Add blocks to the conversation's user side, joining the last user message if the assistant
+    had nothing to say (an empty assistant message is rejected by the API)."""
+    if messages and messages[-1]["role"] == "user":
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": "user", "content": blocks})

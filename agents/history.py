@@ -10,7 +10,7 @@ from __future__ import annotations
 RECENT_RUNS = 10
 DESCRIPTION_CHARS = 70
 OLDER_MAX_CHARS = 6000
-GROUPS = [("kept", {"keep"}), ("discarded", {"discard"}), ("failed", {"crash", "timeout", "invalid"}), ("rejected", {"rejected"})]
+GROUPS = [("kept", {"keep"}), ("discarded", {"discard"}), ("failed", {"crash", "timeout", "invalid"}), ("rejected", {"rejected"}), ("refused", {"refused"})]
 
 
 def fmt_bpb(value: float | None) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits, ProposalContext, TransientAgentError
+from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits, ProposalContext, Refused, TransientAgentError
 
 from . import corpus, experiment, ledger, policy, runner, slots, worktree
 from .ledger import Campaign, LlmCall, Run, utcnow
@@ -35,6 +35,9 @@ BACKOFF_START_S = 5.0
 BACKOFF_MAX_S = 300.0
 MAX_BASELINE_FAILURES = 3
 MAX_CONSECUTIVE_ERRORS = 5
+MAX_FAILED_PROPOSALS = 5  # abandoned, refused or empty proposals in a row before the campaign pauses
+GAP_OVERHEAD_S = 60.0  # start-up, evaluation and bookkeeping between two proposals, until runs measure it
+GAP_RUNS = 5  # measured runs the expected gap between proposals is taken from
 FAILURE_TAIL_LINES = 20
 MIN_ALLOWANCE_S = 10.0
 ALLOWANCE_FACTOR = 2.0
@@ -78,6 +81,7 @@ class CampaignLoop:
         self.wt = worktree.ensure_worktree(self.repo, Path(campaign.worktree), campaign.branch, campaign.base_commit)
         self.stop_requested = threading.Event()
         self.db = self.paths.db
+        self.failed_proposals = 0  # in a row; a restart (a person acted) starts the count again
 
     # ------------------------------------------------------------------ ledger helpers
     def event(self, kind: str, message: str, run: Run | None = None) -> None:
@@ -198,12 +202,14 @@ class CampaignLoop:
     def hardware(self) -> dict:
         from trainer import blas  # no MLX import: the orchestrator never loads MLX
 
+        chosen = blas.describe()
         info = {
             "platform": platform.platform(),
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "blas": blas.find_openblas(),
+            "blas": chosen["library"],
+            "blas_source": " ".join(filter(None, (chosen["source"], chosen["version"]))),
         }
         champ = self.champion()
         if champ and champ.run_dir and (Path(champ.run_dir) / "train.json").exists():
@@ -293,18 +299,18 @@ class CampaignLoop:
         asked = time.time()
         try:
             proposal = self.propose(run, cost_so_far)
-        except NoEdits as e:
+        except (NoEdits, Abandoned, Refused) as e:
             worktree.reset_hard(self.wt, self.kept_head())
-            return self.finish(run, "rejected", f"no edits: {e}")
-        except Abandoned as e:
-            worktree.reset_hard(self.wt, self.kept_head())
-            return self.finish(run, "rejected", f"abandoned: {e}")
+            status, label = ("refused", "refused") if isinstance(e, Refused) else ("rejected", "no edits" if isinstance(e, NoEdits) else "abandoned")
+            self.finish(run, status, f"{label}: {e}")
+            return self.proposal_failed(run, f"{label}: {e}")
         except (CostLimitReached, StopCampaign, AgentPaused) as e:
             worktree.reset_hard(self.wt, self.kept_head())
             self.finish(run, "interrupted", str(e) or type(e).__name__)
             if isinstance(e, AgentPaused):
                 raise
             raise StopCampaign(str(e)) from e
+        self.failed_proposals = 0
         run.agent_seconds = round(time.time() - asked, 3)
         run.description, run.hypothesis = proposal.description.strip()[:500] or "(no description)", proposal.hypothesis
         changed = worktree.changed_files(self.wt)
@@ -328,10 +334,26 @@ class CampaignLoop:
             return
         self.decide(run)
 
+    def proposal_failed(self, run: Run, why: str) -> None:
+        """A proposal that yielded nothing cost API calls and taught nothing: wait longer after each
+        one in a row (a loop that proposes again at once would spend --max-experiments in seconds),
+        and pause after MAX_FAILED_PROPOSALS so a person can look."""
+        self.failed_proposals += 1
+        if self.failed_proposals >= MAX_FAILED_PROPOSALS:
+            raise AgentPaused(f"{self.failed_proposals} proposals in a row yielded no experiment (last, #{run.seq}, {why}); read them with `arx-daemon show {self.campaign.tag}/{run.seq}`, then start again")
+        wait = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self.failed_proposals - 1))
+        self.update_campaign(note=f"{self.failed_proposals} failed proposals in a row; next in {wait:.0f}s")
+        self.event("cooldown", f"{self.failed_proposals} failed proposals in a row (pause at {MAX_FAILED_PROPOSALS}); next in {wait:.0f}s", run)
+        if self.stop_requested.wait(wait):
+            raise StopCampaign("stopped by request")
+
     def propose(self, run: Run, cost_so_far: float):
         """Ask the agent, backing off on transient failures, and once more if it made no edits."""
         delay = BACKOFF_START_S
         retry_note = None
+        if getattr(self.agent, "keeps_conversations", False):
+            run.conversation = str(self.paths.conversation(run.seq))
+            self.save(run)
         while True:
             ctx = self.context(run, cost_so_far, retry_note)
             try:
@@ -346,7 +368,7 @@ class CampaignLoop:
                 retry_note = "Your previous proposal changed no file. Edit an editable file, then call submit_experiment."
                 worktree.reset_hard(self.wt, self.kept_head())
             except TransientAgentError as e:
-                wait = delay * (0.8 + 0.4 * random.random())
+                wait = max(delay * (0.8 + 0.4 * random.random()), e.retry_after_s or 0)  # the API's retry-after is a floor
                 self.update_campaign(note=f"agent error, retrying in {wait:.0f}s: {e}")
                 self.event("backoff", f"{e}; retrying in {wait:.0f}s", run)
                 worktree.reset_hard(self.wt, self.kept_head())
@@ -384,6 +406,8 @@ class CampaignLoop:
             retry_note=retry_note,
             base_files=self.base_files,
             best_diff=self.wt.git.diff(self.campaign.base_commit, "HEAD", "--", *self.program.editable),
+            expected_gap_s=expected_gap_s(runs, self.s.budget_s),
+            conversation_path=Path(run.conversation) if run.conversation else None,
         )
 
     @functools.cached_property
@@ -488,6 +512,13 @@ class CampaignLoop:
     @functools.cached_property
     def corpus(self) -> corpus.Corpus:
         return corpus.materialize(self.campaign.dataset)
+
+
+def expected_gap_s(runs: list[Run], budget_s: float) -> float:
+    """Seconds between two proposals' API calls (what decides the cache lifetime): the median wall
+    time outside the agent of the last measured runs, else the budget plus a stated overhead."""
+    spans = [r.total_seconds - (r.agent_seconds or 0.0) for r in runs if r.total_seconds and r.val_bpb is not None][-GAP_RUNS:]
+    return statistics.median(spans) if spans else budget_s + GAP_OVERHEAD_S
 
 
 def is_our_child(pid: int) -> bool:

@@ -8,12 +8,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import click
+
+from agents.pricing import DEFAULT_MODEL, EFFORTS, MIN_THINKING_TOKENS
+from agents.pricing import facts as model_facts
 
 from .programs import PROGRAMS, TAG_PATTERN, default_state_dir
 
@@ -34,7 +38,7 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: int, max_rounds: int):
+def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: int, max_rounds: int, effort: Optional[str] = None, fallback_model: Optional[str] = None):
     """auto = Claude when ANTHROPIC_API_KEY is set, else the offline search (announced loudly)."""
     if choice == "auto":
         choice = "claude" if os.environ.get("ANTHROPIC_API_KEY") else "offline"
@@ -50,7 +54,31 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
         raise UserError("--agent claude needs ANTHROPIC_API_KEY in the environment")
     from agents.claude import ClaudeAgent
 
-    return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, max_rounds=max_rounds)
+    return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, effort=effort, fallback_model=fallback_model, max_rounds=max_rounds)
+
+
+# what each numeric option of `start` must be; click only checks that it is a number
+NUMBERS = {
+    "thinking_tokens": (lambda v: v == 0 or v >= MIN_THINKING_TOKENS, f"0 (off) or at least {MIN_THINKING_TOKENS} (the API's least thinking budget)"),
+    "max_rounds": (lambda v: v >= 1, "at least 1"),
+    "budget": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    "max_experiments": (lambda v: v >= 0, "0 (baselines only) or more"),
+    "max_cost_usd": (lambda v: 0 < v < math.inf, "a positive number of dollars"),
+    "slots": (lambda v: v >= 1, "at least 1"),
+    "baseline_runs": (lambda v: v >= 1, "at least 1"),
+    "min_delta": (lambda v: 0 <= v < math.inf, "0 or a positive number"),
+    "stall_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    "memory_mb": (lambda v: 0 < v < math.inf, "a positive number of MB"),
+    "seed": (lambda v: v >= 0, "0 or more"),
+}
+
+
+def check_numbers(values: dict) -> None:
+    """Refuse, in one line with exit 2, a number that `start` cannot use (None: not given)."""
+    for name, (ok, what) in NUMBERS.items():
+        value = values[name]
+        if value is not None and not ok(value):
+            fail(f"--{name.replace('_', '-')} must be {what}, got {value:g}")
 
 
 @app.command()
@@ -58,7 +86,10 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
 @click.option("--tag", required=True, help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>")
 @click.option("--agent", default="auto", show_default=True, help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline")
 @click.option("--model", default=None, help="Claude model for the claude agent (default: a current Sonnet)")
-@click.option("--thinking-tokens", default=0, show_default=True, help="extended-thinking budget per Claude call (0: off)")
+@click.option("--thinking-tokens", default=0, show_default=True, help="thinking per Claude call, 0: off, else at least 1024: the budget on models that take one, "
+              "adaptive thinking (depth set by --effort) on models that require it; either way it adds to max_tokens")
+@click.option("--effort", type=click.Choice(EFFORTS), default=None, help="Claude's output_config.effort (default: the API's, high); sets the depth of adaptive thinking")
+@click.option("--fallback-model", default=None, help="Claude model to ask once more when the main model refuses (stop reason refusal)")
 @click.option("--max-rounds", default=12, show_default=True, help="tool rounds Claude may use per proposal")
 @click.option("--dataset", default="stdlib", show_default=True, help="dataset registry name (stdlib is embedded and offline)")
 @click.option("--budget", default=300.0, show_default=True, help="training seconds per run (startup and evaluation are extra)")
@@ -74,7 +105,7 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
 @click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, unsafe_no_sandbox, state_dir) -> None:
+def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, baseline_runs, min_delta, stall_s, memory_mb, seed, base, foreground, unsafe_no_sandbox, state_dir) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -82,11 +113,18 @@ def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budg
         fail(f"bad tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
     if agent not in ("auto", "claude", "offline"):
         fail(f"unknown agent {agent!r}; choose auto, claude or offline")
-    if not budget > 0:
-        fail(f"--budget must be a positive number of seconds, got {budget:g}")
-    if slots < 1 or baseline_runs < 1 or (max_experiments is not None and max_experiments < 0):
-        fail("--slots and --baseline-runs must be at least 1, --max-experiments at least 0")
+    check_numbers(locals())
+    for name in filter(None, (model, fallback_model)):
+        try:
+            model_facts(name)
+        except KeyError as e:
+            fail(e.args[0])
+    levels = model_facts(model or DEFAULT_MODEL)["efforts"]
+    if effort and effort not in levels:
+        fail(f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: {', '.join(levels) or 'none'})")
     import psutil
+
+    from trainer import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
     from .campaign import Settings
@@ -108,8 +146,10 @@ def start(program, tag, agent, model, thinking_tokens, max_rounds, dataset, budg
         unsafe_no_sandbox=unsafe_no_sandbox,
         policy=Policy(baseline_runs=baseline_runs, min_delta=min_delta),
     )
+    if warning := blas.slow_warning():
+        print(warning, flush=True)
     try:
-        code = daemon.detach(settings, sys.argv[1:]) if not foreground else daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds), base)
+        code = daemon.detach(settings, sys.argv[1:]) if not foreground else daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds, effort, fallback_model), base)
     except (daemon.UserError, GitError) as e:
         fail(str(e))
     raise SystemExit(code)
@@ -273,9 +313,10 @@ def runs(tag, program, status_filter, as_json, state_dir) -> None:
 
 @app.command()
 @click.argument("run")
+@click.option("--full", is_flag=True, help="print the agent's conversation unabridged (system prompt and long blocks included)")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def show(run, state_dir) -> None:
-    """One run in full: metrics, decision, diff, log tail, LLM calls."""
+def show(run, full, state_dir) -> None:
+    """One run in full: metrics, decision, diff, log tail, LLM calls, the agent's conversation."""
     from . import report, runner
 
     _, db = state_paths(state_dir)
@@ -304,6 +345,17 @@ def show(run, state_dir) -> None:
         out.print(tail, highlight=False, markup=False)
     for c in r["llm_calls"]:
         out.print(f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write {c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s {c['error'] or ''}", highlight=False, markup=False)
+    if r.get("conversation"):
+        import json
+
+        from agents import conversation
+
+        path = Path(r["conversation"])
+        out.print(f"[bold]conversation[/bold] ({path})", highlight=False)
+        try:
+            out.print(conversation.render(json.loads(path.read_text()), full), highlight=False, markup=False)
+        except (OSError, ValueError) as e:
+            out.print(f"(unreadable: {e})", highlight=False, markup=False)
 
 
 @app.command()
@@ -437,18 +489,26 @@ def service_app() -> None:
     """Run a campaign as a user service that survives reboots."""
 
 
-@service_app.command("install")
+@service_app.command("install", context_settings={"ignore_unknown_options": True})
 @click.option("--program", required=True, help="model or data")
 @click.option("--tag", required=True, help="campaign tag")
 @click.argument("extra", nargs=-1)
 def service_install(program, tag, extra) -> None:
-    """Write a systemd user unit (Linux) or launchd agent (macOS) for one campaign."""
+    """Write a systemd user unit (Linux) or launchd agent (macOS) for one campaign.
+
+    Any further options are `start`'s (e.g. --budget 600) and are checked now, not at boot.
+    """
     from . import service
 
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
     if not TAG_PATTERN.match(tag):
         fail(f"bad tag {tag!r}")
+    try:
+        parsed = start.make_context("start", ["--program", program, "--tag", tag, *extra])
+    except click.UsageError as e:
+        fail(f"{e.format_message()} (options after --tag are start's)")
+    check_numbers(parsed.params)
     path, how = service.install(program, tag, list(extra or []), Path.home())
     click.echo(f"wrote {path}")
     click.echo(f"enable it with: {how}")

@@ -62,6 +62,7 @@ SANDBOX_IMPORTS = (
     "numpy", "mlx.core", "mlx.nn", "mlx.optimizers", "mlx.utils", "tiktoken", "rustbpe", "pyarrow.parquet", "rich.console",
     "rich.progress", "multiprocessing.pool", "concurrent.futures", "asyncio", "urllib.request", "xml.etree.ElementTree",
     "email.message", "http.client", "sqlite3", "unittest", "argparse", "logging.handlers", "csv", "gzip", "zipfile",
+    "multiprocessing.popen_spawn_posix", "multiprocessing.forkserver", "multiprocessing.sharedctypes", "unittest._log",
 )
 DOWNLOAD_RETRIES = 5
 DOWNLOAD_TIMEOUT_S = 30
@@ -391,4 +392,4 @@ def split_rule_version() -> str:
     """Changes whenever the constants that define the split change, so old held-out folders are not reused."""
     from .leakcheck import SCRUB_BYTES
 
-    return json.dumps([EVAL_BYTES, EVAL_MAX_DOC_BYTES, sorted(EVAL_KINDS), EVAL_SKIP_PREFIXES, sorted(STDLIB_SKIP), SCRUB_BYTES])
+    return json.dumps([EVAL_BYTES, EVAL_MAX_DOC_BYTES, sorted(EVAL_KINDS), EVAL_SKIP_PREFIXES, sorted(STDLIB_SKIP), SANDBOX_IMPORTS, SCRUB_BYTES])

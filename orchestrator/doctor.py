@@ -27,6 +27,8 @@ def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def checks() -> list[Check]:
+    from trainer import blas  # stdlib only: the orchestrator never imports MLX
+
     out = [Check("platform", True, f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs")]
     if sys.version_info < (3, 11):
         out[-1] = Check("platform", False, out[-1].detail, "arx needs Python 3.11 or newer")
@@ -35,9 +37,11 @@ def checks() -> list[Check]:
     if probe.returncode == 0:
         info = json.loads(probe.stdout.strip().splitlines()[-1])
         out.append(Check("mlx", True, f"MLX {info['mlx_version']}, backend {info['backend']}"))
-        slow = info["backend"] == "cpu" and info["gflops"] < 30
-        fix = "install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread); the trainer preloads it by itself" if slow else ""
-        out.append(Check("matmul", not slow, f"{info['gflops']:.0f} GFLOP/s fp32 (512x512); optimized BLAS: {info['blas'] or 'none'}", fix))
+        used = info["blas"]
+        slow = info["backend"] == "cpu" and used["source"] == "reference"
+        name = " ".join(filter(None, (used["source"], used["version"], used["library"] and f"({used['library']})")))
+        detail = f"{info['gflops']:.0f} GFLOP/s fp32 (512x512, slower on a busy machine); BLAS: {name}, {used['note']}"
+        out.append(Check("matmul", not slow, detail, blas.FIX if slow else ""))
     else:
         out.append(Check("mlx", False, (probe.stderr.strip().splitlines() or ["MLX failed to load"])[-1], "reinstall: uv sync (mlx on macOS, mlx[cpu] or mlx[cuda] on Linux)"))
 

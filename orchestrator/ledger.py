@@ -80,6 +80,7 @@ class Run(SQLModel, table=True):
     pid: int | None = None  # the trainer's process group while it runs, to reap it after a crash
     run_dir: str | None = None
     scoring: str | None = None  # JSON from the trusted scorer: tokens, bytes, probes, largest causal diff, transfer time
+    conversation: str | None = None  # the agent's conversation for this run (JSON, see agents/conversation.py)
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
 
@@ -93,10 +94,13 @@ class LlmCall(SQLModel, table=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # all cache writes; split by lifetime below (a 1-hour write costs more)
+    cache_write_5m_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # raw INSERTs may leave them out
+    cache_write_1h_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     cost_usd: float = 0.0
     latency_s: float = 0.0
     status: str = "ok"
+    stop_reason: str | None = None  # end_turn, tool_use, max_tokens, pause_turn, refusal, ...
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -127,11 +131,11 @@ def _v1(conn: Connection) -> None:
 
 
 def add_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
-    """ALTER TABLE for the columns a table lacks (a database created at v1 by today's models has them all)."""
+    """ALTER in the columns a table lacks (a database created by `_v1` from newer models has them already)."""
     have = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
-    for name, kind in columns.items():
+    for name, decl in columns.items():
         if name not in have:
-            conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}'))
+            conn.execute(text(f'ALTER TABLE {table} ADD COLUMN "{name}" {decl}'))
 
 
 def _v2_sealed(conn: Connection) -> None:
@@ -140,7 +144,13 @@ def _v2_sealed(conn: Connection) -> None:
     add_columns(conn, "campaign", {"tokenizer_sha256": "VARCHAR", "sandbox": "VARCHAR"})
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_sealed]  # append; never edit a released step
+def _v3_conversations_and_cache_lifetimes(conn: Connection) -> None:
+    """run.conversation; llm_call's cache writes split by lifetime, and its stop reason."""
+    add_columns(conn, "run", {"conversation": "VARCHAR"})
+    add_columns(conn, "llm_call", {"cache_write_5m_tokens": "INTEGER NOT NULL DEFAULT 0", "cache_write_1h_tokens": "INTEGER NOT NULL DEFAULT 0", "stop_reason": "VARCHAR"})
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_sealed, _v3_conversations_and_cache_lifetimes]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

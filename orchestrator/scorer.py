@@ -175,7 +175,7 @@ def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable
         mix = rng.permutation(len(work))
         work, index = [work[i] for i in mix], [index[i] for i in mix]
         while len(work) % BATCH_ROWS:  # pad the last batch with unscored real rows: every request looks alike
-            work.append(Row(rows[int(rng.integers(len(rows)))].tokens))
+            work.append(Row(rows[int(rng.choice(half))].tokens))  # from this half: never a probe's original
             index.append(-1)
         batches = [np.stack([r.tokens for r in work[i : i + BATCH_ROWS]]).astype(np.int32) for i in range(0, len(work), BATCH_ROWS)]
         model = launch()

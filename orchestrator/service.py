@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import plistlib
 import sys
 from pathlib import Path
 
@@ -22,24 +23,6 @@ RestartSec=30
 WantedBy=default.target
 """
 
-LAUNCHD = """<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-  <key>Label</key><string>{label}</string>
-  <key>WorkingDirectory</key><string>{root}</string>
-  <key>ProgramArguments</key>
-  <array>
-{args}
-  </array>
-  <key>RunAtLoad</key><true/>
-  <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
-  <key>StandardOutPath</key><string>{log}</string>
-  <key>StandardErrorPath</key><string>{log}</string>
-</dict>
-</plist>
-"""
-
 
 def install(program: str, tag: str, start_args: list[str], home: Path, system: str = sys.platform) -> tuple[Path, str]:
     """Write the unit file; return its path and the commands that enable it.
@@ -52,8 +35,9 @@ def install(program: str, tag: str, start_args: list[str], home: Path, system: s
     if system == "darwin":
         label = f"com.arx.{program}-{tag}"
         path = home / "Library" / "LaunchAgents" / f"{label}.plist"
-        args = "\n".join(f"    <string>{a}</string>" for a in argv)
-        text = LAUNCHD.format(label=label, root=ROOT, args=args, log=ROOT / "state" / "logs" / f"{program}-{tag}.log")
+        log = ROOT / "state" / "logs" / f"{program}-{tag}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)  # launchd does not create it, and cannot start the job without it
+        text = launchd_plist(label, argv, log)
         how = f"launchctl load -w {path}"
     else:
         path = home / ".config" / "systemd" / "user" / f"{name}.service"
@@ -63,3 +47,18 @@ def install(program: str, tag: str, start_args: list[str], home: Path, system: s
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path, how
+
+
+def launchd_plist(label: str, argv: list[str], log: Path) -> str:
+    """A launchd agent that runs `argv` at login and again if it fails (plistlib escapes the values)."""
+    return plistlib.dumps(
+        {
+            "Label": label,
+            "WorkingDirectory": str(ROOT),
+            "ProgramArguments": argv,
+            "RunAtLoad": True,
+            "KeepAlive": {"SuccessfulExit": False},
+            "StandardOutPath": str(log),
+            "StandardErrorPath": str(log),
+        }
+    ).decode()

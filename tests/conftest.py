@@ -19,6 +19,8 @@ from orchestrator import experiment, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_BUDGET_S = 3
+TRAINED_STEPS = 6
+HANG_S = 1800  # a guard against a hung child, never a speed requirement: the suite must pass on a loaded machine
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,16 @@ def trained_run(measured) -> Path:
     return measured[0]
 
 
+@pytest.fixture(scope="session")
+def stepped_run(stdlib, tmp_path_factory) -> Path:
+    """A training run counted in steps (ARX_MAX_STEPS), not seconds: the same run on a fast or a loaded machine."""
+    run_dir = tmp_path_factory.mktemp("stepped")
+    env = {"ARX_RUN_DIR": str(run_dir), "ARX_PREPARED_DIR": str(stdlib.prepared), "ARX_BUDGET_S": str(HANG_S), "ARX_MAX_STEPS": str(TRAINED_STEPS)}
+    result = run_module("trainer.train", ROOT, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
 def copy_trainer(dest: Path) -> Path:
     """A throwaway worktree holding a copy of trainer/, for tests that edit the research code."""
     shutil.copytree(ROOT / "trainer", dest / "trainer", ignore=shutil.ignore_patterns("__pycache__"))
@@ -103,7 +115,7 @@ def edit_constant(worktree: Path, name: str, value: str, file: str = "train.py")
 
 
 def run_module(
-    module: str, cwd: Path, env: dict, args: list[str] | None = None, timeout: float = 900
+    module: str, cwd: Path, env: dict, args: list[str] | None = None, timeout: float = HANG_S
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *(args or [])],

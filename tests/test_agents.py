@@ -16,7 +16,7 @@ def editor(worktree) -> ScopedEditor:
 def test_editor_scope(worktree):
     ed = editor(worktree)
     assert "MATRIX_LR" in ed.view("trainer/train.py")
-    assert "def evaluate" in ed.view("/trainer/evaluate.py")
+    assert "def serve" in ed.view("/trainer/evaluate.py")
     with pytest.raises(EditorError, match="may not edit"):
         ed.str_replace("trainer/evaluate.py", "import", "import")
     with pytest.raises(EditorError, match="may not view"):

@@ -49,7 +49,7 @@ def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
     assert first["model"] == pricing.DEFAULT_MODEL
     assert [t.get("type", "custom") for t in first["tools"]] == ["text_editor_20250728", "custom"]
     assert first["tools"][0]["name"] == "str_replace_based_edit_tool" and first["tools"][1]["name"] == "submit_experiment"
-    assert first["system"][-1]["cache_control"] == {"type": "ephemeral"} and "MATRIX_LR = 0.04" in first["system"][-1]["text"]
+    assert first["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "5m"} and "MATRIX_LR = 0.04" in first["system"][-1]["text"]
     assert "ValueError: shapes (4,) and (5,)" in first["messages"][0]["content"][0]["text"]  # the last failure's log tail
     headers = server.requests[0]["headers"]
     assert headers.get("x-api-key") == "sk-test" or headers.get("authorization") == "Bearer sk-test"

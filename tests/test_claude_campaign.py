@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import fake_anthropic as fa
 from agents.claude import ClaudeAgent
@@ -16,10 +18,12 @@ from conftest import make_repo
 from orchestrator import campaign as campaign_module
 from orchestrator import daemon, ledger
 from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator.cli import app
 from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow
 TRAIN = "trainer/train.py"
+KEY = "sk-ant-campaign-test-key-0001"
 
 
 def experiment(old: str, new: str) -> list[dict]:
@@ -37,7 +41,7 @@ def query(db: Path, sql: str) -> list[tuple]:
 def test_cli_campaign_of_three_scripted_experiments(tmp_path, data_dir):
     repo = make_repo(tmp_path / "repo")
     server = fa.FakeAnthropic(experiment("MATRIX_LR = 0.04", "MATRIX_LR = 0.05") + experiment("SCALAR_LR = 0.5", "SCALAR_LR = 0.4") + experiment("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.6"))
-    env = dict(os.environ, ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.url)
+    env = dict(os.environ, ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=server.url)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "claude3", "--budget", "2", "--max-experiments", "3", "--baseline-runs", "1", "--foreground"],
@@ -54,6 +58,15 @@ def test_cli_campaign_of_three_scripted_experiments(tmp_path, data_dir):
     assert len(calls) == 6 and all(c[6] == "ok" and c[5] > 0 and c[0] for c in calls)
     assert query(db, "SELECT agent, llm_model FROM campaign")[0] == ("claude", "claude-sonnet-4-6")
     assert sum(c[3] for c in calls[1:]) > 0  # later calls read the cached prefix
+    assert [c[0] for c in query(db, "SELECT stop_reason FROM llm_call")] == ["tool_use"] * 6
+    kept = query(db, "SELECT seq, conversation FROM run WHERE kind = 'experiment' ORDER BY seq")
+    for seq, path in kept:
+        raw = Path(path).read_text()
+        assert KEY not in raw and str(repo / "state" / "runs") not in path
+        attempt = json.loads(raw)["attempts"][-1]
+        assert attempt["outcome"].startswith("submitted") and [c["stop_reason"] for c in attempt["calls"]] == ["tool_use", "tool_use"]
+    shown = CliRunner().invoke(app, ["show", f"claude3/{kept[0][0]}", "--state-dir", str(repo / "state")]).output
+    assert "-> str_replace_based_edit_tool" in shown and "-> submit_experiment" in shown
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +75,7 @@ def phases(tmp_path_factory, data_dir):
     repo = make_repo(tmp_path_factory.mktemp("claude") / "repo")
     server = fa.FakeAnthropic()
     old_env = {k: os.environ.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
-    os.environ.update(ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.url)
+    os.environ.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=server.url)
     saved_backoff = campaign_module.BACKOFF_START_S
     campaign_module.BACKOFF_START_S = 0.2
     out = {"repo": repo, "db": repo / "state" / "experiments.db"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import HANG_S
 from orchestrator import ledger, slots
 from orchestrator.cli import app
 from orchestrator.ledger import Campaign, LlmCall, Run
@@ -65,7 +66,9 @@ def test_status_table(state):
     assert lines["campaign"][:4] == ["campaign", "state", "agent", "now"]
     done = lines["model/done"]
     assert done[1].startswith("stopped (reached --max-experiments 3)") and done[2] == "claude (claude-sonnet-4-6)"
-    assert done[5] == "2.4000" and done[6] == "-0.1000" and done[7] == "2.5200" and done[9] == "$0.01" and done[10].startswith("1h30")
+    assert done[5] == "2.4000" and done[6] == "-0.1000" and done[7] == "2.5200" and done[9] == "$0.01"
+    hours, minutes = map(int, done[10].rstrip("m").split("h"))  # the last keep ended 90 minutes before NOW
+    assert 90 <= 60 * hours + minutes <= 90 + (datetime.now(timezone.utc) - NOW).total_seconds() / 60
     assert "crash 1" in done[4] and "keep 2" in done[4]
     assert lines["model/live"][1] == "running" and lines["model/live"][3] == "#2 training 12/60s loss 5.123 4,321 tok/s"
     assert lines["model/dead"][1] == "dead"
@@ -74,7 +77,7 @@ def test_status_table(state):
 def test_status_json_is_stable(state):
     rows = json.loads(cli("status", "--json", "--state-dir", str(state)).output)
     assert [r["tag"] for r in rows] == ["done", "live", "dead"]
-    keys = {"id", "tag", "program", "state", "reason", "agent", "model", "dataset", "branch", "pid", "heartbeat_age_s", "runs", "in_flight", "best_val_bpb", "best_test_bpb", "best_run", "best_description", "baseline_val_bpb", "improvement", "noise_sigma", "cost_usd", "since_last_keep_s"}
+    keys = {"id", "tag", "program", "state", "reason", "agent", "model", "sandbox", "dataset", "branch", "pid", "heartbeat_age_s", "runs", "in_flight", "best_val_bpb", "best_test_bpb", "best_run", "best_description", "baseline_val_bpb", "improvement", "noise_sigma", "cost_usd", "since_last_keep_s"}
     assert all(set(r) == keys for r in rows)
     assert rows[1]["in_flight"]["loss"] == 5.123 and rows[1]["in_flight"]["phase"] == "training"
     assert rows[0]["improvement"] == pytest.approx(0.1) and rows[0]["cost_usd"] == 0.0123
@@ -142,17 +145,39 @@ def test_doctor_reports_every_check(data_dir):
     assert "GFLOP/s" in out.stdout
 
 
-@pytest.mark.parametrize("system", ["linux", "darwin"])
-def test_service_install(tmp_path, system):
+def test_service_install_systemd(tmp_path):
     from orchestrator import service
 
-    path, how = service.install("model", "mar15", ["--budget", "300"], tmp_path, system=system)
+    path, how = service.install("model", "mar15", ["--budget", "300"], tmp_path, system="linux")
     text = path.read_text()
-    assert "--program model --tag mar15 --budget 300 --foreground" in text or "<string>mar15</string>" in text
-    if system == "linux":
-        assert path.name == "arx-model-mar15.service" and "Restart=on-failure" in text and "systemctl --user enable --now" in how
-    else:
-        assert path.suffix == ".plist" and "<key>RunAtLoad</key><true/>" in text and how.startswith("launchctl load")
+    assert path == tmp_path / ".config" / "systemd" / "user" / "arx-model-mar15.service"
+    assert "--program model --tag mar15 --budget 300 --foreground" in text and "Restart=on-failure" in text
+    assert "systemctl --user enable --now arx-model-mar15.service" in how
+
+
+def test_service_install_launchd_plist_whole(tmp_path):
+    """The whole plist, parsed as launchd parses it; values that need XML escaping survive."""
+    import plistlib
+
+    from orchestrator import service
+
+    path, how = service.install("model", "mar15", ["--budget", "300", "--model", "a&b<c>"], tmp_path, system="darwin")
+    assert path == tmp_path / "Library" / "LaunchAgents" / "com.arx.model-mar15.plist"
+    assert how == f"launchctl load -w {path}"
+    log = str(ROOT / "state" / "logs" / "model-mar15.log")
+    assert plistlib.loads(path.read_bytes()) == {
+        "Label": "com.arx.model-mar15",
+        "WorkingDirectory": str(ROOT),
+        "ProgramArguments": [
+            *(sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "mar15"),
+            *("--budget", "300", "--model", "a&b<c>", "--foreground"),
+        ],
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},
+        "StandardOutPath": log,
+        "StandardErrorPath": log,
+    }
+    assert Path(log).parent.is_dir(), "launchd will not create the log's folder"
 
 
 def test_service_install_rejects_bad_input():
@@ -161,17 +186,39 @@ def test_service_install_rejects_bad_input():
 
 
 def test_status_watch_refreshes_until_interrupted(state):
+    """Driven by what appears on the terminal, not by the clock: a change to the run in flight
+    shows up in a later frame, and Ctrl-C ends the watch cleanly."""
+    import pty
+    import select
     import signal
     import time
 
-    import re
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, COLUMNS="200", LINES="50", TERM="xterm")
+    command = [sys.executable, "-m", "orchestrator.cli", "status", "--watch", "--state-dir", str(state)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=terminal, stderr=subprocess.PIPE, text=True, env=env)
+    os.close(terminal)
+    shown = b""
 
-    started = datetime.now()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "status", "--watch", "--state-dir", str(state)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, COLUMNS="200"))
-    time.sleep(4.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    assert "model/live" in out and "Ctrl-C to quit" in out
-    shown = datetime.strptime(re.search(r"refreshed (\d\d:\d\d:\d\d)", out).group(1), "%H:%M:%S").time()
-    assert shown >= (started + timedelta(seconds=2)).time()  # the last frame is a refresh, not the first render
+    def wait_for(text: bytes, within: float) -> float:
+        nonlocal shown
+        started = time.monotonic()
+        while text not in shown:
+            assert proc.poll() is None, proc.stderr.read()
+            left = started + within - time.monotonic()
+            if left <= 0 or not select.select([controller], [], [], left)[0]:
+                raise AssertionError(f"{text!r} did not appear within {within:.0f}s")
+            shown += os.read(controller, 65536)
+        return time.monotonic() - started
+
+    try:
+        startup = wait_for(b"5.123", HANG_S)  # the first frame: the live run's last progress line
+        assert b"Ctrl-C to quit" in shown and b"model/live" in shown
+        log = state / "runs" / "model-live" / "0002" / "train.log"
+        log.write_text(log.read_text() + "step 20 | loss 4.321 | lr 0.0400 | tok/s 4,400 | 25.0/60s\n")
+        wait_for(b"4.321", 2 * 2 + 10 * startup)  # a refresh (every 2 s) read the log again; margin scaled by load
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=HANG_S) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        os.close(controller)

@@ -14,7 +14,7 @@ import git
 import psutil
 import pytest
 
-from conftest import make_repo
+from conftest import HANG_S, make_repo
 
 STATE = "state"
 
@@ -32,12 +32,12 @@ def rows(repo: Path, sql: str, *params) -> list[tuple]:
         con.close()
 
 
-def wait_for(predicate, timeout: float = 120, every: float = 0.2):
+def wait_for(predicate, timeout: float = HANG_S, every: float = 0.2):
     end = time.time() + timeout
     while time.time() < end:
         try:
             value = predicate()
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):  # not written yet
             value = None
         if value:
             return value
@@ -134,9 +134,10 @@ def test_kill_9_during_training_then_resume(repo, data_dir):
     assert result.returncode == 0 and "started model-k9 in the background" in result.stdout, result.stderr
     run_id, seq, trainer_pid = wait_for(lambda: training_run(repo))
     daemon_pid = rows(repo, "SELECT pid FROM campaign WHERE tag = 'k9'")[0][0]
-    time.sleep(1)
+    log = Path(rows(repo, "SELECT run_dir FROM run WHERE id = ?", run_id)[0][0]) / "train.log"
+    wait_for(lambda: log.stat().st_size)  # the trainer has begun
     os.kill(daemon_pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    wait_for(lambda: not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE)
     status = arx(repo, "start", "--program", "model", "--tag", "k9", "--budget", "3", "--max-experiments", "1", "--baseline-runs", "1", "--foreground")
     assert status.returncode == 0, status.stdout + status.stderr
     runs = rows(repo, "SELECT id, seq, status, decision_reason FROM run ORDER BY seq")
@@ -164,14 +165,14 @@ def test_two_starts_of_one_campaign(repo, data_dir):
     args = ["start", "--program", "model", "--tag", "twice", "--budget", "30", "--baseline-runs", "1", "--foreground"]
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     procs = [subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    wait_for(lambda: any(p.poll() is not None for p in procs), timeout=60)
+    wait_for(lambda: any(p.poll() is not None for p in procs))
     loser = next(p for p in procs if p.poll() is not None)
     assert loser.returncode == 2 and "already running" in loser.stderr.read()
     later = arx(repo, *args[:-1])  # and a detached start while it runs
     assert later.returncode == 2 and "already running" in later.stderr
     assert arx(repo, "stop", "--tag", "twice").returncode == 0
     for p in procs:
-        p.wait(timeout=60)
+        p.wait(timeout=HANG_S)
 
 
 @pytest.mark.slow

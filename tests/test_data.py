@@ -209,6 +209,22 @@ def test_prepare_again_reuses_the_folder(stdlib, tmp_path):
     assert meta.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
+def test_a_data_program_that_trains_on_heldout_text_is_invalid(stdlib, worktree, tmp_path):
+    """The sandbox keeps held-out files out of reach, but a proposal can still carry held-out text in its
+    own code (an LLM may have memorised a stdlib file): the leak check after prepare refuses it."""
+    source = worktree / "trainer" / "prepare.py"
+    line = "    train_docs = ds.training_documents([(kind, text) for _, kind, text in docs])\n"
+    assert source.read_text().count(line) == 1
+    leaked = max(stdlib.corpus.heldout("val"), key=len)
+    source.write_text(source.read_text().replace(line, f"{line}    train_docs.append({leaked!r})\n"))
+    spec = make_spec(worktree, tmp_path / "run", stdlib, program="data")
+    result = experiment.measure(spec)
+    assert result.status == "invalid" and "leaked into training" in result.reason, result
+    assert not (stdlib.data_dir / "prepared" / f"stdlib-{experiment.prepared_key(spec)}").exists()
+    assert not list((stdlib.data_dir / "prepared").glob("*.tmp-*")) and not (spec.run_dir / "train.log").exists()
+
+
 def test_changed_data_code_gets_its_own_folder(stdlib, worktree, tmp_path):
     key = lambda wt: experiment.prepared_key(make_spec(wt, tmp_path / "run", stdlib))
     assert stdlib.prepared.name.endswith(key(ROOT)) and key(worktree) == key(ROOT)

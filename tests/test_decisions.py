@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents.offline import OfflineAgent
-from conftest import make_repo
+from conftest import HANG_S, make_repo
 from orchestrator import daemon, ledger, slots
 from orchestrator.campaign import CampaignLoop, Settings
 from orchestrator.policy import Policy
@@ -74,9 +74,9 @@ def test_trainer_slots_are_shared(tmp_path):
 
     t = threading.Thread(target=later)
     t.start()
-    assert waited.wait(5) and len(got) == 1  # it waits while slot 0 is held
+    assert waited.wait(HANG_S) and len(got) == 1  # it waits while slot 0 is held
     held.close()
-    t.join(5)
+    t.join(HANG_S)
     assert got == [1, 0]
     with pytest.raises(slots.Stopped):
         blocker = slots.try_lock(tmp_path / "slots" / "slot0.lock")

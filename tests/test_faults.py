@@ -7,6 +7,9 @@ careless or hostile agent could. The campaign runs once per module; each test re
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import git
@@ -67,10 +70,21 @@ class ScriptedAgent:
         return Proposal(description=description, hypothesis="a fault the daemon must survive")
 
 
+def stall_margin() -> float:
+    """Silence that counts as a hang: short, so the hang fault is caught soon, but scaled by how long
+    MLX takes to start here and now, so that a healthy trainer on a loaded machine is never cut."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import mlx.core as mx; mx.eval(mx.ones(1))"], check=True)
+    return 8 + 10 * (time.monotonic() - started)
+
+
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, data_dir):
     repo = make_repo(tmp_path_factory.mktemp("faults") / "repo")
-    settings = Settings(state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=8, memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo)
+    settings = Settings(
+        state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=stall_margin(),
+        memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo,
+    )
     row = daemon.open_campaign(settings, "scripted", None, None)
     saved, campaign_module.BACKOFF_START_S = campaign_module.BACKOFF_START_S, 0.1
     try:

@@ -3,6 +3,7 @@
     ARX_PREPARED_DIR=... python -m trainer.bench   # MLX with and without OpenBLAS, PyTorch side by side
     python -m trainer.bench --budget 60     # longer runs
     python -m trainer.bench --matmul        # one line: backend, MLX version, fp32 matmul GFLOP/s, BLAS
+    python -m trainer.bench --blas 3        # the trainer on each BLAS this machine offers, alternated 3 times
 
 The PyTorch reference is the same model (same config, same data, Muon + AdamW) in eager mode on
 the same cores; install it with `pip install torch==2.13.0` (a benchmark-only extra).
@@ -35,14 +36,14 @@ def matmul_probe(n: int = 512, repeats: int = 20) -> dict:
     for _ in range(repeats):
         mx.eval(a @ b)
     seconds = (time.perf_counter() - t) / repeats
-    return {"backend": prepare.backend(), "mlx_version": mx.__version__, "gflops": round(2 * n**3 / seconds / 1e9, 1), "blas": blas.active()}
+    gflops = round(2 * n**3 / seconds / 1e9, 1)
+    return {"backend": prepare.backend(), "mlx_version": mx.__version__, "gflops": gflops, "blas": blas.in_use()}
 
 
 def run_module(module: str, env: dict, args: list[str] | None = None) -> subprocess.CompletedProcess:
     full = dict(os.environ, **env)
     if full.get("ARX_NO_FAST_BLAS") == "1":  # this process was started with OpenBLAS preloaded; its children must not inherit it
         full.pop("LD_PRELOAD", None)
-        full.pop("ARX_BLAS_PRELOADED", None)
     return subprocess.run([sys.executable, "-m", module, *(args or [])], cwd=ROOT, env=full, capture_output=True, text=True)
 
 
@@ -58,6 +59,47 @@ def mlx_run(budget: float, fast_blas: bool) -> dict:
         info = json.loads(Path(run_dir, "train.json").read_text())
         probe = json.loads(run_module("trainer.bench", env, ["--matmul"]).stdout.strip().splitlines()[-1])
         return {k: info[k] for k in ("tok_per_sec", "startup_seconds", "peak_memory_mb", "steps", "num_params", "final_loss")} | {"matmul_gflops": probe["gflops"], "blas": probe["blas"]}
+
+
+def blas_choices() -> dict[str, str | None]:
+    """Every BLAS this machine offers a trainer: the system's, the wheel's, the reference."""
+    from . import blas
+
+    found: dict[str, str | None] = {}
+    system = [p for p in blas.SYSTEM if os.path.exists(p)]
+    if system:
+        found["system"] = system[0]
+    try:
+        found[blas.WHEEL] = blas.unprefixed_wheel()[0]
+    except blas.Unavailable:
+        pass
+    return found | {"reference": None}
+
+
+def compare_blas(budget: float, rounds: int) -> dict:
+    """The default trainer on each BLAS in turn, `rounds` times, alternated so that a changing
+    load on the machine falls on each alike. tok/s is wall-clock; tok per CPU-second (the trainer's
+    whole process, start-up included) is what a busy machine changes least."""
+    choices = blas_choices()
+    runs: dict[str, list[dict]] = {name: [] for name in choices}
+    for _ in range(rounds):
+        for name, lib in choices.items():
+            env = {"ARX_BLAS_LIB": lib} if lib else {"ARX_NO_FAST_BLAS": "1"}
+            with tempfile.TemporaryDirectory() as run_dir:
+                load = os.getloadavg()[0]
+                before = os.times()
+                done = run_module("trainer.train", env | {"ARX_RUN_DIR": run_dir, "ARX_BUDGET_S": str(budget)})
+                after = os.times()
+                if done.returncode:
+                    raise RuntimeError(done.stderr[-2000:])
+                info = json.loads(Path(run_dir, "train.json").read_text())
+            cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+            run = {"tok_per_sec": info["tok_per_sec"], "tok_per_cpu_s": round(info["tokens"] / cpu, 1), "steps": info["steps"]}
+            runs[name].append(run | {"load_avg_1m": round(load, 2)})
+    report: dict = {"budget_s": budget, "rounds": rounds, "libraries": choices, "runs": runs}
+    for metric in ("tok_per_sec", "tok_per_cpu_s"):
+        report[f"median_{metric}"] = {name: sorted(r[metric] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,11 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=30, help="training seconds per measured run (default 30)")
     parser.add_argument("--matmul", action="store_true", help="only probe the backend and matmul speed")
+    parser.add_argument("--blas", type=int, metavar="ROUNDS", help="compare every BLAS this machine offers, alternated ROUNDS times")
     parser.add_argument("--torch-only", action="store_true", help="(internal) run the PyTorch reference in this process")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args(argv)
     if args.matmul:
         print(json.dumps(matmul_probe()))
+        return 0
+    if args.blas:
+        print(json.dumps(compare_blas(args.budget, args.blas), indent=2))
         return 0
     if args.torch_only:
         print(json.dumps(torch_run(args.budget)))

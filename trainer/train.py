@@ -10,7 +10,10 @@ schedule follows the elapsed fraction of the time budget and is written into the
 
 Environment: ARX_RUN_DIR (outputs), ARX_PREPARED_DIR (tokenizer and token cache, made by
 `arx-daemon prepare`), ARX_BUDGET_S (training seconds, default 300), ARX_DATASET (its name, for
-the record), ARX_SEED (default 0). Exit 0 on success, 3 on a non-finite loss, 2 on bad input.
+the record), ARX_SEED (default 0), ARX_MAX_STEPS (optional: stop after this many steps, the
+schedules then following steps instead of seconds, so that a test sees the same schedule on a fast
+or a loaded machine; the daemon never sets it). Exit 0 on success, 3 on a non-finite loss, 2 on
+bad input.
 """
 
 from __future__ import annotations
@@ -384,6 +387,7 @@ def main() -> int:
     if not (folder / "meta.json").exists():
         print(f"error: no prepared data in ARX_PREPARED_DIR={str(folder)!r}; run: uv run arx-daemon prepare --dataset {dataset}", file=sys.stderr)
         return 2
+    max_steps = int(os.environ.get("ARX_MAX_STEPS", "0")) or None
     run_dir.mkdir(parents=True, exist_ok=True)
 
     tokens, offsets, meta = prepare.load_train_tokens(folder)
@@ -403,8 +407,8 @@ def main() -> int:
     print(f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget {budget:g}s; grad accum {accum}", flush=True)
     status, step, training_s, startup_s = "ok", 0, 0.0, time.time() - t_launch
     smooth, trace, last_print, last_traced = 0.0, [], 0.0, -1.0
-    while training_s < budget:
-        frac = training_s / budget
+    while training_s < budget and step != max_steps:
+        frac = step / max_steps if max_steps else training_s / budget
         apply_schedule(optimizer, frac)
         t0 = time.time()
         loss = train_step()
@@ -421,7 +425,7 @@ def main() -> int:
             print(f"step {step} | loss {loss_value} | non-finite loss, stopping", flush=True)
             break
         smooth = 0.9 * smooth + 0.1 * loss_value
-        if frac - last_traced >= 0.1 or step == 1:
+        if frac - last_traced >= 0.1 or step == 1 or training_s >= budget or step == max_steps:  # the last step too
             trace.append({"step": step, "frac": frac} | optimizer_values(optimizer))
             last_traced = frac
         if time.time() - last_print >= PRINT_EVERY_S:
@@ -446,6 +450,7 @@ def main() -> int:
         "dataset": dataset,
         "seed": seed,
         "backend": prepare.backend(),
+        "blas": blas.in_use(),
     }
     if status == "ok":
         mx.save_safetensors(str(run_dir / "model.safetensors"), dict(tree_flatten(model.parameters())))
