@@ -464,6 +464,27 @@ def evaluate(run_dir, dataset, prepared, worktree) -> None:
 
 
 @app.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on; anything but loopback needs --token")
+@click.option("--port", default=8765, show_default=True, help="TCP port")
+@click.option("--token", default=None, envvar="ARX_DASHBOARD_TOKEN", help="secret every request must carry (or $ARX_DASHBOARD_TOKEN)")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def serve(host, port, token, state_dir) -> None:
+    """A live dashboard in the browser: campaigns, progress charts, runs, diffs. Read-only."""
+    from .dashboard import app as dashboard
+
+    if not dashboard.is_loopback(host) and not token:
+        fail(f"--host {host} is reachable from other machines: set --token (every request must then carry it)")
+    if not 0 <= port <= 65535:
+        fail(f"--port must be 0-65535, got {port}")
+    state, _ = state_paths(state_dir)
+    try:
+        sock = dashboard.bind(host, port)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    dashboard.serve(state, sock, token)
+
+
+@app.command()
 def doctor() -> None:
     """Check this machine: platform, MLX and its BLAS speed, git, disk, datasets, API key."""
     from . import doctor as checks
