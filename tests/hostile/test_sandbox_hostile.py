@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from attack_kit import data_dir
 
-from orchestrator import corpus, experiment, sandbox
+from orchestrator import corpus, sandbox
 from orchestrator.leakcheck import SCRUB_BYTES, found_in, shingles
 from orchestrator.sandbox import Jail
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not LINUX_JAIL, reason="no Linux sandbox here")
 
 def jailed(code: str, jail: Jail | None = None, *args: str) -> dict:
     jail = jail or Jail()
-    full = Jail(writable=jail.writable, visible=(*experiment.base_visible(), *jail.visible), hidden=jail.hidden, network=jail.network)
+    full = Jail(writable=jail.writable, visible=(*sandbox.python_paths(), *jail.visible), hidden=jail.hidden, network=jail.network)
     done = subprocess.run(sandbox.command([sys.executable, "-c", code, *args], full), env=sandbox.environment({}), cwd="/",
                           capture_output=True, text=True, timeout=EVENT_TIMEOUT_S, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
