@@ -51,8 +51,13 @@ MAX_TOKENS = 8192  # room for the visible answer; a thinking allowance comes on 
 CHARS_PER_TOKEN = 3.0  # a conservative estimate, for the cost ceiling only
 CACHE_1H_ABOVE_S = 240.0  # proposals further apart than this: a 5-minute entry would be cold at the next one
 SDK_RETRY_AFTER_MAX_S = 30.0  # longer waits asked by the API are the daemon's (interruptible), not the SDK's
-SPEND_LIMIT_CODES = ("enforced_spend_limit_reached", "contract_spend_limit_reached")  # error.details.error_code of spend-cap 429s
-SPEND_LIMIT_MESSAGE = "You have reached your specified"  # a spend limit set in the Console: HTTP 400, "... API usage limits"
+SPEND_LIMIT_CODES = (
+    "enforced_spend_limit_reached",
+    "contract_spend_limit_reached",
+)  # error.details.error_code of spend-cap 429s
+SPEND_LIMIT_MESSAGE = (
+    "You have reached your specified"  # a spend limit set in the Console: HTTP 400, "... API usage limits"
+)
 EDITOR_TOOL = {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
 SUBMIT_TOOL = {
     "name": "submit_experiment",
@@ -60,7 +65,10 @@ SUBMIT_TOOL = {
     "input_schema": {
         "type": "object",
         "properties": {
-            "description": {"type": "string", "description": "what changed, one short line, e.g. 'MATRIX_LR 0.04 -> 0.06'"},
+            "description": {
+                "type": "string",
+                "description": "what changed, one short line, e.g. 'MATRIX_LR 0.04 -> 0.06'",
+            },
             "hypothesis": {"type": "string", "description": "why it should lower val_bpb"},
         },
         "required": ["description", "hypothesis"],
@@ -73,7 +81,10 @@ NUDGE = "Use the tools: edit an editable file with str_replace_based_edit_tool, 
 def program_prompt(ctx: ProposalContext) -> str:
     """The research program; nothing in it changes during a campaign, so it stays cached."""
     hw = ctx.hardware
-    hardware = f"{hw.get('backend') or 'unknown'} backend on {hw.get('machine')}, {hw.get('cpu_count')} CPU cores, {hw.get('memory_gb')} GB RAM" + (", optimized BLAS" if hw.get("blas") else "")
+    hardware = (
+        f"{hw.get('backend') or 'unknown'} backend on {hw.get('machine')}, {hw.get('cpu_count')} CPU cores, {hw.get('memory_gb')} GB RAM"
+        + (", optimized BLAS" if hw.get("blas") else "")
+    )
     return Template((PROMPTS / f"{ctx.program}.md").read_text()).substitute(
         budget_s=f"{ctx.budget_s:g}",
         editable=", ".join(ctx.editable),
@@ -94,7 +105,9 @@ def task_message(ctx: ProposalContext) -> str:
     if ctx.last_failure_tail:
         parts.append(f"Log tail of the most recent failed run:\n```\n{ctx.last_failure_tail}\n```")
     if ctx.best_diff.strip():
-        parts.append(f"The current best code differs from the campaign start by this diff (your edits apply to the current code):\n```diff\n{ctx.best_diff}\n```")
+        parts.append(
+            f"The current best code differs from the campaign start by this diff (your edits apply to the current code):\n```diff\n{ctx.best_diff}\n```"
+        )
     else:
         parts.append("The current best code is the campaign-start code shown above.")
     parts.append(f"Propose experiment #{ctx.seq}: make one focused change, then call submit_experiment.")
@@ -122,7 +135,9 @@ def thinking_params(model: str, thinking_tokens: int, effort: str | None) -> dic
     return params
 
 
-def usage_record(model: str, usage, started: float, status: str = "ok", error: str | None = None, stop_reason: str | None = None) -> dict:
+def usage_record(
+    model: str, usage, started: float, status: str = "ok", error: str | None = None, stop_reason: str | None = None
+) -> dict:
     """One llm_call row; cache writes are split by lifetime because a 1-hour write costs more."""
     input_tokens = getattr(usage, "input_tokens", 0) or 0
     output_tokens = getattr(usage, "output_tokens", 0) or 0
@@ -158,7 +173,9 @@ def api_message(e: anthropic.APIStatusError) -> str:
 def is_spend_limit(e: anthropic.APIStatusError) -> bool:
     """The monthly spend cap (429, fails until access resumes) or a spend limit set in the Console (400)."""
     details = error_body(e).get("details") or {}
-    return (isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES) or api_message(e).startswith(SPEND_LIMIT_MESSAGE)
+    return (isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES) or api_message(e).startswith(
+        SPEND_LIMIT_MESSAGE
+    )
 
 
 def classify(e: anthropic.APIStatusError, model: str) -> Exception:
@@ -167,16 +184,26 @@ def classify(e: anthropic.APIStatusError, model: str) -> Exception:
     if code < 400:  # an error event in the middle of a streamed 200 (overloaded, a server error)
         return TransientAgentError(f"Anthropic API error mid-stream ({error_body(e).get('type')}): {message}"[:300])
     if code in (401, 403):
-        return AgentPaused(f"the Anthropic API refused the key (HTTP {code}: {message}); set a valid ANTHROPIC_API_KEY and start the campaign again")
+        return AgentPaused(
+            f"the Anthropic API refused the key (HTTP {code}: {message}); set a valid ANTHROPIC_API_KEY and start the campaign again"
+        )
     if code == 404:
         return AgentPaused(f"model {model!r} was not found (HTTP 404); choose another with --model and start again")
     if code == 402:
-        return AgentPaused(f"billing error (HTTP 402: {message}); add credit in the Claude Console and start the campaign again")
+        return AgentPaused(
+            f"billing error (HTTP 402: {message}); add credit in the Claude Console and start the campaign again"
+        )
     if is_spend_limit(e):
-        return AgentPaused(f"API spend limit reached (HTTP {code}: {message}); start the campaign again when access resumes or the limit is raised")
+        return AgentPaused(
+            f"API spend limit reached (HTTP {code}: {message}); start the campaign again when access resumes or the limit is raised"
+        )
     if code in (408, 409, 429) or code >= 500:
-        return TransientAgentError(f"Anthropic API HTTP {code}: {message}"[:300], retry_after_s=retry_after(e.response.headers))
-    return AgentPaused(f"the API rejected the request (HTTP {code}: {message}); change the settings it names and start again")
+        return TransientAgentError(
+            f"Anthropic API HTTP {code}: {message}"[:300], retry_after_s=retry_after(e.response.headers)
+        )
+    return AgentPaused(
+        f"the API rejected the request (HTTP {code}: {message}); change the settings it names and start again"
+    )
 
 
 def retry_after(headers) -> float | None:
@@ -210,14 +237,26 @@ class ClaudeAgent:
     name = "claude"
     keeps_conversations = True  # writes ctx.conversation_path
 
-    def __init__(self, model: str | None = None, thinking_tokens: int = 0, effort: str | None = None, fallback_model: str | None = None, max_rounds: int = 12,
-                 max_tokens: int = MAX_TOKENS, max_retries: int = 2, timeout_s: float = 600, client: anthropic.Anthropic | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        thinking_tokens: int = 0,
+        effort: str | None = None,
+        fallback_model: str | None = None,
+        max_rounds: int = 12,
+        max_tokens: int = MAX_TOKENS,
+        max_retries: int = 2,
+        timeout_s: float = 600,
+        client: anthropic.Anthropic | None = None,
+    ):
         self.model = model or pricing.DEFAULT_MODEL
         self.fallback_model = fallback_model
         for m in filter(None, (self.model, fallback_model)):
             pricing.facts(m)  # an unknown model fails now, not after a night of unpriced calls
         if thinking_tokens < 0 or 0 < thinking_tokens < pricing.MIN_THINKING_TOKENS:
-            raise ValueError(f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's minimum), got {thinking_tokens}")
+            raise ValueError(
+                f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's minimum), got {thinking_tokens}"
+            )
         if effort is not None and effort not in pricing.facts(self.model)["efforts"]:
             levels = ", ".join(pricing.facts(self.model)["efforts"]) or "none"
             raise ValueError(f"--effort {effort} is not available on {self.model} (its levels: {levels})")
@@ -237,8 +276,17 @@ class ClaudeAgent:
         self.mark_cache_point(messages)  # the task is written once and read by the proposal's later rounds
         thinking = thinking_params(self.model, self.thinking_tokens, None).get("thinking")
         log = Conversation(
-            ctx.conversation_path, messages, seq=ctx.seq, model=self.model, fallback_model=self.fallback_model, max_tokens=self.max_tokens,
-            thinking=json.dumps(thinking) if thinking else None, effort=self.effort, cache_ttl=ttl, system=system, tools=[EDITOR_TOOL, SUBMIT_TOOL],
+            ctx.conversation_path,
+            messages,
+            seq=ctx.seq,
+            model=self.model,
+            fallback_model=self.fallback_model,
+            max_tokens=self.max_tokens,
+            thinking=json.dumps(thinking) if thinking else None,
+            effort=self.effort,
+            cache_ttl=ttl,
+            system=system,
+            tools=[EDITOR_TOOL, SUBMIT_TOOL],
         )
         outcome = "interrupted"
         try:
@@ -251,7 +299,9 @@ class ClaudeAgent:
         finally:
             log.end(outcome)
 
-    def converse(self, ctx: ProposalContext, editor: ScopedEditor, system: list, messages: list, log: Conversation) -> Proposal:
+    def converse(
+        self, ctx: ProposalContext, editor: ScopedEditor, system: list, messages: list, log: Conversation
+    ) -> Proposal:
         model, spent = self.model, 0.0
         for _ in range(self.max_rounds):
             self.check_budget(ctx, model, system, messages, spent)
@@ -268,7 +318,9 @@ class ClaudeAgent:
             if stop == "model_context_window_exceeded":
                 raise Abandoned("the conversation filled the model's context window before submit_experiment")
             content = [block.model_dump(exclude_none=True) for block in response.content]
-            content = [b for b in content if b["type"] != "thinking" or b.get("signature")]  # a cut-off thought has no signature
+            content = [
+                b for b in content if b["type"] != "thinking" or b.get("signature")
+            ]  # a cut-off thought has no signature
             if content and messages[-1]["role"] == "assistant":
                 messages[-1]["content"].extend(content)  # the rest of a paused turn
             elif content:
@@ -277,7 +329,11 @@ class ClaudeAgent:
                 continue  # the API paused a long turn: sending its content back lets it continue
             uses = [b for b in response.content if b.type == "tool_use"]
             if stop == "max_tokens":
-                add_user(messages, [{"type": "tool_result", "tool_use_id": b.id, "content": CUT_OFF, "is_error": True} for b in uses] or [{"type": "text", "text": CUT_OFF}])
+                add_user(
+                    messages,
+                    [{"type": "tool_result", "tool_use_id": b.id, "content": CUT_OFF, "is_error": True} for b in uses]
+                    or [{"type": "text", "text": CUT_OFF}],
+                )
                 self.mark_cache_point(messages)
                 continue
             submit = next((b for b in uses if b.name == "submit_experiment"), None)
@@ -286,14 +342,23 @@ class ClaudeAgent:
                 if not editor.edited:
                     raise NoEdits("submit_experiment without an edit")
                 args = submit.input if isinstance(submit.input, dict) else {}
-                return Proposal(description=str(args.get("description") or "(no description)"), hypothesis=str(args.get("hypothesis") or ""))
+                return Proposal(
+                    description=str(args.get("description") or "(no description)"),
+                    hypothesis=str(args.get("hypothesis") or ""),
+                )
             add_user(messages, results or [{"type": "text", "text": NUDGE}])
             self.mark_cache_point(messages)
         raise Abandoned(f"no submit_experiment within {self.max_rounds} tool rounds")
 
     def call(self, ctx: ProposalContext, log: Conversation, model: str, system: list, messages: list) -> tuple:
         """One streamed Messages API call, recorded in the ledger and the conversation whatever happens."""
-        kwargs = {"model": model, "max_tokens": self.max_tokens, "system": system, "tools": [EDITOR_TOOL, SUBMIT_TOOL], "messages": messages}
+        kwargs = {
+            "model": model,
+            "max_tokens": self.max_tokens,
+            "system": system,
+            "tools": [EDITOR_TOOL, SUBMIT_TOOL],
+            "messages": messages,
+        }
         kwargs |= thinking_params(model, self.thinking_tokens, self.effort)
         started = time.time()
         try:
@@ -323,7 +388,9 @@ class ClaudeAgent:
         prompt_tokens = len(json.dumps([system, messages, SUBMIT_TOOL])) / CHARS_PER_TOKEN
         worst = (prompt_tokens * p["cache_write_1h"] + self.max_tokens * p["output"]) / 1e6
         if spent + worst > ctx.cost_left_usd:
-            raise CostLimitReached(f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left under --max-cost-usd")
+            raise CostLimitReached(
+                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left under --max-cost-usd"
+            )
 
     @staticmethod
     def mark_cache_point(messages: list) -> None:

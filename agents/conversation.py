@@ -47,7 +47,14 @@ class Conversation:
                     self.doc = loaded
             except (OSError, ValueError):
                 pass  # a torn file from a killed daemon: start the document again
-        self.attempt = {"started_at": now(), "ended_at": None, "outcome": "in progress", **meta, "messages": messages, "calls": []}
+        self.attempt = {
+            "started_at": now(),
+            "ended_at": None,
+            "outcome": "in progress",
+            **meta,
+            "messages": messages,
+            "calls": [],
+        }
         self.doc["attempts"].append(self.attempt)
 
     def call(self, record: dict) -> None:
@@ -111,12 +118,17 @@ def render(doc: dict, full: bool = False) -> str:
     lines = []
     for n, a in enumerate(doc.get("attempts", []), 1):
         settings = ", ".join(f"{k} {a[k]}" for k in ("thinking", "effort", "cache_ttl") if a.get(k))
-        lines.append(f"attempt {n}: {a.get('model')} {a.get('started_at')} -> {a.get('ended_at') or '?'}: {a.get('outcome')}" + (f" ({settings})" if settings else ""))
+        lines.append(
+            f"attempt {n}: {a.get('model')} {a.get('started_at')} -> {a.get('ended_at') or '?'}: {a.get('outcome')}"
+            + (f" ({settings})" if settings else "")
+        )
         system = a.get("system") or []
         if full:
             lines += [f"[system]\n{b.get('text', '')}" for b in system]
         else:
-            lines.append(f"[system] {len(system)} blocks, {sum(len(b.get('text', '')) for b in system):,} chars (the program prompt and trainer files)")
+            lines.append(
+                f"[system] {len(system)} blocks, {sum(len(b.get('text', '')) for b in system):,} chars (the program prompt and trainer files)"
+            )
         for m in a.get("messages", []):
             content = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
             for block in content:

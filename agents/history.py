@@ -10,7 +10,13 @@ from __future__ import annotations
 RECENT_RUNS = 10
 DESCRIPTION_CHARS = 70
 OLDER_MAX_CHARS = 6000
-GROUPS = [("kept", {"keep"}), ("discarded", {"discard"}), ("failed", {"crash", "timeout", "invalid"}), ("rejected", {"rejected"}), ("refused", {"refused"})]
+GROUPS = [
+    ("kept", {"keep"}),
+    ("discarded", {"discard"}),
+    ("failed", {"crash", "timeout", "invalid"}),
+    ("rejected", {"rejected"}),
+    ("refused", {"refused"}),
+]
 
 
 def fmt_bpb(value: float | None) -> str:
@@ -27,7 +33,9 @@ def render(history: list[dict], best: dict | None) -> str:
     recent, older = experiments[-RECENT_RUNS:], experiments[:-RECENT_RUNS]
     lines = []
     if best:
-        lines.append(f"Best so far: val_bpb {fmt_bpb(best['val_bpb'])} (run #{best['seq']}: {short(best['description'], 120)}), {best.get('tok_per_sec') or 0:,.0f} tok/s.")
+        lines.append(
+            f"Best so far: val_bpb {fmt_bpb(best['val_bpb'])} (run #{best['seq']}: {short(best['description'], 120)}), {best.get('tok_per_sec') or 0:,.0f} tok/s."
+        )
     if older:
         lines.append(f"\nOlder experiments ({len(older)}), grouped by outcome; do not repeat these ideas:")
         used = 0
@@ -48,10 +56,14 @@ def render(history: list[dict], best: dict | None) -> str:
             more = f" (and {hidden} earlier)" if hidden else ""
             lines.append(f"- {title} ({len(items)}){more}: {text}")
     if recent:
-        lines.append("\nRecent experiments, oldest first (delta is val_bpb minus the current best; negative is better):")
+        lines.append(
+            "\nRecent experiments, oldest first (delta is val_bpb minus the current best; negative is better):"
+        )
         for h in recent:
             delta = f"{h['delta']:+.4f}" if h.get("delta") is not None else "-"
-            lines.append(f"#{h['seq']} [{h['status']}] val_bpb {fmt_bpb(h.get('val_bpb'))} delta {delta}: {short(h.get('description'), 160)}")
+            lines.append(
+                f"#{h['seq']} [{h['status']}] val_bpb {fmt_bpb(h.get('val_bpb'))} delta {delta}: {short(h.get('description'), 160)}"
+            )
             if h.get("decision_reason"):
                 lines.append(f"    decision: {short(h['decision_reason'], 200)}")
     return "\n".join(lines) if lines else "No experiments yet: this is the first proposal after the baseline."

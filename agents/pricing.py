@@ -37,10 +37,20 @@ MODELS: dict[str, dict] = {
     "claude-opus-5": {"input": 5.0, "output": 25.0, "thinking": "adaptive", "efforts": EFFORTS},
     "claude-opus-4-8": {"input": 5.0, "output": 25.0, "thinking": "adaptive", "efforts": EFFORTS},
     "claude-opus-4-7": {"input": 5.0, "output": 25.0, "thinking": "adaptive", "efforts": EFFORTS},
-    "claude-opus-4-6": {"input": 5.0, "output": 25.0, "thinking": "budget", "efforts": ("low", "medium", "high", "max")},
+    "claude-opus-4-6": {
+        "input": 5.0,
+        "output": 25.0,
+        "thinking": "budget",
+        "efforts": ("low", "medium", "high", "max"),
+    },
     "claude-opus-4-5": {"input": 5.0, "output": 25.0, "thinking": "budget", "efforts": ("low", "medium", "high")},
     "claude-sonnet-5": {"input": 2.0, "output": 10.0, "thinking": "adaptive", "efforts": EFFORTS},
-    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "thinking": "budget", "efforts": ("low", "medium", "high", "max")},
+    "claude-sonnet-4-6": {
+        "input": 3.0,
+        "output": 15.0,
+        "thinking": "budget",
+        "efforts": ("low", "medium", "high", "max"),
+    },
     "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "thinking": "budget", "efforts": ()},
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "thinking": "budget", "efforts": ()},
 }
@@ -54,19 +64,33 @@ def facts(model: str) -> dict:
     if override:
         table |= json.loads(Path(override).read_text() if Path(override).is_file() else override)
     for name, entry in table.items():
-        if model == name or (model.startswith(name) and DATED.fullmatch(model[len(name):])):
+        if model == name or (model.startswith(name) and DATED.fullmatch(model[len(name) :])):
             base = entry["input"]
             return {
-                "cache_write": base * CACHE_WRITE_5M, "cache_write_1h": base * CACHE_WRITE_1H, "cache_read": base * CACHE_READ,
-                "thinking": "adaptive", "efforts": EFFORTS,  # what new models take; a table entry says otherwise
+                "cache_write": base * CACHE_WRITE_5M,
+                "cache_write_1h": base * CACHE_WRITE_1H,
+                "cache_read": base * CACHE_READ,
+                "thinking": "adaptive",
+                "efforts": EFFORTS,  # what new models take; a table entry says otherwise
             } | entry
-    raise KeyError(f"no price for model {model!r}; add it with ARX_PRICING='{{\"{model}\": {{\"input\": ..., \"output\": ...}}}}' (USD per million tokens)")
+    raise KeyError(
+        f'no price for model {model!r}; add it with ARX_PRICING=\'{{"{model}": {{"input": ..., "output": ...}}}}\' (USD per million tokens)'
+    )
 
 
-
-def cost_usd(model: str, input_tokens: int, output_tokens: int, cache_write_5m_tokens: int, cache_read_tokens: int, cache_write_1h_tokens: int = 0) -> float:
+def cost_usd(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_write_5m_tokens: int,
+    cache_read_tokens: int,
+    cache_write_1h_tokens: int = 0,
+) -> float:
     p = facts(model)
     return (
-        input_tokens * p["input"] + output_tokens * p["output"] + cache_write_5m_tokens * p["cache_write"]
-        + cache_write_1h_tokens * p["cache_write_1h"] + cache_read_tokens * p["cache_read"]
+        input_tokens * p["input"]
+        + output_tokens * p["output"]
+        + cache_write_5m_tokens * p["cache_write"]
+        + cache_write_1h_tokens * p["cache_write_1h"]
+        + cache_read_tokens * p["cache_read"]
     ) / 1e6

@@ -36,9 +36,14 @@ class RandomStreamAgent:
                 continue  # an earlier kept A/A edit: replaced, not stacked
             out.append(line)
             if line == SEED_LINE:
-                out.append(f"    mx.eval(mx.random.uniform(shape=({k},)))  # A/A: {k} extra random numbers before init\n")
+                out.append(
+                    f"    mx.eval(mx.random.uniform(shape=({k},)))  # A/A: {k} extra random numbers before init\n"
+                )
         editor.create(TRAIN, "".join(out))
-        return Proposal(f"A/A: consume {k} extra random numbers before init, data order seed + {k}", "changes only the random stream; must not be kept")
+        return Proposal(
+            f"A/A: consume {k} extra random numbers before init, data order seed + {k}",
+            "changes only the random stream; must not be kept",
+        )
 
 
 @dataclass

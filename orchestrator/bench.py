@@ -42,12 +42,49 @@ def build_ledger(state: Path, n_runs: int = 10_000, campaigns: int = 3) -> Path:
     con = sqlite3.connect(db)
     statuses = ["discard"] * 6 + ["keep", "crash", "rejected", "timeout"]
     for c in range(campaigns):
-        row = Campaign(tag=f"bench{c}", program="model", branch=f"autoresearch/bench{c}", worktree="/nonexistent", base_commit="0" * 40, agent="claude", llm_model="claude-sonnet-4-6", dataset="stdlib", budget_s=300, status="running", best_run_id=None, noise_sigma=0.004)
+        row = Campaign(
+            tag=f"bench{c}",
+            program="model",
+            branch=f"autoresearch/bench{c}",
+            worktree="/nonexistent",
+            base_commit="0" * 40,
+            agent="claude",
+            llm_model="claude-sonnet-4-6",
+            dataset="stdlib",
+            budget_s=300,
+            status="running",
+            best_run_id=None,
+            noise_sigma=0.004,
+        )
         ledger.save(db, row)
-        runs = [(row.id, i, "experiment" if i > 2 else "baseline", statuses[i % len(statuses)], 3.0 - i * 1e-5, 3.1 - i * 1e-5, 5000.0, 450.0, f"{i:040x}", f"change number {i}", "not better: ...", "2026-11-26 00:00:00") for i in range(1, n_runs // campaigns + 1)]
-        con.executemany('INSERT INTO run (campaign_id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, peak_memory_mb, "commit", description, decision_reason, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)', runs)
-        con.execute("INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) SELECT ?, 'claude-sonnet-4-6', 2000, 300, 12000, 0, 0.01, 5.0, 'ok', '2026-11-26' FROM run WHERE campaign_id = ?", (row.id, row.id))
-        best = con.execute("SELECT id FROM run WHERE campaign_id = ? AND status = 'keep' ORDER BY val_bpb LIMIT 1", (row.id,)).fetchone()[0]
+        runs = [
+            (
+                row.id,
+                i,
+                "experiment" if i > 2 else "baseline",
+                statuses[i % len(statuses)],
+                3.0 - i * 1e-5,
+                3.1 - i * 1e-5,
+                5000.0,
+                450.0,
+                f"{i:040x}",
+                f"change number {i}",
+                "not better: ...",
+                "2026-11-26 00:00:00",
+            )
+            for i in range(1, n_runs // campaigns + 1)
+        ]
+        con.executemany(
+            'INSERT INTO run (campaign_id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, peak_memory_mb, "commit", description, decision_reason, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
+            runs,
+        )
+        con.execute(
+            "INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) SELECT ?, 'claude-sonnet-4-6', 2000, 300, 12000, 0, 0.01, 5.0, 'ok', '2026-11-26' FROM run WHERE campaign_id = ?",
+            (row.id, row.id),
+        )
+        best = con.execute(
+            "SELECT id FROM run WHERE campaign_id = ? AND status = 'keep' ORDER BY val_bpb LIMIT 1", (row.id,)
+        ).fetchone()[0]
         con.execute("UPDATE campaign SET best_run_id = ? WHERE id = ?", (best, row.id))
         con.commit()
     con.close()
@@ -66,10 +103,19 @@ def bench_status() -> dict:
         cli = []
         for _ in range(5):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--state-dir", str(state)], cwd=ROOT, capture_output=True, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "orchestrator.cli", "status", "--state-dir", str(state)],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            )
             cli.append(time.perf_counter() - t)
         runs = sqlite3.connect(db).execute("SELECT COUNT(*) FROM run").fetchone()[0]
-    return {"runs_in_ledger": runs, "status_query_median_ms": round(statistics.median(inproc) * 1000, 1), "status_cli_median_ms": round(statistics.median(cli) * 1000, 1)}
+    return {
+        "runs_in_ledger": runs,
+        "status_query_median_ms": round(statistics.median(inproc) * 1000, 1),
+        "status_cli_median_ms": round(statistics.median(cli) * 1000, 1),
+    }
 
 
 def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
@@ -78,13 +124,33 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
         repo.mkdir()
         for name in ("trainer", "orchestrator", "agents", "prompts", "pyproject.toml"):
             src = ROOT / name
-            (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, repo / name))
+            (
+                shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+                if src.is_dir()
+                else shutil.copy(src, repo / name)
+            )
         git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
         subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
         subprocess.run([*git, "commit", "-qm", "bench"], cwd=repo, check=True)
         env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-        cmd = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "bench", "--budget", str(budget), "--max-experiments", str(experiments), "--baseline-runs", "1", "--foreground"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "start",
+            "--program",
+            "model",
+            "--tag",
+            "bench",
+            "--budget",
+            str(budget),
+            "--max-experiments",
+            str(experiments),
+            "--baseline-runs",
+            "1",
+            "--foreground",
+        ]
         daemon = psutil.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         samples: list[tuple[float, float]] = []
 
@@ -105,7 +171,13 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
         daemon.wait()
         watcher.join()
         db = repo / "state" / "experiments.db"
-        rows = sqlite3.connect(db).execute("SELECT total_seconds, agent_seconds, eval_seconds, run_dir FROM run WHERE kind = 'experiment' AND status IN ('keep', 'discard')").fetchall()
+        rows = (
+            sqlite3.connect(db)
+            .execute(
+                "SELECT total_seconds, agent_seconds, eval_seconds, run_dir FROM run WHERE kind = 'experiment' AND status IN ('keep', 'discard')"
+            )
+            .fetchall()
+        )
         overheads = []
         for total, agent, eval_s, run_dir in rows:
             info = json.loads((Path(run_dir) / "train.json").read_text())
@@ -115,7 +187,9 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
         "overhead_median_s": round(statistics.median(overheads), 3) if overheads else None,
         "overhead_max_s": round(max(overheads), 3) if overheads else None,
         "daemon_rss_mb_max": round(max(s[0] for s in samples), 1) if samples else None,
-        "daemon_cpu_percent_median_while_training": round(statistics.median(s[1] for s in samples), 1) if samples else None,
+        "daemon_cpu_percent_median_while_training": round(statistics.median(s[1] for s in samples), 1)
+        if samples
+        else None,
     }
 
 
@@ -124,9 +198,17 @@ def bench_eval(budget: float = 30.0, default_budget: float = 300.0) -> dict:
     from . import corpus, experiment, sandbox
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = experiment.Spec(program="model", worktree=ROOT, run_dir=Path(tmp) / "runs" / "0001", corpus=corpus.materialize("stdlib"),
-                               budget_s=budget, seed=1, state_dir=Path(tmp), train_deadline_s=budget + 120,
-                               unsafe_no_sandbox=sandbox.backend().name == "none")
+        spec = experiment.Spec(
+            program="model",
+            worktree=ROOT,
+            run_dir=Path(tmp) / "runs" / "0001",
+            corpus=corpus.materialize("stdlib"),
+            budget_s=budget,
+            seed=1,
+            state_dir=Path(tmp),
+            train_deadline_s=budget + 120,
+            unsafe_no_sandbox=sandbox.backend().name == "none",
+        )
         m = experiment.measure(spec)
         if not m.ok:
             raise SystemExit(f"error: the measurement failed ({m.status}): {m.reason}\n{m.log_tail}")
@@ -151,7 +233,11 @@ def scratch_repo(dest: Path, edits: dict[str, str]) -> Path:
     dest.mkdir(parents=True)
     for name in ("trainer", "orchestrator", "agents", "prompts", "pyproject.toml"):
         src = ROOT / name
-        (shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dest / name))
+        (
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            if src.is_dir()
+            else shutil.copy(src, dest / name)
+        )
     train = dest / "trainer" / "train.py"
     text = train.read_text()
     for name, value in edits.items():
@@ -174,13 +260,29 @@ def aa_campaign(repo: Path, tag: str, agent, experiments: int, budget: float, se
     from .campaign import CampaignLoop, Settings
     from .daemon import open_campaign
 
-    settings = Settings(state_dir=repo / "state", program="model", tag=tag, budget_s=budget, max_experiments=experiments, seed=seed, repo=repo)
+    settings = Settings(
+        state_dir=repo / "state",
+        program="model",
+        tag=tag,
+        budget_s=budget,
+        max_experiments=experiments,
+        seed=seed,
+        repo=repo,
+    )
     loop = CampaignLoop(settings, open_campaign(settings, agent.name, None, None), agent)
     loop.run()
     return ledger.campaign_runs(loop.db, loop.campaign.id)
 
 
-def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: str = "LOGIT_SOFTCAP", bad: str = "1.0", good: str = "15.0", budget: float = 30.0) -> dict:
+def bench_aa(
+    experiments: int = 20,
+    trials: int = 10,
+    steps: int = 16,
+    plant: str = "LOGIT_SOFTCAP",
+    bad: str = "1.0",
+    good: str = "15.0",
+    budget: float = 30.0,
+) -> dict:
     """False keeps of changes that only move the random stream, and keeps of a planted improvement.
 
     A/A: one campaign of `experiments` proposals by `RandomStreamAgent` (each consumes k extra random
@@ -194,13 +296,26 @@ def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: st
     from .policy import Policy, pooled
 
     check_dataset("stdlib")
-    tiny = {"DEPTH": "1", "MODEL_DIM": "64", "SEQ_LEN": "128", "DEVICE_BATCH": "8", "TOTAL_BATCH_TOKENS": "2**10", "BENCH_STEPS": str(steps)}
+    tiny = {
+        "DEPTH": "1",
+        "MODEL_DIM": "64",
+        "SEQ_LEN": "128",
+        "DEVICE_BATCH": "8",
+        "TOTAL_BATCH_TOKENS": "2**10",
+        "BENCH_STEPS": str(steps),
+    }
     started = time.time()
-    out: dict = {"policy": Policy().to_dict(), "model": tiny, "command": " ".join(["python -m orchestrator.bench --aa", *sys.argv[2:]])}
+    out: dict = {
+        "policy": Policy().to_dict(),
+        "model": tiny,
+        "command": " ".join(["python -m orchestrator.bench --aa", *sys.argv[2:]]),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         if experiments:
             t0 = time.time()
-            runs = aa_campaign(scratch_repo(Path(tmp) / "aa", tiny), "aa", RandomStreamAgent(), experiments, budget, seed=0)
+            runs = aa_campaign(
+                scratch_repo(Path(tmp) / "aa", tiny), "aa", RandomStreamAgent(), experiments, budget, seed=0
+            )
             judged = [r for r in runs if r.kind == "experiment" and r.status in ("keep", "discard")]
             groups: dict[str, list[float]] = {}
             for r in runs:
@@ -242,7 +357,9 @@ def bench_aa(experiments: int = 20, trials: int = 10, steps: int = 16, plant: st
                 "base_seed_sigma": round(base.sigma, 5),
                 "base_seed_sigma_dof": base.dof,
                 "gain_in_base_sigmas": round(statistics.fmean(gains) / base.sigma, 2) if gains and base.sigma else None,
-                "gain_in_aa_sigmas": round(statistics.fmean(gains) / out["aa"]["seed_sigma"], 2) if gains and out.get("aa") else None,
+                "gain_in_aa_sigmas": round(statistics.fmean(gains) / out["aa"]["seed_sigma"], 2)
+                if gains and out.get("aa")
+                else None,
                 "runs": nruns,
                 "target": ">= 9 kept in 10",
                 "wall_s": round(time.time() - t0, 1),
@@ -277,12 +394,16 @@ def bench_policy(trials: int = 4000, gain_sigmas: float = 3.0, paired_sd: float 
     rows = []
     for runs, reruns in ((3, 2), (3, 3), (5, 2)):
         pol = Policy(baseline_runs=runs, max_reruns=reruns)
-        rows.append({
-            "baseline_runs": runs,
-            "max_reruns": reruns,
-            "aa_keep_rate": round(sum(one(pol, None) for _ in range(trials)) / trials, 4),
-            f"keep_rate_at_{gain_sigmas:g}_sigma": round(sum(one(pol, gain_sigmas) for _ in range(trials)) / trials, 4),
-        })
+        rows.append(
+            {
+                "baseline_runs": runs,
+                "max_reruns": reruns,
+                "aa_keep_rate": round(sum(one(pol, None) for _ in range(trials)) / trials, 4),
+                f"keep_rate_at_{gain_sigmas:g}_sigma": round(
+                    sum(one(pol, gain_sigmas) for _ in range(trials)) / trials, 4
+                ),
+            }
+        )
     return {"trials_each": trials, "paired_sd_of_a_real_change": paired_sd, "policies": rows}
 
 
@@ -299,7 +420,9 @@ def main() -> int:
         parser.add_argument("--bad", default="1.0", help="its spoiled value in the base")
         parser.add_argument("--good", default="15.0", help="the value the planted improvement restores")
         args = parser.parse_args()
-        print(json.dumps(bench_aa(args.experiments, args.trials, args.steps, args.plant, args.bad, args.good), indent=2))
+        print(
+            json.dumps(bench_aa(args.experiments, args.trials, args.steps, args.plant, args.bad, args.good), indent=2)
+        )
         return 0
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     out = {}
@@ -309,7 +432,6 @@ def main() -> int:
         out["overhead"] = bench_overhead()
     if what in ("eval", "all"):
         out["eval"] = bench_eval()
-
 
     if what in ("policy", "all"):
         out["policy"] = bench_policy()

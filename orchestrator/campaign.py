@@ -24,7 +24,16 @@ from pathlib import Path
 
 import psutil
 
-from agents.base import Abandoned, Agent, AgentPaused, CostLimitReached, NoEdits, ProposalContext, Refused, TransientAgentError
+from agents.base import (
+    Abandoned,
+    Agent,
+    AgentPaused,
+    CostLimitReached,
+    NoEdits,
+    ProposalContext,
+    Refused,
+    TransientAgentError,
+)
 
 from . import corpus, experiment, fingerprint, ledger, policy, runner, slots, worktree
 from .ledger import Campaign, LlmCall, Run, utcnow
@@ -66,7 +75,21 @@ class Settings:
     repo: Path = ROOT  # the repository campaigns branch from (tests use a scratch copy)
 
     def limits_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("budget_s", "max_experiments", "max_cost_usd", "slots", "seed", "startup_grace_s", "stall_s", "memory_mb", "eval_timeout_s", "unsafe_no_sandbox")} | {"policy": self.policy.to_dict()}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "budget_s",
+                "max_experiments",
+                "max_cost_usd",
+                "slots",
+                "seed",
+                "startup_grace_s",
+                "stall_s",
+                "memory_mb",
+                "eval_timeout_s",
+                "unsafe_no_sandbox",
+            )
+        } | {"policy": self.policy.to_dict()}
 
 
 class StopCampaign(Exception):
@@ -184,7 +207,11 @@ class CampaignLoop:
 
     def measurements(self, commit: str, fp_hash: str, runs: list[Run] | None = None) -> list[Run]:
         """Usable measurements of `commit` under one machine fingerprint, oldest first."""
-        return [r for r in (self.runs() if runs is None else runs) if r.commit == commit and r.fingerprint_hash == fp_hash and usable(r)]
+        return [
+            r
+            for r in (self.runs() if runs is None else runs)
+            if r.commit == commit and r.fingerprint_hash == fp_hash and usable(r)
+        ]
 
     def reference_fp(self, runs: list[Run] | None = None) -> str | None:
         """The fingerprint the champion was last measured under (None before its first measurement)."""
@@ -312,7 +339,11 @@ class CampaignLoop:
         if run.kind in CANDIDATE_KINDS and floor is not None and run.cpu_share is not None and run.cpu_share < floor:
             run.contended = True
             self.save(run)
-            self.event("contended", f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the champion's median {statistics.median(shares):.2f} less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged", run)
+            self.event(
+                "contended",
+                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the champion's median {statistics.median(shares):.2f} less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
+                run,
+            )
         return True
 
     # ------------------------------------------------------------------ the champion's measurements
@@ -335,7 +366,9 @@ class CampaignLoop:
             return False
         failures = [r for r in here if r.kind in BASELINE_KINDS and r.status in ("crash", "timeout", "invalid")]
         if len(failures) >= MAX_BASELINE_FAILURES:
-            raise StopCampaign(f"the champion failed {MAX_BASELINE_FAILURES} times under this machine: {failures[-1].error or failures[-1].decision_reason}")
+            raise StopCampaign(
+                f"the champion failed {MAX_BASELINE_FAILURES} times under this machine: {failures[-1].error or failures[-1].decision_reason}"
+            )
         before = [r for r in runs if r.commit == head and usable(r)]
         first = not any(r.kind != "baseline" for r in runs)
         if first:
@@ -344,29 +377,47 @@ class CampaignLoop:
             old = json.loads(before[-1].fingerprint or "{}")
             why, kind = f"machine changed ({fingerprint.changes(old, fp)})", "rebaseline"
             if not known:
-                self.event("fingerprint", f"fingerprint {before[-1].fingerprint_hash} -> {fp_hash}: {why}; re-measuring the champion before judging anything")
+                self.event(
+                    "fingerprint",
+                    f"fingerprint {before[-1].fingerprint_hash} -> {fp_hash}: {why}; re-measuring the champion before judging anything",
+                )
         else:
-            why, kind = f"new champion commit {head[:10]} ({self.champion().description if self.champion() else 'base'})", "rebaseline"
+            why, kind = (
+                f"new champion commit {head[:10]} ({self.champion().description if self.champion() else 'base'})",
+                "rebaseline",
+            )
         n = len(known) + 1
         self.update_campaign(note=f"re-baselining {n}/{need}: {why}" if not first else f"baseline {n}/{need}")
         seeds = [r.seed for r in before if r.seed is not None] + list(range(self.s.seed + 1, self.s.seed + need + 1))
         seed = next((s for s in dict.fromkeys(seeds) if s not in {r.seed for r in known}), None) or self.new_seed()
         champ = self.champion()
-        anchor = next((r for r in runs if r.commit == head and r.kind in BASELINE_KINDS and r.status == "proposed"), None)
-        run = anchor or self.new_run(kind, f"{kind} {n}/{need} on seed {seed}: {why}", commit=head, rerun_of=champ.id if champ else None)
+        anchor = next(
+            (r for r in runs if r.commit == head and r.kind in BASELINE_KINDS and r.status == "proposed"), None
+        )
+        run = anchor or self.new_run(
+            kind, f"{kind} {n}/{need} on seed {seed}: {why}", commit=head, rerun_of=champ.id if champ else None
+        )
         if self.measure_on(run, seed):
             if self.campaign.best_run_id is None:
                 self.update_campaign(best_run_id=run.id)
             self.finish(run, "keep", f"{kind} {n}/{need} (seed {seed}): val_bpb {run.val_bpb:.4f}; {why}")
             noise = self.refresh_sigma(fp_hash)
             if n == need:
-                self.event(kind, f"champion {self.champion_stats():.4f} on {need} seeds, noise sigma {noise.sigma:.4f} ({noise.dof} dof)")
+                self.event(
+                    kind,
+                    f"champion {self.champion_stats():.4f} on {need} seeds, noise sigma {noise.sigma:.4f} ({noise.dof} dof)",
+                )
         return True
 
     def remeasure_champion(self, seed: int, why: str) -> bool:
         """One more measurement of the champion on `seed`; False if it yielded no usable score."""
         champ = self.champion()
-        run = self.new_run("remeasure", f"re-measure champion #{champ.seq} on seed {seed} ({why}): {champ.description}", commit=champ.commit, rerun_of=champ.id)
+        run = self.new_run(
+            "remeasure",
+            f"re-measure champion #{champ.seq} on seed {seed} ({why}): {champ.description}",
+            commit=champ.commit,
+            rerun_of=champ.id,
+        )
         if not self.measure_on(run, seed):
             return False
         self.finish(run, "keep", f"champion re-measured on seed {seed} ({why}): val_bpb {run.val_bpb:.4f}")
@@ -396,7 +447,9 @@ class CampaignLoop:
             return
         worktree.reset_hard(self.wt, head)
         try:
-            merged = worktree.merge(self.wt, theirs, f"merge {other}/{self.campaign.tag} #{sib_champ.seq}: {sib_champ.description}")
+            merged = worktree.merge(
+                self.wt, theirs, f"merge {other}/{self.campaign.tag} #{sib_champ.seq}: {sib_champ.description}"
+            )
         except worktree.GitError as e:
             self.refused_merges.add(theirs)
             self.event("merge", f"could not merge {other}/{self.campaign.tag} {theirs[:10]}: {e}")
@@ -424,7 +477,11 @@ class CampaignLoop:
             proposal = self.propose(run, cost_so_far)
         except (NoEdits, Abandoned, Refused) as e:
             worktree.reset_hard(self.wt, self.kept_head())
-            status, label = ("refused", "refused") if isinstance(e, Refused) else ("rejected", "no edits" if isinstance(e, NoEdits) else "abandoned")
+            status, label = (
+                ("refused", "refused")
+                if isinstance(e, Refused)
+                else ("rejected", "no edits" if isinstance(e, NoEdits) else "abandoned")
+            )
             self.finish(run, status, f"{label}: {e}")
             return self.proposal_failed(run, f"{label}: {e}")
         except (CostLimitReached, StopCampaign, AgentPaused) as e:
@@ -445,8 +502,13 @@ class CampaignLoop:
         outside = out_of_scope(self.program, changed)
         if outside:
             worktree.reset_hard(self.wt, self.kept_head())
-            return self.finish(run, "rejected", f"edits outside the {self.program.name} program's files: {', '.join(outside)}")
-        duplicate = next((r for r in self.runs() if r.id != run.id and r.diff == run.diff and r.parent_commit == run.parent_commit), None)
+            return self.finish(
+                run, "rejected", f"edits outside the {self.program.name} program's files: {', '.join(outside)}"
+            )
+        duplicate = next(
+            (r for r in self.runs() if r.id != run.id and r.diff == run.diff and r.parent_commit == run.parent_commit),
+            None,
+        )
         if duplicate:
             worktree.reset_hard(self.wt, self.kept_head())
             return self.finish(run, "rejected", f"same change as run #{duplicate.seq}")
@@ -460,10 +522,16 @@ class CampaignLoop:
         and pause after MAX_FAILED_PROPOSALS so a person can look."""
         self.failed_proposals += 1
         if self.failed_proposals >= MAX_FAILED_PROPOSALS:
-            raise AgentPaused(f"{self.failed_proposals} proposals in a row yielded no experiment (last, #{run.seq}, {why}); read them with `arx-daemon show {self.campaign.tag}/{run.seq}`, then start again")
+            raise AgentPaused(
+                f"{self.failed_proposals} proposals in a row yielded no experiment (last, #{run.seq}, {why}); read them with `arx-daemon show {self.campaign.tag}/{run.seq}`, then start again"
+            )
         wait = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self.failed_proposals - 1))
         self.update_campaign(note=f"{self.failed_proposals} failed proposals in a row; next in {wait:.0f}s")
-        self.event("cooldown", f"{self.failed_proposals} failed proposals in a row (pause at {MAX_FAILED_PROPOSALS}); next in {wait:.0f}s", run)
+        self.event(
+            "cooldown",
+            f"{self.failed_proposals} failed proposals in a row (pause at {MAX_FAILED_PROPOSALS}); next in {wait:.0f}s",
+            run,
+        )
         if self.stop_requested.wait(wait):
             raise StopCampaign("stopped by request")
 
@@ -485,10 +553,14 @@ class CampaignLoop:
             except NoEdits:
                 if retry_note is not None:
                     raise
-                retry_note = "Your previous proposal changed no file. Edit an editable file, then call submit_experiment."
+                retry_note = (
+                    "Your previous proposal changed no file. Edit an editable file, then call submit_experiment."
+                )
                 worktree.reset_hard(self.wt, self.kept_head())
             except TransientAgentError as e:
-                wait = max(delay * (0.8 + 0.4 * random.random()), e.retry_after_s or 0)  # the API's retry-after is a floor
+                wait = max(
+                    delay * (0.8 + 0.4 * random.random()), e.retry_after_s or 0
+                )  # the API's retry-after is a floor
                 self.update_campaign(note=f"agent error, retrying in {wait:.0f}s: {e}")
                 self.event("backoff", f"{e}; retrying in {wait:.0f}s", run)
                 worktree.reset_hard(self.wt, self.kept_head())
@@ -503,7 +575,17 @@ class CampaignLoop:
         champ = self.champion()
         history = []
         for r in runs:
-            history.append({"seq": r.seq, "kind": r.kind, "status": r.status, "val_bpb": r.val_bpb, "delta": (r.val_bpb - best) if r.val_bpb is not None and best is not None else None, "description": r.description, "decision_reason": r.decision_reason})
+            history.append(
+                {
+                    "seq": r.seq,
+                    "kind": r.kind,
+                    "status": r.status,
+                    "val_bpb": r.val_bpb,
+                    "delta": (r.val_bpb - best) if r.val_bpb is not None and best is not None else None,
+                    "description": r.description,
+                    "decision_reason": r.decision_reason,
+                }
+            )
         failures = [r for r in runs if r.status in ("crash", "timeout", "invalid")]
 
         def record(call: dict) -> None:
@@ -515,8 +597,12 @@ class CampaignLoop:
             editable=list(self.program.editable),
             readable=list(self.program.readable),
             history=history,
-            best={"seq": champ.seq, "val_bpb": best, "tok_per_sec": champ.tok_per_sec, "description": champ.description} if champ else None,
-            last_failure_tail="\n".join(failures[-1].error.splitlines()[-FAILURE_TAIL_LINES:]) if failures and failures[-1].error else None,
+            best={"seq": champ.seq, "val_bpb": best, "tok_per_sec": champ.tok_per_sec, "description": champ.description}
+            if champ
+            else None,
+            last_failure_tail="\n".join(failures[-1].error.splitlines()[-FAILURE_TAIL_LINES:])
+            if failures and failures[-1].error
+            else None,
             budget_s=self.s.budget_s,
             hardware=self.hardware(),
             seq=run.seq,
@@ -554,11 +640,18 @@ class CampaignLoop:
             paired = [r for r in rows if r.fingerprint_hash == fp_hash and usable(r)]
             seed = self.pair_seed(len(paired), fp_hash)
             if seed is None:
-                d = policy.Decision("discard", "the champion could not be measured on a new seed to pair with; not kept")
+                d = policy.Decision(
+                    "discard", "the champion could not be measured on a new seed to pair with; not kept"
+                )
                 break
             if attempt is None:
                 why = " (the last one got too little CPU)" if contended else ""
-                attempt = self.new_run("rerun", f"re-run of #{run.seq} on seed {seed}{why}: {run.description}", commit=run.commit, rerun_of=run.id)
+                attempt = self.new_run(
+                    "rerun",
+                    f"re-run of #{run.seq} on seed {seed}{why}: {run.description}",
+                    commit=run.commit,
+                    rerun_of=run.id,
+                )
             if not self.measure_on(attempt, seed):
                 if attempt is run:  # it already finished as crash, timeout or invalid
                     worktree.reset_hard(self.wt, self.kept_head())
@@ -574,14 +667,18 @@ class CampaignLoop:
                 # the machine stays busier than when the champion was measured: measure the champion again
                 # now, on this seed, and pair the candidate with that (its CPU share also moves the reference)
                 if not self.remeasure_champion(seed, f"the machine stayed busy for {contended} runs of #{run.seq}"):
-                    d = policy.Decision("discard", "the champion could not be re-measured under the current load; not kept")
+                    d = policy.Decision(
+                        "discard", "the champion could not be re-measured under the current load; not kept"
+                    )
                     break
                 attempt.contended = False
                 self.save(attempt)
             contended = 0
             champion = self.measurements(self.kept_head(), attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
-            on_seed = [[c.val_bpb for c in champion if c.seed == r.seed][-1] for r in pairs]  # its latest run on that seed
+            on_seed = [
+                [c.val_bpb for c in champion if c.seed == r.seed][-1] for r in pairs
+            ]  # its latest run on that seed
             d = policy.decide(pol, [r.val_bpb for r in pairs], on_seed, self.refresh_sigma(attempt.fingerprint_hash))
             if d.verdict != "rerun":
                 break
@@ -589,14 +686,22 @@ class CampaignLoop:
             attempt = None
         for extra in rows[1:]:
             extra.band = d.band
-            self.finish(extra, d.verdict, f"re-run of #{run.seq} (seed {extra.seed}{', contended: not used' if extra.contended else ''}): {d.verdict}")
+            self.finish(
+                extra,
+                d.verdict,
+                f"re-run of #{run.seq} (seed {extra.seed}{', contended: not used' if extra.contended else ''}): {d.verdict}",
+            )
         run.band = d.band
         if d.verdict == "keep":
             self.update_campaign(best_run_id=run.id)
             worktree.reset_hard(self.wt, run.commit)
         else:
             worktree.reset_hard(self.wt, run.parent_commit)
-        self.finish(run, d.verdict, d.reason + ("; this row's own measurement got too little CPU and was not used" if run.contended else ""))
+        self.finish(
+            run,
+            d.verdict,
+            d.reason + ("; this row's own measurement got too little CPU and was not used" if run.contended else ""),
+        )
         self.refresh_sigma(rows[-1].fingerprint_hash)
 
     # ------------------------------------------------------------------ train and evaluate one commit
@@ -604,7 +709,12 @@ class CampaignLoop:
         """Prepare (data program), train and evaluate `run`'s commit; False if it did not yield a score."""
         run_dir = Path(run.run_dir)
         try:
-            with slots.trainer_slot(self.s.state_dir, self.s.slots, self.stop_requested.is_set, lambda: self.event("slot", f"#{run.seq} waiting for a free trainer slot", run)):
+            with slots.trainer_slot(
+                self.s.state_dir,
+                self.s.slots,
+                self.stop_requested.is_set,
+                lambda: self.event("slot", f"#{run.seq} waiting for a free trainer slot", run),
+            ):
                 return self._measure(run, run_dir)
         except slots.Stopped:
             self.finish(run, "interrupted", "stopped while waiting for a trainer slot")
@@ -633,7 +743,13 @@ class CampaignLoop:
             self.save(run)
 
         m = experiment.measure(spec, self.stop_requested.is_set, on_phase)
-        run.pid, run.exit_code, run.train_wall_s, run.eval_seconds, run.cpu_share = None, m.exit_code, m.train_wall_s, m.eval_seconds, m.cpu_share
+        run.pid, run.exit_code, run.train_wall_s, run.eval_seconds, run.cpu_share = (
+            None,
+            m.exit_code,
+            m.train_wall_s,
+            m.eval_seconds,
+            m.cpu_share,
+        )
         for key in ("steps", "tokens", "tok_per_sec", "training_seconds", "peak_memory_mb", "num_params"):
             setattr(run, key, m.claimed.get(key))
         if m.status == "interrupted":
@@ -646,24 +762,38 @@ class CampaignLoop:
         pins = (scores.val_sha256, scores.test_sha256, scores.tokenizer_sha256)
         if self.campaign.val_sha256 is None:
             self.update_campaign(val_sha256=pins[0], test_sha256=pins[1], tokenizer_sha256=pins[2])
-            self.event("pinned", f"evaluation data pinned: val {pins[0][:12]}, test {pins[1][:12]}, tokenizer {pins[2][:12]}", run)
+            self.event(
+                "pinned",
+                f"evaluation data pinned: val {pins[0][:12]}, test {pins[1][:12]}, tokenizer {pins[2][:12]}",
+                run,
+            )
         elif pins[:2] != (self.campaign.val_sha256, self.campaign.test_sha256):
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
-        if run.kind in BASELINE_KINDS and not self.paths.kernels.exists():  # compiled by the unchanged code: a safe seed
+        if (
+            run.kind in BASELINE_KINDS and not self.paths.kernels.exists()
+        ):  # compiled by the unchanged code: a safe seed
             shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
         run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb
         run.scoring = json.dumps(scores.detail)
         self.save(run)
         claimed = f"{run.tok_per_sec:,.0f} tok/s claimed" if run.tok_per_sec else "no throughput claimed"
-        self.event("measured", f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} (trained {run.train_wall_s:.0f}s by the daemon's clock; {claimed})", run)
+        self.event(
+            "measured",
+            f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} (trained {run.train_wall_s:.0f}s by the daemon's clock; {claimed})",
+            run,
+        )
         return True
 
     def startup_allowance(self) -> float:
         """Seconds a trainer may run past its budget (start-up, compilation, saving), measured by the
         daemon on the unchanged baseline: ALLOWANCE_FACTOR x its overhead, at least MIN_ALLOWANCE_S.
         Until a baseline has been timed, the configured --startup-grace-s."""
-        overheads = [r.train_wall_s - self.s.budget_s for r in self.runs() if r.kind in BASELINE_KINDS and r.train_wall_s and r.val_bpb is not None]
+        overheads = [
+            r.train_wall_s - self.s.budget_s
+            for r in self.runs()
+            if r.kind in BASELINE_KINDS and r.train_wall_s and r.val_bpb is not None
+        ]
         if not overheads:
             return self.s.startup_grace_s
         return max(MIN_ALLOWANCE_S, ALLOWANCE_FACTOR * max(overheads))
@@ -676,7 +806,9 @@ class CampaignLoop:
 def expected_gap_s(runs: list[Run], budget_s: float) -> float:
     """Seconds between two proposals' API calls (what decides the cache lifetime): the median wall
     time outside the agent of the last measured runs, else the budget plus a stated overhead."""
-    spans = [r.total_seconds - (r.agent_seconds or 0.0) for r in runs if r.total_seconds and r.val_bpb is not None][-GAP_RUNS:]
+    spans = [r.total_seconds - (r.agent_seconds or 0.0) for r in runs if r.total_seconds and r.val_bpb is not None][
+        -GAP_RUNS:
+    ]
     return statistics.median(spans) if spans else budget_s + GAP_OVERHEAD_S
 
 
@@ -688,7 +820,10 @@ def usable(r: Run) -> bool:
 def is_our_child(pid: int) -> bool:
     """Whether `pid` is still a trainer, evaluator or prepare process (not a reused pid)."""
     try:
-        return any(m in " ".join(psutil.Process(pid).cmdline()) for m in ("trainer.train", "trainer.evaluate", "trainer.prepare"))
+        return any(
+            m in " ".join(psutil.Process(pid).cmdline())
+            for m in ("trainer.train", "trainer.evaluate", "trainer.prepare")
+        )
     except psutil.Error:
         return False
 

@@ -1,8 +1,8 @@
 """The `arx-daemon` command line: commands that read like sentences.
 
-    arx-daemon start --program model --tag mar15
-    arx-daemon status
-    arx-daemon stop --tag mar15
+arx-daemon start --program model --tag mar15
+arx-daemon status
+arx-daemon stop --tag mar15
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def app() -> None:
     state/experiments.db with sqlite3.
     """
 
+
 STATE_HELP = "state directory (default: state/ in the arx checkout, or $ARX_STATE_DIR)"
 
 
@@ -38,12 +39,23 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: int, max_rounds: int, effort: Optional[str] = None, fallback_model: Optional[str] = None):
+def make_agent(
+    choice: str,
+    model: Optional[str],
+    seed: int,
+    thinking_tokens: int,
+    max_rounds: int,
+    effort: Optional[str] = None,
+    fallback_model: Optional[str] = None,
+):
     """auto = Claude when ANTHROPIC_API_KEY is set, else the offline search (announced loudly)."""
     if choice == "auto":
         choice = "claude" if os.environ.get("ANTHROPIC_API_KEY") else "offline"
         if choice == "offline":
-            print("*** no ANTHROPIC_API_KEY: using the OFFLINE agent (seeded search over numeric constants, no LLM) ***", flush=True)
+            print(
+                "*** no ANTHROPIC_API_KEY: using the OFFLINE agent (seeded search over numeric constants, no LLM) ***",
+                flush=True,
+            )
     if choice == "offline":
         from agents.offline import OfflineAgent
 
@@ -54,12 +66,21 @@ def make_agent(choice: str, model: Optional[str], seed: int, thinking_tokens: in
         raise UserError("--agent claude needs ANTHROPIC_API_KEY in the environment")
     from agents.claude import ClaudeAgent
 
-    return ClaudeAgent(model=model, thinking_tokens=thinking_tokens, effort=effort, fallback_model=fallback_model, max_rounds=max_rounds)
+    return ClaudeAgent(
+        model=model,
+        thinking_tokens=thinking_tokens,
+        effort=effort,
+        fallback_model=fallback_model,
+        max_rounds=max_rounds,
+    )
 
 
 # what each numeric option of `start` must be; click only checks that it is a number
 NUMBERS = {
-    "thinking_tokens": (lambda v: v == 0 or v >= MIN_THINKING_TOKENS, f"0 (off) or at least {MIN_THINKING_TOKENS} (the API's least thinking budget)"),
+    "thinking_tokens": (
+        lambda v: v == 0 or v >= MIN_THINKING_TOKENS,
+        f"0 (off) or at least {MIN_THINKING_TOKENS} (the API's least thinking budget)",
+    ),
     "max_rounds": (lambda v: v >= 1, "at least 1"),
     "budget": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
     "max_experiments": (lambda v: v >= 0, "0 (baselines only) or more"),
@@ -93,34 +114,112 @@ def policy_options(command):
     from .policy import Policy
 
     for f in reversed(fields(Policy)):
-        command = click.option(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, show_default=True, help=f"keep rule: {f.metadata['help']}")(command)
+        command = click.option(
+            f"--{f.name.replace('_', '-')}",
+            type=type(f.default),
+            default=f.default,
+            show_default=True,
+            help=f"keep rule: {f.metadata['help']}",
+        )(command)
     return command
 
 
 @app.command()
-@click.option("--program", required=True, help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)")
-@click.option("--tag", required=True, help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>")
-@click.option("--agent", default="auto", show_default=True, help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline")
+@click.option(
+    "--program",
+    required=True,
+    help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)",
+)
+@click.option(
+    "--tag",
+    required=True,
+    help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>",
+)
+@click.option(
+    "--agent",
+    default="auto",
+    show_default=True,
+    help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline",
+)
 @click.option("--model", default=None, help="Claude model for the claude agent (default: a current Sonnet)")
-@click.option("--thinking-tokens", default=0, show_default=True, help="thinking per Claude call, 0: off, else at least 1024: the budget on models that take one, "
-              "adaptive thinking (depth set by --effort) on models that require it; either way it adds to max_tokens")
-@click.option("--effort", type=click.Choice(EFFORTS), default=None, help="Claude's output_config.effort (default: the API's, high); sets the depth of adaptive thinking")
-@click.option("--fallback-model", default=None, help="Claude model to ask once more when the main model refuses (stop reason refusal)")
+@click.option(
+    "--thinking-tokens",
+    default=0,
+    show_default=True,
+    help="thinking per Claude call, 0: off, else at least 1024: the budget on models that take one, "
+    "adaptive thinking (depth set by --effort) on models that require it; either way it adds to max_tokens",
+)
+@click.option(
+    "--effort",
+    type=click.Choice(EFFORTS),
+    default=None,
+    help="Claude's output_config.effort (default: the API's, high); sets the depth of adaptive thinking",
+)
+@click.option(
+    "--fallback-model",
+    default=None,
+    help="Claude model to ask once more when the main model refuses (stop reason refusal)",
+)
 @click.option("--max-rounds", default=12, show_default=True, help="tool rounds Claude may use per proposal")
-@click.option("--dataset", default="stdlib", show_default=True, help="dataset registry name (stdlib is embedded and offline)")
-@click.option("--budget", default=300.0, show_default=True, help="training seconds per run (startup and evaluation are extra)")
-@click.option("--max-experiments", type=int, default=None, help="stop after this many experiments (baselines and re-runs not counted)")
+@click.option(
+    "--dataset", default="stdlib", show_default=True, help="dataset registry name (stdlib is embedded and offline)"
+)
+@click.option(
+    "--budget", default=300.0, show_default=True, help="training seconds per run (startup and evaluation are extra)"
+)
+@click.option(
+    "--max-experiments",
+    type=int,
+    default=None,
+    help="stop after this many experiments (baselines and re-runs not counted)",
+)
 @click.option("--max-cost-usd", type=float, default=None, help="stop before an LLM call could take spending past this")
-@click.option("--slots", default=1, show_default=True, help="trainers allowed at once across all campaigns of this state directory")
+@click.option(
+    "--slots",
+    default=1,
+    show_default=True,
+    help="trainers allowed at once across all campaigns of this state directory",
+)
 @click.option("--stall-s", default=120.0, show_default=True, help="kill a trainer that prints nothing for this long")
-@click.option("--memory-mb", type=float, default=None, help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)")
+@click.option(
+    "--memory-mb",
+    type=float,
+    default=None,
+    help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)",
+)
 @click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
 @click.option("--base", default=None, help="commit to branch from (default: HEAD)")
 @click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
-@click.option("--unsafe-no-sandbox", is_flag=True, help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)")
+@click.option(
+    "--unsafe-no-sandbox",
+    is_flag=True,
+    help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 @policy_options
-def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, max_rounds, dataset, budget, max_experiments, max_cost_usd, slots, stall_s, memory_mb, seed, base, foreground, unsafe_no_sandbox, state_dir, **policy) -> None:
+def start(
+    program,
+    tag,
+    agent,
+    model,
+    thinking_tokens,
+    effort,
+    fallback_model,
+    max_rounds,
+    dataset,
+    budget,
+    max_experiments,
+    max_cost_usd,
+    slots,
+    stall_s,
+    memory_mb,
+    seed,
+    base,
+    foreground,
+    unsafe_no_sandbox,
+    state_dir,
+    **policy,
+) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -136,7 +235,9 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
             fail(e.args[0])
     levels = model_facts(model or DEFAULT_MODEL)["efforts"]
     if effort and effort not in levels:
-        fail(f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: {', '.join(levels) or 'none'})")
+        fail(
+            f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: {', '.join(levels) or 'none'})"
+        )
     import psutil
 
     from trainer import blas
@@ -164,7 +265,15 @@ def start(program, tag, agent, model, thinking_tokens, effort, fallback_model, m
     if warning := blas.slow_warning():
         print(warning, flush=True)
     try:
-        code = daemon.detach(settings, sys.argv[1:]) if not foreground else daemon.run_foreground(settings, lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds, effort, fallback_model), base)
+        code = (
+            daemon.detach(settings, sys.argv[1:])
+            if not foreground
+            else daemon.run_foreground(
+                settings,
+                lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds, effort, fallback_model),
+                base,
+            )
+        )
     except (daemon.UserError, GitError) as e:
         fail(str(e))
     raise SystemExit(code)
@@ -233,7 +342,19 @@ def table(headers: list[str], rows: list[list[str]], title: str | None = None) -
 
 
 def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    headers = ["campaign", "state", "agent", "now", "runs", "best val_bpb", "vs baseline", "test_bpb", "sigma", "spent", "last keep"]
+    headers = [
+        "campaign",
+        "state",
+        "agent",
+        "now",
+        "runs",
+        "best val_bpb",
+        "vs baseline",
+        "test_bpb",
+        "sigma",
+        "spent",
+        "last keep",
+    ]
     out = []
     for c in rows:
         state = c["state"] + (f" ({c['reason']})" if c["reason"] and c["state"] != "running" else "")
@@ -250,8 +371,26 @@ def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             now = "-"
         runs = " ".join(f"{k} {v}" for k, v in sorted(c["runs"].items()))
         improvement = f"{-c['improvement']:+.4f}" if c["improvement"] is not None else "-"
-        agent = c["agent"] + (f" ({c['model']})" if c["model"] else "") + (f", sandbox {c['sandbox']}" if c["sandbox"] else "")
-        out.append([f"{c['program']}/{c['tag']}", state, agent, now, runs or "-", bpb(c["best_val_bpb"]), improvement, bpb(c["best_test_bpb"]), bpb(c["noise_sigma"]), f"${c['cost_usd']:.2f}", duration(c["since_last_keep_s"])])
+        agent = (
+            c["agent"]
+            + (f" ({c['model']})" if c["model"] else "")
+            + (f", sandbox {c['sandbox']}" if c["sandbox"] else "")
+        )
+        out.append(
+            [
+                f"{c['program']}/{c['tag']}",
+                state,
+                agent,
+                now,
+                runs or "-",
+                bpb(c["best_val_bpb"]),
+                improvement,
+                bpb(c["best_test_bpb"]),
+                bpb(c["noise_sigma"]),
+                f"${c['cost_usd']:.2f}",
+                duration(c["since_last_keep_s"]),
+            ]
+        )
     return headers, out
 
 
@@ -288,7 +427,11 @@ def status(tag, as_json, watch, state_dir) -> None:
 
     def render():
         headers, lines = status_lines(report.status(db, state, tag))
-        t = Table(*headers, title=f"arx campaigns  (refreshed {time.strftime('%H:%M:%S')}, Ctrl-C to quit)", header_style="bold")
+        t = Table(
+            *headers,
+            title=f"arx campaigns  (refreshed {time.strftime('%H:%M:%S')}, Ctrl-C to quit)",
+            header_style="bold",
+        )
         for line in lines:
             t.add_row(*line)
         return t
@@ -322,13 +465,28 @@ def runs(tag, program, status_filter, as_json, state_dir) -> None:
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    lines = [[f"{r['program']}/{r['tag']}", str(r["seq"]), r["kind"], r["status"], bpb(r["val_bpb"]), bpb(r["test_bpb"]), f"{r['tok_per_sec'] or 0:,.0f}", (r["description"] or "")[:60], (r["decision_reason"] or "")[:70]] for r in rows]
+    lines = [
+        [
+            f"{r['program']}/{r['tag']}",
+            str(r["seq"]),
+            r["kind"],
+            r["status"],
+            bpb(r["val_bpb"]),
+            bpb(r["test_bpb"]),
+            f"{r['tok_per_sec'] or 0:,.0f}",
+            (r["description"] or "")[:60],
+            (r["decision_reason"] or "")[:70],
+        ]
+        for r in rows
+    ]
     table(["campaign", "seq", "kind", "status", "val_bpb", "test_bpb", "tok/s", "description", "decision"], lines)
 
 
 @app.command()
 @click.argument("run")
-@click.option("--full", is_flag=True, help="print the agent's conversation unabridged (system prompt and long blocks included)")
+@click.option(
+    "--full", is_flag=True, help="print the agent's conversation unabridged (system prompt and long blocks included)"
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 def show(run, full, state_dir) -> None:
     """One run in full: metrics, decision, diff, log tail, LLM calls, the agent's conversation."""
@@ -340,16 +498,28 @@ def show(run, full, state_dir) -> None:
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     out = console()
-    out.print(f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']}): [bold]{r['status']}[/bold]", highlight=False)
+    out.print(
+        f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']}): [bold]{r['status']}[/bold]",
+        highlight=False,
+    )
     out.print(f"description: {r['description']}", highlight=False, markup=False)
     if r["hypothesis"]:
         out.print(f"hypothesis:  {r['hypothesis']}", highlight=False, markup=False)
     out.print(f"decision:    {r['decision_reason'] or '-'}", highlight=False, markup=False)
-    out.print(f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s", highlight=False)
-    out.print(f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, {r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB", highlight=False)
+    out.print(
+        f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s",
+        highlight=False,
+    )
+    out.print(
+        f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, {r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB",
+        highlight=False,
+    )
     if r.get("scoring"):
         out.print(f"scorer: {r['scoring']}", highlight=False, markup=False)
-    out.print(f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended {r['ended_at'] or '-'}", highlight=False)
+    out.print(
+        f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended {r['ended_at'] or '-'}",
+        highlight=False,
+    )
     if r["diff"]:
         from rich.syntax import Syntax
 
@@ -359,7 +529,11 @@ def show(run, full, state_dir) -> None:
         out.print("[bold]log tail[/bold]")
         out.print(tail, highlight=False, markup=False)
     for c in r["llm_calls"]:
-        out.print(f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write {c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s {c['error'] or ''}", highlight=False, markup=False)
+        out.print(
+            f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write {c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s {c['error'] or ''}",
+            highlight=False,
+            markup=False,
+        )
     if r.get("conversation"):
         import json
 
@@ -374,7 +548,9 @@ def show(run, full, state_dir) -> None:
 
 
 @app.command()
-@click.option("--tsv", is_flag=True, default=True, help="the 6-column results.tsv of the original autoresearch (the only format)")
+@click.option(
+    "--tsv", is_flag=True, default=True, help="the 6-column results.tsv of the original autoresearch (the only format)"
+)
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--tag", default=None, help="only this tag")
 @click.option("--program", default=None, help="only this program")
@@ -398,7 +574,14 @@ def export(tsv, path, tag, program, state_dir) -> None:
 @app.command()
 @click.option("--tag", default=None, help="only this tag")
 @click.option("--program", default=None, help="only this program")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("progress.png"), show_default=True, help="PNG to write")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("progress.png"),
+    show_default=True,
+    help="PNG to write",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 def plot(tag, program, output, state_dir) -> None:
     """Plot val_bpb of every run, the kept ones and the running best, test_bpb beside."""
@@ -422,14 +605,28 @@ def manual_spec(dataset: str, worktree: Path, run_dir: Path):
     except (UnknownDataset, DownloadError) as e:
         fail(str(e))
     unsafe = sandbox.backend().name == "none"
-    return experiment.Spec(program="model", worktree=worktree.resolve(), run_dir=run_dir.resolve(), corpus=found, budget_s=0, seed=0,
-                           state_dir=default_state_dir().resolve(), train_deadline_s=0, unsafe_no_sandbox=unsafe)
+    return experiment.Spec(
+        program="model",
+        worktree=worktree.resolve(),
+        run_dir=run_dir.resolve(),
+        corpus=found,
+        budget_s=0,
+        seed=0,
+        state_dir=default_state_dir().resolve(),
+        train_deadline_s=0,
+        unsafe_no_sandbox=unsafe,
+    )
 
 
 @app.command()
 @click.option("--dataset", default="stdlib", show_default=True, help="dataset registry name")
-@click.option("--worktree", type=click.Path(path_type=Path, file_okay=False, exists=True), default=Path("."), show_default=True,
-              help="checkout whose trainer/prepare.py and data_sources.py prepare the data")
+@click.option(
+    "--worktree",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="checkout whose trainer/prepare.py and data_sources.py prepare the data",
+)
 def prepare(dataset, worktree) -> None:
     """Download (if needed), split off the held-out documents, and prepare the tokenizer and token cache.
 
@@ -446,27 +643,54 @@ def prepare(dataset, worktree) -> None:
 
 
 @app.command()
-@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True, help="a training run's folder")
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="a training run's folder",
+)
 @click.option("--dataset", default="stdlib", show_default=True, help="dataset the run trained on")
-@click.option("--prepared", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True, help="its ARX_PREPARED_DIR (the tokenizer)")
-@click.option("--worktree", type=click.Path(path_type=Path, file_okay=False, exists=True), default=Path("."), show_default=True,
-              help="checkout whose trainer/train.py defines build_model")
+@click.option(
+    "--prepared",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="its ARX_PREPARED_DIR (the tokenizer)",
+)
+@click.option(
+    "--worktree",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="checkout whose trainer/train.py defines build_model",
+)
 def evaluate(run_dir, dataset, prepared, worktree) -> None:
     """Score a hand-run training with the trusted scorer (val_bpb, test_bpb as JSON)."""
     from . import experiment, scorer
 
     spec = manual_spec(dataset, worktree, run_dir)
     try:
-        scores = scorer.evaluate(spec.run_dir, prepared.resolve(), spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
+        scores = scorer.evaluate(
+            spec.run_dir,
+            prepared.resolve(),
+            spec.corpus,
+            lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None),
+        )
     except (scorer.Invalid, experiment.ModelDied) as e:
         fail(f"invalid: {e}")
     print(json.dumps({"val_bpb": scores.val_bpb, "test_bpb": scores.test_bpb} | scores.detail))
 
 
 @app.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on; anything but loopback needs --token")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="address to listen on; anything but loopback needs --token"
+)
 @click.option("--port", default=8765, show_default=True, help="TCP port")
-@click.option("--token", default=None, envvar="ARX_DASHBOARD_TOKEN", help="secret every request must carry (or $ARX_DASHBOARD_TOKEN)")
+@click.option(
+    "--token",
+    default=None,
+    envvar="ARX_DASHBOARD_TOKEN",
+    help="secret every request must carry (or $ARX_DASHBOARD_TOKEN)",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 def serve(host, port, token, state_dir) -> None:
     """A live dashboard in the browser: campaigns, progress charts, runs, diffs. Read-only."""

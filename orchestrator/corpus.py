@@ -33,7 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATASETS: dict[str, dict] = {
-    "stdlib": {"kind": "stdlib", "about": "Python's own standard-library sources, docstrings and pydoc topics (offline)"},
+    "stdlib": {
+        "kind": "stdlib",
+        "about": "Python's own standard-library sources, docstrings and pydoc topics (offline)",
+    },
     "climbmix": {
         "kind": "parquet",
         "about": "ClimbMix 400B web text, shuffled parquet shards",
@@ -59,10 +62,34 @@ STDLIB_SKIP = {"test", "tests", "idlelib", "site-packages", "__pycache__", "lib2
 # what an honest sandboxed phase may import; held-out stdlib files are never among these modules (nor packages'
 # __init__.py), so masking them inside the sandbox breaks no honest code
 SANDBOX_IMPORTS = (
-    "numpy", "mlx.core", "mlx.nn", "mlx.optimizers", "mlx.utils", "tiktoken", "rustbpe", "pyarrow.parquet", "rich.console",
-    "rich.progress", "multiprocessing.pool", "concurrent.futures", "asyncio", "urllib.request", "xml.etree.ElementTree",
-    "email.message", "http.client", "sqlite3", "unittest", "argparse", "logging.handlers", "csv", "gzip", "zipfile",
-    "multiprocessing.popen_spawn_posix", "multiprocessing.forkserver", "multiprocessing.sharedctypes", "unittest._log",
+    "numpy",
+    "mlx.core",
+    "mlx.nn",
+    "mlx.optimizers",
+    "mlx.utils",
+    "tiktoken",
+    "rustbpe",
+    "pyarrow.parquet",
+    "rich.console",
+    "rich.progress",
+    "multiprocessing.pool",
+    "concurrent.futures",
+    "asyncio",
+    "urllib.request",
+    "xml.etree.ElementTree",
+    "email.message",
+    "http.client",
+    "sqlite3",
+    "unittest",
+    "argparse",
+    "logging.handlers",
+    "csv",
+    "gzip",
+    "zipfile",
+    "multiprocessing.popen_spawn_posix",
+    "multiprocessing.forkserver",
+    "multiprocessing.sharedctypes",
+    "unittest._log",
 )
 DOWNLOAD_RETRIES = 5
 DOWNLOAD_TIMEOUT_S = 30
@@ -93,7 +120,9 @@ class Corpus:
     masked: tuple[Path, ...]  # files outside data_root that hold held-out text and must be hidden
 
     def heldout(self, split: str) -> list[str]:
-        return [json.loads(line)["text"] for line in (self.heldout_dir / f"{split}.jsonl").read_text().splitlines() if line]
+        return [
+            json.loads(line)["text"] for line in (self.heldout_dir / f"{split}.jsonl").read_text().splitlines() if line
+        ]
 
 
 def data_root() -> Path:
@@ -194,7 +223,9 @@ def imported_stdlib_files() -> set[str]:
         "    except Exception: pass\n"
         "print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=""))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH="")
+    )
     root = stdlib_root()
     files = {Path(f) for f in json.loads(out.stdout.splitlines()[-1]) if f}
     return {f.relative_to(root).as_posix() for f in files if f.is_relative_to(root)}
@@ -202,17 +233,29 @@ def imported_stdlib_files() -> set[str]:
 
 # Where Python standard libraries live, any version: most held-out files are unchanged from one version to the
 # next, and interpreters come bundled with other software (a cloud SDK's under /usr/lib/<sdk>/platform/...).
-STDLIB_COPY_PATTERNS = ("/usr/lib/python3.*", "/usr/local/lib/python3.*", "/usr/lib/*/lib/python3.*", "/usr/lib/*/*/lib/python3.*",
-                        "/usr/lib/*/*/*/lib/python3.*", "/usr/share/*/lib/python3.*", "/usr/local/*/lib/python3.*",
-                        "/opt/*/lib/python3.*", "/opt/*/*/lib/python3.*", "/opt/*/*/*/lib/python3.*",
-                        "~/.pyenv/versions/*/lib/python3.*", "~/.local/share/uv/python/*/lib/python3.*")
+STDLIB_COPY_PATTERNS = (
+    "/usr/lib/python3.*",
+    "/usr/local/lib/python3.*",
+    "/usr/lib/*/lib/python3.*",
+    "/usr/lib/*/*/lib/python3.*",
+    "/usr/lib/*/*/*/lib/python3.*",
+    "/usr/share/*/lib/python3.*",
+    "/usr/local/*/lib/python3.*",
+    "/opt/*/lib/python3.*",
+    "/opt/*/*/lib/python3.*",
+    "/opt/*/*/*/lib/python3.*",
+    "~/.pyenv/versions/*/lib/python3.*",
+    "~/.local/share/uv/python/*/lib/python3.*",
+)
 # distutils lives on, vendored, in setuptools
 VENDORED_DISTUTILS = ("site-packages/setuptools/_distutils", "dist-packages/setuptools/_distutils")
 
 
 def stdlib_copies() -> list[Path]:
     """Every stdlib folder found on the machine, of any Python 3 version (each may hold the held-out files)."""
-    found = {stdlib_root().resolve()} | {Path(p).resolve() for pattern in STDLIB_COPY_PATTERNS for p in glob.glob(os.path.expanduser(pattern))}
+    found = {stdlib_root().resolve()} | {
+        Path(p).resolve() for pattern in STDLIB_COPY_PATTERNS for p in glob.glob(os.path.expanduser(pattern))
+    }
     found |= {Path(sys.prefix).resolve() / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"}
     return sorted(p for p in found if p.is_dir())
 
@@ -326,7 +369,9 @@ def fetch(name: str, console=None) -> Path:
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     raw = data_root() / "raw" / name
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True
+    ) as bar:
         for shard in shard_names(name):
             task = bar.add_task(f"download {shard}", total=None)
             download(shard_url(name, shard), raw / shard, progress=lambda n, t=task: bar.advance(t, n))
@@ -384,7 +429,9 @@ def build(name: str, train_dir: Path, heldout_dir: Path) -> None:
         write_jsonl(heldout_dir / f"{split_name}.jsonl", split_docs)
     (heldout_dir / "keys.json").write_text(json.dumps(sorted(heldout_keys)))
     for i, shard in enumerate(shards):
-        write_jsonl(train_dir / f"docs-{i:05d}.jsonl", scrubbed([d for d in shard if d.key not in heldout_keys], heldout))
+        write_jsonl(
+            train_dir / f"docs-{i:05d}.jsonl", scrubbed([d for d in shard if d.key not in heldout_keys], heldout)
+        )
     (train_dir / "done").write_text(json.dumps({"dataset": name, "train_docs": len(train)}))
 
 
@@ -392,4 +439,14 @@ def split_rule_version() -> str:
     """Changes whenever the constants that define the split change, so old held-out folders are not reused."""
     from .leakcheck import SCRUB_BYTES
 
-    return json.dumps([EVAL_BYTES, EVAL_MAX_DOC_BYTES, sorted(EVAL_KINDS), EVAL_SKIP_PREFIXES, sorted(STDLIB_SKIP), SANDBOX_IMPORTS, SCRUB_BYTES])
+    return json.dumps(
+        [
+            EVAL_BYTES,
+            EVAL_MAX_DOC_BYTES,
+            sorted(EVAL_KINDS),
+            EVAL_SKIP_PREFIXES,
+            sorted(STDLIB_SKIP),
+            SANDBOX_IMPORTS,
+            SCRUB_BYTES,
+        ]
+    )

@@ -52,8 +52,10 @@ def choose_sandbox(agent_name: str, unsafe: bool) -> str:
     if found.name != "none":
         return found.name
     if agent_name == "claude" and not unsafe:
-        raise UserError(f"no sandbox is available ({found.detail}); candidate code from Claude would run with your files and secrets. "
-                        "Fix the sandbox (see `arx-daemon doctor`) or pass --unsafe-no-sandbox")
+        raise UserError(
+            f"no sandbox is available ({found.detail}); candidate code from Claude would run with your files and secrets. "
+            "Fix the sandbox (see `arx-daemon doctor`) or pass --unsafe-no-sandbox"
+        )
     print(f"*** WARNING: no sandbox ({found.detail}): candidate code runs unconfined ***", flush=True)
     return "none"
 
@@ -65,7 +67,10 @@ def open_campaign(settings: Settings, agent_name: str, llm_model: str | None, ba
     existing = ledger.find_campaign(paths.db, settings.program, settings.tag)
     if existing:
         if existing.budget_s != settings.budget_s or existing.dataset != settings.dataset:
-            print(f"note: resuming {paths.name} with its original budget {existing.budget_s:g}s and dataset {existing.dataset} (flags ignored)", flush=True)
+            print(
+                f"note: resuming {paths.name} with its original budget {existing.budget_s:g}s and dataset {existing.dataset} (flags ignored)",
+                flush=True,
+            )
         settings.budget_s, settings.dataset = existing.budget_s, existing.dataset
         existing.agent, existing.llm_model = agent_name, llm_model
         ledger.save(paths.db, existing)
@@ -73,10 +78,14 @@ def open_campaign(settings: Settings, agent_name: str, llm_model: str | None, ba
     repo = worktree.open_repo(settings.repo)
     dirty = worktree.dirty_paths(repo, [*program.editable, *program.readable])
     if dirty:
-        raise UserError(f"uncommitted changes in {', '.join(dirty)}; commit or stash them first (campaigns branch from a commit)")
+        raise UserError(
+            f"uncommitted changes in {', '.join(dirty)}; commit or stash them first (campaigns branch from a commit)"
+        )
     branch = program.branch(settings.tag)
     if branch in repo.heads:
-        raise UserError(f"branch {branch} exists but no campaign in {paths.db} owns it; delete the branch or pick another --tag")
+        raise UserError(
+            f"branch {branch} exists but no campaign in {paths.db} owns it; delete the branch or pick another --tag"
+        )
     try:
         base_commit = repo.commit(base or "HEAD").hexsha
     except Exception as e:
@@ -114,7 +123,10 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         ledger.save(paths.db, campaign)
         loop = CampaignLoop(settings, campaign, agent)
         install_signal_handlers(loop)
-        print(f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, sandbox {jail}, budget {settings.budget_s:g}s, pid {os.getpid()}", flush=True)
+        print(
+            f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, sandbox {jail}, budget {settings.budget_s:g}s, pid {os.getpid()}",
+            flush=True,
+        )
         reason = loop.run()
         print(f"campaign {paths.name} ended: {reason}", flush=True)
         return 0
@@ -134,7 +146,14 @@ def detach(settings: Settings, argv: list[str]) -> int:
         raise UserError(already_running(paths))
     paths.log.parent.mkdir(parents=True, exist_ok=True)
     with open(paths.log, "ab") as log:
-        child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *argv, "--foreground"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", *argv, "--foreground"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.time() + DETACH_CONFIRM_S
     while time.time() < deadline:
         if is_running(paths) == child.pid:
@@ -180,5 +199,9 @@ def stop(state_dir: Path, tag: str | None, program: str | None, wait_s: float = 
         end = time.time() + wait_s
         while time.time() < end and is_running(paths):
             time.sleep(0.2)
-        messages.append(f"{paths.name} stopped (pid {pid})" if not is_running(paths) else f"{paths.name} (pid {pid}) is still stopping")
+        messages.append(
+            f"{paths.name} stopped (pid {pid})"
+            if not is_running(paths)
+            else f"{paths.name} (pid {pid}) is still stopping"
+        )
     return messages

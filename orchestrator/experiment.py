@@ -36,7 +36,15 @@ from . import runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
 from .programs import ROOT
 
-CLAIMED_FIELDS = ("steps", "tokens", "tok_per_sec", "training_seconds", "startup_seconds", "peak_memory_mb", "num_params")
+CLAIMED_FIELDS = (
+    "steps",
+    "tokens",
+    "tok_per_sec",
+    "training_seconds",
+    "startup_seconds",
+    "peak_memory_mb",
+    "num_params",
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,9 @@ class Measurement:
     scores: scorer.Scores | None = None
     claimed: dict = field(default_factory=dict)  # what train.json says (the trainer's word, for the record)
     train_wall_s: float | None = None  # the daemon's clock, start of the trainer to its exit
-    cpu_share: float | None = None  # CPU time of the training tree / (wall time x cores): how much of the machine it got
+    cpu_share: float | None = (
+        None  # CPU time of the training tree / (wall time x cores): how much of the machine it got
+    )
     eval_seconds: float | None = None
     prepared_dir: Path | None = None
 
@@ -85,7 +95,11 @@ class Failed(Exception):
         self.status, self.reason, self.log_tail, self.exit_code = status, reason, log_tail, exit_code
 
 
-def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phase: Callable[[str, int | None], None] = lambda phase, pid: None) -> Measurement:
+def measure(
+    spec: Spec,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_phase: Callable[[str, int | None], None] = lambda phase, pid: None,
+) -> Measurement:
     """Prepare (if needed), train and score `spec.worktree` as it is now."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
@@ -101,11 +115,27 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
             shutil.copytree(spec.kernels, kernels, symlinks=False)
         else:
             kernels.mkdir()
-        env = {"ARX_RUN_DIR": str(spec.run_dir), "ARX_PREPARED_DIR": str(prepared), "ARX_BUDGET_S": f"{spec.budget_s:g}",
-               "ARX_DATASET": spec.corpus.dataset, "ARX_SEED": str(spec.seed), "TMPDIR": str(kernels)}
+        env = {
+            "ARX_RUN_DIR": str(spec.run_dir),
+            "ARX_PREPARED_DIR": str(prepared),
+            "ARX_BUDGET_S": f"{spec.budget_s:g}",
+            "ARX_DATASET": spec.corpus.dataset,
+            "ARX_SEED": str(spec.seed),
+            "TMPDIR": str(kernels),
+        }
         jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
         limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
-        out = run_phase(spec, [sys.executable, "-m", "trainer.train"], jail, env, spec.run_dir / "train.log", limits, should_stop, on_phase, "training")
+        out = run_phase(
+            spec,
+            [sys.executable, "-m", "trainer.train"],
+            jail,
+            env,
+            spec.run_dir / "train.log",
+            limits,
+            should_stop,
+            on_phase,
+            "training",
+        )
         wall, cpu = round(out.seconds, 3), out.cpu_share
         check_regular(spec.run_dir, "the run directory")
         claimed = read_claims(spec.run_dir / "train.json")
@@ -114,14 +144,27 @@ def measure(spec: Spec, should_stop: Callable[[], bool] = lambda: False, on_phas
         on_phase("evaluating", None)
         started = time.time()
         try:
-            scores = scorer.evaluate(spec.run_dir, prepared, spec.corpus, lambda: SandboxedModel(spec, should_stop, on_phase))
+            scores = scorer.evaluate(
+                spec.run_dir, prepared, spec.corpus, lambda: SandboxedModel(spec, should_stop, on_phase)
+            )
         except scorer.Invalid as e:
             raise Failed("invalid", str(e), runner.tail(spec.run_dir / "eval.log")) from None
         except ModelDied as e:
             raise Failed(e.status, str(e), runner.tail(spec.run_dir / "eval.log")) from None
-        return Measurement("measured", "", scores=scores, claimed=claimed, train_wall_s=wall, cpu_share=cpu, eval_seconds=round(time.time() - started, 3), prepared_dir=prepared)
+        return Measurement(
+            "measured",
+            "",
+            scores=scores,
+            claimed=claimed,
+            train_wall_s=wall,
+            cpu_share=cpu,
+            eval_seconds=round(time.time() - started, 3),
+            prepared_dir=prepared,
+        )
     except Failed as f:
-        return Measurement(f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall, cpu_share=cpu)
+        return Measurement(
+            f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall, cpu_share=cpu
+        )
 
 
 def check_regular(folder: Path, what: str) -> None:
@@ -137,7 +180,10 @@ def check_regular(folder: Path, what: str) -> None:
 def read_claims(path: Path) -> dict:
     try:
         info = json.loads(path.read_text())
-        return {k: info[k] for k in CLAIMED_FIELDS if isinstance(info.get(k), (int, float))} | {"blas": info.get("blas"), "backend": info.get("backend")}
+        return {k: info[k] for k in CLAIMED_FIELDS if isinstance(info.get(k), (int, float))} | {
+            "blas": info.get("blas"),
+            "backend": info.get("backend"),
+        }
     except (OSError, ValueError, AttributeError):
         return {}
 
@@ -155,11 +201,18 @@ def wrap(spec: Spec, cmd: list[str], jail: sandbox.Jail, env: dict[str, str]) ->
     full_env = sandbox.environment(blas.fast_env() | env | {"PYTHONUNBUFFERED": "1"})
     if spec.unsafe_no_sandbox:
         return cmd, full_env
-    jail = sandbox.Jail(writable=jail.writable, visible=(*sandbox.python_paths(), ROOT, *jail.visible), hidden=jail.hidden, network=jail.network)
+    jail = sandbox.Jail(
+        writable=jail.writable,
+        visible=(*sandbox.python_paths(), ROOT, *jail.visible),
+        hidden=jail.hidden,
+        network=jail.network,
+    )
     return sandbox.command(cmd, jail), full_env
 
 
-def run_phase(spec: Spec, cmd, jail, env, log: Path, limits: runner.Limits, should_stop, on_phase, phase: str) -> runner.Outcome:
+def run_phase(
+    spec: Spec, cmd, jail, env, log: Path, limits: runner.Limits, should_stop, on_phase, phase: str
+) -> runner.Outcome:
     argv, full_env = wrap(spec, cmd, jail, env)
     out = runner.run_watched(argv, spec.worktree, full_env, log, limits, should_stop, lambda pid: on_phase(phase, pid))
     if out.ok:
@@ -195,10 +248,24 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        env = {"ARX_CORPUS_DIR": str(spec.corpus.train_dir), "ARX_PREPARED_DIR": str(tmp), "ARX_DATASET": spec.corpus.dataset}
+        env = {
+            "ARX_CORPUS_DIR": str(spec.corpus.train_dir),
+            "ARX_PREPARED_DIR": str(tmp),
+            "ARX_DATASET": spec.corpus.dataset,
+        }
         jail = sandbox.Jail(writable=(tmp,), visible=(spec.worktree, spec.corpus.train_dir), hidden=hidden_paths(spec))
         limits = runner.Limits(spec.eval_timeout_s * 2, spec.stall_s * 5, spec.memory_mb)
-        run_phase(spec, [sys.executable, "-m", "trainer.prepare"], jail, env, spec.run_dir / "prepare.log", limits, should_stop, on_phase, "prepare")
+        run_phase(
+            spec,
+            [sys.executable, "-m", "trainer.prepare"],
+            jail,
+            env,
+            spec.run_dir / "prepare.log",
+            limits,
+            should_stop,
+            on_phase,
+            "prepare",
+        )
         from .leakcheck import check_prepared  # numpy work, only when data was prepared
 
         check_regular(tmp, "the prepared folder")
@@ -239,13 +306,33 @@ class SandboxedModel:
 
     def __init__(self, spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, int | None], None]):
         jail = sandbox.Jail(visible=(spec.worktree, spec.run_dir), hidden=hidden_paths(spec))
-        cmd = [sys.executable, "-m", "trainer.evaluate", "--run-dir", str(spec.run_dir), "--worktree", str(spec.worktree)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "trainer.evaluate",
+            "--run-dir",
+            str(spec.run_dir),
+            "--worktree",
+            str(spec.worktree),
+        ]
         argv, env = wrap(spec, cmd, jail, {})
         self.log = open(spec.run_dir / "eval.log", "ab")
-        self.proc = subprocess.Popen(argv, cwd=spec.worktree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     start_new_session=True, preexec_fn=runner.die_with_parent)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=spec.worktree,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            start_new_session=True,
+            preexec_fn=runner.die_with_parent,
+        )
         on_phase("evaluating", self.proc.pid)
-        self.limits, self.should_stop, self.started = runner.Limits(spec.eval_timeout_s, 0, spec.memory_mb), should_stop, time.time()
+        self.limits, self.should_stop, self.started = (
+            runner.Limits(spec.eval_timeout_s, 0, spec.memory_mb),
+            should_stop,
+            time.time(),
+        )
         self.reason: tuple[str, str] | None = None
         self.done = threading.Event()
         threading.Thread(target=self.guard, daemon=True).start()
@@ -255,7 +342,10 @@ class SandboxedModel:
             if time.time() - self.started > self.limits.deadline_s:
                 self.reason = ("timeout", f"evaluation ran past its deadline of {self.limits.deadline_s:.0f}s")
             elif self.limits.rss_mb and (rss := runner.tree_rss_mb(self.proc.pid)) > self.limits.rss_mb:
-                self.reason = ("crash", f"evaluation process tree RSS {rss:.0f} MB passed the cap of {self.limits.rss_mb:.0f} MB")
+                self.reason = (
+                    "crash",
+                    f"evaluation process tree RSS {rss:.0f} MB passed the cap of {self.limits.rss_mb:.0f} MB",
+                )
             elif self.should_stop():
                 self.reason = ("interrupted", "stopped during evaluation")
             if self.reason:
@@ -277,13 +367,18 @@ class SandboxedModel:
                 pending -= 1
         except (BrokenPipeError, EOFError, OSError) as e:
             self.proc.wait()
-            status, why = self.reason or ("crash", f"the evaluation model process died (exit {self.proc.returncode}): {type(e).__name__}")
+            status, why = self.reason or (
+                "crash",
+                f"the evaluation model process died (exit {self.proc.returncode}): {type(e).__name__}",
+            )
             raise ModelDied(status, why) from None
 
     def send(self, batch: np.ndarray) -> None:
         from trainer.evaluate import REQUEST
 
-        self.proc.stdin.write(REQUEST.pack(b"ROWS", *batch.shape) + np.ascontiguousarray(batch, dtype=np.int32).tobytes())
+        self.proc.stdin.write(
+            REQUEST.pack(b"ROWS", *batch.shape) + np.ascontiguousarray(batch, dtype=np.int32).tobytes()
+        )
         self.proc.stdin.flush()
 
     def receive(self) -> np.ndarray:

@@ -35,7 +35,14 @@ def backend() -> str:
     """cpu, metal or cuda, as the trainer will see it (asked of a subprocess, so MLX stays out of the daemon)."""
     probe = "from trainer import prepare; print(prepare.backend())"
     try:
-        out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "unknown (probe timed out)"
     return out.stdout.strip() if out.returncode == 0 else f"unknown (probe exited {out.returncode})"
@@ -95,4 +102,6 @@ def digest(fp: dict) -> str:
 def changes(old: dict, new: dict) -> str:
     """What differs, one line: 'blas: reference -> /usr/lib/.../libopenblas.so.0; cores: 2 -> 4'."""
     keys = sorted(set(old) | set(new))
-    return "; ".join(f"{k}: {old.get(k, '-')} -> {new.get(k, '-')}" for k in keys if old.get(k) != new.get(k)) or "nothing"
+    return (
+        "; ".join(f"{k}: {old.get(k, '-')} -> {new.get(k, '-')}" for k in keys if old.get(k) != new.get(k)) or "nothing"
+    )

@@ -81,7 +81,9 @@ class Run(SQLModel, table=True):
     hardware: str | None = None
     pid: int | None = None  # the trainer's process group while it runs, to reap it after a crash
     run_dir: str | None = None
-    scoring: str | None = None  # JSON from the trusted scorer: tokens, bytes, probes, largest causal diff, transfer time
+    scoring: str | None = (
+        None  # JSON from the trusted scorer: tokens, bytes, probes, largest causal diff, transfer time
+    )
     conversation: str | None = None  # the agent's conversation for this run (JSON, see agents/conversation.py)
     seed: int | None = None  # ARX_SEED of the run; a candidate is paired with the champion's run on the same seed
     fingerprint: str | None = None  # JSON: backend, MLX, BLAS, CPU, cores, OS, Python, arx version at measurement
@@ -104,7 +106,9 @@ class LlmCall(SQLModel, table=True):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0  # all cache writes; split by lifetime below (a 1-hour write costs more)
-    cache_write_5m_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # raw INSERTs may leave them out
+    cache_write_5m_tokens: int = Field(
+        default=0, sa_column_kwargs={"server_default": "0"}
+    )  # raw INSERTs may leave them out
     cache_write_1h_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     cost_usd: float = 0.0
     latency_s: float = 0.0
@@ -156,7 +160,15 @@ def _v2_sealed(conn: Connection) -> None:
 def _v3_conversations_and_cache_lifetimes(conn: Connection) -> None:
     """run.conversation; llm_call's cache writes split by lifetime, and its stop reason."""
     add_columns(conn, "run", {"conversation": "VARCHAR"})
-    add_columns(conn, "llm_call", {"cache_write_5m_tokens": "INTEGER NOT NULL DEFAULT 0", "cache_write_1h_tokens": "INTEGER NOT NULL DEFAULT 0", "stop_reason": "VARCHAR"})
+    add_columns(
+        conn,
+        "llm_call",
+        {
+            "cache_write_5m_tokens": "INTEGER NOT NULL DEFAULT 0",
+            "cache_write_1h_tokens": "INTEGER NOT NULL DEFAULT 0",
+            "stop_reason": "VARCHAR",
+        },
+    )
 
 
 EXPERIMENTS_VIEW_V4 = """
@@ -171,8 +183,15 @@ FROM run r JOIN campaign c ON c.id = r.campaign_id
 
 
 VERDICT_COLUMNS = {
-    "run": {"seed": "INTEGER", "fingerprint": "VARCHAR", "fingerprint_hash": "VARCHAR", "cpu_share": "FLOAT",
-            "contended": "BOOLEAN NOT NULL DEFAULT 0", "band": "FLOAT", "sibling_commit": "VARCHAR"},
+    "run": {
+        "seed": "INTEGER",
+        "fingerprint": "VARCHAR",
+        "fingerprint_hash": "VARCHAR",
+        "cpu_share": "FLOAT",
+        "contended": "BOOLEAN NOT NULL DEFAULT 0",
+        "band": "FLOAT",
+        "sibling_commit": "VARCHAR",
+    },
     "campaign": {"noise_dof": "INTEGER", "sibling_commit": "VARCHAR"},
 }
 
@@ -185,7 +204,12 @@ def _v4_verdicts(conn: Connection) -> None:
     conn.execute(text(EXPERIMENTS_VIEW_V4))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2_sealed, _v3_conversations_and_cache_lifetimes, _v4_verdicts]  # append; never edit a released step
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1,
+    _v2_sealed,
+    _v3_conversations_and_cache_lifetimes,
+    _v4_verdicts,
+]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -206,7 +230,9 @@ def engine(db_path: Path) -> Engine:
     key = str(Path(db_path).resolve())
     if key not in _engines:
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        eng = create_engine(f"sqlite:///{key}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        eng = create_engine(
+            f"sqlite:///{key}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        )
         sa_event.listen(eng, "connect", _pragmas)
         migrate(eng)
         _engines[key] = eng
@@ -254,5 +280,8 @@ def campaign_runs(db_path: Path, campaign_id: int) -> list[Run]:
 
 def campaign_cost(db_path: Path, campaign_id: int) -> float:
     with session(db_path) as s:
-        return float(s.exec(text("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = :c").bindparams(c=campaign_id)).scalar())
-
+        return float(
+            s.exec(
+                text("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = :c").bindparams(c=campaign_id)
+            ).scalar()
+        )

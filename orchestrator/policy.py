@@ -36,13 +36,22 @@ def _field(default, help: str):
 class Policy:
     """Every threshold of the keep rule; `arx-daemon start` has one option per field."""
 
-    baseline_runs: int = _field(3, "measurements of the unchanged code (seeds 1..R) before the first judgment and after a machine change or merge")
+    baseline_runs: int = _field(
+        3,
+        "measurements of the unchanged code (seeds 1..R) before the first judgment and after a machine change or merge",
+    )
     min_delta: float = _field(0.001, "smallest val_bpb gain that can count as an improvement, whatever the noise")
-    sigma_multiple: float = _field(2.0, "k: the band in sigmas were sigma known exactly; widened by a t quantile when it is not")
+    sigma_multiple: float = _field(
+        2.0, "k: the band in sigmas were sigma known exactly; widened by a t quantile when it is not"
+    )
     max_reruns: int = _field(3, "extra paired runs of a candidate that is better but inside the band")
     remeasure_every: int = _field(5, "re-measure the champion on a new seed after this many keeps (0: never)")
-    cpu_share_drop: float = _field(0.25, "a run whose CPU share is below (1 - this) x the champion's median is re-run, not judged")
-    max_contended: int = _field(3, "re-runs of a measurement that got too little CPU before the champion is re-measured under the new load")
+    cpu_share_drop: float = _field(
+        0.25, "a run whose CPU share is below (1 - this) x the champion's median is re-run, not judged"
+    )
+    max_contended: int = _field(
+        3, "re-runs of a measurement that got too little CPU before the champion is re-measured under the new load"
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,7 +131,9 @@ def band(policy: Policy, noise: Noise, n: int) -> tuple[float, str]:
 def decide(policy: Policy, candidate: list[float], champion: list[float], noise: Noise) -> Decision:
     """Judge a candidate's val_bpb (lower is better) against the champion's on the same seeds, pair by pair."""
     if len(candidate) != len(champion) or not candidate:
-        raise ValueError(f"need paired measurements, got {len(candidate)} candidate and {len(champion)} champion values")
+        raise ValueError(
+            f"need paired measurements, got {len(candidate)} candidate and {len(champion)} champion values"
+        )
     n = len(candidate)
     gain = statistics.fmean(champion) - statistics.fmean(candidate)
     width, how = band(policy, noise, n)
@@ -130,7 +141,11 @@ def decide(policy: Policy, candidate: list[float], champion: list[float], noise:
     if gain > width:
         return Decision("keep", f"improved beyond noise: {where}", width)
     if 0 < gain and n <= policy.max_reruns:
-        return Decision("rerun", f"better but inside the band, re-running on the champion's next seed ({n}/{policy.max_reruns + 1}): {where}", width)
+        return Decision(
+            "rerun",
+            f"better but inside the band, re-running on the champion's next seed ({n}/{policy.max_reruns + 1}): {where}",
+            width,
+        )
     if gain > 0:
         return Decision("discard", f"better but inside the band after {n} paired runs: {where}", width)
     return Decision("discard", f"not better: {where}", width)

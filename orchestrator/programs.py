@@ -29,8 +29,18 @@ class Program:
 
 
 PROGRAMS = {
-    "model": Program("model", "autoresearch", ("trainer/train.py",), ("trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py")),
-    "data": Program("data", "autoresearch-data", ("trainer/prepare.py", "trainer/data_sources.py"), ("trainer/train.py", "trainer/evaluate.py")),
+    "model": Program(
+        "model",
+        "autoresearch",
+        ("trainer/train.py",),
+        ("trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py"),
+    ),
+    "data": Program(
+        "data",
+        "autoresearch-data",
+        ("trainer/prepare.py", "trainer/data_sources.py"),
+        ("trainer/train.py", "trainer/evaluate.py"),
+    ),
 }
 
 

@@ -140,7 +140,16 @@ def run_watched(
     started = time.time()
     last_output = [started]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         on_start(proc.pid)
 
         def pump() -> None:
@@ -182,7 +191,14 @@ def run_watched(
         if reason:
             log.write(f"\n[arx watchdog] {detail}\n".encode())
     cpu_share = (ru.ru_utime + ru.ru_stime) / (max(wall, 1e-6) * cpu_count())
-    return Outcome(exit_code=exit_code, reason=reason, seconds=wall, log_tail=tail(log_path), detail=detail, cpu_share=round(cpu_share, 4))
+    return Outcome(
+        exit_code=exit_code,
+        reason=reason,
+        seconds=wall,
+        log_tail=tail(log_path),
+        detail=detail,
+        cpu_share=round(cpu_share, 4),
+    )
 
 
 def cpu_count() -> int:

@@ -72,8 +72,10 @@ FROM_CALLER_PREFIXES = (*FROM_PARENT_PREFIXES, "ARX_", "MLX_", "OPENBLAS_", "OMP
 ALWAYS_HIDDEN = (Path("/run"),)
 RESOLVER = (Path("/run/systemd/resolve"), Path("/run/resolvconf"), Path("/run/NetworkManager"))
 SECRET = re.compile(r"ANTHROPIC|AWS|KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH", re.IGNORECASE)
-FIX = ("enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
-       "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)")
+FIX = (
+    "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
+    "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)"
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -147,8 +149,16 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
-    unshare = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
-               "--kill-child", "--ipc"]
+    unshare = [
+        shutil.which("unshare") or "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--ipc",
+    ]
     setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
@@ -191,7 +201,7 @@ def profile(jail: Jail, private: Path) -> str:
     lines = ["(version 1)", "(allow default)"]
     if not jail.network:
         lines.append("(deny network*)")
-    lines += ["(deny file-write*)", f"(allow file-write* (subpath {_sbpl(str(private))}) (literal \"/dev/null\"))"]
+    lines += ["(deny file-write*)", f'(allow file-write* (subpath {_sbpl(str(private))}) (literal "/dev/null"))']
     if paths["hidden"]:
         lines.append(f"(deny file-read* {subpaths('hidden')})")
     if paths["visible"]:
@@ -228,8 +238,15 @@ def command(cmd: list[str], jail: Jail, using: str | None = None) -> list[str]:
 def probe(name: str) -> str | None:
     """None when `name` runs a command in a jail here, else the last line it printed."""
     try:
-        done = subprocess.run(command([sys.executable, "-S", "-c", ""], Jail(), using=name), env=environment({}),
-                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, cwd="/", check=False)
+        done = subprocess.run(
+            command([sys.executable, "-S", "-c", ""], Jail(), using=name),
+            env=environment({}),
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            cwd="/",
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
     if done.returncode == 0:
@@ -288,15 +305,25 @@ def bench(tries: int = 10) -> dict:
                 subprocess.run(argv, env=env, check=True)
                 times.append(time.perf_counter() - t)
     out, ins = statistics.median(outside), statistics.median(inside)
-    return {"backend": backend().name, "tries": tries, "outside_s": round(out, 4), "inside_s": round(ins, 4),
-            "setup_s": round(ins - out, 4)}
+    return {
+        "backend": backend().name,
+        "tries": tries,
+        "outside_s": round(out, 4),
+        "inside_s": round(ins, 4),
+        "setup_s": round(ins - out, 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.sandbox",
-                                     description="Show which sandbox candidate code runs in on this machine, and why.")
-    parser.add_argument("--bench", action="store_true",
-                        help="print as JSON the median seconds of `python -c pass` in a jail and outside (10 tries)")
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.sandbox",
+        description="Show which sandbox candidate code runs in on this machine, and why.",
+    )
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="print as JSON the median seconds of `python -c pass` in a jail and outside (10 tries)",
+    )
     args = parser.parse_args(argv)
     found = backend()
     if args.bench:

@@ -45,8 +45,12 @@ DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
 FILTER_ONLY = "--filter-only"
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 GPU_DEVICES = "/dev/nvidia*"
-DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2"}
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
 KEPT_FLAGS = 1 | 2 | 4 | 8 | 16 | 1024 | 2048 | 4096  # statvfs ST_* bits = MS_* bits; the kernel may lock these
@@ -76,7 +80,7 @@ def check(result: int, what: str) -> None:
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    enc = lambda s: s.encode() if s is not None else None
     result = libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
     check(result, f"mount {source or ''} on {target}")
 
@@ -230,8 +234,13 @@ def filter_syscalls() -> None:
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JGE, BPF_RET
     allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
     # (op, jump if true, jump if false, k); a jump of n skips n instructions; ALLOW and DENY are the last two
-    checks = [(jge, None, 0, X32_BIT), *[(jeq, None, 0, nr) for nr in denied], (jeq, 0, "allow", socket_nr),
-              (ld, 0, 0, 16), (jeq, None, "allow", AF_UNIX)]  # socket(): the low half of its first argument
+    checks = [
+        (jge, None, 0, X32_BIT),
+        *[(jeq, None, 0, nr) for nr in denied],
+        (jeq, 0, "allow", socket_nr),
+        (ld, 0, 0, 16),
+        (jeq, None, "allow", AF_UNIX),
+    ]  # socket(): the low half of its first argument
     program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # a foreign ABI is killed
     for i, (op, jt, jf, k) in enumerate(checks):
         to_allow, to_deny = len(checks) - i - 1, len(checks) - i  # from the instruction after this one

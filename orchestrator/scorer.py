@@ -73,9 +73,16 @@ def load_tokenizer(path: Path):
     if len(ranks) != len(spec["ranks"]) or sorted(ranks.values()) != list(range(len(ranks))):
         raise Invalid("tokenizer.json: the BPE ranks are not distinct")
     if not isinstance(spec.get("bos_id"), int) or spec["bos_id"] < len(ranks):
-        raise Invalid(f"tokenizer.json: BOS id {spec.get('bos_id')} is not a special id outside the {len(ranks)} BPE ranks")
+        raise Invalid(
+            f"tokenizer.json: BOS id {spec.get('bos_id')} is not a special id outside the {len(ranks)} BPE ranks"
+        )
     try:
-        return tiktoken.Encoding(name="arx-scoring", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+        return tiktoken.Encoding(
+            name="arx-scoring",
+            pat_str=spec["pattern"],
+            mergeable_ranks=ranks,
+            special_tokens={spec["bos"]: spec["bos_id"]},
+        )
     except ValueError as e:
         raise Invalid(f"tokenizer.json: the split pattern does not compile ({e})") from None
 
@@ -86,11 +93,17 @@ def encode_checked(enc, texts: list[str]) -> list[list[int]]:
         ids = enc.encode_ordinary_batch(texts)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException as e:  # tiktoken panics (pyo3's PanicException is no Exception) on a pattern that backtracks too far
-        raise Invalid(f"the tokenizer cannot encode the held-out documents ({type(e).__name__}: {str(e)[:200]})") from None
+    except (
+        BaseException
+    ) as e:  # tiktoken panics (pyo3's PanicException is no Exception) on a pattern that backtracks too far
+        raise Invalid(
+            f"the tokenizer cannot encode the held-out documents ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     for i, (text, tokens) in enumerate(zip(texts, ids)):
         if enc.decode(tokens) != text:
-            raise Invalid(f"the tokenizer does not round-trip held-out document {i}: it would score text it drops or changes")
+            raise Invalid(
+                f"the tokenizer does not round-trip held-out document {i}: it would score text it drops or changes"
+            )
     return ids
 
 
@@ -137,7 +150,13 @@ class Row:
     cut: int = -1
 
 
-def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable[[], ModelProcess], rng: np.random.Generator | None = None) -> Scores:
+def evaluate(
+    run_dir: Path,
+    prepared_dir: Path,
+    corpus: Corpus,
+    launch: Callable[[], ModelProcess],
+    rng: np.random.Generator | None = None,
+) -> Scores:
     """Score the run's checkpoint on val and test; raises `Invalid` for anything that cannot be trusted."""
     started = time.time()
     rng = rng or np.random.default_rng()  # the probes are secret: fresh entropy every evaluation
@@ -177,7 +196,10 @@ def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable
         while len(work) % BATCH_ROWS:  # pad the last batch with unscored real rows: every request looks alike
             work.append(Row(rows[int(rng.choice(half))].tokens))  # from this half: never a probe's original
             index.append(-1)
-        batches = [np.stack([r.tokens for r in work[i : i + BATCH_ROWS]]).astype(np.int32) for i in range(0, len(work), BATCH_ROWS)]
+        batches = [
+            np.stack([r.tokens for r in work[i : i + BATCH_ROWS]]).astype(np.int32)
+            for i in range(0, len(work), BATCH_ROWS)
+        ]
         model = launch()
         try:
             t0 = time.time()
@@ -201,7 +223,9 @@ def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable
     for probe, logits in probe_logits:
         worst = max(worst, float(np.abs(kept_logits[probe.probe_of][: probe.cut + 1] - logits).max()))
     if worst > CAUSALITY_TOLERANCE:
-        raise Invalid(f"causality probe failed: a logit at or before the cut moved by {worst:.3g} when only later tokens changed")
+        raise Invalid(
+            f"causality probe failed: a logit at or before the cut moved by {worst:.3g} when only later tokens changed"
+        )
     bpb = {split: nll[split] / (math.log(2) * n_bytes[split]) for split in nll}
     for split, value in bpb.items():
         if not (math.isfinite(value) and value > 0):
@@ -215,7 +239,14 @@ def evaluate(run_dir: Path, prepared_dir: Path, corpus: Corpus, launch: Callable
         "transfer_seconds": round(transfer, 3),
         "seconds": round(time.time() - started, 3),
     }
-    return Scores(bpb["val"], bpb["test"], docs_sha256(texts["val"]), docs_sha256(texts["test"]), file_sha256(tokenizer_file), detail)
+    return Scores(
+        bpb["val"],
+        bpb["test"],
+        docs_sha256(texts["val"]),
+        docs_sha256(texts["test"]),
+        file_sha256(tokenizer_file),
+        detail,
+    )
 
 
 def make_probes(rows: list[Row], originals: np.ndarray, seq_len: int, rng: np.random.Generator) -> list[Row]:
@@ -226,13 +257,16 @@ def make_probes(rows: list[Row], originals: np.ndarray, seq_len: int, rng: np.ra
     evaluations), and the donor's token after the cut differs from the original's (else nothing moves)."""
     probes = []
     for k, idx in enumerate(rng.choice(originals, size=min(PROBES_PER_PROCESS, len(originals)), replace=False)):
-        cut = seq_len - 2 if k == 0 else int(rng.integers(0, seq_len - 1))  # positions 0..cut are compared; cut + 1.. replaced
+        cut = (
+            seq_len - 2 if k == 0 else int(rng.integers(0, seq_len - 1))
+        )  # positions 0..cut are compared; cut + 1.. replaced
         original = rows[idx].tokens
         for _ in range(DONOR_TRIES):
-            donor = rows[(int(idx) + 1 + int(rng.integers(len(rows) - 1))) % len(rows)].tokens  # any row but the original
+            donor = rows[
+                (int(idx) + 1 + int(rng.integers(len(rows) - 1))) % len(rows)
+            ].tokens  # any row but the original
             if donor[cut + 1] != original[cut + 1]:
                 break
         tokens = np.concatenate([original[: cut + 1], donor[cut + 1 :]])
         probes.append(Row(tokens, probe_of=int(idx), cut=cut))
     return probes
-

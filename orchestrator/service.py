@@ -30,7 +30,18 @@ def install(program: str, tag: str, start_args: list[str], home: Path, system: s
     The service runs `start --foreground`, restarts it only when it fails (a campaign that stops
     by request or reaches its limits stays stopped), and resumes the campaign after a reboot.
     """
-    argv = [sys.executable, "-m", "orchestrator.cli", "start", "--program", program, "--tag", tag, *start_args, "--foreground"]
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "start",
+        "--program",
+        program,
+        "--tag",
+        tag,
+        *start_args,
+        "--foreground",
+    ]
     name = f"arx-{program}-{tag}"
     if system == "darwin":
         label = f"com.arx.{program}-{tag}"

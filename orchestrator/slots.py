@@ -46,7 +46,12 @@ def holder(path: Path) -> int | None:
 
 
 @contextmanager
-def trainer_slot(state_dir: Path, slots: int, should_stop: Callable[[], bool] = lambda: False, on_wait: Callable[[], None] = lambda: None) -> Iterator[int]:
+def trainer_slot(
+    state_dir: Path,
+    slots: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_wait: Callable[[], None] = lambda: None,
+) -> Iterator[int]:
     waited = False
     while True:
         for i in range(slots):

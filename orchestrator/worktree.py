@@ -22,7 +22,11 @@ def open_repo(path: Path) -> git.Repo:
 
 def dirty_paths(repo: git.Repo, paths: list[str]) -> list[str]:
     """Which of `paths` have uncommitted changes (staged, unstaged or untracked)."""
-    changed = {d.a_path for d in repo.index.diff(None)} | {d.a_path for d in repo.index.diff("HEAD")} if repo.head.is_valid() else set()
+    changed = (
+        {d.a_path for d in repo.index.diff(None)} | {d.a_path for d in repo.index.diff("HEAD")}
+        if repo.head.is_valid()
+        else set()
+    )
     changed |= set(repo.untracked_files)
     return sorted(p for p in paths if p in changed)
 
@@ -64,17 +68,50 @@ def diff(wt: git.Repo) -> str:
 def commit_all(wt: git.Repo, message: str) -> str:
     """Commit everything as arx, whatever the user's git identity or signing settings."""
     wt.git.add("-A")
-    wt.git.execute(["git", "-c", f"user.name={ARX_AUTHOR.name}", "-c", f"user.email={ARX_AUTHOR.email}", "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message])
+    wt.git.execute(
+        [
+            "git",
+            "-c",
+            f"user.name={ARX_AUTHOR.name}",
+            "-c",
+            f"user.email={ARX_AUTHOR.email}",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            message,
+        ]
+    )
     return head(wt)
 
 
 def merge(wt: git.Repo, commit: str, message: str) -> str:
     """Merge `commit` into the worktree's branch as arx (fast-forward when possible); GitError on conflict."""
     try:
-        wt.git.execute(["git", "-c", f"user.name={ARX_AUTHOR.name}", "-c", f"user.email={ARX_AUTHOR.email}", "-c", "commit.gpgsign=false", "merge", "--no-edit", "--no-verify", "-m", message, commit])
+        wt.git.execute(
+            [
+                "git",
+                "-c",
+                f"user.name={ARX_AUTHOR.name}",
+                "-c",
+                f"user.email={ARX_AUTHOR.email}",
+                "-c",
+                "commit.gpgsign=false",
+                "merge",
+                "--no-edit",
+                "--no-verify",
+                "-m",
+                message,
+                commit,
+            ]
+        )
     except git.GitCommandError as e:
         wt.git.execute(["git", "merge", "--abort"], with_exceptions=False)
-        raise GitError(f"merge of {commit[:10]} failed: {str(e.stderr or e).strip().splitlines()[-1] if (e.stderr or str(e)).strip() else e}") from e
+        raise GitError(
+            f"merge of {commit[:10]} failed: {str(e.stderr or e).strip().splitlines()[-1] if (e.stderr or str(e)).strip() else e}"
+        ) from e
     return head(wt)
 
 

@@ -93,7 +93,12 @@ def trained_run(measured) -> Path:
 def stepped_run(stdlib, tmp_path_factory) -> Path:
     """A training run counted in steps (ARX_MAX_STEPS), not seconds: the same run on a fast or a loaded machine."""
     run_dir = tmp_path_factory.mktemp("stepped")
-    env = {"ARX_RUN_DIR": str(run_dir), "ARX_PREPARED_DIR": str(stdlib.prepared), "ARX_BUDGET_S": str(HANG_S), "ARX_MAX_STEPS": str(TRAINED_STEPS)}
+    env = {
+        "ARX_RUN_DIR": str(run_dir),
+        "ARX_PREPARED_DIR": str(stdlib.prepared),
+        "ARX_BUDGET_S": str(HANG_S),
+        "ARX_MAX_STEPS": str(TRAINED_STEPS),
+    }
     result = run_module("trainer.train", ROOT, env)
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir

@@ -61,18 +61,37 @@ def tool_use(name: str, **args) -> dict:
 
 
 def edit(path: str, old: str, new: str) -> dict:
-    return {"content": [text("Trying a change."), tool_use("str_replace_based_edit_tool", command="str_replace", path=path, old_str=old, new_str=new)], "stop_reason": "tool_use"}
+    return {
+        "content": [
+            text("Trying a change."),
+            tool_use("str_replace_based_edit_tool", command="str_replace", path=path, old_str=old, new_str=new),
+        ],
+        "stop_reason": "tool_use",
+    }
 
 
 def submit(description: str, hypothesis: str = "it should help") -> dict:
-    return {"content": [tool_use("submit_experiment", description=description, hypothesis=hypothesis)], "stop_reason": "tool_use"}
+    return {
+        "content": [tool_use("submit_experiment", description=description, hypothesis=hypothesis)],
+        "stop_reason": "tool_use",
+    }
 
 
 def refusal(category: str | None = "cyber", explanation: str | None = "This request could enable harm.") -> dict:
-    return {"content": [], "stop_reason": "refusal", "stop_details": {"type": "refusal", "category": category, "explanation": explanation}}
+    return {
+        "content": [],
+        "stop_reason": "refusal",
+        "stop_details": {"type": "refusal", "category": category, "explanation": explanation},
+    }
 
 
-def error(status: int, kind: str = "api_error", message: str = "scripted failure", headers: dict | None = None, details: dict | None = None) -> dict:
+def error(
+    status: int,
+    kind: str = "api_error",
+    message: str = "scripted failure",
+    headers: dict | None = None,
+    details: dict | None = None,
+) -> dict:
     body = {"type": kind, "message": message} | ({"details": details} if details else {})
     return {"status": status, "error": body, "headers": {"retry-after-ms": "5"} if headers is None else headers}
 
@@ -170,7 +189,11 @@ class FakeAnthropic:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    sent = events(message) if failure is None else [events(message)[0], {"type": "error", "error": failure}]
+                    sent = (
+                        events(message)
+                        if failure is None
+                        else [events(message)[0], {"type": "error", "error": failure}]
+                    )
                     for event in sent:
                         self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()
@@ -213,10 +236,16 @@ class FakeAnthropic:
                 return f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
             blocks = m["content"] if isinstance(m["content"], list) else []
             for j, b in enumerate(blocks):
-                if b.get("type") == "thinking" and not hmac.compare_digest(str(b.get("signature")), self.signature(b.get("thinking", ""))):
+                if b.get("type") == "thinking" and not hmac.compare_digest(
+                    str(b.get("signature")), self.signature(b.get("thinking", ""))
+                ):
                     return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
             asked = {b["id"] for b in blocks if b.get("type") == "tool_use"}
-            following = messages[i + 1]["content"] if i + 1 < len(messages) and isinstance(messages[i + 1]["content"], list) else []
+            following = (
+                messages[i + 1]["content"]
+                if i + 1 < len(messages) and isinstance(messages[i + 1]["content"], list)
+                else []
+            )
             answered = {b["tool_use_id"] for b in following if b.get("type") == "tool_result"}
             if m["role"] == "assistant" and i + 1 < len(messages) and asked - answered:
                 return f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(sorted(asked - answered))}"
@@ -224,9 +253,11 @@ class FakeAnthropic:
                 return f"messages.{i + 1}.content: unexpected `tool_use_id` found in `tool_result` blocks: {', '.join(sorted(answered - asked))}"
         marks = [b["cache_control"] for _, b in self.blocks(body) if isinstance(b, dict) and b.get("cache_control")]
         if len(marks) > MAX_CACHE_BREAKPOINTS:
-            return f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marks)}."
+            return (
+                f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marks)}."
+            )
         ttls = [m.get("ttl", "5m") for m in marks]
-        if "5m" in ttls and "1h" in ttls[ttls.index("5m"):]:
+        if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
             return "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block"
         return None
 
@@ -255,7 +286,7 @@ class FakeAnthropic:
         live = {key for key, expiry in self.cache.items() if expiry > self.now}
         read, read_at = 0, -1  # a hit is looked for at each mark and up to LOOKBACK_BLOCKS boundaries before it
         for i, (_, _, _, at) in enumerate(marks):
-            for key, upto in bounds[max(0, at - LOOKBACK_BLOCKS): at + 1]:
+            for key, upto in bounds[max(0, at - LOOKBACK_BLOCKS) : at + 1]:
                 if key in live and upto > read:
                     read, read_at, hit = upto, i, key
         if read_at >= 0:
@@ -263,7 +294,7 @@ class FakeAnthropic:
         read_at = max((i for i, m in enumerate(marks) if m[1] <= read), default=-1)
         written = {"5m": 0, "1h": 0}
         upto = read
-        for _, end, ttl, _ in marks[read_at + 1:]:
+        for _, end, ttl, _ in marks[read_at + 1 :]:
             written[ttl] += end - upto
             upto = end
         for key, _, ttl, _ in marks:  # what was read or written lives on from this request
@@ -284,22 +315,67 @@ class FakeAnthropic:
 
 def events(message: dict) -> list[dict]:
     """The server-sent events of one message, in the Messages API's order."""
-    start = message | {"content": [], "stop_reason": None, "stop_details": None, "usage": message["usage"] | {"output_tokens": 1}}
+    start = message | {
+        "content": [],
+        "stop_reason": None,
+        "stop_details": None,
+        "usage": message["usage"] | {"output_tokens": 1},
+    }
     out = [{"type": "message_start", "message": start}]
     for i, block in enumerate(message["content"]):
         if block["type"] == "text":
             out.append({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
             half = len(block["text"]) // 2
-            out += [{"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": part}} for part in (block["text"][:half], block["text"][half:])]
+            out += [
+                {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": part}}
+                for part in (block["text"][:half], block["text"][half:])
+            ]
         elif block["type"] == "thinking":
-            out.append({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
-            out.append({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": block["thinking"]}})
-            out.append({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": block["signature"]}})
+            out.append(
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                }
+            )
+            out.append(
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "thinking_delta", "thinking": block["thinking"]},
+                }
+            )
+            out.append(
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "signature_delta", "signature": block["signature"]},
+                }
+            )
         elif block["type"] == "tool_use":
-            out.append({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})
+            out.append(
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                }
+            )
             raw = json.dumps(block["input"])
-            out += [{"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": part}} for part in (raw[: len(raw) // 2], raw[len(raw) // 2:])]
+            out += [
+                {"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": part}}
+                for part in (raw[: len(raw) // 2], raw[len(raw) // 2 :])
+            ]
         out.append({"type": "content_block_stop", "index": i})
-    out.append({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None, "stop_details": message["stop_details"]}, "usage": {"output_tokens": message["usage"]["output_tokens"]}})
+    out.append(
+        {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": message["stop_reason"],
+                "stop_sequence": None,
+                "stop_details": message["stop_details"],
+            },
+            "usage": {"output_tokens": message["usage"]["output_tokens"]},
+        }
+    )
     out.append({"type": "message_stop"})
     return out

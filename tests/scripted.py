@@ -50,7 +50,11 @@ class Scripted(CampaignLoop):
 
     def _measure(self, run, run_dir: Path) -> bool:
         wt = Path(self.campaign.worktree)
-        gains = sum(float(g) for f in ("trainer/train.py", "trainer/prepare.py", "trainer/data_sources.py") for g in GAIN.findall((wt / f).read_text()))
+        gains = sum(
+            float(g)
+            for f in ("trainer/train.py", "trainer/prepare.py", "trainer/data_sources.py")
+            for g in GAIN.findall((wt / f).read_text())
+        )
         fast = "openblas" in (run.fingerprint or "")
         run.val_bpb = BASE + SEED_LUCK[run.seed] - gains - (FAST_BLAS_GAIN if fast else 0.0)
         run.test_bpb, run.tok_per_sec, run.cpu_share = run.val_bpb + 0.1, 1000.0, self.cpu.get(run.seq, 0.9)
@@ -68,6 +72,14 @@ class Setup:
     policy: Policy = field(default_factory=lambda: Policy(max_reruns=2))  # the expected run sequences assume 2
 
     def loop(self, agent, max_experiments: int, **kw) -> Scripted:
-        settings = Settings(state_dir=self.repo / "state", program=self.program, tag=self.tag, budget_s=1, max_experiments=max_experiments, policy=self.policy, repo=self.repo)
+        settings = Settings(
+            state_dir=self.repo / "state",
+            program=self.program,
+            tag=self.tag,
+            budget_s=1,
+            max_experiments=max_experiments,
+            policy=self.policy,
+            repo=self.repo,
+        )
         row = daemon.open_campaign(settings, agent.name, None, None)
         return Scripted(settings, row, agent, **kw)

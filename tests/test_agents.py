@@ -59,7 +59,18 @@ def test_neighbours_stay_in_range():
 
 
 def context(worktree, history=()):
-    return ProposalContext(program="model", worktree=worktree, editable=["trainer/train.py"], readable=[], history=list(history), best=None, last_failure_tail=None, budget_s=60, hardware={"backend": "cpu"}, seq=3)
+    return ProposalContext(
+        program="model",
+        worktree=worktree,
+        editable=["trainer/train.py"],
+        readable=[],
+        history=list(history),
+        best=None,
+        last_failure_tail=None,
+        budget_s=60,
+        hardware={"backend": "cpu"},
+        seq=3,
+    )
 
 
 def test_offline_agent_edits_one_constant_and_says_so(worktree):

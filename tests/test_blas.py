@@ -86,8 +86,21 @@ def test_a_missing_wheel_means_the_reference_blas_and_a_loud_warning(monkeypatch
 def test_start_warns_once_before_anything_runs(tmp_path):
     """`start` on a machine without a fast BLAS: the loud line comes first. (Each start here then
     stops at its first check, an unprepared dataset, before it touches git or a ledger.)"""
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"} | {"ARX_DATA_DIR": str(tmp_path / "no-data")}
-    args = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "x", "--dataset", "climbmix"]
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"} | {
+        "ARX_DATA_DIR": str(tmp_path / "no-data")
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "start",
+        "--program",
+        "model",
+        "--tag",
+        "x",
+        "--dataset",
+        "climbmix",
+    ]
     args += ["--foreground", "--state-dir", str(tmp_path / "state")]
     slow = subprocess.run(args, cwd=tmp_path, env=env | {"ARX_NO_FAST_BLAS": "1"}, capture_output=True, text=True)
     assert slow.returncode == 2 and "climbmix" in slow.stderr, slow.stdout + slow.stderr

@@ -29,8 +29,17 @@ def agent(server, monkeypatch, **kw) -> ClaudeAgent:
 def context(worktree, calls=None, history_items=(), **over) -> ProposalContext:
     files = {p: (worktree / p).read_text() for p in [TRAIN, *READABLE]}
     ctx = ProposalContext(
-        program="model", worktree=worktree, editable=[TRAIN], readable=READABLE, history=list(history_items), best=None,
-        last_failure_tail=None, budget_s=60, hardware={"backend": "cpu", "cpu_count": 2}, seq=3, base_files=files,
+        program="model",
+        worktree=worktree,
+        editable=[TRAIN],
+        readable=READABLE,
+        history=list(history_items),
+        best=None,
+        last_failure_tail=None,
+        budget_s=60,
+        hardware={"backend": "cpu", "cpu_count": 2},
+        seq=3,
+        base_files=files,
         record_call=(calls.append if calls is not None else (lambda c: None)),
     )
     for k, v in over.items():
@@ -39,18 +48,30 @@ def context(worktree, calls=None, history_items=(), **over) -> ProposalContext:
 
 
 def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
-    server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("MATRIX_LR 0.04 -> 0.05", "faster progress")]
+    server.script = [
+        fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"),
+        fa.submit("MATRIX_LR 0.04 -> 0.05", "faster progress"),
+    ]
     calls = []
-    proposal = agent(server, monkeypatch).propose(context(worktree, calls, last_failure_tail="ValueError: shapes (4,) and (5,)"))
+    proposal = agent(server, monkeypatch).propose(
+        context(worktree, calls, last_failure_tail="ValueError: shapes (4,) and (5,)")
+    )
     assert proposal.description == "MATRIX_LR 0.04 -> 0.05" and proposal.hypothesis == "faster progress"
     assert "MATRIX_LR = 0.05" in (worktree / TRAIN).read_text()
     assert len(calls) == 2 and all(c["status"] == "ok" and c["cost_usd"] > 0 for c in calls)
     first = server.requests[0]["body"]
     assert first["model"] == pricing.DEFAULT_MODEL
     assert [t.get("type", "custom") for t in first["tools"]] == ["text_editor_20250728", "custom"]
-    assert first["tools"][0]["name"] == "str_replace_based_edit_tool" and first["tools"][1]["name"] == "submit_experiment"
-    assert first["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "5m"} and "MATRIX_LR = 0.04" in first["system"][-1]["text"]
-    assert "ValueError: shapes (4,) and (5,)" in first["messages"][0]["content"][0]["text"]  # the last failure's log tail
+    assert (
+        first["tools"][0]["name"] == "str_replace_based_edit_tool" and first["tools"][1]["name"] == "submit_experiment"
+    )
+    assert (
+        first["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "5m"}
+        and "MATRIX_LR = 0.04" in first["system"][-1]["text"]
+    )
+    assert (
+        "ValueError: shapes (4,) and (5,)" in first["messages"][0]["content"][0]["text"]
+    )  # the last failure's log tail
     headers = server.requests[0]["headers"]
     assert headers.get("x-api-key") == "sk-test" or headers.get("authorization") == "Bearer sk-test"
     tool_result = server.requests[1]["body"]["messages"][-1]["content"][0]
@@ -62,7 +83,10 @@ def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
     [
         ({"command": "str_replace", "path": TRAIN, "old_str": "NOT THERE", "new_str": "x"}, "not found"),
         ({"command": "str_replace", "path": TRAIN, "old_str": "import", "new_str": "x"}, "occurs"),
-        ({"command": "str_replace", "path": "trainer/evaluate.py", "old_str": "import", "new_str": "x"}, "may not edit"),
+        (
+            {"command": "str_replace", "path": "trainer/evaluate.py", "old_str": "import", "new_str": "x"},
+            "may not edit",
+        ),
         ({"command": "view", "path": "/etc/passwd"}, "may not view"),
         ({"command": "str_replace", "path": TRAIN}, "malformed input"),
         ({"command": "delete", "path": TRAIN}, "unknown command"),
@@ -87,7 +111,12 @@ def test_overload_and_server_errors_are_transient(server, worktree, monkeypatch,
 
 
 def test_sdk_retries_before_the_daemon_backs_off(server, worktree, monkeypatch):
-    server.script = [fa.error(529, "overloaded_error"), fa.error(500), fa.edit(TRAIN, "SCALAR_LR = 0.5", "SCALAR_LR = 0.4"), fa.submit("SCALAR_LR 0.5 -> 0.4")]
+    server.script = [
+        fa.error(529, "overloaded_error"),
+        fa.error(500),
+        fa.edit(TRAIN, "SCALAR_LR = 0.5", "SCALAR_LR = 0.4"),
+        fa.submit("SCALAR_LR 0.5 -> 0.4"),
+    ]
     assert agent(server, monkeypatch, max_retries=2).propose(context(worktree)).description == "SCALAR_LR 0.5 -> 0.4"
     assert len(server.requests) == 4
 
@@ -112,7 +141,10 @@ def test_submit_without_edits(server, worktree, monkeypatch):
 
 
 def test_no_submit_within_the_round_limit(server, worktree, monkeypatch):
-    view = {"content": [fa.tool_use("str_replace_based_edit_tool", command="view", path=TRAIN)], "stop_reason": "tool_use"}
+    view = {
+        "content": [fa.tool_use("str_replace_based_edit_tool", command="view", path=TRAIN)],
+        "stop_reason": "tool_use",
+    }
     chat = {"content": [fa.text("Should I change the learning rate?")], "stop_reason": "end_turn"}
     server.script = [view, chat]
     with pytest.raises(Abandoned, match="2 tool rounds"):
@@ -121,7 +153,13 @@ def test_no_submit_within_the_round_limit(server, worktree, monkeypatch):
 
 
 def test_max_tokens_cut_off_is_handled(server, worktree, monkeypatch):
-    cut = {"content": [fa.text("Let me"), fa.tool_use("str_replace_based_edit_tool", command="str_replace", path=TRAIN, old_str="MATRIX_LR = 0.0")], "stop_reason": "max_tokens"}
+    cut = {
+        "content": [
+            fa.text("Let me"),
+            fa.tool_use("str_replace_based_edit_tool", command="str_replace", path=TRAIN, old_str="MATRIX_LR = 0.0"),
+        ],
+        "stop_reason": "max_tokens",
+    }
     server.script = [cut, fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.03"), fa.submit("MATRIX_LR 0.04 -> 0.03")]
     assert agent(server, monkeypatch).propose(context(worktree)).description == "MATRIX_LR 0.04 -> 0.03"
     result = server.requests[1]["body"]["messages"][-1]["content"][0]
@@ -139,7 +177,9 @@ def test_unknown_model_fails_at_once(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     with pytest.raises(KeyError, match="ARX_PRICING"):
         ClaudeAgent(model="claude-imaginary-9")
-    monkeypatch.setenv("ARX_PRICING", '{"claude-imaginary-9": {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1}}')
+    monkeypatch.setenv(
+        "ARX_PRICING", '{"claude-imaginary-9": {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1}}'
+    )
     assert ClaudeAgent(model="claude-imaginary-9").model == "claude-imaginary-9"
 
 
@@ -151,10 +191,24 @@ def test_extended_thinking_is_requested(server, worktree, monkeypatch):
 
 
 def fake_history(n: int) -> list[dict]:
-    ideas = ["raise MATRIX_LR", "deeper model with narrower MLP", "add a warmup of 5% of the budget", "QK-norm gain as a learned scalar", "halve TOTAL_BATCH_TOKENS"]
+    ideas = [
+        "raise MATRIX_LR",
+        "deeper model with narrower MLP",
+        "add a warmup of 5% of the budget",
+        "QK-norm gain as a learned scalar",
+        "halve TOTAL_BATCH_TOKENS",
+    ]
     statuses = ["discard", "discard", "keep", "crash", "discard", "rejected"]
     return [
-        {"seq": i, "kind": "experiment", "status": statuses[i % len(statuses)], "val_bpb": 2.5 - i * 1e-4, "delta": 0.01, "description": f"{ideas[i % len(ideas)]} (variant {i}) with a longer explanation of the reasoning", "decision_reason": "not better: val_bpb 2.51 vs best 2.50 (delta +0.0100, noise band 0.0050)"}
+        {
+            "seq": i,
+            "kind": "experiment",
+            "status": statuses[i % len(statuses)],
+            "val_bpb": 2.5 - i * 1e-4,
+            "delta": 0.01,
+            "description": f"{ideas[i % len(ideas)]} (variant {i}) with a longer explanation of the reasoning",
+            "decision_reason": "not better: val_bpb 2.51 vs best 2.50 (delta +0.0100, noise band 0.0050)",
+        }
         for i in range(1, n + 1)
     ]
 
@@ -168,7 +222,9 @@ def prompt_chars(worktree, n: int) -> int:
 
 def test_prompt_stays_bounded_over_a_long_campaign(worktree):
     at10, at200, at1000 = prompt_chars(worktree, 10), prompt_chars(worktree, 200), prompt_chars(worktree, 1000)
-    print(f"\nprompt chars: experiment 10 {at10:,}, 200 {at200:,} ({at200 / at10:.2f}x), 1000 {at1000:,} ({at1000 / at10:.2f}x)")
+    print(
+        f"\nprompt chars: experiment 10 {at10:,}, 200 {at200:,} ({at200 / at10:.2f}x), 1000 {at1000:,} ({at1000 / at10:.2f}x)"
+    )
     assert at200 <= 1.5 * at10 and at1000 <= 1.5 * at10
     rendered = history.render(fake_history(200), None)
     assert "- kept (32)" in rendered and "(variant 2)" in rendered  # kept ideas are always listed
@@ -177,13 +233,20 @@ def test_prompt_stays_bounded_over_a_long_campaign(worktree):
 def test_prompt_cache_covers_most_input_from_the_second_call(server, worktree, monkeypatch):
     script = []
     for i in range(3):
-        script += [fa.edit(TRAIN, "MATRIX_LR = 0.04", f"MATRIX_LR = 0.0{i + 5}"), fa.submit(f"MATRIX_LR 0.04 -> 0.0{i + 5}")]
+        script += [
+            fa.edit(TRAIN, "MATRIX_LR = 0.04", f"MATRIX_LR = 0.0{i + 5}"),
+            fa.submit(f"MATRIX_LR 0.04 -> 0.0{i + 5}"),
+        ]
     server.script = script
     a = agent(server, monkeypatch)
     original = (worktree / TRAIN).read_text()
     for i in range(3):
         (worktree / TRAIN).write_text(original)
         a.propose(context(worktree, history_items=fake_history(10 + i)))
-    fractions = [u["cache_read_input_tokens"] / (u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"]) for u in server.usages]
+    fractions = [
+        u["cache_read_input_tokens"]
+        / (u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"])
+        for u in server.usages
+    ]
     print("\ncached fraction of input per call:", " ".join(f"{f:.0%}" for f in fractions))
     assert fractions[0] == 0 and min(fractions[1:]) >= 0.70

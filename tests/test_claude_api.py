@@ -51,15 +51,38 @@ def test_the_fake_rejects_what_the_real_api_rejects(server):
     with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
         raw_call(server, max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 2048})
     with pytest.raises(anthropic.BadRequestError, match="non-empty content"):
-        raw_call(server, messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": []}, {"role": "user", "content": "go on"}])
+        raw_call(
+            server,
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": []},
+                {"role": "user", "content": "go on"},
+            ],
+        )
     with pytest.raises(anthropic.BadRequestError, match="signature"):
-        raw_call(server, messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "forged"}, fa.text("ok")]}, {"role": "user", "content": "go on"}])
+        raw_call(
+            server,
+            messages=[
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "thinking", "thinking": "hm", "signature": "forged"}, fa.text("ok")],
+                },
+                {"role": "user", "content": "go on"},
+            ],
+        )
     with pytest.raises(anthropic.BadRequestError, match="effort"):
         raw_call(server, model="claude-haiku-4-5", output_config={"effort": "low"})
     with pytest.raises(anthropic.BadRequestError, match="effort"):
         raw_call(server, output_config={"effort": "xhigh"})
     with pytest.raises(anthropic.BadRequestError, match="ttl"):
-        raw_call(server, system=[{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "b", "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+        raw_call(
+            server,
+            system=[
+                {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "b", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            ],
+        )
 
 
 @pytest.mark.parametrize("model", ["claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-sonnet-5"])
@@ -71,12 +94,18 @@ def test_adaptive_thinking_where_the_model_requires_it(server, worktree, monkeyp
     assert body["stream"] is True and server.rejected == []
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "claude-opus-4-6", "claude-sonnet-4-5", "claude-haiku-4-5-20251001"])
+@pytest.mark.parametrize(
+    "model", ["claude-sonnet-4-6", "claude-opus-4-6", "claude-sonnet-4-5", "claude-haiku-4-5-20251001"]
+)
 def test_budget_thinking_where_it_is_still_accepted(server, worktree, monkeypatch, model):
     server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
     agent(server, monkeypatch, model=model, thinking_tokens=2048).propose(context(worktree))
     body = server.requests[0]["body"]
-    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["max_tokens"] > 2048 and server.rejected == []
+    assert (
+        body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        and body["max_tokens"] > 2048
+        and server.rejected == []
+    )
 
 
 def test_effort_levels_follow_the_model(server, worktree, monkeypatch):
@@ -86,7 +115,9 @@ def test_effort_levels_follow_the_model(server, worktree, monkeypatch):
     with pytest.raises(ValueError, match="levels: none"):
         ClaudeAgent(model="claude-haiku-4-5", effort="low")
     server.script = [fa.refusal(), fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
-    agent(server, monkeypatch, model="claude-opus-4-7", effort="xhigh", fallback_model="claude-sonnet-4-6").propose(context(worktree))
+    agent(server, monkeypatch, model="claude-opus-4-7", effort="xhigh", fallback_model="claude-sonnet-4-6").propose(
+        context(worktree)
+    )
     assert server.requests[0]["body"]["output_config"] == {"effort": "xhigh"}
     assert "output_config" not in server.requests[1]["body"] and server.rejected == []  # the fallback lacks xhigh
 
@@ -104,7 +135,11 @@ def test_thinking_blocks_go_back_unchanged_with_their_signatures(server, worktre
     server.script = [first, {"content": [fa.thinking("Now submit."), *fa.submit("x")["content"]]}]
     agent(server, monkeypatch, model="claude-opus-4-7", thinking_tokens=2048).propose(context(worktree))
     sent = server.requests[1]["body"]["messages"][1]["content"][0]
-    assert sent == {"type": "thinking", "thinking": "The LR looks low for this width; try 0.05.", "signature": server.signature("The LR looks low for this width; try 0.05.")}
+    assert sent == {
+        "type": "thinking",
+        "thinking": "The LR looks low for this width; try 0.05.",
+        "signature": server.signature("The LR looks low for this width; try 0.05."),
+    }
     assert server.rejected == []
 
 
@@ -127,18 +162,27 @@ def test_refusal_without_a_fallback_is_refused_and_nothing_empty_is_sent(server,
         agent(server, monkeypatch).propose(context(worktree, conversation_path=path))
     assert e.value.category == "frontier_llm" and len(server.requests) == 1
     attempt = json.loads(path.read_text())["attempts"][0]
-    assert attempt["calls"][0]["stop_reason"] == "refusal" and attempt["calls"][0]["stop_details"]["category"] == "frontier_llm"
+    assert (
+        attempt["calls"][0]["stop_reason"] == "refusal"
+        and attempt["calls"][0]["stop_details"]["category"] == "frontier_llm"
+    )
     assert attempt["outcome"].startswith("Refused") and all(m["content"] for m in attempt["messages"])
 
 
 def test_refusal_is_retried_once_on_the_fallback_model(server, worktree, monkeypatch):
-    server.script = [fa.refusal(), fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("MATRIX_LR 0.04 -> 0.05")]
+    server.script = [
+        fa.refusal(),
+        fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"),
+        fa.submit("MATRIX_LR 0.04 -> 0.05"),
+    ]
     calls = []
     proposal = agent(server, monkeypatch, fallback_model="claude-opus-4-6").propose(context(worktree, calls))
     assert proposal.description == "MATRIX_LR 0.04 -> 0.05"
     models = [r["body"]["model"] for r in server.requests]
     assert models == ["claude-sonnet-4-6", "claude-opus-4-6", "claude-opus-4-6"]
-    assert server.requests[1]["body"]["messages"] == server.requests[0]["body"]["messages"]  # the refused turn is not sent back
+    assert (
+        server.requests[1]["body"]["messages"] == server.requests[0]["body"]["messages"]
+    )  # the refused turn is not sent back
     assert [c["stop_reason"] for c in calls] == ["refusal", "tool_use", "tool_use"] and server.rejected == []
 
 
@@ -150,16 +194,29 @@ def test_refusal_on_the_fallback_too_is_refused(server, worktree, monkeypatch):
 
 
 def test_pause_turn_sends_the_content_back_to_continue(server, worktree, monkeypatch):
-    server.script = [{"content": [fa.text("Looking at the optimizer first.")], "stop_reason": "pause_turn"}, fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
+    server.script = [
+        {"content": [fa.text("Looking at the optimizer first.")], "stop_reason": "pause_turn"},
+        fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"),
+        fa.submit("x"),
+    ]
     agent(server, monkeypatch).propose(context(worktree))
     resumed = server.requests[1]["body"]["messages"]
     assert resumed[-1] == {"role": "assistant", "content": [fa.text("Looking at the optimizer first.")]}
     third = server.requests[2]["body"]["messages"]
-    assert [m["role"] for m in third] == ["user", "assistant", "user"] and server.rejected == []  # the continuation joins its turn
+    assert [m["role"] for m in third] == [
+        "user",
+        "assistant",
+        "user",
+    ] and server.rejected == []  # the continuation joins its turn
 
 
 def test_empty_replies_never_become_empty_messages(server, worktree, monkeypatch):
-    server.script = [{"content": [], "stop_reason": "end_turn"}, {"content": [], "stop_reason": "max_tokens"}, fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
+    server.script = [
+        {"content": [], "stop_reason": "end_turn"},
+        {"content": [], "stop_reason": "max_tokens"},
+        fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"),
+        fa.submit("x"),
+    ]
     agent(server, monkeypatch).propose(context(worktree))
     assert server.rejected == [] and all(m["content"] for r in server.requests for m in r["body"]["messages"])
     texts = [b.get("text", "") for b in server.requests[2]["body"]["messages"][0]["content"]]
@@ -173,7 +230,17 @@ def test_a_full_context_window_ends_the_proposal(server, worktree, monkeypatch):
 
 
 def test_refused_proposals_are_their_own_group_in_the_history():
-    items = [{"seq": i, "kind": "experiment", "status": "refused" if i == 1 else "discard", "val_bpb": None, "delta": None, "description": f"idea {i}"} for i in range(1, 15)]
+    items = [
+        {
+            "seq": i,
+            "kind": "experiment",
+            "status": "refused" if i == 1 else "discard",
+            "val_bpb": None,
+            "delta": None,
+            "description": f"idea {i}",
+        }
+        for i in range(1, 15)
+    ]
     assert "- refused (1): idea 1" in history.render(items, None)
 
 
@@ -183,10 +250,29 @@ def test_refused_proposals_are_their_own_group_in_the_history():
 @pytest.mark.parametrize(
     ("step", "says"),
     [
-        (fa.error(400, "invalid_request_error", "thinking.type.enabled is not supported for model claude-opus-4-7."), "thinking.type.enabled is not supported"),
+        (
+            fa.error(400, "invalid_request_error", "thinking.type.enabled is not supported for model claude-opus-4-7."),
+            "thinking.type.enabled is not supported",
+        ),
         (fa.error(402, "billing_error", "Your credit balance is too low."), "credit balance is too low"),
-        (fa.error(400, "invalid_request_error", "You have reached your specified API usage limits. You will regain access on 2026-12-01."), "spend limit"),
-        (fa.error(429, "rate_limit_error", "Monthly spend cap reached.", headers={}, details={"error_code": "enforced_spend_limit_reached"}), "spend limit"),
+        (
+            fa.error(
+                400,
+                "invalid_request_error",
+                "You have reached your specified API usage limits. You will regain access on 2026-12-01.",
+            ),
+            "spend limit",
+        ),
+        (
+            fa.error(
+                429,
+                "rate_limit_error",
+                "Monthly spend cap reached.",
+                headers={},
+                details={"error_code": "enforced_spend_limit_reached"},
+            ),
+            "spend limit",
+        ),
     ],
 )
 def test_invalid_billing_and_spend_limit_errors_pause_with_the_api_message(server, worktree, monkeypatch, step, says):
@@ -210,7 +296,11 @@ def test_a_long_retry_after_is_the_daemons_to_wait(server, worktree, monkeypatch
 
 
 def test_a_short_retry_after_is_retried_by_the_sdk(server, worktree, monkeypatch):
-    server.script = [fa.error(429, "rate_limit_error", "slow down", headers={"retry-after-ms": "10"}), fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
+    server.script = [
+        fa.error(429, "rate_limit_error", "slow down", headers={"retry-after-ms": "10"}),
+        fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"),
+        fa.submit("x"),
+    ]
     agent(server, monkeypatch, max_retries=2).propose(context(worktree))
     assert len(server.requests) == 3
 
@@ -218,19 +308,35 @@ def test_a_short_retry_after_is_retried_by_the_sdk(server, worktree, monkeypatch
 # ------------------------------------------------------------------ 4. caching at real spacing
 
 
-@pytest.mark.parametrize(("gap", "ttl"), [(None, "5m"), (60, "5m"), (239, "5m"), (241, "1h"), (360, "1h"), (3000, "1h")])
+@pytest.mark.parametrize(
+    ("gap", "ttl"), [(None, "5m"), (60, "5m"), (239, "5m"), (241, "1h"), (360, "1h"), (3000, "1h")]
+)
 def test_the_cache_lifetime_follows_the_expected_gap(gap, ttl):
     assert cache_ttl(gap) == ttl
 
 
 def test_nothing_that_changes_between_proposals_is_in_the_cached_prefix(worktree):
-    early = context(worktree, best={"seq": 1, "val_bpb": 2.5, "tok_per_sec": 1000.0, "description": "baseline"}, hardware={"backend": "cpu", "cpu_count": 2, "tok_per_sec": 1000.0})
-    late = context(worktree, best={"seq": 40, "val_bpb": 2.1, "tok_per_sec": 5000.0, "description": "deeper"}, hardware={"backend": "cpu", "cpu_count": 2, "tok_per_sec": 5000.0}, seq=41, best_diff="- A\n+ B")
+    early = context(
+        worktree,
+        best={"seq": 1, "val_bpb": 2.5, "tok_per_sec": 1000.0, "description": "baseline"},
+        hardware={"backend": "cpu", "cpu_count": 2, "tok_per_sec": 1000.0},
+    )
+    late = context(
+        worktree,
+        best={"seq": 40, "val_bpb": 2.1, "tok_per_sec": 5000.0, "description": "deeper"},
+        hardware={"backend": "cpu", "cpu_count": 2, "tok_per_sec": 5000.0},
+        seq=41,
+        best_diff="- A\n+ B",
+    )
     assert program_prompt(early) == program_prompt(late) and files_block(early) == files_block(late)
 
 
 def proposal_script(i: int) -> list[dict]:
-    return [VIEW, fa.edit(TRAIN, "MATRIX_LR = 0.04", f"MATRIX_LR = 0.0{i % 9 + 1}"), fa.submit(f"MATRIX_LR 0.04 -> 0.0{i % 9 + 1}")]
+    return [
+        VIEW,
+        fa.edit(TRAIN, "MATRIX_LR = 0.04", f"MATRIX_LR = 0.0{i % 9 + 1}"),
+        fa.submit(f"MATRIX_LR 0.04 -> 0.0{i % 9 + 1}"),
+    ]
 
 
 def simulate(server, monkeypatch, worktree, proposals: int, gap_s: float, expected_gap_s: float | None) -> list[dict]:
@@ -242,7 +348,9 @@ def simulate(server, monkeypatch, worktree, proposals: int, gap_s: float, expect
     calls: list[dict] = []
     for i in range(proposals):
         server.script = proposal_script(i)
-        a.propose(context(worktree, calls, history_items=fake_history(10 + i), expected_gap_s=expected_gap_s, seq=11 + i))
+        a.propose(
+            context(worktree, calls, history_items=fake_history(10 + i), expected_gap_s=expected_gap_s, seq=11 + i)
+        )
         (worktree / TRAIN).write_text(original)  # the daemon resets the worktree between proposals
         server.advance(gap_s)
     return calls
@@ -252,7 +360,12 @@ def campaign_cost(calls: list[dict], model: str, per: int) -> tuple[float, float
     """Cached share of input, and input dollars per `per` proposals priced as `model`."""
     inputs = sum(c["input_tokens"] + c["cache_read_tokens"] + c["cache_write_tokens"] for c in calls)
     share = sum(c["cache_read_tokens"] for c in calls) / inputs
-    dollars = sum(pricing.cost_usd(model, c["input_tokens"], 0, c["cache_write_5m_tokens"], c["cache_read_tokens"], c["cache_write_1h_tokens"]) for c in calls)
+    dollars = sum(
+        pricing.cost_usd(
+            model, c["input_tokens"], 0, c["cache_write_5m_tokens"], c["cache_read_tokens"], c["cache_write_1h_tokens"]
+        )
+        for c in calls
+    )
     return share, dollars * per / (len(calls) / 3)
 
 
@@ -263,13 +376,17 @@ def test_a_campaign_with_300s_between_proposals_reads_most_input_from_cache(serv
     n, gap = 12, 300.0
     now = simulate(server, monkeypatch, worktree, n, gap, expected_gap_s=expected_gap_s([], gap))
     server.cache.clear()
-    before = simulate(server, monkeypatch, worktree, n, gap, expected_gap_s=None)  # what the agent did before: 5 minutes
+    before = simulate(
+        server, monkeypatch, worktree, n, gap, expected_gap_s=None
+    )  # what the agent did before: 5 minutes
     assert server.rejected == []
     lines = []
     for model in ("claude-sonnet-4-6", "claude-opus-4-7"):
         share, dollars = campaign_cost(now, model, 100)
         old_share, old_dollars = campaign_cost(before, model, 100)
-        lines.append(f"{model}: cached share {share:.0%} (5-minute cache {old_share:.0%}); input $ per 100 proposals {dollars:.2f} (5-minute cache {old_dollars:.2f})")
+        lines.append(
+            f"{model}: cached share {share:.0%} (5-minute cache {old_share:.0%}); input $ per 100 proposals {dollars:.2f} (5-minute cache {old_dollars:.2f})"
+        )
         assert share >= 0.70 and dollars < 0.6 * old_dollars
     print("\n" + "\n".join(lines))
     assert sum(c["cache_write_1h_tokens"] for c in now) > 0 and sum(c["cache_write_1h_tokens"] for c in before) == 0
@@ -283,7 +400,12 @@ def test_usage_splits_cache_writes_by_lifetime_and_prices_them(server, worktree,
     assert first["cache_write_1h_tokens"] > 1000 and first["cache_write_5m_tokens"] > 0
     assert first["cache_write_tokens"] == first["cache_write_1h_tokens"] + first["cache_write_5m_tokens"]
     p = pricing.facts("claude-sonnet-4-6")
-    expected = (first["input_tokens"] * p["input"] + first["output_tokens"] * p["output"] + first["cache_write_5m_tokens"] * p["cache_write"] + first["cache_write_1h_tokens"] * 2 * p["input"]) / 1e6
+    expected = (
+        first["input_tokens"] * p["input"]
+        + first["output_tokens"] * p["output"]
+        + first["cache_write_5m_tokens"] * p["cache_write"]
+        + first["cache_write_1h_tokens"] * 2 * p["input"]
+    ) / 1e6
     assert first["cost_usd"] == pytest.approx(expected)
 
 
@@ -303,11 +425,25 @@ def test_the_conversation_is_kept_without_secrets(server, worktree, monkeypatch,
     a = doc["attempts"][0]
     assert a["outcome"] == "submitted: MATRIX_LR 0.04 -> 0.05" and a["model"] == "claude-sonnet-4-6"
     kinds = [(m["role"], b["type"]) for m in a["messages"] for b in m["content"]]
-    assert kinds == [("user", "text"), ("assistant", "tool_use"), ("user", "tool_result"), ("assistant", "text"), ("assistant", "tool_use"), ("user", "tool_result"), ("assistant", "tool_use")]
-    assert [c["stop_reason"] for c in a["calls"]] == ["tool_use"] * 3 and all(c["input_tokens"] + c["cache_read_tokens"] + c["cache_write_tokens"] > 0 for c in a["calls"])
+    assert kinds == [
+        ("user", "text"),
+        ("assistant", "tool_use"),
+        ("user", "tool_result"),
+        ("assistant", "text"),
+        ("assistant", "tool_use"),
+        ("user", "tool_result"),
+        ("assistant", "tool_use"),
+    ]
+    assert [c["stop_reason"] for c in a["calls"]] == ["tool_use"] * 3 and all(
+        c["input_tokens"] + c["cache_read_tokens"] + c["cache_write_tokens"] > 0 for c in a["calls"]
+    )
     assert "MATRIX_LR = 0.04" in a["system"][1]["text"]
     shown = conversation.render(doc)
-    assert "-> str_replace_based_edit_tool" in shown and "<- result: edited trainer/train.py" in shown and "stop tool_use" in shown
+    assert (
+        "-> str_replace_based_edit_tool" in shown
+        and "<- result: edited trainer/train.py" in shown
+        and "stop tool_use" in shown
+    )
 
 
 def test_a_crash_mid_proposal_keeps_what_happened_and_attempts_accumulate(server, worktree, monkeypatch, tmp_path):
@@ -318,6 +454,9 @@ def test_a_crash_mid_proposal_keeps_what_happened_and_attempts_accumulate(server
     server.script = [fa.edit(TRAIN, "SCALAR_LR = 0.5", "SCALAR_LR = 0.4"), fa.submit("SCALAR_LR 0.5 -> 0.4")]
     agent(server, monkeypatch).propose(context(worktree, conversation_path=path))
     first, second = json.loads(path.read_text())["attempts"]
-    assert first["outcome"].startswith("TransientAgentError") and [c["status"] for c in first["calls"]] == ["ok", "error"]
+    assert first["outcome"].startswith("TransientAgentError") and [c["status"] for c in first["calls"]] == [
+        "ok",
+        "error",
+    ]
     assert first["messages"][-1]["content"][0]["type"] == "tool_result"  # the edit it made is on record
     assert second["outcome"].startswith("submitted")

@@ -40,21 +40,51 @@ def query(db: Path, sql: str) -> list[tuple]:
 
 def test_cli_campaign_of_three_scripted_experiments(tmp_path, data_dir):
     repo = make_repo(tmp_path / "repo")
-    server = fa.FakeAnthropic(experiment("MATRIX_LR = 0.04", "MATRIX_LR = 0.05") + experiment("SCALAR_LR = 0.5", "SCALAR_LR = 0.4") + experiment("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.6"))
+    server = fa.FakeAnthropic(
+        experiment("MATRIX_LR = 0.04", "MATRIX_LR = 0.05")
+        + experiment("SCALAR_LR = 0.5", "SCALAR_LR = 0.4")
+        + experiment("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.6")
+    )
     env = dict(os.environ, ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=server.url)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "claude3", "--budget", "2", "--max-experiments", "3", "--baseline-runs", "1", "--foreground"],
-            cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "start",
+                "--program",
+                "model",
+                "--tag",
+                "claude3",
+                "--budget",
+                "2",
+                "--max-experiments",
+                "3",
+                "--baseline-runs",
+                "1",
+                "--foreground",
+            ],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     finally:
         server.close()
     assert result.returncode == 0, result.stdout + result.stderr
     db = repo / "state" / "experiments.db"
     runs = query(db, "SELECT seq, status, description, val_bpb FROM run WHERE kind = 'experiment' ORDER BY seq")
-    assert [r[2] for r in runs] == ["MATRIX_LR = 0.04 -> MATRIX_LR = 0.05", "SCALAR_LR = 0.5 -> SCALAR_LR = 0.4", "WARMDOWN_FRAC = 0.5 -> WARMDOWN_FRAC = 0.6"]
+    assert [r[2] for r in runs] == [
+        "MATRIX_LR = 0.04 -> MATRIX_LR = 0.05",
+        "SCALAR_LR = 0.5 -> SCALAR_LR = 0.4",
+        "WARMDOWN_FRAC = 0.5 -> WARMDOWN_FRAC = 0.6",
+    ]
     assert all(r[1] in ("keep", "discard") and r[3] for r in runs)
-    calls = query(db, "SELECT run_id, model, input_tokens, cache_read_tokens, cache_write_tokens, cost_usd, status FROM llm_call")
+    calls = query(
+        db, "SELECT run_id, model, input_tokens, cache_read_tokens, cache_write_tokens, cost_usd, status FROM llm_call"
+    )
     assert len(calls) == 6 and all(c[6] == "ok" and c[5] > 0 and c[0] for c in calls)
     assert query(db, "SELECT agent, llm_model FROM campaign")[0] == ("claude", "claude-sonnet-4-6")
     assert sum(c[3] for c in calls[1:]) > 0  # later calls read the cached prefix
@@ -64,7 +94,10 @@ def test_cli_campaign_of_three_scripted_experiments(tmp_path, data_dir):
         raw = Path(path).read_text()
         assert KEY not in raw and str(repo / "state" / "runs") not in path
         attempt = json.loads(raw)["attempts"][-1]
-        assert attempt["outcome"].startswith("submitted") and [c["stop_reason"] for c in attempt["calls"]] == ["tool_use", "tool_use"]
+        assert attempt["outcome"].startswith("submitted") and [c["stop_reason"] for c in attempt["calls"]] == [
+            "tool_use",
+            "tool_use",
+        ]
     shown = CliRunner().invoke(app, ["show", f"claude3/{kept[0][0]}", "--state-dir", str(repo / "state")]).output
     assert "-> str_replace_based_edit_tool" in shown and "-> submit_experiment" in shown
 
@@ -80,7 +113,14 @@ def phases(tmp_path_factory, data_dir):
     campaign_module.BACKOFF_START_S = 0.2
     out = {"repo": repo, "db": repo / "state" / "experiments.db"}
     try:
-        settings = Settings(state_dir=repo / "state", program="model", tag="trouble", budget_s=2, policy=Policy(baseline_runs=1), repo=repo)
+        settings = Settings(
+            state_dir=repo / "state",
+            program="model",
+            tag="trouble",
+            budget_s=2,
+            policy=Policy(baseline_runs=1),
+            repo=repo,
+        )
         row = daemon.open_campaign(settings, "claude", "claude-sonnet-4-6", None)
         server.script = (
             experiment("MATRIX_LR = 0.04", "MATRIX_LR = 0.05")
@@ -98,7 +138,9 @@ def phases(tmp_path_factory, data_dir):
 
         settings.max_experiments = None
         settings.max_cost_usd = ledger.campaign_cost(out["db"], row.id) + 0.01
-        out["capped"] = CampaignLoop(settings, ledger.find_campaign(out["db"], "model", "trouble"), ClaudeAgent(max_retries=0)).run()
+        out["capped"] = CampaignLoop(
+            settings, ledger.find_campaign(out["db"], "model", "trouble"), ClaudeAgent(max_retries=0)
+        ).run()
         out["requests"] = len(server.requests)
     finally:
         campaign_module.BACKOFF_START_S = saved_backoff
@@ -132,7 +174,9 @@ def test_bad_key_pauses_with_a_reason(phases):
 
 def test_restart_with_a_working_key_resumes(phases):
     assert phases["resumed"] == "reached --max-experiments 5"
-    assert any(r[3] == "WARMDOWN_FRAC = 0.5 -> WARMDOWN_FRAC = 0.6" and r[2] in ("keep", "discard") for r in phases["runs"])
+    assert any(
+        r[3] == "WARMDOWN_FRAC = 0.5 -> WARMDOWN_FRAC = 0.6" and r[2] in ("keep", "discard") for r in phases["runs"]
+    )
     seqs = [r[0] for r in phases["runs"]]
     assert seqs == list(range(1, len(seqs) + 1))
 

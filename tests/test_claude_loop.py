@@ -45,9 +45,20 @@ class FailingAgent:
 def loop_parts(tmp_path):
     """A campaign whose baseline is already in the ledger, so the loop goes straight to proposals."""
     repo = make_repo(tmp_path / "repo")
-    settings = Settings(state_dir=repo / "state", program="model", tag="loop", budget_s=300, policy=Policy(baseline_runs=1), repo=repo)
+    settings = Settings(
+        state_dir=repo / "state", program="model", tag="loop", budget_s=300, policy=Policy(baseline_runs=1), repo=repo
+    )
     row = daemon.open_campaign(settings, "scripted", None, None)
-    baseline = Run(campaign_id=row.id, seq=1, kind="baseline", status="keep", val_bpb=2.5, commit=row.base_commit, total_seconds=372.0, description="baseline 1/1")
+    baseline = Run(
+        campaign_id=row.id,
+        seq=1,
+        kind="baseline",
+        status="keep",
+        val_bpb=2.5,
+        commit=row.base_commit,
+        total_seconds=372.0,
+        description="baseline 1/1",
+    )
     ledger.save(settings.state_dir / "experiments.db", baseline)
     row.best_run_id = baseline.id
     ledger.save(settings.state_dir / "experiments.db", row)
@@ -108,7 +119,10 @@ def test_retry_after_is_a_floor_on_the_backoff(loop_parts):
 
 def test_an_invalid_request_pauses_the_campaign_after_one_call(loop_parts, monkeypatch):
     settings, row = loop_parts
-    server = fa.FakeAnthropic([fa.error(400, "invalid_request_error", "thinking.type.enabled is not supported for model claude-opus-4-7.")] * 3)
+    server = fa.FakeAnthropic(
+        [fa.error(400, "invalid_request_error", "thinking.type.enabled is not supported for model claude-opus-4-7.")]
+        * 3
+    )
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
     try:
@@ -119,7 +133,7 @@ def test_an_invalid_request_pauses_the_campaign_after_one_call(loop_parts, monke
     db = settings.state_dir / "experiments.db"
     status, stop = query(db, "SELECT status, stop_reason FROM campaign")[0]
     assert status == "paused" and "HTTP 400" in stop
-    path, = query(db, "SELECT conversation FROM run WHERE kind = 'experiment'")[0]
+    (path,) = query(db, "SELECT conversation FROM run WHERE kind = 'experiment'")[0]
     assert path.startswith(str(settings.state_dir / "conversations" / "model-loop")) and "runs" not in path
     raw = Path(path).read_text()
     assert json.loads(raw)["attempts"][0]["calls"][0]["status"] == "error" and KEY not in raw
@@ -135,7 +149,9 @@ def test_the_expected_gap_comes_from_measured_runs():
         return Run(campaign_id=1, seq=1, total_seconds=total, agent_seconds=agent, val_bpb=bpb)
 
     assert expected_gap_s([], 300) == 300 + campaign_module.GAP_OVERHEAD_S
-    assert expected_gap_s([run(5, bpb=None)], 300) == 300 + campaign_module.GAP_OVERHEAD_S  # a rejected proposal measured nothing
+    assert (
+        expected_gap_s([run(5, bpb=None)], 300) == 300 + campaign_module.GAP_OVERHEAD_S
+    )  # a rejected proposal measured nothing
     assert expected_gap_s([run(380, 20), run(400, 30), run(9000, 10)], 300) == 370  # the median, agent time excluded
     assert expected_gap_s([run(70), run(75), run(80)], 60) == 75
 
@@ -167,7 +183,12 @@ def test_the_migration_adds_the_new_columns_to_an_old_ledger(tmp_path):
     ledger.engine(db)  # created at the current version
     ledger._engines.clear()
     con = sqlite3.connect(db)
-    for table, column in (("run", "conversation"), ("llm_call", "cache_write_5m_tokens"), ("llm_call", "cache_write_1h_tokens"), ("llm_call", "stop_reason")):
+    for table, column in (
+        ("run", "conversation"),
+        ("llm_call", "cache_write_5m_tokens"),
+        ("llm_call", "cache_write_1h_tokens"),
+        ("llm_call", "stop_reason"),
+    ):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     con.execute("PRAGMA user_version=1")
     con.commit()
@@ -175,7 +196,9 @@ def test_the_migration_adds_the_new_columns_to_an_old_ledger(tmp_path):
     ledger.engine(db)
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION
-    assert {"cache_write_5m_tokens", "cache_write_1h_tokens", "stop_reason"} <= {r[1] for r in con.execute("PRAGMA table_info(llm_call)")}
+    assert {"cache_write_5m_tokens", "cache_write_1h_tokens", "stop_reason"} <= {
+        r[1] for r in con.execute("PRAGMA table_info(llm_call)")
+    }
     assert "conversation" in {r[1] for r in con.execute("PRAGMA table_info(run)")}
     con.close()
     ledger._engines.clear()
@@ -186,8 +209,16 @@ def test_an_llm_call_inserted_by_hand_needs_no_new_column(tmp_path):
     db = tmp_path / "experiments.db"
     ledger.engine(db)
     con = sqlite3.connect(db)
-    con.execute("INSERT INTO campaign (tag, program, branch, worktree, base_commit, agent, dataset, budget_s, status, created_at, settings) VALUES ('t', 'model', 'b', 'w', 'c', 'offline', 'stdlib', 60, 'stopped', '2026-11-28', '{}')")
-    con.execute("INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) VALUES (1, 'm', 1, 1, 0, 0, 0, 0, 'ok', '2026-11-28')")
-    assert con.execute("SELECT cache_write_5m_tokens, cache_write_1h_tokens, stop_reason FROM llm_call").fetchone() == (0, 0, None)
+    con.execute(
+        "INSERT INTO campaign (tag, program, branch, worktree, base_commit, agent, dataset, budget_s, status, created_at, settings) VALUES ('t', 'model', 'b', 'w', 'c', 'offline', 'stdlib', 60, 'stopped', '2026-11-28', '{}')"
+    )
+    con.execute(
+        "INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) VALUES (1, 'm', 1, 1, 0, 0, 0, 0, 'ok', '2026-11-28')"
+    )
+    assert con.execute("SELECT cache_write_5m_tokens, cache_write_1h_tokens, stop_reason FROM llm_call").fetchone() == (
+        0,
+        0,
+        None,
+    )
     con.close()
     ledger._engines.clear()

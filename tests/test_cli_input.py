@@ -66,7 +66,8 @@ def test_service_install_refuses(tmp_path, monkeypatch, flag, value):
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--thinking-tokens", "0"), ("--thinking-tokens", "1024"), ("--max-experiments", "0"), ("--min-delta", "0")]
+    ("flag", "value"),
+    [("--thinking-tokens", "0"), ("--thinking-tokens", "1024"), ("--max-experiments", "0"), ("--min-delta", "0")],
 )
 def test_edges_that_are_valid(tmp_path, monkeypatch, flag, value):
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -32,19 +32,97 @@ def state(tmp_path) -> Path:
     db = state / "experiments.db"
 
     def campaign(tag: str, status: str, **kw) -> Campaign:
-        c = Campaign(tag=tag, program="model", branch=f"autoresearch/{tag}", worktree=str(state / "worktrees" / tag), base_commit="a" * 40, agent=kw.pop("agent", "offline"), dataset="stdlib", budget_s=60, status=status, **kw)
+        c = Campaign(
+            tag=tag,
+            program="model",
+            branch=f"autoresearch/{tag}",
+            worktree=str(state / "worktrees" / tag),
+            base_commit="a" * 40,
+            agent=kw.pop("agent", "offline"),
+            dataset="stdlib",
+            budget_s=60,
+            status=status,
+            **kw,
+        )
         ledger.save(db, c)
         return c
 
-    done = campaign("done", "stopped", stop_reason="reached --max-experiments 3", noise_sigma=0.004, agent="claude", llm_model="claude-sonnet-4-6")
+    done = campaign(
+        "done",
+        "stopped",
+        stop_reason="reached --max-experiments 3",
+        noise_sigma=0.004,
+        agent="claude",
+        llm_model="claude-sonnet-4-6",
+    )
     runs = [
-        Run(campaign_id=done.id, seq=1, kind="baseline", status="keep", val_bpb=2.50, test_bpb=2.60, tok_per_sec=5000, peak_memory_mb=2048, commit="a" * 40, description="baseline 1/1 (unchanged code)", decision_reason="baseline 1/1"),
-        Run(campaign_id=done.id, seq=2, kind="experiment", status="keep", val_bpb=2.40, test_bpb=2.52, tok_per_sec=5100, peak_memory_mb=2100, commit="b" * 40, description="MATRIX_LR 0.04 -> 0.05", hypothesis="faster", decision_reason="improved beyond noise", diff="diff --git a/trainer/train.py b/trainer/train.py\n-MATRIX_LR = 0.04\n+MATRIX_LR = 0.05\n", ended_at=NOW - timedelta(minutes=90)),
-        Run(campaign_id=done.id, seq=3, kind="experiment", status="discard", val_bpb=2.45, test_bpb=2.55, tok_per_sec=4900, peak_memory_mb=2000, commit="c" * 40, description="DEPTH 2 -> 3", decision_reason="not better"),
-        Run(campaign_id=done.id, seq=4, kind="experiment", status="crash", commit="d" * 40, description="bad\tidea", decision_reason="training exited with code 1", error="Traceback\nValueError: boom"),
+        Run(
+            campaign_id=done.id,
+            seq=1,
+            kind="baseline",
+            status="keep",
+            val_bpb=2.50,
+            test_bpb=2.60,
+            tok_per_sec=5000,
+            peak_memory_mb=2048,
+            commit="a" * 40,
+            description="baseline 1/1 (unchanged code)",
+            decision_reason="baseline 1/1",
+        ),
+        Run(
+            campaign_id=done.id,
+            seq=2,
+            kind="experiment",
+            status="keep",
+            val_bpb=2.40,
+            test_bpb=2.52,
+            tok_per_sec=5100,
+            peak_memory_mb=2100,
+            commit="b" * 40,
+            description="MATRIX_LR 0.04 -> 0.05",
+            hypothesis="faster",
+            decision_reason="improved beyond noise",
+            diff="diff --git a/trainer/train.py b/trainer/train.py\n-MATRIX_LR = 0.04\n+MATRIX_LR = 0.05\n",
+            ended_at=NOW - timedelta(minutes=90),
+        ),
+        Run(
+            campaign_id=done.id,
+            seq=3,
+            kind="experiment",
+            status="discard",
+            val_bpb=2.45,
+            test_bpb=2.55,
+            tok_per_sec=4900,
+            peak_memory_mb=2000,
+            commit="c" * 40,
+            description="DEPTH 2 -> 3",
+            decision_reason="not better",
+        ),
+        Run(
+            campaign_id=done.id,
+            seq=4,
+            kind="experiment",
+            status="crash",
+            commit="d" * 40,
+            description="bad\tidea",
+            decision_reason="training exited with code 1",
+            error="Traceback\nValueError: boom",
+        ),
     ]
     ledger.save(db, *runs)
-    ledger.save(db, LlmCall(campaign_id=done.id, run_id=runs[1].id, model="claude-sonnet-4-6", input_tokens=1000, output_tokens=200, cache_read_tokens=9000, cost_usd=0.0123, latency_s=3.2))
+    ledger.save(
+        db,
+        LlmCall(
+            campaign_id=done.id,
+            run_id=runs[1].id,
+            model="claude-sonnet-4-6",
+            input_tokens=1000,
+            output_tokens=200,
+            cache_read_tokens=9000,
+            cost_usd=0.0123,
+            latency_s=3.2,
+        ),
+    )
     done.best_run_id = runs[1].id
     ledger.save(db, done)
 
@@ -52,7 +130,26 @@ def state(tmp_path) -> Path:
     run_dir = state / "runs" / "model-live" / "0002"
     run_dir.mkdir(parents=True)
     (run_dir / "train.log").write_text("model: ...\nstep 10 | loss 5.123 | lr 0.0400 | tok/s 4,321 | 12.5/60s\n")
-    ledger.save(db, Run(campaign_id=live.id, seq=1, kind="baseline", status="keep", val_bpb=3.0, commit="a" * 40, description="baseline"), Run(campaign_id=live.id, seq=2, kind="experiment", status="training", description="SCALAR_LR 0.5 -> 0.4", run_dir=str(run_dir)))
+    ledger.save(
+        db,
+        Run(
+            campaign_id=live.id,
+            seq=1,
+            kind="baseline",
+            status="keep",
+            val_bpb=3.0,
+            commit="a" * 40,
+            description="baseline",
+        ),
+        Run(
+            campaign_id=live.id,
+            seq=2,
+            kind="experiment",
+            status="training",
+            description="SCALAR_LR 0.5 -> 0.4",
+            run_dir=str(run_dir),
+        ),
+    )
     campaign("dead", "running", pid=999999)
     lock = slots.try_lock(StatePaths(state, "model", "live").lock)
     yield state
@@ -77,14 +174,40 @@ def test_status_table(state):
 def test_status_json_is_stable(state):
     rows = json.loads(cli("status", "--json", "--state-dir", str(state)).output)
     assert [r["tag"] for r in rows] == ["done", "live", "dead"]
-    keys = {"id", "tag", "program", "state", "reason", "agent", "model", "sandbox", "dataset", "branch", "pid", "heartbeat_age_s", "runs", "in_flight", "best_val_bpb", "best_test_bpb", "best_run", "best_description", "baseline_val_bpb", "improvement", "noise_sigma", "cost_usd", "since_last_keep_s"}
+    keys = {
+        "id",
+        "tag",
+        "program",
+        "state",
+        "reason",
+        "agent",
+        "model",
+        "sandbox",
+        "dataset",
+        "branch",
+        "pid",
+        "heartbeat_age_s",
+        "runs",
+        "in_flight",
+        "best_val_bpb",
+        "best_test_bpb",
+        "best_run",
+        "best_description",
+        "baseline_val_bpb",
+        "improvement",
+        "noise_sigma",
+        "cost_usd",
+        "since_last_keep_s",
+    }
     assert all(set(r) == keys for r in rows)
     assert rows[1]["in_flight"]["loss"] == 5.123 and rows[1]["in_flight"]["phase"] == "training"
     assert rows[0]["improvement"] == pytest.approx(0.1) and rows[0]["cost_usd"] == 0.0123
 
 
 def test_status_with_tag_and_on_an_empty_or_missing_ledger(state, tmp_path):
-    assert [r["tag"] for r in json.loads(cli("status", "--json", "--tag", "live", "--state-dir", str(state)).output)] == ["live"]
+    assert [
+        r["tag"] for r in json.loads(cli("status", "--json", "--tag", "live", "--state-dir", str(state)).output)
+    ] == ["live"]
     ledger.engine(tmp_path / "empty" / "experiments.db")
     assert "no campaigns yet" in cli("status", "--state-dir", str(tmp_path / "empty")).output
     missing = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path / "nowhere")])
@@ -92,7 +215,12 @@ def test_status_with_tag_and_on_an_empty_or_missing_ledger(state, tmp_path):
 
 
 def test_status_piped_through_the_real_cli_is_plain_text(state):
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--state-dir", str(state)], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "status", "--state-dir", str(state)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and out.stdout.startswith("campaign\tstate") and "│" not in out.stdout
 
 
@@ -138,7 +266,13 @@ def test_plot_writes_a_png(state, tmp_path):
 
 
 def test_doctor_reports_every_check(data_dir):
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"})
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "doctor"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"},
+    )
     names = [line[6:].split()[0] for line in out.stdout.splitlines() if line.startswith("[")]
     assert names == ["platform", "mlx", "matmul", "git", "disk", "datasets", "sandbox", "api"]
     assert "ANTHROPIC_API_KEY is not set" in out.stdout and "stdlib" in out.stdout

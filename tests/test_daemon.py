@@ -21,7 +21,14 @@ STATE = "state"
 
 def arx(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def rows(repo: Path, sql: str, *params) -> list[tuple]:
@@ -75,7 +82,11 @@ def worktree_is_clean(repo: Path, name: str) -> bool:
 def test_bad_flags(repo, args, message):
     result = arx(repo, "start", *args, "--foreground")
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: ") and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.stderr.strip().startswith("error: ")
+        and message in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_not_a_git_repository(tmp_path, data_dir):
@@ -95,7 +106,9 @@ def test_an_unreachable_dataset_is_one_clear_error(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("ARX_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("ARX_DATA_BASE_URL", "http://127.0.0.1:9/data")  # nothing listens there: "offline"
     result = arx(repo, "start", "--program", "model", "--tag", "x", "--dataset", "climbmix", "--foreground")
-    assert result.returncode == 2 and "are you offline?" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 2 and "are you offline?" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_stop_with_nothing_running(repo):
@@ -108,10 +121,27 @@ def test_stop_with_nothing_running(repo):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_offline_campaign_end_to_end(repo, data_dir):
-    result = arx(repo, "start", "--program", "model", "--tag", "e2e", "--budget", "3", "--max-experiments", "3", "--baseline-runs", "1", "--foreground")
+    result = arx(
+        repo,
+        "start",
+        "--program",
+        "model",
+        "--tag",
+        "e2e",
+        "--budget",
+        "3",
+        "--max-experiments",
+        "3",
+        "--baseline-runs",
+        "1",
+        "--foreground",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OFFLINE agent" in result.stdout and "reached --max-experiments 3" in result.stdout
-    runs = rows(repo, "SELECT seq, kind, status, val_bpb, test_bpb, tok_per_sec, decision_reason, \"commit\", description, diff FROM run ORDER BY seq")
+    runs = rows(
+        repo,
+        'SELECT seq, kind, status, val_bpb, test_bpb, tok_per_sec, decision_reason, "commit", description, diff FROM run ORDER BY seq',
+    )
     experiments = [r for r in runs if r[1] == "experiment"]
     assert len(experiments) == 3 and [r[0] for r in runs] == list(range(1, len(runs) + 1))
     on_branch = branch_commits(repo, "autoresearch/e2e")
@@ -138,7 +168,21 @@ def test_kill_9_during_training_then_resume(repo, data_dir):
     wait_for(lambda: log.stat().st_size)  # the trainer has begun
     os.kill(daemon_pid, signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE)
-    status = arx(repo, "start", "--program", "model", "--tag", "k9", "--budget", "3", "--max-experiments", "1", "--baseline-runs", "1", "--foreground")
+    status = arx(
+        repo,
+        "start",
+        "--program",
+        "model",
+        "--tag",
+        "k9",
+        "--budget",
+        "3",
+        "--max-experiments",
+        "1",
+        "--baseline-runs",
+        "1",
+        "--foreground",
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     runs = rows(repo, "SELECT id, seq, status, decision_reason FROM run ORDER BY seq")
     killed = next(r for r in runs if r[0] == run_id)
@@ -150,12 +194,18 @@ def test_kill_9_during_training_then_resume(repo, data_dir):
 
 @pytest.mark.slow
 def test_stop_during_training(repo, data_dir):
-    assert arx(repo, "start", "--program", "model", "--tag", "st", "--budget", "60", "--baseline-runs", "1").returncode == 0
+    assert (
+        arx(repo, "start", "--program", "model", "--tag", "st", "--budget", "60", "--baseline-runs", "1").returncode
+        == 0
+    )
     run_id, _, trainer_pid = wait_for(lambda: training_run(repo))
     result = arx(repo, "stop", "--tag", "st")
     assert result.returncode == 0 and "model-st stopped" in result.stdout
     assert rows(repo, "SELECT status FROM run WHERE id = ?", run_id)[0][0] == "interrupted"
-    assert rows(repo, "SELECT status, stop_reason FROM campaign WHERE tag = 'st'")[0] == ("stopped", "stopped by request")
+    assert rows(repo, "SELECT status, stop_reason FROM campaign WHERE tag = 'st'")[0] == (
+        "stopped",
+        "stopped by request",
+    )
     assert not psutil.pid_exists(trainer_pid) or psutil.Process(trainer_pid).status() == psutil.STATUS_ZOMBIE
     assert worktree_is_clean(repo, "model-st")
 
@@ -164,7 +214,17 @@ def test_stop_during_training(repo, data_dir):
 def test_two_starts_of_one_campaign(repo, data_dir):
     args = ["start", "--program", "model", "--tag", "twice", "--budget", "30", "--baseline-runs", "1", "--foreground"]
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    procs = [subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     wait_for(lambda: any(p.poll() is not None for p in procs))
     loser = next(p for p in procs if p.poll() is not None)
     assert loser.returncode == 2 and "already running" in loser.stderr.read()
@@ -177,7 +237,21 @@ def test_two_starts_of_one_campaign(repo, data_dir):
 
 @pytest.mark.slow
 def test_data_program_campaign(repo, data_dir):
-    result = arx(repo, "start", "--program", "data", "--tag", "d1", "--budget", "2", "--max-experiments", "2", "--baseline-runs", "1", "--foreground")
+    result = arx(
+        repo,
+        "start",
+        "--program",
+        "data",
+        "--tag",
+        "d1",
+        "--budget",
+        "2",
+        "--max-experiments",
+        "2",
+        "--baseline-runs",
+        "1",
+        "--foreground",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     runs = rows(repo, "SELECT seq, kind, status, description, diff, run_dir, decision_reason FROM run ORDER BY seq")
     experiments = [r for r in runs if r[1] == "experiment"]

@@ -29,22 +29,42 @@ def test_seeds_are_paired_with_the_champion(tmp_path, monkeypatch):
     assert loop.run() == "reached --max-experiments 3"
     runs = rows(loop.db, loop.campaign.id)
     assert [(r.kind, r.seed, r.status) for r in runs] == [
-        ("baseline", 1, "keep"), ("baseline", 2, "keep"), ("baseline", 3, "keep"),
-        ("experiment", 1, "discard"), ("rerun", 2, "discard"), ("rerun", 3, "discard"),  # marginal: the champion's seeds in order
+        ("baseline", 1, "keep"),
+        ("baseline", 2, "keep"),
+        ("baseline", 3, "keep"),
+        ("experiment", 1, "discard"),
+        ("rerun", 2, "discard"),
+        ("rerun", 3, "discard"),  # marginal: the champion's seeds in order
         ("experiment", 1, "keep"),  # clear: kept on one paired run, so the new champion is known on seed 1 only
-        ("experiment", 1, "discard"), ("remeasure", 4, "keep"), ("rerun", 4, "discard"), ("remeasure", 5, "keep"), ("rerun", 5, "discard"),  # new seeds
+        ("experiment", 1, "discard"),
+        ("remeasure", 4, "keep"),
+        ("rerun", 4, "discard"),
+        ("remeasure", 5, "keep"),
+        ("rerun", 5, "discard"),  # new seeds
     ]
     for r in runs:  # every candidate measurement has a champion measurement on its seed and fingerprint
         if r.kind in ("experiment", "rerun"):
-            assert any(c.commit == r.parent_commit and c.seed == r.seed and c.fingerprint_hash == r.fingerprint_hash for c in runs if c.status == "keep")
+            assert any(
+                c.commit == r.parent_commit and c.seed == r.seed and c.fingerprint_hash == r.fingerprint_hash
+                for c in runs
+                if c.status == "keep"
+            )
     first, last = runs[3], runs[7]
     assert "after 3 paired runs" in first.decision_reason and "mean paired gain +0.0100" in first.decision_reason
-    assert "dof 4" in first.decision_reason and "sqrt(2/3)" in first.decision_reason and first.band == pytest.approx(2.869 * 0.04 * (2 / 3) ** 0.5, rel=1e-3)
+    assert (
+        "dof 4" in first.decision_reason
+        and "sqrt(2/3)" in first.decision_reason
+        and first.band == pytest.approx(2.869 * 0.04 * (2 / 3) ** 0.5, rel=1e-3)
+    )
     assert "improved beyond noise" in runs[6].decision_reason and "sqrt(2/1)" in runs[6].decision_reason
     assert "after 3 paired runs" in last.decision_reason
     campaign = ledger.find_campaign(loop.db, "model", "t")
     assert campaign.best_run_id == runs[6].id and campaign.noise_dof >= 6
-    view = sqlite3.connect(loop.db).execute("SELECT seed, band, fingerprint_hash FROM experiments WHERE seq = 4").fetchone()
+    view = (
+        sqlite3.connect(loop.db)
+        .execute("SELECT seed, band, fingerprint_hash FROM experiments WHERE seq = 4")
+        .fetchone()
+    )
     assert view == (1, first.band, first.fingerprint_hash)
 
 
@@ -67,7 +87,9 @@ def test_a_changed_blas_forces_a_remeasurement(tmp_path, monkeypatch):
     if platform.system() != "Linux":
         pytest.skip("the BLAS switch is Linux-only")
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
-    library = tmp_path / "libopenblas.so.0"  # what find_openblas() reports once enabled (the scripted trainer loads nothing)
+    library = (
+        tmp_path / "libopenblas.so.0"
+    )  # what find_openblas() reports once enabled (the scripted trainer loads nothing)
     library.write_bytes(b"")
     monkeypatch.setenv("ARX_BLAS_LIB", str(library))
     setup = Setup(make_repo(tmp_path / "repo"))
@@ -87,7 +109,9 @@ def test_a_changed_blas_forces_a_remeasurement(tmp_path, monkeypatch):
     assert "not better" in runs[-1].decision_reason  # ... but the do-nothing change is compared only with that
     events = sqlite3.connect(loop.db).execute("SELECT kind, message FROM event ORDER BY id").fetchall()
     assert any(k == "fingerprint" and "blas: reference" in m and f"-> {library}" in m for k, m in events)
-    assert any(n and n.startswith("re-baselining 1/3: machine changed (blas:") for n in loop.notes)  # what `status` showed
+    assert any(
+        n and n.startswith("re-baselining 1/3: machine changed (blas:") for n in loop.notes
+    )  # what `status` showed
     assert ledger.find_campaign(loop.db, "model", "t").note is None  # cleared once the champion is known again
 
 
@@ -95,16 +119,30 @@ def test_a_machine_change_during_a_judgment_restarts_the_pairing(tmp_path, monke
     if platform.system() != "Linux":
         pytest.skip("the BLAS switch is Linux-only")
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
-    library = tmp_path / "libopenblas.so.0"  # found once ARX_NO_FAST_BLAS is lifted (the scripted trainer loads nothing)
+    library = (
+        tmp_path / "libopenblas.so.0"
+    )  # found once ARX_NO_FAST_BLAS is lifted (the scripted trainer loads nothing)
     library.write_bytes(b"")
     monkeypatch.setenv("ARX_BLAS_LIB", str(library))
     setup = Setup(make_repo(tmp_path / "repo"))
-    loop = setup.loop(GainAgent([0.01]), max_experiments=1, after={4: lambda: monkeypatch.setenv("ARX_NO_FAST_BLAS", "0")})
+    loop = setup.loop(
+        GainAgent([0.01]), max_experiments=1, after={4: lambda: monkeypatch.setenv("ARX_NO_FAST_BLAS", "0")}
+    )
     loop.run()
     runs = rows(loop.db, loop.campaign.id)
-    assert [(r.kind, r.seed) for r in runs[3:]] == [("experiment", 1), ("rebaseline", 1), ("rebaseline", 2), ("rebaseline", 3), ("rerun", 1), ("rerun", 2), ("rerun", 3)]
+    assert [(r.kind, r.seed) for r in runs[3:]] == [
+        ("experiment", 1),
+        ("rebaseline", 1),
+        ("rebaseline", 2),
+        ("rebaseline", 3),
+        ("rerun", 1),
+        ("rerun", 2),
+        ("rerun", 3),
+    ]
     assert runs[3].fingerprint_hash != runs[-1].fingerprint_hash and "on the same 3 seeds" in runs[3].decision_reason
-    assert runs[3].status == "discard" and "mean paired gain +0.0100" in runs[3].decision_reason  # never the -0.5 of a cross-machine pair
+    assert (
+        runs[3].status == "discard" and "mean paired gain +0.0100" in runs[3].decision_reason
+    )  # never the -0.5 of a cross-machine pair
 
 
 def test_contended_run_is_rerun_not_judged(tmp_path, monkeypatch):
@@ -128,8 +166,14 @@ def test_a_machine_that_stays_busy_remeasures_the_champion(tmp_path, monkeypatch
     loop = setup.loop(GainAgent([1.0]), max_experiments=1, cpu={4: 0.3, 5: 0.3, 6: 0.3})
     loop.run()
     runs = rows(loop.db, loop.campaign.id)
-    assert [(r.kind, r.seed, r.contended) for r in runs[3:]] == [("experiment", 1, True), ("rerun", 1, False), ("remeasure", 1, False)]
-    assert runs[3].status == "keep" and runs[5].cpu_share == 0.3 and "stayed busy for 2 runs" in runs[5].description  # under the same load
+    assert [(r.kind, r.seed, r.contended) for r in runs[3:]] == [
+        ("experiment", 1, True),
+        ("rerun", 1, False),
+        ("remeasure", 1, False),
+    ]
+    assert (
+        runs[3].status == "keep" and runs[5].cpu_share == 0.3 and "stayed busy for 2 runs" in runs[5].description
+    )  # under the same load
 
 
 def test_sibling_keeps_are_merged_and_rebaselined(tmp_path, monkeypatch):
@@ -153,7 +197,9 @@ def test_sibling_keeps_are_merged_and_rebaselined(tmp_path, monkeypatch):
     druns = rows(data.db, data.campaign.id)
     assert [r.kind for r in druns[-3:]] == ["rebaseline", "rebaseline", "experiment"]
     assert runs[-1].status == "keep" and druns[-3].commit == runs[-1].commit  # fast-forward to the model's keep
-    assert druns[-3].sibling_commit == runs[-1].commit and "trainer/train.py" in data.wt.git.diff(data_keep.commit, druns[-3].commit, "--name-only")
+    assert druns[-3].sibling_commit == runs[-1].commit and "trainer/train.py" in data.wt.git.diff(
+        data_keep.commit, druns[-3].commit, "--name-only"
+    )
     events = sqlite3.connect(data.db).execute("SELECT message FROM event WHERE kind = 'merge'").fetchall()
     assert len(events) == 2
 

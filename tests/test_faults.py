@@ -44,12 +44,23 @@ def crash_agent(wt: Path) -> None:
 START = "    t_launch = time.time()\n"
 FAULTS = {
     "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
-    "edited evaluate.py": patch("trainer/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'),
+    "edited evaluate.py": patch(
+        "trainer/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'
+    ),
     "hang": patch("trainer/train.py", START, START + "    time.sleep(600)\n"),
-    "memory": patch("trainer/train.py", START, START + "    hog = []\n    while True:\n        hog.append(bytearray(b'x' * (64 << 20)))\n        print('growing', flush=True)\n"),
+    "memory": patch(
+        "trainer/train.py",
+        START,
+        START
+        + "    hog = []\n    while True:\n        hog.append(bytearray(b'x' * (64 << 20)))\n        print('growing', flush=True)\n",
+    ),
     "garbage": patch("trainer/train.py", START, START + "    print('#$%^ garbage'); return 0\n"),
     "nan": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),
-    "non-causal": patch("trainer/train.py", '    if window >= seq_len:\n        return "causal"\n', "    return None  # sees the future\n"),
+    "non-causal": patch(
+        "trainer/train.py",
+        '    if window >= seq_len:\n        return "causal"\n',
+        "    return None  # sees the future\n",
+    ),
     "agent bug": crash_agent,
     "same as before": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),
 }
@@ -82,8 +93,15 @@ def stall_margin() -> float:
 def campaign(tmp_path_factory, data_dir):
     repo = make_repo(tmp_path_factory.mktemp("faults") / "repo")
     settings = Settings(
-        state_dir=repo / "state", program="model", tag="faults", budget_s=2, max_experiments=len(FAULTS), stall_s=stall_margin(),
-        memory_mb=1800, policy=Policy(baseline_runs=1), repo=repo,
+        state_dir=repo / "state",
+        program="model",
+        tag="faults",
+        budget_s=2,
+        max_experiments=len(FAULTS),
+        stall_s=stall_margin(),
+        memory_mb=1800,
+        policy=Policy(baseline_runs=1),
+        repo=repo,
     )
     row = daemon.open_campaign(settings, "scripted", None, None)
     saved, campaign_module.BACKOFF_START_S = campaign_module.BACKOFF_START_S, 0.1

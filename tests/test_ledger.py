@@ -12,7 +12,16 @@ from orchestrator.ledger import Campaign, Run
 
 
 def new_campaign(db) -> Campaign:
-    c = Campaign(tag="t", program="model", branch="autoresearch/t", worktree="/tmp/wt", base_commit="abc", agent="offline", dataset="stdlib", budget_s=60)
+    c = Campaign(
+        tag="t",
+        program="model",
+        branch="autoresearch/t",
+        worktree="/tmp/wt",
+        base_commit="abc",
+        agent="offline",
+        dataset="stdlib",
+        budget_s=60,
+    )
     ledger.save(db, c)
     return c
 
@@ -29,7 +38,17 @@ def test_schema_and_view_are_plain_sql(tmp_path):
     row = con.execute("SELECT tag, program, seq, status, val_bpb, description FROM experiments").fetchone()
     assert row == ("t", "model", 1, "keep", 3.5, "baseline")
     cols = {r[1] for r in con.execute("PRAGMA table_info(run)")}
-    for name in ("parent_commit", "commit", "diff", "decision_reason", "rerun_of", "hardware", "tok_per_sec", "peak_memory_mb", "exit_code"):
+    for name in (
+        "parent_commit",
+        "commit",
+        "diff",
+        "decision_reason",
+        "rerun_of",
+        "hardware",
+        "tok_per_sec",
+        "peak_memory_mb",
+        "exit_code",
+    ):
         assert name in cols
 
 
@@ -45,7 +64,11 @@ def test_migrations_run_forward_only(tmp_path, monkeypatch):
     con.execute(f"PRAGMA user_version={ledger.SCHEMA_VERSION}")
     con.commit()
     ledger._engines.clear()
-    monkeypatch.setattr(ledger, "MIGRATIONS", [*ledger.MIGRATIONS, lambda conn: conn.exec_driver_sql("ALTER TABLE run ADD COLUMN note TEXT")])
+    monkeypatch.setattr(
+        ledger,
+        "MIGRATIONS",
+        [*ledger.MIGRATIONS, lambda conn: conn.exec_driver_sql("ALTER TABLE run ADD COLUMN note TEXT")],
+    )
     monkeypatch.setattr(ledger, "SCHEMA_VERSION", ledger.SCHEMA_VERSION + 1)
     ledger.engine(db)
     assert "note" in {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(run)")}
@@ -97,6 +120,8 @@ def test_v1_ledger_gains_the_v2_columns_and_view(tmp_path):
     con.commit()
     ledger.engine(db)
     ledger._engines.clear()
-    assert {"seed", "fingerprint_hash", "cpu_share", "contended", "band", "sibling_commit"} <= {r[1] for r in con.execute("PRAGMA table_info(run)")}
+    assert {"seed", "fingerprint_hash", "cpu_share", "contended", "band", "sibling_commit"} <= {
+        r[1] for r in con.execute("PRAGMA table_info(run)")
+    }
     assert con.execute("SELECT description, seed, contended FROM experiments").fetchone() == ("old run", None, 0)
     assert con.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION

@@ -89,7 +89,9 @@ def test_streamed_step_equals_one_pass(accum, streams):
     for n in (1, streams):
         mx.random.seed(0)
         model = train.build_model(config)
-        model.update(tree_map(lambda p: p + 0.01 * mx.random.normal(p.shape), model.parameters()))  # no zero projections
+        model.update(
+            tree_map(lambda p: p + 0.01 * mx.random.normal(p.shape), model.parameters())
+        )  # no zero projections
         optimizer = optim.SGD(learning_rate=1.0)
         step = train.make_train_step(model, optimizer, iter(batches), accum, n)
         loss = step()

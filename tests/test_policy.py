@@ -16,7 +16,16 @@ def test_clear_improvement_is_kept_and_says_how_the_band_was_computed():
     d = decide(P, [3.90], [4.00], NOISE)
     assert d.verdict == "keep" and "beyond noise" in d.reason
     assert d.band == pytest.approx(multiplier(2.0, 20) * 0.01 * math.sqrt(2))
-    for part in ("band 0.0302", "min_delta 0.001", "t 2.13", "k=2", "dof 20", "sigma 0.0100", "sqrt(2/1)", "same 1 seed"):
+    for part in (
+        "band 0.0302",
+        "min_delta 0.001",
+        "t 2.13",
+        "k=2",
+        "dof 20",
+        "sigma 0.0100",
+        "sqrt(2/1)",
+        "same 1 seed",
+    ):
         assert part in d.reason, part
 
 

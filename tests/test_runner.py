@@ -19,7 +19,9 @@ def child(code: str) -> list[str]:
 def run(tmp_path, code: str, should_stop=lambda: False, **limits) -> runner.Outcome:
     limits = {"deadline_s": HANG_S} | limits
     env = {"PATH": "/usr/bin:/bin"}
-    return runner.run_watched(child(code), tmp_path, env, tmp_path / "log.txt", runner.Limits(**limits), should_stop=should_stop)
+    return runner.run_watched(
+        child(code), tmp_path, env, tmp_path / "log.txt", runner.Limits(**limits), should_stop=should_stop
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,9 @@ def test_sigterm_ignoring_child_and_grandchildren_are_killed(tmp_path, startup_s
         "time.sleep(600)\n"
     )
     log = tmp_path / "log.txt"
-    out = run(tmp_path, code, should_stop=lambda: log.exists() and log.read_text().strip().isdigit())  # the grandchild exists
+    out = run(
+        tmp_path, code, should_stop=lambda: log.exists() and log.read_text().strip().isdigit()
+    )  # the grandchild exists
     grandchild = int(out.log_tail.splitlines()[0])
     assert out.reason == "stopped"
     end = time.monotonic() + promptly(startup_s)  # SIGKILL was sent; delivering it may take a moment

@@ -34,7 +34,6 @@ WORKING = [name for name, tool in TOOLS.items() if LINUX and shutil.which(tool) 
 EVENT_TIMEOUT_S = 60  # an upper bound on waiting for something that should happen; never a measure of speed
 
 
-
 @pytest.fixture(params=WORKING or [None])
 def using(request) -> str:
     if request.param is None:
@@ -66,12 +65,17 @@ def area():
 
 def campaign_jail(area: Path, **kw) -> Jail:
     state = area / "state"
-    return Jail(writable=(state / "runs/model-x/0005",), visible=(state / "worktrees/model-x",),
-                hidden=(state, area / "secret.txt"), **kw)
+    return Jail(
+        writable=(state / "runs/model-x/0005",),
+        visible=(state / "worktrees/model-x",),
+        hidden=(state, area / "secret.txt"),
+        **kw,
+    )
 
 
-def jailed(using: str, code: str, jail: Jail, *args: str, extra: dict | None = None,
-           cwd: Path | str = "/") -> subprocess.CompletedProcess:
+def jailed(
+    using: str, code: str, jail: Jail, *args: str, extra: dict | None = None, cwd: Path | str = "/"
+) -> subprocess.CompletedProcess:
     argv = sandbox.command([sys.executable, "-c", code, *args], jail, using=using)
     env = sandbox.environment(extra or {})
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=EVENT_TIMEOUT_S, check=False)
@@ -95,7 +99,9 @@ def attempt(fn):
 
 
 def test_writes_outside_the_writable_paths_fail(using, area):
-    code = TRY + """
+    code = (
+        TRY
+        + """
 import sqlite3
 root, run = sys.argv[1], sys.argv[2]
 def update():
@@ -109,6 +115,7 @@ print(json.dumps({
     "run": attempt(lambda: open(run + "/out.txt", "w").write("ok")),
 }))
 """
+    )
     run = area / "state/runs/model-x/0005"
     # the ledger is not hidden here, only read-only: the write must fail on its own
     seen = report(using, code, Jail(writable=(run,)), str(area), str(run))
@@ -121,7 +128,9 @@ print(json.dumps({
 
 
 def test_hidden_paths_look_empty_and_exposed_paths_show_through(using, area):
-    code = TRY + """
+    code = (
+        TRY
+        + """
 import os
 root = sys.argv[1]
 state = root + "/state"
@@ -137,6 +146,7 @@ print(json.dumps({
     "cover_write": attempt(lambda: open(state + "/planted", "w").write("x")),
 }))
 """
+    )
     seen = report(using, code, campaign_jail(area), str(area))
     assert seen["heldout"] == seen["db"] == seen["other_run"] == "FileNotFoundError"
     assert seen["secret"] == "''"
@@ -156,11 +166,14 @@ def test_a_working_directory_inside_a_hidden_folder_sees_the_cover(using, area):
 def test_network_is_cut_unless_asked_for(using, area, network):
     server = socket.create_server(("127.0.0.1", 0))
     try:
-        code = TRY + """
+        code = (
+            TRY
+            + """
 import socket
 connect = lambda: socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
 print(json.dumps({"connect": attempt(connect)}))
 """
+        )
         seen = report(using, code, Jail(network=network), str(server.getsockname()[1]))
     finally:
         server.close()
@@ -284,8 +297,14 @@ def test_the_watchdog_ends_the_whole_phase(using, area, tmp_path):
     """orchestrator.runner as the integrator uses it: SIGTERM then SIGKILL to the group ends the jailed tree."""
     run, token = area / "state/runs/model-x/0005", f"arx-escape-{uuid.uuid4()}"
     argv = sandbox.command([sys.executable, "-c", ESCAPE, token, str(run), "hang"], campaign_jail(area), using=using)
-    outcome = runner.run_watched(argv, Path("/"), sandbox.environment({}), tmp_path / "log",
-                                 runner.Limits(deadline_s=3600), should_stop=lambda: (run / "ready").exists())
+    outcome = runner.run_watched(
+        argv,
+        Path("/"),
+        sandbox.environment({}),
+        tmp_path / "log",
+        runner.Limits(deadline_s=3600),
+        should_stop=lambda: (run / "ready").exists(),
+    )
     try:
         assert outcome.reason == "stopped"
         (run / "go").touch()
@@ -309,7 +328,9 @@ def test_kill_everything_reaches_only_the_jail(using, area):
 
 
 def test_the_jail_cannot_be_undone(using, area):
-    code = TRY + """
+    code = (
+        TRY
+        + """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 MS_REMOUNT, MS_BIND = 32, 4096
@@ -338,6 +359,7 @@ if seen["nested"] == "0":
 seen["heldout"] = attempt(lambda: open(state + "/heldout.txt").read())
 print(json.dumps(seen))
 """
+    )
     seen = report(using, code, campaign_jail(area), str(area))
     for key in ("remount_root", "remount_run", "umount_cover", "detach_cover", "mount_tmpfs"):
         assert seen[key] == "OSError", key
@@ -353,7 +375,9 @@ def test_host_sockets_keyrings_and_sysctls_are_out_of_reach(using, area):
     server.bind(str(path))
     server.listen()
     try:
-        code = TRY + """
+        code = (
+            TRY
+            + """
 import ctypes, os, socket
 libc = ctypes.CDLL(None, use_errno=True)
 def session_keyring():  # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, create)
@@ -366,6 +390,7 @@ print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socke
                   "run": os.listdir("/run"), "keyring": attempt(session_keyring),
                   "core_pattern": attempt(lambda: os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY))}))
 """
+        )
         keyctl = sandbox_setup.SYSCALLS[os.uname().machine][2][-1]
         seen = report(using, code, campaign_jail(area), str(path), str(keyctl))
     finally:
@@ -397,7 +422,9 @@ def test_tmp_and_home_are_private(using, area):
     outside = Path(tempfile.mkdtemp(prefix="arx-host-"))
     try:
         name = f"arx-inside-{uuid.uuid4()}"
-        code = TRY + """
+        code = (
+            TRY
+            + """
 import os
 name, outside = sys.argv[1], sys.argv[2]
 open("/tmp/" + name, "w").write("x")
@@ -405,6 +432,7 @@ open("/dev/shm/" + name, "w").write("x")
 open(os.path.join(os.environ["HOME"], "dotfile"), "w").write("x")
 print(json.dumps({"tmpdir": os.environ["TMPDIR"], "host_tmp": attempt(lambda: os.listdir(outside))}))
 """
+        )
         seen = report(using, code, Jail(), name, str(outside))
         assert seen["tmpdir"] == "/tmp" and seen["host_tmp"] == "FileNotFoundError"
         assert not (Path("/tmp") / name).exists() and not (Path("/dev/shm") / name).exists()
@@ -428,8 +456,9 @@ def test_bytecode_is_private(using, area):
     forge_bytecode(checkout)
     (run / "local.py").write_text("X = 1\n")
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(checkout)}
-    plain = subprocess.run([sys.executable, "-c", "import mod"], cwd=checkout, env=env, capture_output=True, text=True,
-                           check=False)
+    plain = subprocess.run(
+        [sys.executable, "-c", "import mod"], cwd=checkout, env=env, capture_output=True, text=True, check=False
+    )
     assert plain.stdout.strip() == "FORGED"  # the control: an ordinary import would run the planted bytecode
     code = """
 import json, os, sys
@@ -458,13 +487,24 @@ def test_a_jail_that_cannot_be_built_runs_nothing(area):
         shutil.rmtree(outside)
 
 
-@pytest.mark.parametrize(("cmd", "status"), [([sys.executable, "-c", "import sys; sys.exit(3)"], 3),
-                                              ([sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"], 128 + 15),
-                                              (["/nonexistent/program"], 127)])
+@pytest.mark.parametrize(
+    ("cmd", "status"),
+    [
+        ([sys.executable, "-c", "import sys; sys.exit(3)"], 3),
+        ([sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"], 128 + 15),
+        (["/nonexistent/program"], 127),
+    ],
+)
 def test_the_exit_status_comes_through(using, cmd, status):
     """As a shell reports it: 128 + n for a command killed by signal n, 127 for one that could not be started."""
-    done = subprocess.run(sandbox.command(cmd, Jail(), using=using), env=sandbox.environment({}), cwd="/",
-                          capture_output=True, timeout=EVENT_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        sandbox.command(cmd, Jail(), using=using),
+        env=sandbox.environment({}),
+        cwd="/",
+        capture_output=True,
+        timeout=EVENT_TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode == status
 
 
@@ -474,8 +514,9 @@ def test_paths_in_the_host_tmp_can_be_exposed(using, tmp_path):
     (tmp_path / "wt").mkdir()
     (tmp_path / "wt/code.py").write_text("x")
     code = "import sys; print(open(sys.argv[1] + '/wt/code.py').read()); open(sys.argv[1] + '/run/out', 'w')"
-    done = jailed(using, code, Jail(writable=(tmp_path / "run",), visible=(tmp_path / "wt",)), str(tmp_path),
-                  cwd=tmp_path / "wt")
+    done = jailed(
+        using, code, Jail(writable=(tmp_path / "run",), visible=(tmp_path / "wt",)), str(tmp_path), cwd=tmp_path / "wt"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "x" and (tmp_path / "run/out").exists()
 
@@ -528,8 +569,15 @@ sys.exit(done.returncode)
 
 def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    return subprocess.run([*drop, *cmd], capture_output=True, text=True, cwd="/", timeout=EVENT_TIMEOUT_S, check=False,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    return subprocess.run(
+        [*drop, *cmd],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=EVENT_TIMEOUT_S,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+    )
 
 
 def test_works_for_an_unprivileged_daemon(using, area):
@@ -577,10 +625,17 @@ def test_macos_profile_denies_then_excepts(area):
     text = sandbox.profile(campaign_jail(area), private)
     lines = text.splitlines()
     assert lines[:3] == ["(version 1)", "(allow default)", "(deny network*)"]
-    order = [next(i for i, line in enumerate(lines) if line.startswith(rule))
-             for rule in ("(deny file-write*)", "(allow file-write*", "(deny file-read*", "(allow file-read* (subpath",
-                          "(allow file-read* file-write*")]
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(rule))
+        for rule in (
+            "(deny file-write*)",
+            "(allow file-write*",
+            "(deny file-read*",
+            "(allow file-read* (subpath",
+            "(allow file-read* file-write*",
+        )
+    ]
     assert order == sorted(order)
     assert f'(subpath "{state.resolve()}")' in text and f'(subpath "{(state / "worktrees/model-x").resolve()}")' in text
-    assert r'odd \"dir\"' in text
+    assert r"odd \"dir\"" in text
     assert "(deny network*)" not in sandbox.profile(Jail(network=True), private)

@@ -10,7 +10,9 @@ from orchestrator.programs import LOCKED, PROGRAMS
 
 TRUSTED = ("orchestrator", "agents")
 EDITABLE = {p[: -len(".py")].replace("/", ".") for program in PROGRAMS.values() for p in program.editable}
-LOCKED_MODULES = {p[: -len(".py")].replace("/", ".") for p in LOCKED if p.endswith(".py") and not p.endswith("__init__.py")}
+LOCKED_MODULES = {
+    p[: -len(".py")].replace("/", ".") for p in LOCKED if p.endswith(".py") and not p.endswith("__init__.py")
+}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -19,7 +21,9 @@ def imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+            found += [(node.lineno, node.module)] + [
+                (node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+            ]
     return found
 
 
@@ -40,13 +44,19 @@ def test_the_trusted_side_never_imports_candidate_code_or_mlx():
             if module is None:
                 continue
             editable = any(module == m or module.startswith(m + ".") for m in EDITABLE)
-            unlocked_trainer = module.startswith("trainer.") and not any(module == m or module.startswith(m + ".") for m in LOCKED_MODULES)
+            unlocked_trainer = module.startswith("trainer.") and not any(
+                module == m or module.startswith(m + ".") for m in LOCKED_MODULES
+            )
             if editable or unlocked_trainer or module.startswith("mlx"):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not bad, "the trusted side must not import these:\n" + "\n".join(bad)
 
 
 def test_the_trainer_never_imports_the_daemon():
-    bad = [f"{p.relative_to(ROOT)}:{line} imports {name}" for p in sorted((ROOT / "trainer").glob("*.py")) for line, name in imports(p)
-           if name.split(".")[0] in ("orchestrator", "agents")]
+    bad = [
+        f"{p.relative_to(ROOT)}:{line} imports {name}"
+        for p in sorted((ROOT / "trainer").glob("*.py"))
+        for line, name in imports(p)
+        if name.split(".")[0] in ("orchestrator", "agents")
+    ]
     assert not bad, "\n".join(bad)

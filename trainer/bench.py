@@ -42,15 +42,21 @@ def matmul_probe(n: int = 512, repeats: int = 20) -> dict:
 
 def run_module(module: str, env: dict, args: list[str] | None = None) -> subprocess.CompletedProcess:
     full = dict(os.environ, **env)
-    if full.get("ARX_NO_FAST_BLAS") == "1":  # this process was started with OpenBLAS preloaded; its children must not inherit it
+    if (
+        full.get("ARX_NO_FAST_BLAS") == "1"
+    ):  # this process was started with OpenBLAS preloaded; its children must not inherit it
         full.pop("LD_PRELOAD", None)
-    return subprocess.run([sys.executable, "-m", module, *(args or [])], cwd=ROOT, env=full, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", module, *(args or [])], cwd=ROOT, env=full, capture_output=True, text=True
+    )
 
 
 def mlx_run(budget: float, fast_blas: bool) -> dict:
     """The real trainer, as the daemon runs it (the sealed evaluation's cost: `python -m orchestrator.bench --eval`)."""
     if not os.environ.get("ARX_PREPARED_DIR"):
-        raise SystemExit("error: set ARX_PREPARED_DIR to the folder `uv run arx-daemon prepare --dataset stdlib` prints")
+        raise SystemExit(
+            "error: set ARX_PREPARED_DIR to the folder `uv run arx-daemon prepare --dataset stdlib` prints"
+        )
     with tempfile.TemporaryDirectory() as run_dir:
         env = {"ARX_RUN_DIR": run_dir, "ARX_BUDGET_S": str(budget)} | ({} if fast_blas else {"ARX_NO_FAST_BLAS": "1"})
         train = run_module("trainer.train", env)
@@ -58,7 +64,10 @@ def mlx_run(budget: float, fast_blas: bool) -> dict:
             raise RuntimeError(train.stderr[-2000:])
         info = json.loads(Path(run_dir, "train.json").read_text())
         probe = json.loads(run_module("trainer.bench", env, ["--matmul"]).stdout.strip().splitlines()[-1])
-        return {k: info[k] for k in ("tok_per_sec", "startup_seconds", "peak_memory_mb", "steps", "num_params", "final_loss")} | {"matmul_gflops": probe["gflops"], "blas": probe["blas"]}
+        return {
+            k: info[k]
+            for k in ("tok_per_sec", "startup_seconds", "peak_memory_mb", "steps", "num_params", "final_loss")
+        } | {"matmul_gflops": probe["gflops"], "blas": probe["blas"]}
 
 
 def blas_choices() -> dict[str, str | None]:
@@ -94,7 +103,11 @@ def compare_blas(budget: float, rounds: int) -> dict:
                     raise RuntimeError(done.stderr[-2000:])
                 info = json.loads(Path(run_dir, "train.json").read_text())
             cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-            run = {"tok_per_sec": info["tok_per_sec"], "tok_per_cpu_s": round(info["tokens"] / cpu, 1), "steps": info["steps"]}
+            run = {
+                "tok_per_sec": info["tok_per_sec"],
+                "tok_per_cpu_s": round(info["tokens"] / cpu, 1),
+                "steps": info["steps"],
+            }
             runs[name].append(run | {"load_avg_1m": round(load, 2)})
     report: dict = {"budget_s": budget, "rounds": rounds, "libraries": choices, "runs": runs}
     for metric in ("tok_per_sec", "tok_per_cpu_s"):
@@ -135,8 +148,13 @@ def torch_run(budget: float) -> dict:
         def __init__(self, layer):
             super().__init__()
             self.c_q, self.c_k, self.c_v, self.c_proj = (tnn.Linear(D, D, bias=False) for _ in range(4))
-            self.c_fc, self.mlp_proj = tnn.Linear(D, cfg["mlp_ratio"] * D, bias=False), tnn.Linear(cfg["mlp_ratio"] * D, D, bias=False)
-            self.ve_gate = tnn.Linear(cfg["ve_gate_channels"], H, bias=False) if train.has_value_embedding(layer, L) else None
+            self.c_fc, self.mlp_proj = (
+                tnn.Linear(D, cfg["mlp_ratio"] * D, bias=False),
+                tnn.Linear(cfg["mlp_ratio"] * D, D, bias=False),
+            )
+            self.ve_gate = (
+                tnn.Linear(cfg["ve_gate_channels"], H, bias=False) if train.has_value_embedding(layer, L) else None
+            )
             i, j = torch.arange(T)[:, None], torch.arange(T)[None]
             self.register_buffer("mask", (j <= i) & (i - j < windows[layer]), persistent=False)
             self.full = windows[layer] >= T
@@ -146,9 +164,13 @@ def torch_run(budget: float) -> dict:
             h = rms(x)
             q, k, v = (t(h).view(B, T, H, Hd).transpose(1, 2) for t in (self.c_q, self.c_k, self.c_v))
             if ve is not None:
-                v = v + 2 * torch.sigmoid(self.ve_gate(h[..., : cfg["ve_gate_channels"]])).transpose(1, 2)[..., None] * ve.view(B, T, H, Hd).transpose(1, 2)
+                v = v + 2 * torch.sigmoid(self.ve_gate(h[..., : cfg["ve_gate_channels"]])).transpose(1, 2)[
+                    ..., None
+                ] * ve.view(B, T, H, Hd).transpose(1, 2)
             q, k = rms(rope(q)), rms(rope(k))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.full, attn_mask=None if self.full else self.mask, scale=1 / math.sqrt(Hd))
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=self.full, attn_mask=None if self.full else self.mask, scale=1 / math.sqrt(Hd)
+            )
             x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, D))
             return x + self.mlp_proj(F.relu(self.c_fc(rms(x))).square())
 
@@ -205,15 +227,28 @@ def torch_run(budget: float) -> dict:
         if steps:
             trained += time.time() - t0
         steps += 1
-    return {"tok_per_sec": round((steps - 1) * train.TOTAL_BATCH_TOKENS / trained, 1), "steps": steps, "final_loss": round(loss.item() * accum, 4), "torch_version": torch.__version__, "threads": torch.get_num_threads(), "wall_seconds": round(time.time() - t_start, 1)}
+    return {
+        "tok_per_sec": round((steps - 1) * train.TOTAL_BATCH_TOKENS / trained, 1),
+        "steps": steps,
+        "final_loss": round(loss.item() * accum, 4),
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(time.time() - t_start, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--budget", type=float, default=30, help="training seconds per measured run (default 30)")
     parser.add_argument("--matmul", action="store_true", help="only probe the backend and matmul speed")
-    parser.add_argument("--blas", type=int, metavar="ROUNDS", help="compare every BLAS this machine offers, alternated ROUNDS times")
-    parser.add_argument("--torch-only", action="store_true", help="(internal) run the PyTorch reference in this process")
+    parser.add_argument(
+        "--blas", type=int, metavar="ROUNDS", help="compare every BLAS this machine offers, alternated ROUNDS times"
+    )
+    parser.add_argument(
+        "--torch-only", action="store_true", help="(internal) run the PyTorch reference in this process"
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args(argv)
     if args.matmul:
@@ -225,12 +260,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_only:
         print(json.dumps(torch_run(args.budget)))
         return 0
-    report = {"budget_s": args.budget, "mlx_openblas": mlx_run(args.budget, fast_blas=True), "mlx_reference_blas": mlx_run(args.budget, fast_blas=False)}
+    report = {
+        "budget_s": args.budget,
+        "mlx_openblas": mlx_run(args.budget, fast_blas=True),
+        "mlx_reference_blas": mlx_run(args.budget, fast_blas=False),
+    }
     if not args.no_torch:
-        done = run_module("trainer.bench", {"ARX_NO_FAST_BLAS": "1"}, ["--torch-only", "--budget", str(args.budget)])  # torch brings its own BLAS
+        done = run_module(
+            "trainer.bench", {"ARX_NO_FAST_BLAS": "1"}, ["--torch-only", "--budget", str(args.budget)]
+        )  # torch brings its own BLAS
         if done.returncode == 0:
             report["torch_eager"] = json.loads(done.stdout.strip().splitlines()[-1])
-            report["mlx_vs_torch"] = round(report["mlx_openblas"]["tok_per_sec"] / report["torch_eager"]["tok_per_sec"], 3)
+            report["mlx_vs_torch"] = round(
+                report["mlx_openblas"]["tok_per_sec"] / report["torch_eager"]["tok_per_sec"], 3
+            )
         else:
             report["torch_eager"] = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     print(json.dumps(report, indent=2))

@@ -136,7 +136,7 @@ def unprefix(original: Path, copy: Path) -> None:
     names = [n for n in exported_names(original) if n.startswith(WHEEL_PREFIX)]
     mapping, partial = (copy.with_name(f".{copy.name}.{os.getpid()}{suffix}") for suffix in (".map", ".partial"))
     try:
-        mapping.write_text("".join(f"{n} {n[len(WHEEL_PREFIX):]}\n" for n in names))
+        mapping.write_text("".join(f"{n} {n[len(WHEEL_PREFIX) :]}\n" for n in names))
         command = [patchelf, "--rename-dynamic-symbols", str(mapping), "--output", str(partial), str(original)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:

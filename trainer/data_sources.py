@@ -23,6 +23,7 @@ NUM_SHARDS = 2  # how many shards of the training material to use (stdlib has on
 PACK_BUFFER_DOCS = 64  # candidate documents considered by best-fit packing
 MIX_SEED = 1234  # seed of the fractional part of MIX_WEIGHTS
 
+
 # ---------------------------------------------------------------------------------------------
 # Training documents: chunking, filters, dedup, mixing
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +68,9 @@ def training_documents(docs: list[tuple[str, str]]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Dataloader: rows start at a document (BOS), best-fit packing, shuffled with a seed.
 # ---------------------------------------------------------------------------------------------
-def batches(tokens: np.ndarray, offsets: np.ndarray, batch_size: int, seq_len: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batches(
+    tokens: np.ndarray, offsets: np.ndarray, batch_size: int, seq_len: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (inputs, targets) int32 arrays of shape [batch_size, seq_len], forever.
 
     `tokens` holds the training documents back to back, each starting with BOS; document i is

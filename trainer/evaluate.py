@@ -41,7 +41,9 @@ def load_build_model(worktree: Path):
     folder = Path(worktree).resolve() / "trainer"
     name = "arx_candidate_" + hashlib.sha1(str(folder).encode()).hexdigest()[:10]
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        spec = importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
         package = importlib.util.module_from_spec(spec)
         sys.modules[name] = package
         spec.loader.exec_module(package)
@@ -76,15 +78,23 @@ def serve(model, requests, responses) -> None:
             return
         tokens = np.frombuffer(read_exact(requests, rows * cols * 4), dtype=np.int32).reshape(rows, cols)
         logits = np.asarray(model(mx.array(tokens)).astype(mx.float32))
-        responses.write(RESPONSE.pack(b"LOGT", *logits.shape) if logits.ndim == 3 else RESPONSE.pack(b"LOGT", rows, cols, -1))
+        responses.write(
+            RESPONSE.pack(b"LOGT", *logits.shape) if logits.ndim == 3 else RESPONSE.pack(b"LOGT", rows, cols, -1)
+        )
         responses.write(np.ascontiguousarray(logits).tobytes())
         responses.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.evaluate", description="Serve a trained model's logits to the trusted scorer.")
-    parser.add_argument("--run-dir", required=True, type=Path, help="folder with model.safetensors and model_config.json")
-    parser.add_argument("--worktree", required=True, type=Path, help="checkout whose trainer/train.py defines build_model")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.evaluate", description="Serve a trained model's logits to the trusted scorer."
+    )
+    parser.add_argument(
+        "--run-dir", required=True, type=Path, help="folder with model.safetensors and model_config.json"
+    )
+    parser.add_argument(
+        "--worktree", required=True, type=Path, help="checkout whose trainer/train.py defines build_model"
+    )
     args = parser.parse_args(argv)
     missing = [n for n in ("model.safetensors", "model_config.json") if not (args.run_dir / n).exists()]
     if missing:

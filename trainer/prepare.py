@@ -55,7 +55,9 @@ def load_tokenizer(path: Path):
 
     spec = json.loads(Path(path).read_text())
     ranks = {base64.b64decode(token): rank for rank, token in enumerate(spec["ranks"])}
-    return tiktoken.Encoding(name="arx-bpe", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]})
+    return tiktoken.Encoding(
+        name="arx-bpe", pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens={spec["bos"]: spec["bos_id"]}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +92,9 @@ def train_tokenizer(texts: list[str], size: int) -> dict:
 def read_corpus(corpus: Path) -> list[tuple[str, str, str]]:
     """(key, kind, text) of the first NUM_SHARDS shards of the training material."""
     shards = sorted(corpus.glob("docs-*.jsonl"))[: ds.NUM_SHARDS]
-    return [(d["key"], d["kind"], d["text"]) for shard in shards for d in map(json.loads, shard.read_text().splitlines())]
+    return [
+        (d["key"], d["kind"], d["text"]) for shard in shards for d in map(json.loads, shard.read_text().splitlines())
+    ]
 
 
 def prepare(corpus: Path, out: Path, console=None) -> Path:
@@ -144,12 +148,27 @@ def load_train_tokens(folder: Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.prepare", description="Tokenize and cache a dataset's training material.")
-    parser.add_argument("--corpus", type=Path, default=os.environ.get("ARX_CORPUS_DIR"), help="training material (default $ARX_CORPUS_DIR)")
-    parser.add_argument("--out", type=Path, default=os.environ.get("ARX_PREPARED_DIR"), help="folder to write (default $ARX_PREPARED_DIR)")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.prepare", description="Tokenize and cache a dataset's training material."
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=os.environ.get("ARX_CORPUS_DIR"),
+        help="training material (default $ARX_CORPUS_DIR)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=os.environ.get("ARX_PREPARED_DIR"),
+        help="folder to write (default $ARX_PREPARED_DIR)",
+    )
     args = parser.parse_args(argv)
     if args.corpus is None or args.out is None or not args.corpus.is_dir():
-        print("error: no training material; prepare data with: uv run arx-daemon prepare --dataset stdlib", file=sys.stderr)
+        print(
+            "error: no training material; prepare data with: uv run arx-daemon prepare --dataset stdlib",
+            file=sys.stderr,
+        )
         return 2
     prepare(args.corpus, args.out)
     return 0

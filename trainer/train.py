@@ -153,11 +153,15 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
-        object.__setattr__(self, "config", dict(config))  # a plain attribute: an assigned dict would join the parameters
+        object.__setattr__(
+            self, "config", dict(config)
+        )  # a plain attribute: an assigned dict would join the parameters
         depth, dim, vocab = config["depth"], config["model_dim"], config["vocab_size"]
         kv_dim = dim // config["kv_head_ratio"]
         self.wte = nn.Embedding(vocab, dim)
-        self.value_embeds = {f"layer{i}": nn.Embedding(vocab, kv_dim) for i in range(depth) if has_value_embedding(i, depth)}
+        self.value_embeds = {
+            f"layer{i}": nn.Embedding(vocab, kv_dim) for i in range(depth) if has_value_embedding(i, depth)
+        }
         self.blocks = [Block(config, i) for i in range(depth)]
         self.resid_lambdas = mx.ones((depth,))
         self.x0_lambdas = mx.full((depth,), 0.1)
@@ -264,7 +268,9 @@ def is_head(path: str, p: mx.array) -> bool:
 def build_optimizer() -> optim.MultiOptimizer:
     """Muon for hidden matrices; AdamW (bias-corrected, as in PyTorch) for embeddings, head, scalars."""
     adam = lambda: optim.AdamW(0.0, betas=[ADAM_BETA1, ADAM_BETA2], eps=1e-10, weight_decay=0.0, bias_correction=True)
-    return optim.MultiOptimizer([Muon(MATRIX_LR, MOMENTUM_START, WEIGHT_DECAY), adam(), adam(), adam()], [is_matrix, is_embedding, is_head])
+    return optim.MultiOptimizer(
+        [Muon(MATRIX_LR, MOMENTUM_START, WEIGHT_DECAY), adam(), adam(), adam()], [is_matrix, is_embedding, is_head]
+    )
 
 
 def lr_multiplier(frac: float) -> float:
@@ -385,7 +391,10 @@ def main() -> int:
     seed = int(os.environ.get("ARX_SEED", "0"))
     folder = Path(os.environ.get("ARX_PREPARED_DIR", ""))
     if not (folder / "meta.json").exists():
-        print(f"error: no prepared data in ARX_PREPARED_DIR={str(folder)!r}; run: uv run arx-daemon prepare --dataset {dataset}", file=sys.stderr)
+        print(
+            f"error: no prepared data in ARX_PREPARED_DIR={str(folder)!r}; run: uv run arx-daemon prepare --dataset {dataset}",
+            file=sys.stderr,
+        )
         return 2
     max_steps = int(os.environ.get("ARX_MAX_STEPS", "0")) or None
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -404,7 +413,10 @@ def main() -> int:
 
     train_step = make_train_step(model, optimizer, loader, accum, STREAMS)
 
-    print(f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget {budget:g}s; grad accum {accum}", flush=True)
+    print(
+        f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget {budget:g}s; grad accum {accum}",
+        flush=True,
+    )
     status, step, training_s, startup_s = "ok", 0, 0.0, time.time() - t_launch
     smooth, trace, last_print, last_traced = 0.0, [], 0.0, -1.0
     while training_s < budget and step != max_steps:
@@ -431,7 +443,10 @@ def main() -> int:
         if time.time() - last_print >= PRINT_EVERY_S:
             tok_s = (step - 1) * TOTAL_BATCH_TOKENS / training_s if training_s else 0.0
             lr = schedule(frac)["matrix_lr"]
-            print(f"step {step} | loss {loss_value:.3f} | lr {lr:.4f} | tok/s {tok_s:,.0f} | {training_s:.1f}/{budget:g}s", flush=True)
+            print(
+                f"step {step} | loss {loss_value:.3f} | lr {lr:.4f} | tok/s {tok_s:,.0f} | {training_s:.1f}/{budget:g}s",
+                flush=True,
+            )
             last_print = time.time()
 
     trained_tokens = max(0, step - 1) * TOTAL_BATCH_TOKENS
@@ -445,7 +460,13 @@ def main() -> int:
         "peak_memory_mb": peak_memory_mb(),
         "num_params": int(num_params),
         "final_loss": round(smooth / (1 - 0.9**step), 6) if step and status == "ok" else None,
-        "config": config | {"device_batch": DEVICE_BATCH, "total_batch_tokens": TOTAL_BATCH_TOKENS, "grad_accum": accum, "compile": COMPILE},
+        "config": config
+        | {
+            "device_batch": DEVICE_BATCH,
+            "total_batch_tokens": TOTAL_BATCH_TOKENS,
+            "grad_accum": accum,
+            "compile": COMPILE,
+        },
         "schedule_trace": trace,
         "dataset": dataset,
         "seed": seed,
@@ -456,7 +477,10 @@ def main() -> int:
         mx.save_safetensors(str(run_dir / "model.safetensors"), dict(tree_flatten(model.parameters())))
         (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))
     (run_dir / "train.json").write_text(json.dumps(info, indent=2))
-    print(f"done: {step} steps, {info['tok_per_sec']:,.0f} tok/s, final loss {info['final_loss']}, {info['peak_memory_mb']} MB peak", flush=True)
+    print(
+        f"done: {step} steps, {info['tok_per_sec']:,.0f} tok/s, final loss {info['final_loss']}, {info['peak_memory_mb']} MB peak",
+        flush=True,
+    )
     return 0 if status == "ok" else 3
 
 
