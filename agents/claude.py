@@ -61,7 +61,10 @@ SPEND_LIMIT_MESSAGE = (
 EDITOR_TOOL = {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}
 SUBMIT_TOOL = {
     "name": "submit_experiment",
-    "description": "Submit the edits you made as one experiment. The daemon then trains, evaluates and decides; this ends your turn.",
+    "description": (
+        "Submit the edits you made as one experiment. The daemon then trains, evaluates and decides; "
+        "this ends your turn."
+    ),
     "input_schema": {
         "type": "object",
         "properties": {
@@ -74,16 +77,22 @@ SUBMIT_TOOL = {
         "required": ["description", "hypothesis"],
     },
 }
-CUT_OFF = "Your reply was cut off by the output token limit before it finished, so its tool calls were not run. Be brief: make one edit, then call submit_experiment."
-NUDGE = "Use the tools: edit an editable file with str_replace_based_edit_tool, then call submit_experiment. Do not ask questions; nobody will answer."
+CUT_OFF = (
+    "Your reply was cut off by the output token limit before it finished, so its tool calls were not run. Be brief: "
+    "make one edit, then call submit_experiment."
+)
+NUDGE = (
+    "Use the tools: edit an editable file with str_replace_based_edit_tool, then call submit_experiment. Do not ask "
+    "questions; nobody will answer."
+)
 
 
 def program_prompt(ctx: ProposalContext) -> str:
     """The research program; nothing in it changes during a campaign, so it stays cached."""
     hw = ctx.hardware
     hardware = (
-        f"{hw.get('backend') or 'unknown'} backend on {hw.get('machine')}, {hw.get('cpu_count')} CPU cores, {hw.get('memory_gb')} GB RAM"
-        + (", optimized BLAS" if hw.get("blas") else "")
+        f"{hw.get('backend') or 'unknown'} backend on {hw.get('machine')}, {hw.get('cpu_count')} CPU cores, "
+        f"{hw.get('memory_gb')} GB RAM" + (", optimized BLAS" if hw.get("blas") else "")
     )
     return Template((PROMPTS / f"{ctx.program}.md").read_text()).substitute(
         budget_s=f"{ctx.budget_s:g}",
@@ -106,7 +115,8 @@ def task_message(ctx: ProposalContext) -> str:
         parts.append(f"Log tail of the most recent failed run:\n```\n{ctx.last_failure_tail}\n```")
     if ctx.best_diff.strip():
         parts.append(
-            f"The current best code differs from the campaign start by this diff (your edits apply to the current code):\n```diff\n{ctx.best_diff}\n```"
+            "The current best code differs from the campaign start by this diff (your edits apply to the "
+            f"current code):\n```diff\n{ctx.best_diff}\n```"
         )
     else:
         parts.append("The current best code is the campaign-start code shown above.")
@@ -185,7 +195,8 @@ def classify(e: anthropic.APIStatusError, model: str) -> Exception:
         return TransientAgentError(f"Anthropic API error mid-stream ({error_body(e).get('type')}): {message}"[:300])
     if code in (401, 403):
         return AgentPaused(
-            f"the Anthropic API refused the key (HTTP {code}: {message}); set a valid ANTHROPIC_API_KEY and start the campaign again"
+            f"the Anthropic API refused the key (HTTP {code}: {message}); set a valid ANTHROPIC_API_KEY and "
+            "start the campaign again"
         )
     if code == 404:
         return AgentPaused(f"model {model!r} was not found (HTTP 404); choose another with --model and start again")
@@ -195,7 +206,8 @@ def classify(e: anthropic.APIStatusError, model: str) -> Exception:
         )
     if is_spend_limit(e):
         return AgentPaused(
-            f"API spend limit reached (HTTP {code}: {message}); start the campaign again when access resumes or the limit is raised"
+            f"API spend limit reached (HTTP {code}: {message}); start the campaign again when access resumes or "
+            "the limit is raised"
         )
     if code in (408, 409, 429) or code >= 500:
         return TransientAgentError(
@@ -255,7 +267,8 @@ class ClaudeAgent:
             pricing.facts(m)  # an unknown model fails now, not after a night of unpriced calls
         if thinking_tokens < 0 or 0 < thinking_tokens < pricing.MIN_THINKING_TOKENS:
             raise ValueError(
-                f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's minimum), got {thinking_tokens}"
+                f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's "
+                f"minimum), got {thinking_tokens}"
             )
         if effort is not None and effort not in pricing.facts(self.model)["efforts"]:
             levels = ", ".join(pricing.facts(self.model)["efforts"]) or "none"
@@ -310,7 +323,10 @@ class ClaudeAgent:
             stop = response.stop_reason
             if stop == "refusal":
                 details = response.stop_details
-                why = f"{model} refused ({getattr(details, 'category', None) or 'no category'}): {getattr(details, 'explanation', None) or 'no explanation'}"
+                why = (
+                    f"{model} refused ({getattr(details, 'category', None) or 'no category'}): "
+                    f"{getattr(details, 'explanation', None) or 'no explanation'}"
+                )
                 if self.fallback_model and model != self.fallback_model:
                     model = self.fallback_model  # the same request again; the refused turn is never sent back
                     continue
@@ -381,7 +397,10 @@ class ClaudeAgent:
         return response, record["cost_usd"]
 
     def check_budget(self, ctx: ProposalContext, model: str, system: list, messages: list, spent: float) -> None:
-        """Refuse a call that could take spending past --max-cost-usd (priced as if all input were a 1-hour cache write)."""
+        """Refuse a call that could take spending past --max-cost-usd.
+
+        Priced as if all input were a 1-hour cache write.
+        """
         if ctx.cost_left_usd is None:
             return
         p = pricing.facts(model)
@@ -389,7 +408,8 @@ class ClaudeAgent:
         worst = (prompt_tokens * p["cache_write_1h"] + self.max_tokens * p["output"]) / 1e6
         if spent + worst > ctx.cost_left_usd:
             raise CostLimitReached(
-                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left under --max-cost-usd"
+                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left "
+                "under --max-cost-usd"
             )
 
     @staticmethod

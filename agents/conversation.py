@@ -102,8 +102,10 @@ def render_block(block: dict, full: bool) -> str:
 def render_call(i: int, c: dict) -> str:
     stop = c.get("stop_reason") or c.get("status")
     line = (
-        f"  call {i}: {c.get('model')} stop {stop}  in {c.get('input_tokens', 0):,} read {c.get('cache_read_tokens', 0):,} "
-        f"write 5m {c.get('cache_write_5m_tokens', 0):,} 1h {c.get('cache_write_1h_tokens', 0):,} out {c.get('output_tokens', 0):,}  "
+        f"  call {i}: {c.get('model')} stop {stop}"
+        f"  in {c.get('input_tokens', 0):,} read {c.get('cache_read_tokens', 0):,}"
+        f" write 5m {c.get('cache_write_5m_tokens', 0):,} 1h {c.get('cache_write_1h_tokens', 0):,}"
+        f" out {c.get('output_tokens', 0):,}  "
         f"${c.get('cost_usd', 0):.4f}  {c.get('latency_s', 0):.1f}s"
     )
     if c.get("error"):
@@ -127,7 +129,8 @@ def render(doc: dict, full: bool = False) -> str:
             lines += [f"[system]\n{b.get('text', '')}" for b in system]
         else:
             lines.append(
-                f"[system] {len(system)} blocks, {sum(len(b.get('text', '')) for b in system):,} chars (the program prompt and trainer files)"
+                f"[system] {len(system)} blocks, {sum(len(b.get('text', '')) for b in system):,} chars (the "
+                "program prompt and trainer files)"
             )
         for m in a.get("messages", []):
             content = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]

@@ -34,7 +34,8 @@ def render(history: list[dict], best: dict | None) -> str:
     lines = []
     if best:
         lines.append(
-            f"Best so far: val_bpb {fmt_bpb(best['val_bpb'])} (run #{best['seq']}: {short(best['description'], 120)}), {best.get('tok_per_sec') or 0:,.0f} tok/s."
+            f"Best so far: val_bpb {fmt_bpb(best['val_bpb'])} (run #{best['seq']}: "
+            f"{short(best['description'], 120)}), {best.get('tok_per_sec') or 0:,.0f} tok/s."
         )
     if older:
         lines.append(f"\nOlder experiments ({len(older)}), grouped by outcome; do not repeat these ideas:")
@@ -62,7 +63,8 @@ def render(history: list[dict], best: dict | None) -> str:
         for h in recent:
             delta = f"{h['delta']:+.4f}" if h.get("delta") is not None else "-"
             lines.append(
-                f"#{h['seq']} [{h['status']}] val_bpb {fmt_bpb(h.get('val_bpb'))} delta {delta}: {short(h.get('description'), 160)}"
+                f"#{h['seq']} [{h['status']}] val_bpb {fmt_bpb(h.get('val_bpb'))} delta {delta}: "
+                f"{short(h.get('description'), 160)}"
             )
             if h.get("decision_reason"):
                 lines.append(f"    decision: {short(h['decision_reason'], 200)}")

@@ -16,7 +16,8 @@ from .base import Abandoned, Proposal, ProposalContext, ScopedEditor
 FROZEN = re.compile(r"^(PRINT_EVERY_S|COMPILE|GPU|EVAL_.*|DOWNLOAD_.*|MIX_SEED|BOS)$")
 # `NAME = 1.5`, `NAME = 2**16`, or `NAME = 4 if GPU else 2`, then an optional comment
 CONSTANT = re.compile(
-    r"^(?P<name>[A-Z][A-Z0-9_]*) = (?P<gpu>[-+]?[\d.e*_+-]+)(?: if GPU else (?P<cpu>[-+]?[\d.e*_+-]+))?(?P<rest>\s*(#.*)?)$"
+    r"^(?P<name>[A-Z][A-Z0-9_]*) = (?P<gpu>[-+]?[\d.e*_+-]+)(?: if GPU else "
+    r"(?P<cpu>[-+]?[\d.e*_+-]+))?(?P<rest>\s*(#.*)?)$"
 )
 UNIT_INTERVAL = re.compile(r"(_FRAC|BETA\d|MOMENTUM_START|MOMENTUM_END)$")
 MAX_TRIES = 200

@@ -74,7 +74,8 @@ def facts(model: str) -> dict:
                 "efforts": EFFORTS,  # what new models take; a table entry says otherwise
             } | entry
     raise KeyError(
-        f'no price for model {model!r}; add it with ARX_PRICING=\'{{"{model}": {{"input": ..., "output": ...}}}}\' (USD per million tokens)'
+        f'no price for model {model!r}; add it with ARX_PRICING=\'{{"{model}": {{"input": ..., "output": '
+        f"...}}}}' (USD per million tokens)"
     )
 
 

@@ -31,7 +31,8 @@ class RandomStreamAgent:
         out = []
         for line in editor.read(TRAIN).splitlines(keepends=True):
             if line.strip().startswith("loader = data_sources.batches("):
-                line = f"    loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed + {k})  # A/A: data order\n"
+                call = f"data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed + {k})"
+                line = f"    loader = {call}  # A/A: data order\n"
             elif "# A/A:" in line:
                 continue  # an earlier kept A/A edit: replaced, not stacked
             out.append(line)

@@ -75,11 +75,14 @@ def build_ledger(state: Path, n_runs: int = 10_000, campaigns: int = 3) -> Path:
             for i in range(1, n_runs // campaigns + 1)
         ]
         con.executemany(
-            'INSERT INTO run (campaign_id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, peak_memory_mb, "commit", description, decision_reason, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
+            "INSERT INTO run (campaign_id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, peak_memory_mb, "
+            '"commit", description, decision_reason, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
             runs,
         )
         con.execute(
-            "INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) SELECT ?, 'claude-sonnet-4-6', 2000, 300, 12000, 0, 0.01, 5.0, 'ok', '2026-11-26' FROM run WHERE campaign_id = ?",
+            "INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, "
+            "cache_write_tokens, cost_usd, latency_s, status, created_at) SELECT ?, 'claude-sonnet-4-6', 2000, "
+            "300, 12000, 0, 0.01, 5.0, 'ok', '2026-11-26' FROM run WHERE campaign_id = ?",
             (row.id, row.id),
         )
         best = con.execute(
@@ -174,7 +177,8 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
         rows = (
             sqlite3.connect(db)
             .execute(
-                "SELECT total_seconds, agent_seconds, eval_seconds, run_dir FROM run WHERE kind = 'experiment' AND status IN ('keep', 'discard')"
+                "SELECT total_seconds, agent_seconds, eval_seconds, run_dir FROM run WHERE kind = 'experiment' "
+                "AND status IN ('keep', 'discard')"
             )
             .fetchall()
         )

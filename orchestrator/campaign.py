@@ -341,7 +341,8 @@ class CampaignLoop:
             self.save(run)
             self.event(
                 "contended",
-                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the champion's median {statistics.median(shares):.2f} less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
+                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the champion's median "
+                f"{statistics.median(shares):.2f} less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
                 run,
             )
         return True
@@ -367,7 +368,8 @@ class CampaignLoop:
         failures = [r for r in here if r.kind in BASELINE_KINDS and r.status in ("crash", "timeout", "invalid")]
         if len(failures) >= MAX_BASELINE_FAILURES:
             raise StopCampaign(
-                f"the champion failed {MAX_BASELINE_FAILURES} times under this machine: {failures[-1].error or failures[-1].decision_reason}"
+                f"the champion failed {MAX_BASELINE_FAILURES} times under this machine: "
+                f"{failures[-1].error or failures[-1].decision_reason}"
             )
         before = [r for r in runs if r.commit == head and usable(r)]
         first = not any(r.kind != "baseline" for r in runs)
@@ -379,7 +381,8 @@ class CampaignLoop:
             if not known:
                 self.event(
                     "fingerprint",
-                    f"fingerprint {before[-1].fingerprint_hash} -> {fp_hash}: {why}; re-measuring the champion before judging anything",
+                    f"fingerprint {before[-1].fingerprint_hash} -> {fp_hash}: {why}; re-measuring the champion "
+                    "before judging anything",
                 )
         else:
             why, kind = (
@@ -405,7 +408,8 @@ class CampaignLoop:
             if n == need:
                 self.event(
                     kind,
-                    f"champion {self.champion_stats():.4f} on {need} seeds, noise sigma {noise.sigma:.4f} ({noise.dof} dof)",
+                    f"champion {self.champion_stats():.4f} on {need} seeds, noise sigma {noise.sigma:.4f} "
+                    f"({noise.dof} dof)",
                 )
         return True
 
@@ -523,7 +527,8 @@ class CampaignLoop:
         self.failed_proposals += 1
         if self.failed_proposals >= MAX_FAILED_PROPOSALS:
             raise AgentPaused(
-                f"{self.failed_proposals} proposals in a row yielded no experiment (last, #{run.seq}, {why}); read them with `arx-daemon show {self.campaign.tag}/{run.seq}`, then start again"
+                f"{self.failed_proposals} proposals in a row yielded no experiment (last, #{run.seq}, {why}); "
+                f"read them with `arx-daemon show {self.campaign.tag}/{run.seq}`, then start again"
             )
         wait = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** (self.failed_proposals - 1))
         self.update_campaign(note=f"{self.failed_proposals} failed proposals in a row; next in {wait:.0f}s")
@@ -689,7 +694,8 @@ class CampaignLoop:
             self.finish(
                 extra,
                 d.verdict,
-                f"re-run of #{run.seq} (seed {extra.seed}{', contended: not used' if extra.contended else ''}): {d.verdict}",
+                f"re-run of #{run.seq} (seed {extra.seed}{', contended: not used' if extra.contended else ''}): "
+                f"{d.verdict}",
             )
         run.band = d.band
         if d.verdict == "keep":
@@ -780,7 +786,8 @@ class CampaignLoop:
         claimed = f"{run.tok_per_sec:,.0f} tok/s claimed" if run.tok_per_sec else "no throughput claimed"
         self.event(
             "measured",
-            f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} (trained {run.train_wall_s:.0f}s by the daemon's clock; {claimed})",
+            f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} (trained {run.train_wall_s:.0f}s "
+            f"by the daemon's clock; {claimed})",
             run,
         )
         return True

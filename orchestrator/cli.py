@@ -236,7 +236,8 @@ def start(
     levels = model_facts(model or DEFAULT_MODEL)["efforts"]
     if effort and effort not in levels:
         fail(
-            f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: {', '.join(levels) or 'none'})"
+            f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: "
+            f"{', '.join(levels) or 'none'})"
         )
     import psutil
 
@@ -499,7 +500,8 @@ def show(run, full, state_dir) -> None:
         fail(str(e))
     out = console()
     out.print(
-        f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']}): [bold]{r['status']}[/bold]",
+        f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']}): "
+        f"[bold]{r['status']}[/bold]",
         highlight=False,
     )
     out.print(f"description: {r['description']}", highlight=False, markup=False)
@@ -507,17 +509,20 @@ def show(run, full, state_dir) -> None:
         out.print(f"hypothesis:  {r['hypothesis']}", highlight=False, markup=False)
     out.print(f"decision:    {r['decision_reason'] or '-'}", highlight=False, markup=False)
     out.print(
-        f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s",
+        f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by "
+        f"the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s",
         highlight=False,
     )
     out.print(
-        f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, {r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB",
+        f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, "
+        f"{r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB",
         highlight=False,
     )
     if r.get("scoring"):
         out.print(f"scorer: {r['scoring']}", highlight=False, markup=False)
     out.print(
-        f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended {r['ended_at'] or '-'}",
+        f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended "
+        f"{r['ended_at'] or '-'}",
         highlight=False,
     )
     if r["diff"]:
@@ -530,7 +535,9 @@ def show(run, full, state_dir) -> None:
         out.print(tail, highlight=False, markup=False)
     for c in r["llm_calls"]:
         out.print(
-            f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write {c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s {c['error'] or ''}",
+            f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write "
+            f"{c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s "
+            f"{c['error'] or ''}",
             highlight=False,
             markup=False,
         )

@@ -415,12 +415,17 @@ def build(name: str, train_dir: Path, heldout_dir: Path) -> None:
     if dataset_info(name)["kind"] == "stdlib":
         shards = [list(stdlib_documents())]
         imported = imported_stdlib_files()
-        eligible = lambda d: d.key.removeprefix("stdlib/") not in imported and not d.key.endswith("__init__.py")
+
+        def eligible(d):
+            return d.key.removeprefix("stdlib/") not in imported and not d.key.endswith("__init__.py")
     else:
         raw = data_root() / "raw" / name
         shards = [list(parquet_documents(name, raw, s)) for s in shard_names(name)]
         first = shard_names(name)[0] + "/"
-        eligible = lambda d: d.key.startswith(first)
+
+        def eligible(d):
+            return d.key.startswith(first)
+
     train, heldout = split([d for shard in shards for d in shard], eligible)
     heldout_keys = {d.key for split_docs in heldout.values() for d in split_docs}
     for folder in (train_dir, heldout_dir):

@@ -53,7 +53,8 @@ def choose_sandbox(agent_name: str, unsafe: bool) -> str:
         return found.name
     if agent_name == "claude" and not unsafe:
         raise UserError(
-            f"no sandbox is available ({found.detail}); candidate code from Claude would run with your files and secrets. "
+            f"no sandbox is available ({found.detail}); candidate code from Claude would run with your files and "
+            "secrets. "
             "Fix the sandbox (see `arx-daemon doctor`) or pass --unsafe-no-sandbox"
         )
     print(f"*** WARNING: no sandbox ({found.detail}): candidate code runs unconfined ***", flush=True)
@@ -68,7 +69,8 @@ def open_campaign(settings: Settings, agent_name: str, llm_model: str | None, ba
     if existing:
         if existing.budget_s != settings.budget_s or existing.dataset != settings.dataset:
             print(
-                f"note: resuming {paths.name} with its original budget {existing.budget_s:g}s and dataset {existing.dataset} (flags ignored)",
+                f"note: resuming {paths.name} with its original budget {existing.budget_s:g}s and dataset "
+                f"{existing.dataset} (flags ignored)",
                 flush=True,
             )
         settings.budget_s, settings.dataset = existing.budget_s, existing.dataset
@@ -124,7 +126,8 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         loop = CampaignLoop(settings, campaign, agent)
         install_signal_handlers(loop)
         print(
-            f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, sandbox {jail}, budget {settings.budget_s:g}s, pid {os.getpid()}",
+            f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, "
+            f"sandbox {jail}, budget {settings.budget_s:g}s, pid {os.getpid()}",
             flush=True,
         )
         reason = loop.run()
@@ -136,7 +139,10 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
 
 def already_running(paths: StatePaths) -> str:
     pid = is_running(paths)
-    return f"campaign {paths.name} is already running (pid {pid}); stop it with: arx-daemon stop --program {paths.program} --tag {paths.tag}"
+    return (
+        f"campaign {paths.name} is already running (pid {pid}); stop it with: arx-daemon stop --program "
+        f"{paths.program} --tag {paths.tag}"
+    )
 
 
 def detach(settings: Settings, argv: list[str]) -> int:

@@ -285,7 +285,10 @@ _backend: list[str] = []
 def backend() -> str:
     """MLX's backend on this machine, asked once of a child process (the daemon never imports MLX)."""
     if not _backend:
-        code = "import mlx.core as mx\nfor n in ('metal', 'cuda'):\n    m = getattr(mx, n, None)\n    if m is not None and m.is_available():\n        print(n); break\nelse:\n    print('cpu')"
+        code = (
+            "import mlx.core as mx\nfor n in ('metal', 'cuda'):\n    m = getattr(mx, n, None)\n    if m is not None "
+            "and m.is_available():\n        print(n); break\nelse:\n    print('cpu')"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         _backend.append(out.stdout.strip() or "unknown")
     return _backend[0]

@@ -94,5 +94,8 @@ def check_prepared(folder: Path, corpus: Corpus) -> str | None:
         return f"the prepared folder is unreadable ({type(e).__name__}: {e})"
     fraction = shared_fraction(tokens, ids)
     if fraction > MAX_SHARED_FRACTION:
-        return f"the training data shares {fraction:.1%} of the held-out {SHINGLE_TOKENS}-token shingles (limit {MAX_SHARED_FRACTION:.0%}): held-out text leaked into training"
+        return (
+            f"the training data shares {fraction:.1%} of the held-out {SHINGLE_TOKENS}-token shingles (limit "
+            f"{MAX_SHARED_FRACTION:.0%}): held-out text leaked into training"
+        )
     return None

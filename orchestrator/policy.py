@@ -124,7 +124,10 @@ def band(policy: Policy, noise: Noise, n: int) -> tuple[float, str]:
     width = max(policy.min_delta, m * noise.sigma * math.sqrt(2 / n))
     if math.isinf(m):
         return math.inf, f"band unknown: sigma has 0 degrees of freedom (measure more seeds), n={n}"
-    how = f"band {width:.4f} = max(min_delta {policy.min_delta:g}, t {m:.2f} (k={policy.sigma_multiple:g}, dof {noise.dof}) x sigma {noise.sigma:.4f} x sqrt(2/{n}))"
+    how = (
+        f"band {width:.4f} = max(min_delta {policy.min_delta:g}, t {m:.2f} (k={policy.sigma_multiple:g}, dof "
+        f"{noise.dof}) x sigma {noise.sigma:.4f} x sqrt(2/{n}))"
+    )
     return width, how
 
 
@@ -137,13 +140,17 @@ def decide(policy: Policy, candidate: list[float], champion: list[float], noise:
     n = len(candidate)
     gain = statistics.fmean(champion) - statistics.fmean(candidate)
     width, how = band(policy, noise, n)
-    where = f"val_bpb {statistics.fmean(candidate):.4f} vs champion {statistics.fmean(champion):.4f} on the same {n} seed{'s' if n > 1 else ''} (mean paired gain {gain:+.4f}); {how}"
+    where = (
+        f"val_bpb {statistics.fmean(candidate):.4f} vs champion {statistics.fmean(champion):.4f} on the same {n} "
+        f"seed{'s' if n > 1 else ''} (mean paired gain {gain:+.4f}); {how}"
+    )
     if gain > width:
         return Decision("keep", f"improved beyond noise: {where}", width)
     if 0 < gain and n <= policy.max_reruns:
         return Decision(
             "rerun",
-            f"better but inside the band, re-running on the champion's next seed ({n}/{policy.max_reruns + 1}): {where}",
+            f"better but inside the band, re-running on the champion's next seed ({n}/{policy.max_reruns + 1}): "
+            f"{where}",
             width,
         )
     if gain > 0:

@@ -90,5 +90,8 @@ class StatePaths:
         return self.runs / f"{seq:04d}"
 
     def conversation(self, seq: int) -> Path:
-        """The agent's conversation for a run: outside the run dir, which the trainer may write and each measurement wipes."""
+        """The agent's conversation for a run.
+
+        Kept outside the run dir, which the trainer may write and each measurement wipes.
+        """
         return self.state / "conversations" / self.name / f"{seq:04d}.json"

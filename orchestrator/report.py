@@ -16,7 +16,8 @@ from .programs import ACTIVE_RUN_STATUSES, StatePaths
 
 PHASE = {"proposed": "proposing", "training": "training", "evaluating": "evaluating"}
 STEP_LINE = re.compile(
-    r"^step (?P<step>\d+) \| loss (?P<loss>[\d.naninf-]+) \| lr [\d.e-]+ \| tok/s (?P<tok>[\d,]+) \| (?P<elapsed>[\d.]+)/"
+    r"^step (?P<step>\d+) \| loss (?P<loss>[\d.naninf-]+) \| lr [\d.e-]+ \| tok/s (?P<tok>[\d,]+) \| "
+    r"(?P<elapsed>[\d.]+)/"
 )
 
 
@@ -92,7 +93,8 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
         )
         if best:  # the champion's score is the mean of its measurements
             mean = con.execute(
-                'SELECT AVG(val_bpb), AVG(test_bpb) FROM run WHERE campaign_id = ? AND "commit" = (SELECT "commit" FROM run WHERE id = ?) AND status = \'keep\' AND NOT contended',
+                'SELECT AVG(val_bpb), AVG(test_bpb) FROM run WHERE campaign_id = ? AND "commit" = (SELECT '
+                "\"commit\" FROM run WHERE id = ?) AND status = 'keep' AND NOT contended",
                 (cid, c["best_run_id"]),
             ).fetchone()
         baseline = con.execute(
@@ -105,7 +107,8 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
             "SELECT MAX(ended_at) FROM run WHERE campaign_id = ? AND status = 'keep' AND kind = 'experiment'", (cid,)
         ).fetchone()[0]
         flight = con.execute(
-            f"SELECT seq, status, description, started_at, run_dir FROM run WHERE campaign_id = ? AND status IN {ACTIVE_RUN_STATUSES} ORDER BY id DESC LIMIT 1",
+            "SELECT seq, status, description, started_at, run_dir FROM run WHERE campaign_id = ? AND status IN "
+            f"{ACTIVE_RUN_STATUSES} ORDER BY id DESC LIMIT 1",
             (cid,),
         ).fetchone()
         state = campaign_state(state_dir, c["program"], c["tag"], c["status"])
@@ -154,7 +157,10 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
     return out
 
 
-RUN_COLUMNS = 'r.id, c.tag, c.program, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb, r.tok_per_sec, r.peak_memory_mb, r.training_seconds, r.description, r.decision_reason, r."commit", r.started_at, r.ended_at'
+RUN_COLUMNS = (
+    "r.id, c.tag, c.program, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb, r.tok_per_sec, r.peak_memory_mb, "
+    'r.training_seconds, r.description, r.decision_reason, r."commit", r.started_at, r.ended_at'
+)
 
 
 def runs(db: Path, tag: str | None = None, program: str | None = None, status_filter: str | None = None) -> list[dict]:
@@ -191,7 +197,10 @@ def find_run(db: Path, ref: str) -> dict:
                 f"bad run reference {ref!r}: use a run id (42) or TAG/SEQ (mar15/7), optionally data:TAG/SEQ"
             )
         program, tag, seq = m.groups()
-        query = "SELECT r.*, c.tag, c.program FROM run r JOIN campaign c ON c.id = r.campaign_id WHERE c.tag = ? AND r.seq = ?"
+        query = (
+            "SELECT r.*, c.tag, c.program FROM run r JOIN campaign c ON c.id = r.campaign_id WHERE c.tag = ? AND "
+            "r.seq = ?"
+        )
         params: list = [tag, int(seq)]
         if program:
             query += " AND c.program = ?"
@@ -206,7 +215,8 @@ def find_run(db: Path, ref: str) -> dict:
     run["llm_calls"] = [
         dict(r)
         for r in con.execute(
-            "SELECT model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, error, created_at FROM llm_call WHERE run_id = ? ORDER BY id",
+            "SELECT model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, "
+            "latency_s, status, error, created_at FROM llm_call WHERE run_id = ? ORDER BY id",
             (run["id"],),
         )
     ]

@@ -197,7 +197,10 @@ def profile(jail: Jail, private: Path) -> str:
     `private` is this call's folder for TMPDIR, HOME and the bytecode cache (macOS has no private mount of /tmp).
     """
     paths = _paths(jail)
-    subpaths = lambda kind: " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])
+
+    def subpaths(kind: str) -> str:
+        return " ".join(f"(subpath {_sbpl(p)})" for p in paths[kind])
+
     lines = ["(version 1)", "(allow default)"]
     if not jail.network:
         lines.append("(deny network*)")

@@ -80,7 +80,9 @@ def check(result: int, what: str) -> None:
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: s.encode() if s is not None else None
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s is not None else None
+
     result = libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
     check(result, f"mount {source or ''} on {target}")
 

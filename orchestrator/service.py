@@ -52,9 +52,15 @@ def install(program: str, tag: str, start_args: list[str], home: Path, system: s
         how = f"launchctl load -w {path}"
     else:
         path = home / ".config" / "systemd" / "user" / f"{name}.service"
-        env = "# ANTHROPIC_API_KEY=... in this optional file lets Claude propose experiments\nEnvironmentFile=-%h/.config/arx.env\n"
+        env = (
+            "# ANTHROPIC_API_KEY=... in this optional file lets Claude propose "
+            "experiments\nEnvironmentFile=-%h/.config/arx.env\n"
+        )
         text = SYSTEMD.format(title=f"{program}/{tag}", root=ROOT, command=" ".join(argv), env=env)
-        how = f"systemctl --user daemon-reload && systemctl --user enable --now {name}.service && loginctl enable-linger $USER"
+        how = (
+            f"systemctl --user daemon-reload && systemctl --user enable --now {name}.service && loginctl "
+            "enable-linger $USER"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path, how

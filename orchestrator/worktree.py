@@ -109,9 +109,8 @@ def merge(wt: git.Repo, commit: str, message: str) -> str:
         )
     except git.GitCommandError as e:
         wt.git.execute(["git", "merge", "--abort"], with_exceptions=False)
-        raise GitError(
-            f"merge of {commit[:10]} failed: {str(e.stderr or e).strip().splitlines()[-1] if (e.stderr or str(e)).strip() else e}"
-        ) from e
+        said = str(e.stderr or e).strip()
+        raise GitError(f"merge of {commit[:10]} failed: {said.splitlines()[-1] if said else e}") from e
     return head(wt)
 
 

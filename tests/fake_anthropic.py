@@ -220,7 +220,10 @@ class FakeAnthropic:
         t = body.get("thinking") or {}
         if t.get("type") == "enabled":
             if v and v >= (4, 7):
-                return f"thinking.type.enabled is not supported for model {model}. Use thinking.type.adaptive and output_config.effort to control thinking behavior."
+                return (
+                    f"thinking.type.enabled is not supported for model {model}. Use thinking.type.adaptive and "
+                    "output_config.effort to control thinking behavior."
+                )
             if t.get("budget_tokens", 0) < 1024:
                 return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
             if t["budget_tokens"] >= body["max_tokens"]:
@@ -233,7 +236,10 @@ class FakeAnthropic:
         messages = body["messages"]
         for i, m in enumerate(messages):
             if not m["content"]:
-                return f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+                return (
+                    f"messages.{i}: all messages must have non-empty content except for the optional final assistant "
+                    "message"
+                )
             blocks = m["content"] if isinstance(m["content"], list) else []
             for j, b in enumerate(blocks):
                 if b.get("type") == "thinking" and not hmac.compare_digest(
@@ -248,9 +254,15 @@ class FakeAnthropic:
             )
             answered = {b["tool_use_id"] for b in following if b.get("type") == "tool_result"}
             if m["role"] == "assistant" and i + 1 < len(messages) and asked - answered:
-                return f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(sorted(asked - answered))}"
+                return (
+                    f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                    f"{', '.join(sorted(asked - answered))}"
+                )
             if m["role"] == "assistant" and answered - asked:
-                return f"messages.{i + 1}.content: unexpected `tool_use_id` found in `tool_result` blocks: {', '.join(sorted(answered - asked))}"
+                return (
+                    f"messages.{i + 1}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{', '.join(sorted(answered - asked))}"
+                )
         marks = [b["cache_control"] for _, b in self.blocks(body) if isinstance(b, dict) and b.get("cache_control")]
         if len(marks) > MAX_CACHE_BREAKPOINTS:
             return (

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_trainer
 
 from agents.base import ProposalContext
 from agents.scripted import PlantedAgent, RandomStreamAgent
+from conftest import ROOT, copy_trainer
 
 
 def ctx(wt: Path, seq: int) -> ProposalContext:

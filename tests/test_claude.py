@@ -223,7 +223,8 @@ def prompt_chars(worktree, n: int) -> int:
 def test_prompt_stays_bounded_over_a_long_campaign(worktree):
     at10, at200, at1000 = prompt_chars(worktree, 10), prompt_chars(worktree, 200), prompt_chars(worktree, 1000)
     print(
-        f"\nprompt chars: experiment 10 {at10:,}, 200 {at200:,} ({at200 / at10:.2f}x), 1000 {at1000:,} ({at1000 / at10:.2f}x)"
+        f"\nprompt chars: experiment 10 {at10:,}, 200 {at200:,} ({at200 / at10:.2f}x), 1000 {at1000:,} "
+        f"({at1000 / at10:.2f}x)"
     )
     assert at200 <= 1.5 * at10 and at1000 <= 1.5 * at10
     rendered = history.render(fake_history(200), None)

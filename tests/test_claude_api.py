@@ -385,7 +385,8 @@ def test_a_campaign_with_300s_between_proposals_reads_most_input_from_cache(serv
         share, dollars = campaign_cost(now, model, 100)
         old_share, old_dollars = campaign_cost(before, model, 100)
         lines.append(
-            f"{model}: cached share {share:.0%} (5-minute cache {old_share:.0%}); input $ per 100 proposals {dollars:.2f} (5-minute cache {old_dollars:.2f})"
+            f"{model}: cached share {share:.0%} (5-minute cache {old_share:.0%}); input $ per 100 proposals "
+            f"{dollars:.2f} (5-minute cache {old_dollars:.2f})"
         )
         assert share >= 0.70 and dollars < 0.6 * old_dollars
     print("\n" + "\n".join(lines))

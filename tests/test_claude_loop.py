@@ -210,10 +210,14 @@ def test_an_llm_call_inserted_by_hand_needs_no_new_column(tmp_path):
     ledger.engine(db)
     con = sqlite3.connect(db)
     con.execute(
-        "INSERT INTO campaign (tag, program, branch, worktree, base_commit, agent, dataset, budget_s, status, created_at, settings) VALUES ('t', 'model', 'b', 'w', 'c', 'offline', 'stdlib', 60, 'stopped', '2026-11-28', '{}')"
+        "INSERT INTO campaign (tag, program, branch, worktree, base_commit, agent, dataset, budget_s, status, "
+        "created_at, settings) VALUES ('t', 'model', 'b', 'w', 'c', 'offline', 'stdlib', 60, 'stopped', "
+        "'2026-11-28', '{}')"
     )
     con.execute(
-        "INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, latency_s, status, created_at) VALUES (1, 'm', 1, 1, 0, 0, 0, 0, 'ok', '2026-11-28')"
+        "INSERT INTO llm_call (campaign_id, model, input_tokens, output_tokens, cache_read_tokens, "
+        "cache_write_tokens, cost_usd, latency_s, status, created_at) VALUES (1, 'm', 1, 1, 0, 0, 0, 0, 'ok', "
+        "'2026-11-28')"
     )
     assert con.execute("SELECT cache_write_5m_tokens, cache_write_1h_tokens, stop_reason FROM llm_call").fetchone() == (
         0,

@@ -140,7 +140,8 @@ def test_offline_campaign_end_to_end(repo, data_dir):
     assert "OFFLINE agent" in result.stdout and "reached --max-experiments 3" in result.stdout
     runs = rows(
         repo,
-        'SELECT seq, kind, status, val_bpb, test_bpb, tok_per_sec, decision_reason, "commit", description, diff FROM run ORDER BY seq',
+        'SELECT seq, kind, status, val_bpb, test_bpb, tok_per_sec, decision_reason, "commit", description, diff '
+        "FROM run ORDER BY seq",
     )
     experiments = [r for r in runs if r[1] == "experiment"]
     assert len(experiments) == 3 and [r[0] for r in runs] == list(range(1, len(runs) + 1))

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, edit_constant, make_spec, run_module
 
+from conftest import ROOT, edit_constant, make_spec, run_module
 from orchestrator import corpus, experiment, scorer
 from trainer import data_sources as ds
 from trainer import prepare
@@ -226,7 +226,9 @@ def test_a_data_program_that_trains_on_heldout_text_is_invalid(stdlib, worktree,
 
 
 def test_changed_data_code_gets_its_own_folder(stdlib, worktree, tmp_path):
-    key = lambda wt: experiment.prepared_key(make_spec(wt, tmp_path / "run", stdlib))
+    def key(wt):
+        return experiment.prepared_key(make_spec(wt, tmp_path / "run", stdlib))
+
     assert stdlib.prepared.name.endswith(key(ROOT)) and key(worktree) == key(ROOT)
     edit_constant(worktree, "MIN_DOC_CHARS", "100", file="data_sources.py")
     assert key(worktree) != key(ROOT)

@@ -12,10 +12,9 @@ import threading
 import pytest
 
 from conftest import HANG_S, make_repo
-from scripted import BASE, FAST_BLAS_GAIN, GainAgent, Setup
-
 from orchestrator import ledger, slots
 from orchestrator.policy import Policy
+from scripted import BASE, FAST_BLAS_GAIN, GainAgent, Setup
 
 
 def rows(db, campaign_id):

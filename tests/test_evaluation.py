@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
 
+from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
 from orchestrator import scorer
 from orchestrator.corpus import docs_sha256, file_sha256
 from orchestrator.experiment import measure

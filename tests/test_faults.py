@@ -51,8 +51,8 @@ FAULTS = {
     "memory": patch(
         "trainer/train.py",
         START,
-        START
-        + "    hog = []\n    while True:\n        hog.append(bytearray(b'x' * (64 << 20)))\n        print('growing', flush=True)\n",
+        START + "    hog = []\n    while True:\n        hog.append(bytearray(b'x' * (64 << 20)))\n        "
+        "print('growing', flush=True)\n",
     ),
     "garbage": patch("trainer/train.py", START, START + "    print('#$%^ garbage'); return 0\n"),
     "nan": patch("trainer/train.py", "LOGIT_SOFTCAP = 15.0", 'LOGIT_SOFTCAP = float("nan")'),

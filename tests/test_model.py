@@ -8,9 +8,9 @@ import math
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
 from mlx.utils import tree_flatten, tree_map
 
+from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
 from orchestrator import scorer
 from trainer import train
 
@@ -115,8 +115,12 @@ def test_attention_scale_is_one_over_sqrt_head_dim():
     x = mx.random.normal((1, 8, 64))
     got = np.array(attn(x, None, "causal"))
 
-    heads = lambda t: np.array(t).reshape(1, 8, 2, 32).transpose(0, 2, 1, 3)
-    rope = lambda t: mx.fast.rope(mx.array(t), 32, traditional=False, base=config["rope_base"], scale=1.0, offset=0)
+    def heads(t):
+        return np.array(t).reshape(1, 8, 2, 32).transpose(0, 2, 1, 3)
+
+    def rope(t):
+        return mx.fast.rope(mx.array(t), 32, traditional=False, base=config["rope_base"], scale=1.0, offset=0)
+
     q = np.array(train.norm(rope(heads(attn.c_q(x)))))
     k = np.array(train.norm(rope(heads(attn.c_k(x)))))
     v = heads(attn.c_v(x))

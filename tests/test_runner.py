@@ -60,7 +60,8 @@ def test_stall(tmp_path, startup_s):
 def test_memory_cap_counts_the_whole_tree(tmp_path):
     code = (
         "import subprocess, sys, time\n"
-        "kid = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(400 << 20); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(600)'])\n"
+        "kid = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(400 << 20); b[::4096] = "
+        'b"x" * len(b[::4096]); time.sleep(600)\'])\n'
         "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])\n"
         "while True:\n    print('alive', flush=True); time.sleep(0.2)\n"
     )
@@ -72,7 +73,8 @@ def test_sigterm_ignoring_child_and_grandchildren_are_killed(tmp_path, startup_s
     code = (
         "import signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "kid = subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+        "kid = subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, "
+        "signal.SIG_IGN); time.sleep(600)'])\n"
         "print(kid.pid, flush=True)\n"
         "time.sleep(600)\n"
     )

@@ -413,8 +413,11 @@ print(json.dumps({"dev": sorted(os.listdir("/dev")),
     seen = report(using, code, campaign_jail(area))
     assert not [d for d in seen["dev"] if d.startswith(("vd", "sd", "nvme", "loop", "mem", "kmsg", "port"))]
     devices = {"/null", "/zero", "/full", "/random", "/urandom", "/tty"}
+
     # a mount that allows device nodes is /dev itself (a tmpfs without any), its ptys, or one allowlisted node
-    allowed = lambda root, point: point in ("/dev", "/dev/pts") or root in devices or "nvidia" in root
+    def allowed(root, point):
+        return point in ("/dev", "/dev/pts") or root in devices or "nvidia" in root
+
     assert [m for m in seen["with_devices"] if not allowed(*m)] == []
 
 
@@ -586,7 +589,10 @@ def test_works_for_an_unprivileged_daemon(using, area):
         pytest.skip("needs root and setpriv to become an unprivileged user")
     if as_nobody("unshare", "--user", "--map-root-user", "true").returncode != 0:
         pytest.skip("this kernel forbids unprivileged user namespaces")
-    runs = lambda python: as_nobody("unshare", "--user", "--map-root-user", python, "-c", "pass").returncode == 0
+
+    def runs(python):
+        return as_nobody("unshare", "--user", "--map-root-user", python, "-c", "pass").returncode == 0
+
     python = next((p for p in (sys.executable, "/usr/bin/python3") if runs(p)), None)
     importable = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import orchestrator.sandbox"
     if python is None or as_nobody(python, "-B", "-c", importable).returncode:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
 
+from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
 from orchestrator import leakcheck, scorer
 from orchestrator.corpus import docs_sha256, file_sha256
 
@@ -54,7 +54,10 @@ class TableModel:
 
     def __init__(self, width: int, max_len: int = 4096, seed: int = 0):
         rng = np.random.default_rng(seed)
-        table = lambda *shape: (rng.integers(-256, 256, shape) / 64).astype(np.float32)
+
+        def table(*shape):
+            return (rng.integers(-256, 256, shape) / 64).astype(np.float32)
+
         self.current, self.previous, self.position, self.start = (
             table(width, width),
             table(width, width),

@@ -116,7 +116,10 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, ve: mx.array | None, mask) -> mx.array:
         B, T, _ = x.shape
-        heads = lambda t, n: t.reshape(B, T, n, self.head_dim).transpose(0, 2, 1, 3)
+
+        def heads(t, n):
+            return t.reshape(B, T, n, self.head_dim).transpose(0, 2, 1, 3)
+
         q = heads(self.c_q(x), self.n_head)
         k = heads(self.c_k(x), self.n_kv_head)
         v = heads(self.c_v(x), self.n_kv_head)
@@ -221,7 +224,10 @@ def build_model(config: dict) -> GPT:
     model = GPT(config)
     dim = config["model_dim"]
     bound = math.sqrt(3) * 0.5 * dim**-0.5
-    uniform = lambda w: mx.random.uniform(-bound, bound, w.shape)
+
+    def uniform(w):
+        return mx.random.uniform(-bound, bound, w.shape)
+
     model.wte.weight = mx.random.normal(model.wte.weight.shape)
     model.lm_head.weight = 0.001 * mx.random.normal(model.lm_head.weight.shape)
     for emb in model.value_embeds.values():
@@ -267,7 +273,10 @@ def is_head(path: str, p: mx.array) -> bool:
 
 def build_optimizer() -> optim.MultiOptimizer:
     """Muon for hidden matrices; AdamW (bias-corrected, as in PyTorch) for embeddings, head, scalars."""
-    adam = lambda: optim.AdamW(0.0, betas=[ADAM_BETA1, ADAM_BETA2], eps=1e-10, weight_decay=0.0, bias_correction=True)
+
+    def adam():
+        return optim.AdamW(0.0, betas=[ADAM_BETA1, ADAM_BETA2], eps=1e-10, weight_decay=0.0, bias_correction=True)
+
     return optim.MultiOptimizer(
         [Muon(MATRIX_LR, MOMENTUM_START, WEIGHT_DECAY), adam(), adam(), adam()], [is_matrix, is_embedding, is_head]
     )
@@ -392,7 +401,8 @@ def main() -> int:
     folder = Path(os.environ.get("ARX_PREPARED_DIR", ""))
     if not (folder / "meta.json").exists():
         print(
-            f"error: no prepared data in ARX_PREPARED_DIR={str(folder)!r}; run: uv run arx-daemon prepare --dataset {dataset}",
+            f"error: no prepared data in ARX_PREPARED_DIR={str(folder)!r}; run: uv run arx-daemon prepare "
+            f"--dataset {dataset}",
             file=sys.stderr,
         )
         return 2
@@ -414,7 +424,8 @@ def main() -> int:
     train_step = make_train_step(model, optimizer, loader, accum, STREAMS)
 
     print(
-        f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget {budget:g}s; grad accum {accum}",
+        f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget "
+        f"{budget:g}s; grad accum {accum}",
         flush=True,
     )
     status, step, training_s, startup_s = "ok", 0, 0.0, time.time() - t_launch
@@ -444,7 +455,8 @@ def main() -> int:
             tok_s = (step - 1) * TOTAL_BATCH_TOKENS / training_s if training_s else 0.0
             lr = schedule(frac)["matrix_lr"]
             print(
-                f"step {step} | loss {loss_value:.3f} | lr {lr:.4f} | tok/s {tok_s:,.0f} | {training_s:.1f}/{budget:g}s",
+                f"step {step} | loss {loss_value:.3f} | lr {lr:.4f} | tok/s {tok_s:,.0f} | "
+                f"{training_s:.1f}/{budget:g}s",
                 flush=True,
             )
             last_print = time.time()
@@ -478,7 +490,8 @@ def main() -> int:
         (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))
     (run_dir / "train.json").write_text(json.dumps(info, indent=2))
     print(
-        f"done: {step} steps, {info['tok_per_sec']:,.0f} tok/s, final loss {info['final_loss']}, {info['peak_memory_mb']} MB peak",
+        f"done: {step} steps, {info['tok_per_sec']:,.0f} tok/s, final loss {info['final_loss']}, "
+        f"{info['peak_memory_mb']} MB peak",
         flush=True,
     )
     return 0 if status == "ok" else 3
