@@ -17,7 +17,7 @@ from agents.base import Abandoned, Refused, TransientAgentError
 from agents.claude import ClaudeAgent
 from conftest import make_repo
 from orchestrator import campaign as campaign_module
-from orchestrator import daemon, ledger
+from orchestrator import daemon, fingerprint, ledger
 from orchestrator.campaign import CampaignLoop, Settings, expected_gap_s
 from orchestrator.cli import app
 from orchestrator.ledger import Run
@@ -49,6 +49,7 @@ def loop_parts(tmp_path):
         state_dir=repo / "state", program="model", tag="loop", budget_s=300, policy=Policy(baseline_runs=1), repo=repo
     )
     row = daemon.open_campaign(settings, "scripted", None, None)
+    fp = fingerprint.current()
     baseline = Run(
         campaign_id=row.id,
         seq=1,
@@ -58,6 +59,9 @@ def loop_parts(tmp_path):
         commit=row.base_commit,
         total_seconds=372.0,
         description="baseline 1/1",
+        seed=1,
+        fingerprint=json.dumps(fp, sort_keys=True),
+        fingerprint_hash=fingerprint.digest(fp),  # measured on this machine: no re-baselining
     )
     ledger.save(settings.state_dir / "experiments.db", baseline)
     row.best_run_id = baseline.id
