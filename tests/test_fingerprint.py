@@ -8,7 +8,7 @@ from orchestrator import fingerprint
 from orchestrator.programs import ROOT
 
 
-def test_fingerprint_records_the_machine(monkeypatch):
+def test_fingerprint_records_the_machine(monkeypatch, tmp_path):
     fp = fingerprint.current()
     assert set(fp) == {"backend", "mlx", "blas", "cpu", "cores", "os", "python", "arx"}
     assert fp["backend"] in ("cpu", "metal", "cuda") and "mlx" in fp["mlx"] and fp["cores"] >= 1
@@ -16,10 +16,12 @@ def test_fingerprint_records_the_machine(monkeypatch):
     off = fingerprint.current()
     assert off["blas"].startswith("reference")
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "0")
-    monkeypatch.setenv("ARX_BLAS_LIB", "/somewhere/libopenblas.so.0")
+    library = tmp_path / "libopenblas.so.0"  # ARX_BLAS_LIB must name a file that exists
+    library.write_bytes(b"")
+    monkeypatch.setenv("ARX_BLAS_LIB", str(library))
     on = fingerprint.current()
     assert fingerprint.digest(on) != fingerprint.digest(off)
-    assert fingerprint.changes(off, on) == f"blas: {off['blas']} -> /somewhere/libopenblas.so.0"
+    assert fingerprint.changes(off, on) == f"blas: {off['blas']} -> {library}"
 
 
 def test_arx_version_follows_the_trusted_code(tmp_path):
