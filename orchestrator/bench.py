@@ -395,6 +395,35 @@ def bench_policy(trials: int = 4000, gain_sigmas: float = 3.0, paired_sd: float 
                 return d.verdict == "keep"
         return False
 
+    def campaign(pol: Policy, proposals: int = 20) -> int:
+        """False keeps in one campaign of A/A proposals: sigma pools every group measured so far."""
+        champ = {s: rng.gauss(0, 1) for s in range(1, pol.baseline_runs + 1)}
+        groups, keeps, fresh = [list(champ.values())], 0, pol.baseline_runs + 1
+        for _ in range(proposals):
+            cand: dict[int, float] = {}
+            for k in range(pol.max_reruns + 1):
+                seeds = list(champ)
+                if k >= len(seeds):
+                    champ[fresh], fresh = rng.gauss(0, 1), fresh + 1
+                    seeds = list(champ)
+                cand[seeds[k]] = rng.gauss(0, 1)
+                d = decide(
+                    pol,
+                    list(cand.values()),
+                    [champ[s] for s in cand],
+                    pooled([*groups, list(champ.values()), list(cand.values())]),
+                )
+                if d.verdict != "rerun":
+                    break
+            groups.append(list(cand.values()))
+            if d.verdict == "keep":
+                keeps += 1
+                groups.append(list(champ.values()))
+                champ = dict(cand)
+        return keeps
+
+    default = Policy()
+    per_campaign = [campaign(default) for _ in range(trials // 10)]
     rows = []
     for runs, reruns in ((3, 2), (3, 3), (5, 2)):
         pol = Policy(baseline_runs=runs, max_reruns=reruns)
@@ -408,7 +437,16 @@ def bench_policy(trials: int = 4000, gain_sigmas: float = 3.0, paired_sd: float 
                 ),
             }
         )
-    return {"trials_each": trials, "paired_sd_of_a_real_change": paired_sd, "policies": rows}
+    return {
+        "trials_each": trials,
+        "paired_sd_of_a_real_change": paired_sd,
+        "policies": rows,
+        "aa_campaigns_of_20_default_policy": {
+            "campaigns": len(per_campaign),
+            "mean_false_keeps": round(statistics.fmean(per_campaign), 3),
+            "share_with_at_most_one": round(sum(k <= 1 for k in per_campaign) / len(per_campaign), 3),
+        },
+    }
 
 
 def main() -> int:

@@ -335,14 +335,15 @@ class CampaignLoop:
         shares = [r.cpu_share for r in self.measurements(self.kept_head(), fp_hash) if r.cpu_share is not None]
         if not self.measure(run):
             return False
-        floor = statistics.median(shares) * (1 - self.s.policy.cpu_share_drop) if shares else None
+        floor = (
+            min(shares) * (1 - self.s.policy.cpu_share_drop) if shares else None
+        )  # below the champion's worst-served run
         if run.kind in CANDIDATE_KINDS and floor is not None and run.cpu_share is not None and run.cpu_share < floor:
             run.contended = True
             self.save(run)
             self.event(
                 "contended",
-                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the champion's median "
-                f"{statistics.median(shares):.2f} less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
+                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the lowest of the champion's runs, {min(shares):.2f}, less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
                 run,
             )
         return True

@@ -47,7 +47,8 @@ class Policy:
     max_reruns: int = _field(3, "extra paired runs of a candidate that is better but inside the band")
     remeasure_every: int = _field(5, "re-measure the champion on a new seed after this many keeps (0: never)")
     cpu_share_drop: float = _field(
-        0.25, "a run whose CPU share is below (1 - this) x the champion's median is re-run, not judged"
+        0.25,
+        "a candidate run whose CPU share is below (1 - this) x the lowest of the champion's runs is re-run, not judged",
     )
     max_contended: int = _field(
         3, "re-runs of a measurement that got too little CPU before the champion is re-measured under the new load"
