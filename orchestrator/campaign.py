@@ -343,7 +343,8 @@ class CampaignLoop:
             self.save(run)
             self.event(
                 "contended",
-                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the lowest of the champion's runs, {min(shares):.2f}, less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
+                f"#{run.seq} got a CPU share of {run.cpu_share:.2f}, below {floor:.2f} (the lowest of the champion's "
+                f"runs, {min(shares):.2f}, less {self.s.policy.cpu_share_drop:.0%}): re-run, not judged",
                 run,
             )
         return True
