@@ -303,6 +303,7 @@ def test_overview_lists_campaigns_and_the_run_in_flight(page, server, state):
     assert "0.1240" in model.inner_text()  # gain over the baseline mean 2.504
     assert "$0.02" in model.inner_text()
     assert "sandbox namespaces" in model.inner_text()
+    assert "band 0.0120" in model.inner_text()  # the band the latest decision used
     flight = page.locator(".flight")
     assert flight.count() == 1
     text = flight.inner_text()

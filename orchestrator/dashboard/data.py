@@ -192,7 +192,8 @@ SELECT status, COUNT(*) AS n,
        MAX(CASE WHEN status = 'keep' AND kind = 'experiment' THEN ended_at END) AS last_keep,
        GROUP_CONCAT(CASE WHEN status IN {ACTIVE_RUN_STATUSES} THEN id END) AS active,
        GROUP_CONCAT(CASE WHEN status = 'keep' AND val_bpb IS NOT NULL THEN seq || ':' || val_bpb END) AS kept,
-       MAX(seq) AS last_seq
+       MAX(seq) AS last_seq,
+       MAX(CASE WHEN {{band}} IS NOT NULL THEN id END) AS band_run
 FROM run WHERE campaign_id = :campaign GROUP BY status
 """
 
@@ -251,16 +252,6 @@ def sparkline(kept: list[tuple[int, float]], last_seq: int) -> str | None:
     return path + f" H{SPARK_W}"
 
 
-def latest_band(con: sqlite3.Connection, campaign: dict) -> float | None:
-    """The band the campaign's latest decision used (ledgers from v4 store it per run)."""
-    if not has_column(con, "run", "band"):
-        return None
-    found = con.execute(
-        "SELECT band FROM run WHERE campaign_id = ? AND band IS NOT NULL ORDER BY id DESC LIMIT 1", (campaign["id"],)
-    ).fetchone()
-    return found[0] if found else None
-
-
 def ratio(total: float | None, count: int) -> float | None:
     return total / count if count else None
 
@@ -277,7 +268,12 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
         if campaign["best_run_id"]
         else None
     )
-    groups = rows(con, SUMMARY_SQL, {"campaign": campaign["id"], "best": best["commit"] if best else None})
+    band = "band" if has_column(con, "run", "band") else "NULL"  # the band each decision used (ledger v4 on)
+    groups = rows(
+        con, SUMMARY_SQL.format(band=band), {"campaign": campaign["id"], "best": best["commit"] if best else None}
+    )
+    band_run = max((g["band_run"] for g in groups if g["band_run"]), default=None)
+    latest_band = con.execute("SELECT band FROM run WHERE id = ?", (band_run,)).fetchone()[0] if band_run else None
     total = {
         k: sum(g[k] or 0 for g in groups)
         for k in ("base_n", "base_sum", "best_n", "best_sum", "best_test_n", "best_test_sum")
@@ -324,7 +320,7 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
         "improvement": improvement,
         "noise_sigma": sigma,
         "noise_dof": campaign.get("noise_dof"),
-        "band": latest_band(con, campaign) or noise_band(campaign),
+        "band": latest_band or noise_band(campaign),
         "gain_sigma": improvement / sigma if improvement is not None and sigma else None,
         "cost_usd": round(cost, 4),
         "since_last_keep_s": report.ago(last_keep),
