@@ -89,7 +89,9 @@ class Run(SQLModel, table=True):
     fingerprint: str | None = None  # JSON: backend, MLX, BLAS, CPU, cores, OS, Python, arx version at measurement
     fingerprint_hash: str | None = None  # short hash of `fingerprint`; runs are compared only within one hash
     cpu_share: float | None = None  # trainer tree CPU seconds / (wall seconds x cores), measured by the daemon
-    contended: bool = False  # got clearly less CPU than the champion's runs: re-run, never used in a decision
+    contended: bool = Field(  # got clearly less CPU than the champion's runs: re-run, never used in a decision
+        default=False, sa_column_kwargs={"server_default": "0"}
+    )  # raw INSERTs (orchestrator/bench.py) may leave it out
     band: float | None = None  # the keep band the decision used (its computation is in decision_reason)
     sibling_commit: str | None = None  # the sibling program's commit merged into this run's code, if any
     started_at: datetime = Field(default_factory=utcnow)

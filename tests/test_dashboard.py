@@ -9,6 +9,7 @@ Screenshots land in $ARX_ARTIFACTS_DIR/dashboard (default: test-artifacts/dashbo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import urllib.error
@@ -123,6 +124,7 @@ def state(tmp_path_factory) -> Path:
             decision_reason="improved beyond noise",
             tok_per_sec=5100,
             steps=120,
+            band=0.01,
         ),
         experiment(
             done.id,
@@ -133,6 +135,8 @@ def state(tmp_path_factory) -> Path:
             hypothesis=f"{SVG} hypothesis",
             diff=HOSTILE_DIFF,
             decision_reason=f"not better {IMG}",
+            band=0.012,
+            contended=True,
         ),
         experiment(
             done.id,
@@ -162,6 +166,26 @@ def state(tmp_path_factory) -> Path:
         + f"oops {HOSTILE}\n"
     )
     runs[3].run_dir = str(log_dir)
+    talk = state / "conversations" / "model-nightly" / "0004.json"  # as agents/conversation.py writes it
+    talk.parent.mkdir(parents=True)
+    talk.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "attempts": [
+                    {
+                        "model": "claude-sonnet-4-6",
+                        "outcome": "submitted",
+                        "messages": [
+                            {"role": "user", "content": "Propose one change."},
+                            {"role": "assistant", "content": [{"type": "text", "text": f"Sure. {HOSTILE}"}]},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    runs[3].conversation = str(talk)
     ledger.save(db, runs[3])
     ledger.save(
         db,
@@ -279,6 +303,7 @@ def test_overview_lists_campaigns_and_the_run_in_flight(page, server, state):
     assert "0.1240" in model.inner_text()  # gain over the baseline mean 2.504
     assert "$0.02" in model.inner_text()
     assert "sandbox namespaces" in model.inner_text()
+    assert "band 0.0120" in model.inner_text()  # the band the latest decision used
     flight = page.locator(".flight")
     assert flight.count() == 1
     text = flight.inner_text()
@@ -300,6 +325,12 @@ def test_progress_chart_has_one_point_per_run(page, server, state):
         assert drawn[0] == {"keep": 5, "discard": 4, "crash": 7, "timeout": 7, "rejected": 8}[r.status]
     assert [v for v in chart[5] if v is not None] == [r.val_bpb for r in runs if r.status == "keep"]
     assert chart[3][-1] == 2.38  # the running best
+    bands = page.evaluate(
+        "() => fetch(location.pathname.replace('/campaign/', '/api/campaign/') + '/chart')"
+        ".then(r => r.json()).then(d => d.band)"
+    )
+    assert bands[:4] == [0.008, 0.008, 0.01, 0.012]  # the policy's rule on sigma until a decision stores its band
+    assert chart[1][2] == pytest.approx(2.42 + 0.01) and chart[2][3] == pytest.approx(2.42 - 0.012)
     assert page.locator("table.runs tbody tr[data-run-id]").count() == len(runs)
     shot(page, "campaign")
 
@@ -325,6 +356,8 @@ def test_run_page_shows_diff_log_loss_and_llm_calls(page, server, state):
     page.wait_for_function("() => window.arxCharts && window.arxCharts.loss")
     assert page.evaluate("() => window.arxCharts.loss.data[0]") == list(range(1, 11))
     assert "overloaded" in page.locator("table.calls").inner_text()
+    page.click("text=show")
+    assert f"[assistant] Sure. {HOSTILE}" in page.locator("pre.log[data-log='conversation']").inner_text()
     shot(page, "run")
 
 
@@ -357,7 +390,7 @@ def test_hostile_text_stays_text(page, server, state):
     assert IMG in body and SCRIPT in body
     page.goto(f"{server}/run/{rid}")
     assert SVG in page.locator("p.hypothesis").inner_text()
-    assert f"oops {HOSTILE}" in page.locator("pre.log").inner_text()
+    assert f"oops {HOSTILE}" in page.locator("pre.log[data-log='train.log']").inner_text()
     shot(page, "hostile")
 
 

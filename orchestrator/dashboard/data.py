@@ -34,13 +34,14 @@ LOSS_LOG_BYTES = 8 * 2**20  # a loss curve reads at most this much of a training
 LOSS_POINTS = 2000  # and keeps at most this many points
 DIFF_LINES = 4000
 CHART_DESCRIPTION_CHARS = 80
+CONVERSATION_BYTES = 8 * 2**20
 # Columns the run page lays out itself; any other column (added by a later migration) is listed as is.
 # fmt: off
 SHOWN_RUN_COLUMNS = {
     "id", "campaign_id", "seq", "kind", "parent_commit", "commit", "description", "hypothesis", "diff", "status",
     "val_bpb", "test_bpb", "training_seconds", "eval_seconds", "agent_seconds", "total_seconds", "steps",
     "tokens", "tok_per_sec", "peak_memory_mb", "num_params", "exit_code", "error", "decision_reason", "rerun_of",
-    "pid", "run_dir", "started_at", "ended_at", "tag", "program", "train_wall_s",
+    "pid", "run_dir", "started_at", "ended_at", "tag", "program", "train_wall_s", "conversation",
 }
 SHOWN_CAMPAIGN_COLUMNS = {
     "id", "tag", "program", "branch", "base_commit", "agent", "llm_model", "dataset", "budget_s", "status",
@@ -60,6 +61,11 @@ def rows(con: sqlite3.Connection, sql: str, params: tuple | list = ()) -> list[d
 def one(con: sqlite3.Connection, sql: str, params: tuple | list = ()) -> dict | None:
     r = con.execute(sql, params).fetchone()
     return dict(r) if r else None
+
+
+def has_column(con: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether this ledger has a column a later migration adds (the dashboard reads older ledgers as they are)."""
+    return any(r[1] == column for r in con.execute(f"PRAGMA table_info({table})"))
 
 
 def json_or_none(value) -> object | None:
@@ -117,6 +123,24 @@ def read_tail(path: Path | None, limit: int) -> str | None:
         return f.read(limit).decode(errors="replace")
 
 
+def conversation(state_dir: Path, run: dict) -> str | None:
+    """The agent's conversation for this run as `arx-daemon show` prints it (long blocks clipped)."""
+    path = run.get("conversation")
+    if not path or not Path(path).resolve().is_relative_to(state_dir.resolve()):
+        return None
+    text = read_tail(Path(path), CONVERSATION_BYTES + 1)
+    if text is None:
+        return None
+    if len(text) > CONVERSATION_BYTES:
+        return f"(too large to show here: arx-daemon show --full prints it; {path})"
+    from agents import conversation as conversations
+
+    try:
+        return conversations.render(json.loads(text))
+    except (ValueError, KeyError, TypeError) as e:
+        return f"(unreadable conversation file {path}: {e})"
+
+
 def log_tails(state_dir: Path, run: dict) -> dict[str, str]:
     out = {}
     for name in LOG_NAMES:
@@ -168,7 +192,8 @@ SELECT status, COUNT(*) AS n,
        MAX(CASE WHEN status = 'keep' AND kind = 'experiment' THEN ended_at END) AS last_keep,
        GROUP_CONCAT(CASE WHEN status IN {ACTIVE_RUN_STATUSES} THEN id END) AS active,
        GROUP_CONCAT(CASE WHEN status = 'keep' AND val_bpb IS NOT NULL THEN seq || ':' || val_bpb END) AS kept,
-       MAX(seq) AS last_seq
+       MAX(seq) AS last_seq,
+       MAX(CASE WHEN {{band}} IS NOT NULL THEN id END) AS band_run
 FROM run WHERE campaign_id = :campaign GROUP BY status
 """
 
@@ -243,7 +268,12 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
         if campaign["best_run_id"]
         else None
     )
-    groups = rows(con, SUMMARY_SQL, {"campaign": campaign["id"], "best": best["commit"] if best else None})
+    band = "band" if has_column(con, "run", "band") else "NULL"  # the band each decision used (ledger v4 on)
+    groups = rows(
+        con, SUMMARY_SQL.format(band=band), {"campaign": campaign["id"], "best": best["commit"] if best else None}
+    )
+    band_run = max((g["band_run"] for g in groups if g["band_run"]), default=None)
+    latest_band = con.execute("SELECT band FROM run WHERE id = ?", (band_run,)).fetchone()[0] if band_run else None
     total = {
         k: sum(g[k] or 0 for g in groups)
         for k in ("base_n", "base_sum", "best_n", "best_sum", "best_test_n", "best_test_sum")
@@ -289,7 +319,8 @@ def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
         "baseline_val_bpb": baseline,
         "improvement": improvement,
         "noise_sigma": sigma,
-        "band": noise_band(campaign),
+        "noise_dof": campaign.get("noise_dof"),
+        "band": latest_band or noise_band(campaign),
         "gain_sigma": improvement / sigma if improvement is not None and sigma else None,
         "cost_usd": round(cost, 4),
         "since_last_keep_s": report.ago(last_keep),
@@ -363,7 +394,8 @@ def runs_table(con: sqlite3.Connection, campaign_id: int, counts: dict[str, int]
     order = f"seq {direction}" if q.sort == "seq" else f"{q.sort} IS NULL, {q.sort} {direction}, seq DESC"
     found = rows(
         con,
-        f"SELECT {TABLE_FIELDS} FROM run {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        f"SELECT {TABLE_FIELDS}, {'contended' if has_column(con, 'run', 'contended') else '0 AS contended'} "
+        f"FROM run {where} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE],
     )
     return {
@@ -399,23 +431,27 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
     """
     con = connect(db)
     try:
+        band_column = "band" if has_column(con, "run", "band") else "NULL"  # the band each decision used (v4)
         found = con.execute(
-            f"SELECT seq, id, status, kind, substr(description, 1, {CHART_DESCRIPTION_CHARS}), val_bpb, test_bpb "
-            "FROM run WHERE campaign_id = ? ORDER BY seq, id",
+            f"SELECT seq, id, status, kind, substr(description, 1, {CHART_DESCRIPTION_CHARS}), val_bpb, test_bpb, "
+            f"{band_column} FROM run WHERE campaign_id = ? ORDER BY seq, id",
             (campaign_id,),
         ).fetchall()
         camp = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,)) or {}
     finally:
         con.close()
-    seq, ids, status, kind, description, val, test = (
-        (list(column) for column in zip(*found)) if found else ([] for _ in range(7))
+    seq, ids, status, kind, description, val, test, used = (
+        (list(column) for column in zip(*found)) if found else ([] for _ in range(8))
     )
     series = {"seq": seq, "id": ids, "status": status, "kind": kind, "description": [d or "" for d in description]}
-    kept, other, kept_test, failed, unscored, running_best = [], [], [], [], [], []
-    best = None
+    kept, other, kept_test, failed, unscored, running_best, bands = [], [], [], [], [], [], []
+    best, fallback = None, noise_band(camp)
+    band = None
     val = [v if v is None or math.isfinite(v) else None for v in val]  # JSON has no inf; a diverged run shows unscored
     test = [t if t is None or math.isfinite(t) else None for t in test]
-    for s, v, t in zip(status, val, test):
+    for s, v, t, b in zip(status, val, test, used):
+        band = b if b is not None else band  # the band of the latest decision, from then on
+        bands.append(band if band is not None else fallback)
         scored = v is not None and s not in FAILED
         if scored and s == "keep":
             best = v if best is None else min(best, v)
@@ -432,7 +468,7 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
         "failed": failed,
         "unscored": unscored,
         "best": running_best,
-        "band": noise_band(camp),
+        "band": bands,
     }
 
 
@@ -527,6 +563,7 @@ def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
         "diff": lines,
         "diff_hidden": hidden,
         "logs": log_tails(state_dir, run),
+        "conversation": conversation(state_dir, run),
         "extra": extra_fields(run, SHOWN_RUN_COLUMNS),
         "active": run["status"] in ACTIVE_RUN_STATUSES,
         "cost": sum(c.get("cost_usd") or 0.0 for c in calls),

@@ -88,9 +88,9 @@
       const floor = lo - 2 * pad;
       const above = scored.filter((v) => v > hi + pad).length;
       const onFloor = (v) => (v == null ? null : floor);
-      const band = d.band || 0;
-      const upper = d.best.map((b) => (b == null || !band ? null : b + band));
-      const lower = d.best.map((b) => (b == null || !band ? null : b - band));
+      const upper = d.best.map((b, i) => (b == null || d.band[i] == null ? null : b + d.band[i]));
+      const lower = d.best.map((b, i) => (b == null || d.band[i] == null ? null : b - d.band[i]));
+      const band = d.band.some((b) => b != null);
       const data = [d.seq, upper, lower, d.best, d.other, d.kept, d.test, d.failed.map(onFloor), d.unscored.map(onFloor)];
       const k = d.seq.length > 2000 ? 0.5 : 1; // smaller marks when thousands of runs share the width
       const opts = {
