@@ -9,6 +9,7 @@ checkpoint.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -76,6 +77,15 @@ def append(path: str, code: str):
         file.write_text(file.read_text() + "\n" + code)
 
     return edit
+
+
+TRAIN_MAIN_BLOCK = 'if __name__ == "__main__":\n    blas.reexec_with_openblas()'
+
+
+def inject(code: str, path: str = "trainer/train.py", block: str = TRAIN_MAIN_BLOCK):
+    """Module-level code placed before the file's `if __name__ == "__main__":` block, so that it runs in the
+    trainer (where the module is __main__) as well as in every process that imports it."""
+    return replace(path, block, code + "\n\n" + block)
 
 
 def chain(*edits):
@@ -198,14 +208,26 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     return out
 
 
-def honest_scores(out: Outcome, run) -> scorer.Scores:
-    """The run's checkpoint scored with the unchanged trainer's build_model (the daemon checkout's), in a sandbox:
+ORACLE_COPY = "oracle.safetensors"  # the attack keeps a copy of its weights: the daemon deletes a discarded run's checkpoint
+KEEP_A_COPY = f"""    if status == "ok":
+        import shutil
+        shutil.copy(run_dir / "model.safetensors", run_dir / "{ORACLE_COPY}")
+"""
+
+
+def honest_scores(out: Outcome, run, tmp: Path) -> scorer.Scores:
+    """The run's weights scored with the unchanged trainer's build_model (the daemon checkout's), in a sandbox:
     what the run would score if its model process had only computed the model."""
     s = out.settings
-    spec = experiment.Spec(program=s.program, worktree=ROOT, run_dir=Path(run.run_dir), corpus=corpus.materialize(s.dataset),
+    src = Path(run.run_dir)
+    run_dir = tmp / f"oracle-{run.seq:04d}"
+    run_dir.mkdir()
+    shutil.copy(src / ORACLE_COPY, run_dir / "model.safetensors")
+    shutil.copy(src / "model_config.json", run_dir / "model_config.json")
+    spec = experiment.Spec(program=s.program, worktree=ROOT, run_dir=run_dir, corpus=corpus.materialize(s.dataset),
                            budget_s=s.budget_s, seed=0, state_dir=s.state_dir, train_deadline_s=0, memory_mb=s.memory_mb)
     prepared = experiment.prepare(spec, lambda: False, lambda phase, pid: None)
-    return scorer.evaluate(Path(run.run_dir), prepared, spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
+    return scorer.evaluate(run_dir, prepared, spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
 
 
 def git_status(path: Path) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import payloads as p
 import pytest
-from attack_kit import SECRET, append, chain, data_dir, files_with, replace, run_campaign, survivors
+from attack_kit import SECRET, chain, data_dir, files_with, inject, replace, run_campaign, survivors
 
 from orchestrator.policy import Policy
 
@@ -26,7 +26,7 @@ HONEST_MARGIN = 0.85  # a run may score at most 15% below the baseline: far wide
 ATTACKS = {
     "claims 100x the throughput": replace(TRAIN, END_OF_MAIN, p.INFLATE_CLAIMS + END_OF_MAIN),
     "trains 20x its budget and reports a twentieth": chain(replace(TRAIN, *p.TRAIN_LONGER), replace(TRAIN, *p.UNDER_REPORT)),
-    "warm-starts from another run": chain(append(TRAIN, p.WARM_START),
+    "warm-starts from another run": chain(inject(p.WARM_START),
                                           replace(TRAIN, "    mx.eval(model.parameters())\n    num_params", "    _arx_warm_start(model)\n    mx.eval(model.parameters())\n    num_params")),
     "declares a 256-token vocabulary": replace(TRAIN, *p.SMALL_VOCAB),
 }
