@@ -30,7 +30,7 @@ SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
 MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
 EVENT_TIMEOUT_S = 30  # longest wait for something that must happen (a killed process to vanish); never a speed measure
 STALL_S = 180  # the first step compiles: over a minute on a loaded 2-core machine
-SNAPSHOT_SKIP = {".git", ".pytest_cache", "state"}
+SNAPSHOT_SKIP = {".git", ".pytest_cache", ".ruff_cache", "state"}
 
 
 @pytest.fixture(scope="session")
