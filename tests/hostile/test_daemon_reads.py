@@ -72,3 +72,17 @@ def test_a_clean_run_directory_passes(tmp_path):
     for name in ("model.safetensors", "model_config.json", "train.json", "train.log"):
         (tmp_path / name).write_text("{}")
     experiment.check_regular(tmp_path, "the run directory")
+
+
+def test_a_tokenizer_without_every_single_byte_is_invalid_not_a_panic(tmp_path):
+    """tiktoken panics (a BaseException, past every `except Exception`) on text holding a byte with no rank: a data
+    program that drops b"\\n" from its ranks would otherwise end the daemon's loop."""
+    import base64
+    import json
+
+    from orchestrator import scorer
+
+    ranks = [base64.b64encode(bytes([b])).decode() for b in range(256) if b != 10]
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"pattern": r"\S+|\s+", "ranks": ranks, "bos": "<|bos|>", "bos_id": len(ranks)}))
+    with pytest.raises(scorer.Invalid, match="single bytes"):
+        scorer.load_tokenizer(tmp_path / "tokenizer.json")
