@@ -5,6 +5,7 @@ state that could outlive one jail for the next, and held-out text readable throu
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_no_copy_of_a_held_out_file_is_readable_in_the_jail(data_dir):
     c = corpus.materialize("stdlib")
     keys = json.loads((c.heldout_dir / "keys.json").read_text())
     rels = [k.removeprefix("stdlib/") for k in keys if k.startswith("stdlib/")]
-    roots = ["/usr/lib/python3*", "/usr/local/lib/python3*", "/opt/*/lib/python3*", "/usr/lib/*/lib/python3*", "/usr/lib/*/*/*/lib/python3*",
+    roots = [str(corpus.stdlib_root()), "/usr/lib/python3*", "/usr/local/lib/python3*", "/opt/*/lib/python3*", "/usr/lib/*/lib/python3*", "/usr/lib/*/*/*/lib/python3*",
              "/usr/lib/python3/dist-packages/setuptools/_distutils", "/usr/lib/*/*/*/lib/python3*/site-packages/setuptools/_distutils"]
     code = """
 import glob, json, os, sys
@@ -116,7 +117,8 @@ for root in (r for pattern in roots for r in glob.glob(pattern)):
                 texts[path] = text
 print(json.dumps({"texts": texts}))
 """
-    texts = jailed(code, Jail(hidden=(*c.masked, c.heldout_dir)), json.dumps(rels), json.dumps(roots))["texts"]
+    hidden = (*c.masked, c.heldout_dir, Path.home().resolve())  # as experiment.hidden_paths: a pyenv/uv Python in $HOME shows through
+    texts = jailed(code, Jail(hidden=hidden), json.dumps(rels), json.dumps(roots))["texts"]
     held = np.unique(np.concatenate([shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for s in ("val", "test") for t in c.heldout(s)]))
     leaks = {}
     for path, text in texts.items():
@@ -136,3 +138,33 @@ a.sendall(b"ok")
 print(json.dumps({"got": b.recv(2).decode()}))
 """
     assert jailed(code)["got"] == "ok"
+
+
+def test_a_hidden_folder_inside_a_visible_one_stays_hidden(tmp_path_factory):
+    """The daemon's checkout is visible (read-only) and, by default, holds the state folder, which is hidden: the
+    ledger, other runs' checkpoints. The deeper entry must win, whichever list it is in."""
+    root = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="arx-hostile-nest-"))
+    try:
+        (root / "checkout/state/runs/other").mkdir(parents=True)
+        (root / "checkout/state/experiments.db").write_text("ledger")
+        (root / "checkout/state/runs/other/model.safetensors").write_text("weights")
+        (root / "checkout/state/worktrees/mine").mkdir(parents=True)
+        (root / "checkout/state/worktrees/mine/train.py").write_text("mine")
+        (root / "checkout/code.py").write_text("daemon code")
+        code = """
+import json, os, sys
+root = sys.argv[1]
+def read(rel):
+    try:
+        return open(os.path.join(root, rel)).read()
+    except OSError as e:
+        return type(e).__name__
+print(json.dumps({rel: read(rel) for rel in ("checkout/code.py", "checkout/state/experiments.db",
+                                              "checkout/state/runs/other/model.safetensors", "checkout/state/worktrees/mine/train.py")}))
+"""
+        jail = Jail(visible=(root / "checkout", root / "checkout/state/worktrees/mine"), hidden=(root / "checkout/state",))
+        seen = jailed(code, jail, str(root))
+    finally:
+        shutil.rmtree(root)
+    assert seen["checkout/code.py"] == "daemon code" and seen["checkout/state/worktrees/mine/train.py"] == "mine"
+    assert seen["checkout/state/experiments.db"] != "ledger" and seen["checkout/state/runs/other/model.safetensors"] != "weights"
