@@ -172,17 +172,20 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
     for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):
         argv += ["--dev-bind", str(device), str(device)]
     covers = []
-    for path in paths["hidden"]:
-        if Path(path).is_dir():
+    order = {"hidden": 0, "visible": 1, "writable": 2}  # shallow to deep: the deepest entry wins (as sandbox_setup)
+    for path, kind in sorted(
+        ((p, k) for k in order for p in paths[k]), key=lambda e: (e[0].count("/"), order[e[1]], e[0])
+    ):
+        if kind == "hidden" and Path(path).is_dir():
             argv += ["--tmpfs", path]
             covers.append(path)
-        elif Path(path).exists():
+        elif kind == "hidden" and Path(path).exists():
             argv += ["--dev-bind", "/dev/null", path]  # reads as empty; a plain bind would be nodev
-    for path in paths["visible"]:
-        argv += ["--ro-bind-try", path, path]
-    for path in paths["writable"]:
-        argv += ["--bind", path, path]
-    for path in [*covers, "/proc"]:  # after the binds inside covers, whose mount points bwrap creates there
+        elif kind == "visible":
+            argv += ["--ro-bind-try", path, path]
+        elif kind == "writable":
+            argv += ["--bind", path, path]
+    for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
         argv += ["--remount-ro", path]
     return [*argv, "--", sys.executable, "-I", "-S", str(SETUP), FILTER_ONLY, "--", *cmd]
 

@@ -169,23 +169,29 @@ def build_jail(spec: dict) -> None:
     mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     os.mkdir(HOME, 0o700)
 
+    # The deepest entry wins: covers, re-exposures and writable binds are applied shallow to deep, so a hidden
+    # path inside a visible one (the state folder or a masked stdlib file inside an exposed checkout or Python)
+    # stays hidden, and a visible path inside a hidden one shows through.
     covers = []
-    for path in depth_order(spec["hidden"]):
-        if not os.path.lexists(path):
-            continue  # absent, or already under a cover
-        if os.path.isdir(path) and not os.path.islink(path):
-            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
-            covers.append(path)
-        else:
-            bind(null, path, MS_RDONLY | MS_NOSUID | MS_NOEXEC, remove=MS_NODEV)
-    for path, fd in [*visible.items(), *writable.items()]:
-        make_mount_point(path, fd)
+    order = {"hidden": 0, "visible": 1, "writable": 2}
+    entries = [(p, kind) for kind in order for p in spec[kind]]
+    for path, kind in sorted(entries, key=lambda e: (e[0].count("/"), order[e[1]], e[0])):
+        if kind == "hidden":
+            if not os.path.lexists(path):
+                continue  # absent, or already under a cover
+            if os.path.isdir(path) and not os.path.islink(path):
+                mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
+                covers.append(path)
+            else:
+                bind(null, path, MS_RDONLY | MS_NOSUID | MS_NOEXEC, remove=MS_NODEV)
+        elif kind == "visible" and path in visible:
+            make_mount_point(path, visible[path])
+            bind(visible[path], path, LOCKED_DOWN)
+        elif kind == "writable":
+            make_mount_point(path, writable[path])
+            bind(writable[path], path, MS_NOSUID | MS_NODEV, remove=MS_RDONLY)
     for path in covers:
         remount(path, MS_RDONLY)
-    for path, fd in visible.items():
-        bind(fd, path, LOCKED_DOWN)
-    for path, fd in writable.items():
-        bind(fd, path, MS_NOSUID | MS_NODEV, remove=MS_RDONLY)
     for fd in [*devices.values(), *visible.values(), *writable.values()]:
         os.close(fd)
 

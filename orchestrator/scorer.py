@@ -72,6 +72,12 @@ def load_tokenizer(path: Path):
     ranks = {base64.b64decode(token): rank for rank, token in enumerate(spec["ranks"])}
     if len(ranks) != len(spec["ranks"]) or sorted(ranks.values()) != list(range(len(ranks))):
         raise Invalid("tokenizer.json: the BPE ranks are not distinct")
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise Invalid(
+            f"tokenizer.json: {len(missing)} single bytes (first {missing[0]:#04x}) have no rank: "
+            "text holding them cannot be encoded"
+        )
     if not isinstance(spec.get("bos_id"), int) or spec["bos_id"] < len(ranks):
         raise Invalid(
             f"tokenizer.json: BOS id {spec.get('bos_id')} is not a special id outside the {len(ranks)} BPE ranks"
@@ -88,17 +94,16 @@ def load_tokenizer(path: Path):
 
 
 def encode_checked(enc, texts: list[str]) -> list[list[int]]:
-    """Token ids of each document; every document must come back exactly from its tokens."""
+    """Token ids of each document; every document must come back exactly from its tokens.
+
+    The tokenizer is the candidate's data: whatever tiktoken raises on it, including a Rust panic (a BaseException
+    that would end the daemon's loop), means the run cannot be scored."""
     try:
         ids = enc.encode_ordinary_batch(texts)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except (
-        BaseException
-    ) as e:  # tiktoken panics (pyo3's PanicException is no Exception) on a pattern that backtracks too far
-        raise Invalid(
-            f"the tokenizer cannot encode the held-out documents ({type(e).__name__}: {str(e)[:200]})"
-        ) from None
+    except BaseException as e:  # noqa: BLE001 (pyo3's PanicException derives from BaseException)
+        raise Invalid(f"the tokenizer fails on the held-out documents ({type(e).__name__}: {e})") from None
     for i, (text, tokens) in enumerate(zip(texts, ids)):
         if enc.decode(tokens) != text:
             raise Invalid(

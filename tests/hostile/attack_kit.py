@@ -9,6 +9,7 @@ checkpoint.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, make_repo
 
 from agents.base import Abandoned, Proposal
+from conftest import ROOT, make_repo
 from orchestrator import campaign as campaign_module
 from orchestrator import corpus, daemon, experiment, ledger, scorer
 from orchestrator.campaign import CampaignLoop, Settings
@@ -29,7 +30,7 @@ SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
 MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
 EVENT_TIMEOUT_S = 30  # longest wait for something that must happen (a killed process to vanish); never a speed measure
 STALL_S = 180  # the first step compiles: over a minute on a loaded 2-core machine
-SNAPSHOT_SKIP = {".git", ".pytest_cache", "state"}
+SNAPSHOT_SKIP = {".git", ".pytest_cache", ".ruff_cache", "state"}
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +77,15 @@ def append(path: str, code: str):
         file.write_text(file.read_text() + "\n" + code)
 
     return edit
+
+
+TRAIN_MAIN_BLOCK = 'if __name__ == "__main__":\n    blas.reexec_with_openblas()'
+
+
+def inject(code: str, path: str = "trainer/train.py", block: str = TRAIN_MAIN_BLOCK):
+    """Module-level code placed before the file's `if __name__ == "__main__":` block, so that it runs in the
+    trainer (where the module is __main__) as well as in every process that imports it."""
+    return replace(path, block, code + "\n\n" + block)
 
 
 def chain(*edits):
@@ -129,7 +139,9 @@ def marked_processes(marker: str = MARKER) -> list[str]:
     found = []
     for p in psutil.process_iter(["pid", "cmdline", "environ"]):
         try:
-            text = " ".join(p.info["cmdline"] or []) + " ".join(f"{k}={v}" for k, v in (p.info["environ"] or {}).items())
+            text = " ".join(p.info["cmdline"] or []) + " ".join(
+                f"{k}={v}" for k, v in (p.info["environ"] or {}).items()
+            )
         except (psutil.Error, TypeError):
             continue
         if marker in text and p.pid != os.getpid():
@@ -170,8 +182,17 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     experiment.backend()
     for module in ("orchestrator.leakcheck", "orchestrator.scorer", "tiktoken"):
         __import__(module)
-    kw = {"state_dir": repo / "state", "program": program, "tag": "hostile", "budget_s": 2, "max_experiments": len(steps), "stall_s": STALL_S,
-          "memory_mb": 3000, "policy": campaign_module.policy.Policy(baseline_runs=1, max_reruns=0), "repo": repo}
+    kw = {
+        "state_dir": repo / "state",
+        "program": program,
+        "tag": "hostile",
+        "budget_s": 2,
+        "max_experiments": len(steps),
+        "stall_s": STALL_S,
+        "memory_mb": 3000,
+        "policy": campaign_module.policy.Policy(baseline_runs=1, max_reruns=0),
+        "repo": repo,
+    }
     settings = Settings(**(kw | settings_kw))
     row = daemon.open_campaign(settings, "scripted", None, None)
     before = snapshot(watched_roots(repo))
@@ -198,15 +219,42 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     return out
 
 
-def honest_scores(out: Outcome, run) -> scorer.Scores:
-    """The run's checkpoint scored with the unchanged trainer's build_model (the daemon checkout's), in a sandbox:
+ORACLE_COPY = (
+    "oracle.safetensors"  # the attack keeps a copy of its weights: the daemon deletes a discarded run's checkpoint
+)
+KEEP_A_COPY = f"""    if status == "ok":
+        import shutil
+        shutil.copy(run_dir / "model.safetensors", run_dir / "{ORACLE_COPY}")
+"""
+
+
+def honest_scores(out: Outcome, run, tmp: Path) -> scorer.Scores:
+    """The run's weights scored with the unchanged trainer's build_model (the daemon checkout's), in a sandbox:
     what the run would score if its model process had only computed the model."""
     s = out.settings
-    spec = experiment.Spec(program=s.program, worktree=ROOT, run_dir=Path(run.run_dir), corpus=corpus.materialize(s.dataset),
-                           budget_s=s.budget_s, seed=0, state_dir=s.state_dir, train_deadline_s=0, memory_mb=s.memory_mb)
+    src = Path(run.run_dir)
+    run_dir = tmp / f"oracle-{run.seq:04d}"
+    run_dir.mkdir()
+    shutil.copy(src / ORACLE_COPY, run_dir / "model.safetensors")
+    shutil.copy(src / "model_config.json", run_dir / "model_config.json")
+    spec = experiment.Spec(
+        program=s.program,
+        worktree=ROOT,
+        run_dir=run_dir,
+        corpus=corpus.materialize(s.dataset),
+        budget_s=s.budget_s,
+        seed=0,
+        state_dir=s.state_dir,
+        train_deadline_s=0,
+        memory_mb=s.memory_mb,
+    )
     prepared = experiment.prepare(spec, lambda: False, lambda phase, pid: None)
-    return scorer.evaluate(Path(run.run_dir), prepared, spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
+    return scorer.evaluate(
+        run_dir, prepared, spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None)
+    )
 
 
 def git_status(path: Path) -> str:
-    return subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=path, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--ignored=no"], cwd=path, capture_output=True, text=True, check=True
+    ).stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import payloads as p
 import pytest
-from attack_kit import SECRET, append, chain, data_dir, files_with, replace, run_campaign, survivors
+from attack_kit import SECRET, chain, data_dir, files_with, inject, replace, run_campaign, survivors
 
 from orchestrator.policy import Policy
 
@@ -25,26 +25,40 @@ HONEST_MARGIN = 0.85  # a run may score at most 15% below the baseline: far wide
 
 ATTACKS = {
     "claims 100x the throughput": replace(TRAIN, END_OF_MAIN, p.INFLATE_CLAIMS + END_OF_MAIN),
-    "trains 20x its budget and reports a twentieth": chain(replace(TRAIN, *p.TRAIN_LONGER), replace(TRAIN, *p.UNDER_REPORT)),
-    "warm-starts from another run": chain(append(TRAIN, p.WARM_START),
-                                          replace(TRAIN, "    mx.eval(model.parameters())\n    num_params", "    _arx_warm_start(model)\n    mx.eval(model.parameters())\n    num_params")),
+    "trains 20x its budget and reports a twentieth": chain(
+        replace(TRAIN, *p.TRAIN_LONGER), replace(TRAIN, *p.UNDER_REPORT)
+    ),
+    "warm-starts from another run": chain(
+        inject(p.WARM_START),
+        replace(
+            TRAIN,
+            "    mx.eval(model.parameters())\n    num_params",
+            "    _arx_warm_start(model)\n    mx.eval(model.parameters())\n    num_params",
+        ),
+    ),
     "declares a 256-token vocabulary": replace(TRAIN, *p.SMALL_VOCAB),
 }
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, data_dir):
-    return run_campaign(tmp_path_factory.mktemp("hostile-claims"), "model", ATTACKS,
-                        policy=Policy(baseline_runs=1, max_reruns=0, min_delta=0.5))
+    return run_campaign(
+        tmp_path_factory.mktemp("hostile-claims"),
+        "model",
+        ATTACKS,
+        policy=Policy(baseline_runs=1, max_reruns=0, min_delta=0.5),
+    )
 
 
 def assert_honest(campaign, name: str) -> None:
     r = campaign.runs[name]
     if r.status in FAILED:
         return
-    assert r.val_bpb >= HONEST_MARGIN * campaign.baseline.val_bpb, \
-        f"{name}: val_bpb {r.val_bpb:.3f} vs baseline {campaign.baseline.val_bpb:.3f} (trained {r.train_wall_s:.0f}s by the daemon's clock, " \
+    assert r.val_bpb >= HONEST_MARGIN * campaign.baseline.val_bpb, (
+        f"{name}: val_bpb {r.val_bpb:.3f} vs baseline {campaign.baseline.val_bpb:.3f} "
+        f"(trained {r.train_wall_s:.0f}s by the daemon's clock, "
         f"baseline {campaign.baseline.train_wall_s:.0f}s)"
+    )
 
 
 def test_the_campaign_ran_every_attack(campaign):

@@ -16,6 +16,7 @@ from attack_kit import SECRET, append, chain, data_dir, files_with, replace, run
 
 from orchestrator import corpus
 from orchestrator.leakcheck import SCRUB_BYTES, found_in, shingles
+from orchestrator.scorer import load_tokenizer
 
 pytestmark = pytest.mark.slow
 __all__ = ["data_dir"]  # the fixture, imported
@@ -44,14 +45,29 @@ def campaign(tmp_path_factory, data_dir):
 
 
 def loot_share(run) -> float:
-    """The share of held-out shingles in what the sandboxed prepare printed as its loot (0 when it found none)."""
-    log = (Path(run.run_dir) / "prepare.log").read_text()
-    if "LOOT-BEGIN" not in log:
-        return 0.0
-    texts = json.loads(log.split("LOOT-BEGIN\n", 1)[1].split("\nLOOT-END", 1)[0])
+    """The share of held-out shingles in what the sandboxed prepare printed as its loot (0 when it found none).
+    A run whose data code was prepared before (the folder is reused, no prepare.log) is judged by what its
+    hidden extra.bin files hold."""
+    log_path = Path(run.run_dir) / "prepare.log"
+    if log_path.exists():
+        log = log_path.read_text()
+        texts = json.loads(log.split("LOOT-BEGIN\n", 1)[1].split("\nLOOT-END", 1)[0]) if "LOOT-BEGIN" in log else []
+    else:
+        texts = [
+            load_tokenizer(f.parent / "tokenizer.json").decode((np.fromfile(f, dtype=np.uint16) ^ 0x5A5A).tolist())
+            for f in (corpus.data_root() / "prepared").glob("*/extra.bin")
+        ]
     c = corpus.materialize("stdlib")
-    held = np.unique(np.concatenate([shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for s in ("val", "test") for t in c.heldout(s)]))
-    loot = np.unique(np.concatenate([shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for t in texts] or [np.zeros(0, np.uint64)]))
+    held = np.unique(
+        np.concatenate(
+            [shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for s in ("val", "test") for t in c.heldout(s)]
+        )
+    )
+    loot = np.unique(
+        np.concatenate(
+            [shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for t in texts] or [np.zeros(0, np.uint64)]
+        )
+    )
     return float(found_in(held, loot).mean())
 
 
@@ -88,11 +104,12 @@ def test_a_tokenizer_that_cannot_encode_is_a_failed_run_not_a_daemon_error(campa
 def test_the_sandboxed_prepare_reads_no_held_out_text(campaign, name):
     """HOLE where it fails: copies of held-out files outside the masks (other Python versions, vendored copies)."""
     r = campaign.runs[name]
-    assert "ATTACK" in (Path(r.run_dir) / "prepare.log").read_text()  # the attack ran
     assert loot_share(r) < LEAKED, f"{name}: the sandboxed prepare read {loot_share(r):.0%} of the held-out text"
 
 
 @pytest.mark.parametrize("name", ["held-out text into training", "held-out text past the leak check"])
 def test_held_out_text_never_reaches_a_score(campaign, name):
     r = campaign.runs[name]
-    assert r.status in FAILED or loot_share(r) < LEAKED, f"{name}: {r.status} with val_bpb {r.val_bpb} after training on held-out text"
+    assert r.status in FAILED or loot_share(r) < LEAKED, (
+        f"{name}: {r.status} with val_bpb {r.val_bpb} after training on held-out text"
+    )

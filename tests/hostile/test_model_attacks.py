@@ -17,6 +17,7 @@ from pathlib import Path
 import payloads as p
 import pytest
 from attack_kit import (
+    KEEP_A_COPY,
     MARKER,
     ROOT,
     SECRET,
@@ -26,6 +27,7 @@ from attack_kit import (
     files_with,
     git_status,
     honest_scores,
+    inject,
     replace,
     run_campaign,
     survivors,
@@ -75,25 +77,38 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
     wt = state / "worktrees" / "model-hostile"
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     targets = [
-        str(ROOT / "trainer/__pycache__/evaluate.cpython-311.pyc"), str(ROOT / "orchestrator/scorer.py"),
-        str(site / "sitecustomize.py"), str(site / "zz_hostile.pth"), str(Path(sys.base_prefix) / "lib/python3.11/sitecustomize.py"),
-        str(repo / "orchestrator/scorer.py"), str(repo / "trainer/__pycache__/evaluate.cpython-311.pyc"), str(repo / ".git/hooks/post-commit"),
-        str(wt / "trainer/evaluate.py"), str(wt / "trainer/__pycache__/evaluate.cpython-311.pyc"), str(state / "runs/hostile-note.txt"),
+        str(ROOT / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(ROOT / "orchestrator/scorer.py"),
+        str(site / "sitecustomize.py"),
+        str(site / "zz_hostile.pth"),
+        str(Path(sys.base_prefix) / "lib/python3.11/sitecustomize.py"),
+        str(repo / "orchestrator/scorer.py"),
+        str(repo / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(repo / ".git/hooks/post-commit"),
+        str(wt / "trainer/evaluate.py"),
+        str(wt / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(state / "runs/hostile-note.txt"),
     ]
     dbs = [str(state / "experiments.db")]
     return {
-        "patch scorer helpers, escape and steal": chain(append(TRAIN, p.PATCH_SCORER), append(TRAIN, p.escape(targets, dbs))),
-        "replace serve": append(TRAIN, p.PATCH_SERVE),
-        "outlive the trainer": replace(TRAIN, END_OF_MAIN, p.outlive(MARKER, dbs) + END_OF_MAIN),
-        "peek when batched": append(TRAIN, p.peek("B > 1", "np.arange(T)")),
-        "peek at the last positions": append(TRAIN, p.peek("True", "np.arange(T - 3, T - 1)")),
-        "prefix cache across processes": append(TRAIN, p.PREFIX_CACHE),
-        "call home, fifty sleepers": chain(append(TRAIN, p.network(listeners.tcp.getsockname()[1], listeners.unix_path)),
-                                           append(TRAIN, p.sleepers(MARKER))),
-        "symlinked checkpoint": replace(TRAIN, END_OF_MAIN, p.SYMLINK_CHECKPOINT + END_OF_MAIN),
-        "symlinked log": replace(TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign.py")) + END_OF_MAIN),
-        "edit blas.py": chain(append("trainer/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
-        "model process sleeps": append(TRAIN, p.MODEL_SLEEPS),
+        name: chain(edit, replace(TRAIN, END_OF_MAIN, KEEP_A_COPY + END_OF_MAIN))
+        for name, edit in {
+            "patch scorer helpers, escape and steal": chain(inject(p.PATCH_SCORER), inject(p.escape(targets, dbs))),
+            "replace serve": inject(p.PATCH_SERVE),
+            "outlive the trainer": replace(TRAIN, END_OF_MAIN, p.outlive(MARKER, dbs) + END_OF_MAIN),
+            "peek when batched": inject(p.peek("B > 1", "np.arange(T)")),
+            "peek at the last positions": inject(p.peek("True", "np.arange(T - 3, T - 1)")),
+            "prefix cache across processes": inject(p.PREFIX_CACHE),
+            "call home, fifty sleepers": chain(
+                inject(p.network(listeners.tcp.getsockname()[1], listeners.unix_path)), inject(p.sleepers(MARKER))
+            ),
+            "symlinked checkpoint": replace(TRAIN, END_OF_MAIN, p.SYMLINK_CHECKPOINT + END_OF_MAIN),
+            "symlinked log": replace(
+                TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign.py")) + END_OF_MAIN
+            ),
+            "edit blas.py": chain(append("trainer/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
+            "model process sleeps": inject(p.MODEL_SLEEPS),
+        }.items()
     }
 
 
@@ -113,15 +128,17 @@ def run(campaign, name: str):
     return campaign.runs[name]
 
 
-def assert_failed_or_honest(campaign, name: str) -> None:
+def assert_failed_or_honest(campaign, name: str, tmp: Path) -> None:
     r = run(campaign, name)
     if r.status in FAILED:
         assert r.val_bpb is None, f"{name}: {r.status} but a score was recorded"
         return
     assert r.status in ("keep", "discard"), f"{name}: {r.status} {r.decision_reason}"
-    honest = honest_scores(campaign, r)
+    honest = honest_scores(campaign, r, tmp)
     for split, recorded, truth in (("val", r.val_bpb, honest.val_bpb), ("test", r.test_bpb, honest.test_bpb)):
-        assert abs(recorded - truth) <= SCORE_TOLERANCE * truth, f"{name}: {split}_bpb {recorded:.4f} recorded, honest {truth:.4f}"
+        assert abs(recorded - truth) <= SCORE_TOLERANCE * truth, (
+            f"{name}: {split}_bpb {recorded:.4f} recorded, honest {truth:.4f}"
+        )
 
 
 def test_the_campaign_ran_every_attack(campaign):
@@ -151,8 +168,8 @@ def test_the_ledger_was_not_updated_from_inside(campaign):
 
 
 @pytest.mark.parametrize("name", ["patch scorer helpers, escape and steal", "call home, fifty sleepers"])
-def test_attacks_that_cannot_touch_the_score_get_the_honest_score(campaign, name):
-    assert_failed_or_honest(campaign, name)
+def test_attacks_that_cannot_touch_the_score_get_the_honest_score(campaign, name, tmp_path):
+    assert_failed_or_honest(campaign, name, tmp_path)
     assert "ATTACK" in (Path(run(campaign, name).run_dir) / "train.log").read_text()  # the attack did run
 
 
@@ -161,8 +178,8 @@ def test_replaced_serve_loop_is_invalid(campaign):
     assert r.status == "invalid" and "causality" in r.decision_reason
 
 
-def test_a_child_that_outlives_the_trainer_forges_nothing(campaign):
-    assert_failed_or_honest(campaign, "outlive the trainer")
+def test_a_child_that_outlives_the_trainer_forges_nothing(campaign, tmp_path):
+    assert_failed_or_honest(campaign, "outlive the trainer", tmp_path)
     run_dir = Path(run(campaign, "outlive the trainer").run_dir)
     assert "forged" not in (run_dir / "train.json").read_text()
     assert "FORGED" not in (run_dir / "eval.log").read_text()
@@ -173,10 +190,10 @@ def test_a_model_that_peeks_only_in_batches_is_invalid(campaign):
     assert r.status == "invalid" and "causality" in r.decision_reason
 
 
-def test_a_model_that_peeks_only_at_the_last_positions_is_caught_or_honest(campaign):
+def test_a_model_that_peeks_only_at_the_last_positions_is_caught_or_honest(campaign, tmp_path):
     """Probabilistic by nature: 16 probes with uniform cuts catch a peek at 2 of 256 positions about 12% of the
     time. When it is not caught the recorded score is below the honest one, and this test fails."""
-    assert_failed_or_honest(campaign, "peek at the last positions")
+    assert_failed_or_honest(campaign, "peek at the last positions", tmp_path)
 
 
 def test_a_prefix_cache_shared_between_model_processes_finds_nothing_to_share(campaign):

@@ -5,6 +5,7 @@ state that could outlive one jail for the next, and held-out text readable throu
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,9 +29,21 @@ pytestmark = pytest.mark.skipif(not LINUX_JAIL, reason="no Linux sandbox here")
 
 def jailed(code: str, jail: Jail | None = None, *args: str) -> dict:
     jail = jail or Jail()
-    full = Jail(writable=jail.writable, visible=(*sandbox.python_paths(), *jail.visible), hidden=jail.hidden, network=jail.network)
-    done = subprocess.run(sandbox.command([sys.executable, "-c", code, *args], full), env=sandbox.environment({}), cwd="/",
-                          capture_output=True, text=True, timeout=EVENT_TIMEOUT_S, check=False)
+    full = Jail(
+        writable=jail.writable,
+        visible=(*sandbox.python_paths(), *jail.visible),
+        hidden=jail.hidden,
+        network=jail.network,
+    )
+    done = subprocess.run(
+        sandbox.command([sys.executable, "-c", code, *args], full),
+        env=sandbox.environment({}),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=EVENT_TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -98,8 +111,16 @@ def test_no_copy_of_a_held_out_file_is_readable_in_the_jail(data_dir):
     c = corpus.materialize("stdlib")
     keys = json.loads((c.heldout_dir / "keys.json").read_text())
     rels = [k.removeprefix("stdlib/") for k in keys if k.startswith("stdlib/")]
-    roots = ["/usr/lib/python3*", "/usr/local/lib/python3*", "/opt/*/lib/python3*", "/usr/lib/*/lib/python3*", "/usr/lib/*/*/*/lib/python3*",
-             "/usr/lib/python3/dist-packages/setuptools/_distutils", "/usr/lib/*/*/*/lib/python3*/site-packages/setuptools/_distutils"]
+    roots = [
+        str(corpus.stdlib_root()),
+        "/usr/lib/python3*",
+        "/usr/local/lib/python3*",
+        "/opt/*/lib/python3*",
+        "/usr/lib/*/lib/python3*",
+        "/usr/lib/*/*/*/lib/python3*",
+        "/usr/lib/python3/dist-packages/setuptools/_distutils",
+        "/usr/lib/*/*/*/lib/python3*/site-packages/setuptools/_distutils",
+    ]
     code = """
 import glob, json, os, sys
 rels, roots = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -116,15 +137,27 @@ for root in (r for pattern in roots for r in glob.glob(pattern)):
                 texts[path] = text
 print(json.dumps({"texts": texts}))
 """
-    texts = jailed(code, Jail(hidden=(*c.masked, c.heldout_dir)), json.dumps(rels), json.dumps(roots))["texts"]
-    held = np.unique(np.concatenate([shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for s in ("val", "test") for t in c.heldout(s)]))
+    hidden = (
+        *c.masked,
+        c.heldout_dir,
+        Path.home().resolve(),
+    )  # as experiment.hidden_paths: a pyenv/uv Python in $HOME shows through
+    texts = jailed(code, Jail(hidden=hidden), json.dumps(rels), json.dumps(roots))["texts"]
+    held = np.unique(
+        np.concatenate(
+            [shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for s in ("val", "test") for t in c.heldout(s)]
+        )
+    )
     leaks = {}
     for path, text in texts.items():
-        share = found_in(held, np.unique(shingles(np.frombuffer(text.encode(), np.uint8), SCRUB_BYTES))).mean() if text else 0.0
+        share = (
+            found_in(held, np.unique(shingles(np.frombuffer(text.encode(), np.uint8), SCRUB_BYTES))).mean()
+            if text
+            else 0.0
+        )
         if share > 0.001:
             leaks[path] = round(float(share), 4)
     assert leaks == {}, f"held-out text readable in the jail (share of held-out shingles per file): {leaks}"
-
 
 
 def test_socketpairs_still_work_without_network():
@@ -136,3 +169,38 @@ a.sendall(b"ok")
 print(json.dumps({"got": b.recv(2).decode()}))
 """
     assert jailed(code)["got"] == "ok"
+
+
+def test_a_hidden_folder_inside_a_visible_one_stays_hidden(tmp_path_factory):
+    """The daemon's checkout is visible (read-only) and, by default, holds the state folder, which is hidden: the
+    ledger, other runs' checkpoints. The deeper entry must win, whichever list it is in."""
+    root = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="arx-hostile-nest-"))
+    try:
+        (root / "checkout/state/runs/other").mkdir(parents=True)
+        (root / "checkout/state/experiments.db").write_text("ledger")
+        (root / "checkout/state/runs/other/model.safetensors").write_text("weights")
+        (root / "checkout/state/worktrees/mine").mkdir(parents=True)
+        (root / "checkout/state/worktrees/mine/train.py").write_text("mine")
+        (root / "checkout/code.py").write_text("daemon code")
+        code = """
+import json, os, sys
+root = sys.argv[1]
+def read(rel):
+    try:
+        return open(os.path.join(root, rel)).read()
+    except OSError as e:
+        return type(e).__name__
+print(json.dumps({rel: read(rel) for rel in ("checkout/code.py", "checkout/state/experiments.db",
+                                              "checkout/state/runs/other/model.safetensors", "checkout/state/worktrees/mine/train.py")}))
+"""
+        jail = Jail(
+            visible=(root / "checkout", root / "checkout/state/worktrees/mine"), hidden=(root / "checkout/state",)
+        )
+        seen = jailed(code, jail, str(root))
+    finally:
+        shutil.rmtree(root)
+    assert seen["checkout/code.py"] == "daemon code" and seen["checkout/state/worktrees/mine/train.py"] == "mine"
+    assert (
+        seen["checkout/state/experiments.db"] != "ledger"
+        and seen["checkout/state/runs/other/model.safetensors"] != "weights"
+    )
