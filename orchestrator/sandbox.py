@@ -1,32 +1,40 @@
 """The sandbox every process that runs candidate code runs in (prepare, train, the model side of evaluation).
 
-    argv = sandbox.command([python, "-m", "trainer.train"], Jail(writable=(run_dir,), hidden=(state_dir, heldout)))
-    subprocess.Popen(argv, cwd=worktree, env=sandbox.environment({"ARX_RUN_DIR": str(run_dir)}), start_new_session=True)
+    jail = Jail(writable=(run_dir,), visible=(worktree, data_dir), hidden=(state_dir, heldout_dir))
+    env = sandbox.environment({"ARX_RUN_DIR": str(run_dir)} | blas.fast_env())
+    subprocess.Popen(sandbox.command([python, "-m", "trainer.train"], jail), cwd=worktree, env=env,
+                     start_new_session=True)
 
-Threat model. The command is hostile: it was written to lower a number by any path it can reach.
+Threat model. The command is hostile: it was written to lower a number by any path it can reach. When the daemon
+runs as root, uid 0 inside is the owner of root's files, devices, sysctls and sockets: read-only mounts alone are
+not enough, hence the rest of the list.
 
 Prevented (Linux `namespaces` and `bwrap` backends):
 - writes outside `Jail.writable`, a private /tmp and a private /dev/shm: the daemon's checkout and venv, the ledger,
-  other runs, bytecode caches (every mount is read-only inside, for root too);
+  other runs, bytecode caches (every mount is read-only inside, /proc included);
 - reads of `Jail.hidden` paths (held-out documents, the ledger, other runs) unless re-exposed by `visible`/`writable`;
 - network: its own network namespace with no interface up (`network=False`);
 - secrets: the environment is rebuilt from an allowlist (`environment()`), and the daemon's /proc/<pid>/environ is
-  out of sight in a new PID namespace;
+  out of sight in a new PID namespace; /run (runtime secrets, control FIFOs) is hidden in every jail;
 - lingering processes: a new PID namespace whose first process is ours; when the command exits or the watchdog
   kills `unshare`/`bwrap`, the kernel kills everything left inside, setsid'ed or double-forked or not;
 - shared bytecode: PYTHONPYCACHEPREFIX points into the private /tmp, so no .pyc is read from or written next to
   a source;
-- System V IPC and abstract unix sockets shared with the host: new IPC and network namespaces;
+- IPC with the host: new IPC and network namespaces (System V IPC, abstract sockets), and a seccomp filter that
+  refuses every unix socket (a path-named socket such as systemd's, dbus's or docker's connects through a
+  read-only mount), io_uring (which bypasses seccomp) and the kernel keyrings (the daemon's session keyring);
 - undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
   umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).
 
 Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
-and that the daemon's user can read (hide what matters); sharing the GPU with other processes; filling memory
-through the tmpfs at /tmp (the watchdog caps RSS, not tmpfs). With `sandbox-exec` (macOS) there is no PID
-namespace, so a process that leaves the process group can outlive the phase, and /tmp is a per-call folder
-rather than a private mount. With `none`, nothing at all: callers refuse Claude campaigns unless the user passes
-`--unsafe-no-sandbox` (see `require`).
+and that the daemon's user can read (hide what matters: as root, that is every file); writes to FIFOs outside
+/run that the daemon's user may write; sharing the GPU with other processes; exhausting CPU, processes, disk
+space in the writable paths, or memory through the tmpfs at /tmp (the watchdog bounds time and RSS only);
+symlinks and hard links the command leaves in its writable paths (the daemon must not follow them).
+With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can outlive
+the phase, /tmp is a per-call folder rather than a private mount, and there is no system call filter. With
+`none`, nothing at all: callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (`require`).
 
 Backends, tried in this order: `namespaces` (util-linux `unshare` plus our own trusted set-up step,
 `sandbox_setup.py`; no root and no extra package needed), `bwrap` (bubblewrap, where unprivileged user namespaces
@@ -53,7 +61,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox_setup import DEFERRED_PRELOAD, GPU_DEVICES, HOME, PYCACHE, TMP
+from .sandbox_setup import DEFERRED_PRELOAD, FILTER_ONLY, GPU_DEVICES, HOME, PYCACHE, TMP
 
 SETUP = Path(__file__).with_name("sandbox_setup.py")
 PROBE_TIMEOUT_S = 30
@@ -61,8 +69,8 @@ FROM_PARENT = {"PATH", "LANG", "TERM", "TZ", "PYTHONUNBUFFERED", "PYTHONHASHSEED
 FROM_PARENT_PREFIXES = ("LC_",)
 FROM_CALLER = FROM_PARENT | {"LD_PRELOAD", "TMPDIR"}
 FROM_CALLER_PREFIXES = (*FROM_PARENT_PREFIXES, "ARX_", "MLX_", "OPENBLAS_", "OMP_", "MALLOC_")
-UNDEFER_PRELOAD = (f'if [ -n "${{{DEFERRED_PRELOAD}+set}}" ]; then export LD_PRELOAD="${DEFERRED_PRELOAD}"; '
-                   f'unset {DEFERRED_PRELOAD}; fi; exec "$@"')
+ALWAYS_HIDDEN = (Path("/run"),)
+RESOLVER = (Path("/run/systemd/resolve"), Path("/run/resolvconf"), Path("/run/NetworkManager"))
 SECRET = re.compile(r"ANTHROPIC|AWS|KEY|TOKEN|SECRET|PASSW|CREDENTIAL|COOKIE|AUTH", re.IGNORECASE)
 FIX = ("enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu "
        "kernel.apparmor_restrict_unprivileged_userns=0) or install bubblewrap (apt-get install bubblewrap)")
@@ -74,7 +82,11 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Jail:
-    """What one sandboxed phase may see and touch. Everything not listed is read-only."""
+    """What one sandboxed phase may see and touch. Everything not listed is read-only.
+
+    command() resolves symlinks in these paths: never list a path below a folder that a candidate could write
+    (it could have made it a symlink to anywhere). Keep the interpreter visible (see `python_paths`).
+    """
 
     writable: tuple[Path, ...] = ()  # bound read-write at the same path (must exist)
     visible: tuple[Path, ...] = ()  # re-exposed read-only at the same path, even inside a hidden path
@@ -110,24 +122,41 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     return {"TMPDIR": TMP} | env | {"HOME": HOME, "PYTHONPYCACHEPREFIX": PYCACHE}
 
 
+def python_paths() -> tuple[Path, ...]:
+    """The folders this interpreter runs from (venv, base installation): `visible` when a hidden folder holds them.
+
+    A Python installed by pyenv or uv lives under the home folder, for instance, so hiding the home hides it.
+    """
+    found = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent}
+    return tuple(sorted(p.resolve() for p in found))
+
+
 def _paths(jail: Jail) -> dict[str, list[str]]:
-    """Absolute, symlink-free paths: a cover or a bind acts on what a path points to."""
+    """Absolute, symlink-free paths (a cover or a bind acts on what a path points to), /run hidden in every jail.
+
+    /run holds the host's control FIFOs (systemd's initctl) and secrets mounted by container runtimes; a FIFO
+    opens for writing on a read-only mount. A jail with network gets back the resolver's files kept there.
+    """
     for path in jail.writable:
         if not Path(path).exists():
             raise ValueError(f"writable path {path} does not exist")
-    kinds = ("writable", "visible", "hidden")
-    return {kind: sorted({str(Path(p).resolve()) for p in getattr(jail, kind)}) for kind in kinds}
+    paths = {"writable": jail.writable, "visible": jail.visible, "hidden": (*jail.hidden, *ALWAYS_HIDDEN)}
+    if jail.network:
+        paths["visible"] += RESOLVER
+    return {kind: sorted({str(Path(p).resolve()) for p in found}) for kind, found in paths.items()}
 
 
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
-    unshare = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child", "--ipc"]
-    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail) | {"network": jail.network}), "--"]
+    unshare = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
+               "--kill-child", "--ipc"]
+    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 
 def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
     paths = _paths(jail)
-    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", *([] if jail.network else ["--unshare-net"])]
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc"]
+    argv += [] if jail.network else ["--unshare-net"]
     argv += ["--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     argv += ["--tmpfs", TMP, "--tmpfs", "/dev/shm", "--dir", HOME]
     for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):
@@ -144,9 +173,9 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
             argv += ["--ro-bind-try", path, path]
         elif kind == "writable":
             argv += ["--bind", path, path]
-    for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
+    for path in [*covers, "/proc"]:  # after the binds inside covers, whose mount points bwrap creates there
         argv += ["--remount-ro", path]
-    return [*argv, "--", "/bin/sh", "-c", UNDEFER_PRELOAD, "sh", *cmd]
+    return [*argv, "--", sys.executable, "-I", "-S", str(SETUP), FILTER_ONLY, "--", *cmd]
 
 
 def _sbpl(path: str) -> str:

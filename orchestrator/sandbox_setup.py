@@ -6,20 +6,22 @@ namespace, holding every capability over a private copy of the mount table, as P
 It then:
 
 1. makes every mount read-only, nosuid and nodev (device nodes open only from the minimal /dev below);
-2. mounts a /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and the NVIDIA
-   nodes, if any), and fresh tmpfs at /tmp and /dev/shm;
+2. mounts a read-only /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and
+   the NVIDIA nodes, if any), and fresh tmpfs at /tmp and /dev/shm;
 3. covers each `hidden` path (an empty read-only tmpfs over a folder, /dev/null over a file), then binds the
    `visible` paths read-only and the `writable` paths read-write at their real paths, inside the covers if need be;
 4. drops every capability for good (bounding set, ambient, inheritable, securebits locked, no_new_privs), so that
-   neither the command nor anything it starts can remount, unmount or mount anything, and becomes undumpable;
+   neither the command nor anything it starts can remount, unmount or mount anything, becomes undumpable, and
+   installs a seccomp filter (no unix sockets, no io_uring, no other ABI), inherited by everything it starts;
 5. forks the command and waits. PID 1 of a namespace ignores signals it has no handler for, so signals reach the
    command, not this process. When the command ends this process exits with its status, and the kernel kills
    whatever else is still running in the namespace. When `unshare` is killed, `--kill-child` kills this process,
    with the same effect.
 
-Run with `-I -S`: no site, no environment variables read by Python, no import from the working directory. It imports
-only the standard library and never imports orchestrator (the file is run by path). Exit status 125 and one line
-on stderr when the jail cannot be built: it never runs the command in a half-built jail.
+Run with `-I -S`: no site, no environment variables read by Python, no import from the working directory. It
+imports only the standard library and never imports orchestrator (the file is run by path). Exit status 125 and
+one line on stderr when the jail cannot be built: it never runs the command in a half-built jail. Inside a jail
+built by bwrap, `sandbox_setup.py --filter-only -- CMD` only installs the seccomp filter and runs the command.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ SETUP_FAILED = 125
 # LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
 # threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
 DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
+FILTER_ONLY = "--filter-only"
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 GPU_DEVICES = "/dev/nvidia*"
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -54,22 +57,10 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock, and KEEP_CAPS locked off.
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
-
-# seccomp: without network, socket(AF_UNIX, ...) fails with EPERM. A network namespace cuts IP and abstract unix
-# sockets, but a path-named unix socket of the host (docker, dbus, a database) is reached through the file system,
-# and connect() needs no write access to a read-only mount. socketpair() (multiprocessing, asyncio) still works.
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 22, 2, 0x7FFF0000, 0x00050000
-AF_UNIX, EPERM, X32_SYSCALL_BIT = 1, 1, 0x40000000
-SOCKET_SYSCALL = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # AUDIT_ARCH_*, __NR_socket
-
-
-class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
-
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl
+SYSCALLS = {"x86_64": (0xC000003E, 41, (425, 248, 249, 250)), "aarch64": (0xC00000B7, 198, (425, 217, 218, 219))}
+X32_BIT, AF_UNIX = 0x40000000, 1
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -164,6 +155,10 @@ def build_jail(spec: dict) -> None:
 
     lock_down_all_mounts()
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    forbid_nested_user_namespaces()
+    # uid 0 inside is the owner of root's sysctls (kernel.core_pattern runs a program as host root) when the
+    # daemon is root: nothing under /proc is writable
+    remount("/proc", MS_RDONLY)
     build_dev(devices)
     mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     os.mkdir(HOME, 0o700)
@@ -218,37 +213,58 @@ def drop_privileges() -> None:
     check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "become undumpable")
 
 
-def forbid_unix_sockets() -> None:
-    """Install the seccomp filter above (needs no_new_privs, set by drop_privileges)."""
-    arch, nr = SOCKET_SYSCALL.get(os.uname().machine, (None, None))
-    if arch is None:
-        raise SetupError(f"no seccomp filter for {os.uname().machine}")
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K
-    deny = SECCOMP_RET_ERRNO | EPERM
-    program = [
-        (ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, deny),  # another ABI (i386 on x86_64): refuse everything
-        (ld, 0, 0, 0), (jge, 0, 1, X32_SYSCALL_BIT), (ret, 0, 0, deny),  # x32 syscalls: refused
-        (jeq, 0, 3, nr), (ld, 0, 0, 16), (jeq, 0, 1, AF_UNIX), (ret, 0, 0, deny),  # socket(AF_UNIX, ...)
-        (ret, 0, 0, SECCOMP_RET_ALLOW),
-    ]
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def filter_syscalls() -> None:
+    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no other ABI; everything else allowed.
+
+    A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
+    daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
+    running anything outside. socketpair() stays allowed (pipes between processes of the phase). io_uring's
+    operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets.
+    """
+    machine = os.uname().machine
+    if machine not in SYSCALLS:
+        raise SetupError(f"no system call filter for {machine}")
+    arch, socket_nr, denied = SYSCALLS[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JGE, BPF_RET
+    allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
+    # (op, jump if true, jump if false, k); a jump of n skips n instructions; ALLOW and DENY are the last two
+    checks = [(jge, None, 0, X32_BIT), *[(jeq, None, 0, nr) for nr in denied], (jeq, 0, "allow", socket_nr),
+              (ld, 0, 0, 16), (jeq, None, "allow", AF_UNIX)]  # socket(): the low half of its first argument
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # a foreign ABI is killed
+    for i, (op, jt, jf, k) in enumerate(checks):
+        to_allow, to_deny = len(checks) - i - 1, len(checks) - i  # from the instruction after this one
+        program.append((op, to_deny if jt is None else jt, to_allow if jf == "allow" else jf, k))
+    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
     filters = (SockFilter * len(program))(*[SockFilter(*op) for op in program])
     prog = SockFprog(len(program), filters)
-    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the seccomp filter")
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the system call filter")
+
+
+def exec_command(cmd: list[str]) -> None:
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    if DEFERRED_PRELOAD in os.environ:
+        os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
+    try:
+        os.execvp(cmd[0], cmd)
+    except OSError as e:
+        print(f"arx sandbox: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
+        os._exit(127)
 
 
 def run(cmd: list[str]) -> int:
     """Fork the command and wait for it, reaping orphans; its exit status becomes ours (128 + n for signal n)."""
     child = os.fork()
     if child == 0:
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        if DEFERRED_PRELOAD in os.environ:
-            os.environ["LD_PRELOAD"] = os.environ.pop(DEFERRED_PRELOAD)
-        try:
-            os.execvp(cmd[0], cmd)
-        except OSError as e:
-            print(f"arx sandbox: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
-            os._exit(127)
+        exec_command(cmd)
     while True:
         try:
             pid, status = os.wait()
@@ -262,17 +278,22 @@ def run(cmd: list[str]) -> int:
 
 def main() -> None:
     if len(sys.argv) < 4 or sys.argv[2] != "--":
-        sys.exit("usage: sandbox_setup.py SPEC_JSON -- COMMAND...")
-    spec, cmd = json.loads(sys.argv[1]), sys.argv[3:]
+        sys.exit("usage: sandbox_setup.py SPEC_JSON|--filter-only -- COMMAND...")
+    spec, cmd = sys.argv[1], sys.argv[3:]
+    if spec == FILTER_ONLY:  # inside a jail built by bwrap, which already set no_new_privs
+        try:
+            filter_syscalls()
+        except SetupError as e:
+            print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)
+            os._exit(SETUP_FAILED)
+        exec_command(cmd)
     # PID 1 is not killed by signals it does not handle; Python's own SIGINT handler would make it the exception.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         cwd = os.getcwd()
-        build_jail(spec)
-        forbid_nested_user_namespaces()
+        build_jail(json.loads(spec))
         drop_privileges()
-        if not spec.get("network"):
-            forbid_unix_sockets()
+        filter_syscalls()
         os.chdir(cwd)  # through the new mounts: the old cwd could still see a covered folder
     except (SetupError, OSError) as e:
         print(f"arx sandbox: cannot build the jail: {e}", file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import runner, sandbox
+from orchestrator import runner, sandbox, sandbox_setup
 from orchestrator.sandbox import Jail
 from trainer import blas
 
@@ -33,11 +33,12 @@ TOOLS = {"namespaces": "unshare", "bwrap": "bwrap"}
 WORKING = [name for name, tool in TOOLS.items() if LINUX and shutil.which(tool) and sandbox.probe(name) is None]
 EVENT_TIMEOUT_S = 60  # an upper bound on waiting for something that should happen; never a measure of speed
 
-pytestmark = pytest.mark.skipif(not WORKING, reason="no Linux sandbox works on this machine")
 
 
-@pytest.fixture(params=WORKING)
+@pytest.fixture(params=WORKING or [None])
 def using(request) -> str:
+    if request.param is None:
+        pytest.skip("no Linux sandbox works on this machine")
     return request.param
 
 
@@ -345,6 +346,34 @@ print(json.dumps(seen))
     assert seen["heldout"] == "FileNotFoundError"
 
 
+def test_host_sockets_keyrings_and_sysctls_are_out_of_reach(using, area):
+    """A read-only mount does not stop connect() to a unix socket (systemd, dbus, docker) nor keyctl()."""
+    path = area / "checkout/control.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    try:
+        code = TRY + """
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def session_keyring():  # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, create)
+    if libc.syscall(int(sys.argv[2]), 0, -3, 1) < 0:
+        raise OSError(os.strerror(ctypes.get_errno()))
+def connect():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socket.socketpair())),
+                  "run": os.listdir("/run"), "keyring": attempt(session_keyring),
+                  "core_pattern": attempt(lambda: os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY))}))
+"""
+        keyctl = sandbox_setup.SYSCALLS[os.uname().machine][2][-1]
+        seen = report(using, code, campaign_jail(area), str(path), str(keyctl))
+    finally:
+        server.close()
+    assert seen["connect"] == "PermissionError" and seen["pair"] == "2"
+    assert seen["run"] == [] and seen["core_pattern"] == seen["keyring"] == "OSError"
+
+
 def test_devices_open_only_from_a_minimal_dev(using, area):
     """uid 0 inside owns root's device nodes when the daemon is root: a disk must not be openable anywhere."""
     code = """
@@ -429,6 +458,37 @@ def test_a_jail_that_cannot_be_built_runs_nothing(area):
         shutil.rmtree(outside)
 
 
+@pytest.mark.parametrize(("cmd", "status"), [([sys.executable, "-c", "import sys; sys.exit(3)"], 3),
+                                              ([sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"], 128 + 15),
+                                              (["/nonexistent/program"], 127)])
+def test_the_exit_status_comes_through(using, cmd, status):
+    """As a shell reports it: 128 + n for a command killed by signal n, 127 for one that could not be started."""
+    done = subprocess.run(sandbox.command(cmd, Jail(), using=using), env=sandbox.environment({}), cwd="/",
+                          capture_output=True, timeout=EVENT_TIMEOUT_S, check=False)
+    assert done.returncode == status
+
+
+def test_paths_in_the_host_tmp_can_be_exposed(using, tmp_path):
+    """pytest's tmp_path, or a state directory under /tmp: the jail's own /tmp still shows them where listed."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt/code.py").write_text("x")
+    code = "import sys; print(open(sys.argv[1] + '/wt/code.py').read()); open(sys.argv[1] + '/run/out', 'w')"
+    done = jailed(using, code, Jail(writable=(tmp_path / "run",), visible=(tmp_path / "wt",)), str(tmp_path),
+                  cwd=tmp_path / "wt")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "x" and (tmp_path / "run/out").exists()
+
+
+def test_python_paths_keep_the_interpreter_running_under_a_hidden_home(using):
+    """pyenv and uv install Python under the home folder: hiding it needs the interpreter's folders shown again."""
+    base = Path(sys.base_prefix).resolve().parent
+    hidden = jailed(using, "import numpy", Jail(hidden=(base,)))
+    shown = jailed(using, "import numpy; print('ok')", Jail(hidden=(base,), visible=sandbox.python_paths()))
+    assert hidden.returncode != 0
+    assert shown.returncode == 0 and shown.stdout.strip() == "ok", shown.stderr
+
+
 def test_writable_paths_must_exist(area):
     with pytest.raises(ValueError, match="does not exist"):
         sandbox.command(["true"], Jail(writable=(area / "missing",)), using="namespaces")
@@ -458,7 +518,7 @@ print(json.dumps({
     "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith(("CapEff", "CapBnd"))],
 }))
 '''
-argv = sandbox.command([sys.executable, "-c", code, str(state)], jail, using="namespaces")
+argv = sandbox.command([sys.executable, "-c", code, str(state)], jail, using=sys.argv[3])
 done = subprocess.run(argv, env=sandbox.environment({}), capture_output=True, text=True, cwd="/")
 sys.stderr.write(done.stderr)
 print(done.stdout, end="")
@@ -472,12 +532,10 @@ def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
 
 
-def test_works_for_an_unprivileged_daemon(area):
+def test_works_for_an_unprivileged_daemon(using, area):
     """The same jail built by a user without any privilege (here: nobody), as a daemon started by a normal user."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to become an unprivileged user")
-    if "namespaces" not in WORKING:
-        pytest.skip("namespaces backend unavailable")
     if as_nobody("unshare", "--user", "--map-root-user", "true").returncode != 0:
         pytest.skip("this kernel forbids unprivileged user namespaces")
     runs = lambda python: as_nobody("unshare", "--user", "--map-root-user", python, "-c", "pass").returncode == 0
@@ -488,7 +546,7 @@ def test_works_for_an_unprivileged_daemon(area):
     area.chmod(0o755)
     run = area / "state/runs/model-x/0005"
     shutil.chown(run, "nobody", "nogroup")
-    done = as_nobody(python, "-B", "-c", NON_ROOT_DRIVER, str(ROOT), str(area))
+    done = as_nobody(python, "-B", "-c", NON_ROOT_DRIVER, str(ROOT), str(area), using)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["checkout"] == "OSError" and seen["heldout"] == "FileNotFoundError"
@@ -497,12 +555,12 @@ def test_works_for_an_unprivileged_daemon(area):
 
 
 def test_require_names_the_fix(monkeypatch):
-    """With no unshare and no bwrap on PATH, detection finds nothing; callers then need the user's explicit consent."""
+    """With no sandbox tool on PATH, detection finds nothing; callers then need the user's explicit consent."""
     monkeypatch.setenv("PATH", "/nonexistent")
     sandbox.backend.cache_clear()
     try:
         found = sandbox.backend()
-        assert found.name == "none" and "unshare not found" in found.detail
+        assert found.name == "none" and "not found" in found.detail
         with pytest.raises(sandbox.SandboxUnavailable, match="--unsafe-no-sandbox"):
             sandbox.require(allow_unsafe=False)
         assert sandbox.require(allow_unsafe=True).name == "none"
