@@ -185,7 +185,7 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
             argv += ["--ro-bind-try", path, path]
         elif kind == "writable":
             argv += ["--bind", path, path]
-    for path in covers:  # after the binds inside them, whose mount points bwrap creates in the cover
+    for path in [*covers, "/proc"]:  # after the binds inside covers, whose mount points bwrap creates there
         argv += ["--remount-ro", path]
     return [*argv, "--", sys.executable, "-I", "-S", str(SETUP), FILTER_ONLY, "--", *cmd]
 

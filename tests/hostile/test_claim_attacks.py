@@ -64,7 +64,8 @@ def assert_honest(campaign, name: str) -> None:
 def test_the_campaign_ran_every_attack(campaign):
     assert campaign.reason.startswith("reached --max-experiments"), campaign.reason
     assert len(campaign.runs) == len(ATTACKS), sorted(campaign.runs)
-    assert campaign.changed == [] and files_with(campaign.state, SECRET) == [] and survivors() == []
+    assert campaign.changed == [], "changed: " + ", ".join(campaign.changed)
+    assert files_with(campaign.state, SECRET) == [] and survivors() == []
 
 
 def test_a_claimed_throughput_decides_nothing(campaign):

@@ -77,7 +77,7 @@ def test_the_campaign_ran_every_attack(campaign):
 
 
 def test_nothing_outside_the_run_directories_changed(campaign):
-    assert campaign.changed == []
+    assert campaign.changed == [], "changed: " + ", ".join(campaign.changed)
 
 
 def test_no_secret_and_no_survivor(campaign):

@@ -148,7 +148,7 @@ def test_the_campaign_ran_every_attack(campaign):
 
 
 def test_nothing_outside_the_run_directories_changed(campaign):
-    assert campaign.changed == []
+    assert campaign.changed == [], "changed: " + ", ".join(campaign.changed)
     assert [line for line in git_status(ROOT).splitlines() if "tests/hostile" not in line] == []
     assert git_status(campaign.repo) == ""
 
