@@ -796,7 +796,8 @@ class CampaignLoop:
 
     def startup_allowance(self) -> float:
         """Seconds a trainer may run past its budget (start-up, compilation, saving), measured by the
-        daemon on the unchanged baseline: ALLOWANCE_FACTOR x its overhead, at least MIN_ALLOWANCE_S.
+        daemon on the unchanged baseline: ALLOWANCE_FACTOR x its smallest overhead (a baseline that
+        found its compiled kernels cached, as every later run does), at least MIN_ALLOWANCE_S.
         Until a baseline has been timed, the configured --startup-grace-s."""
         overheads = [
             r.train_wall_s - self.s.budget_s
@@ -805,7 +806,7 @@ class CampaignLoop:
         ]
         if not overheads:
             return self.s.startup_grace_s
-        return max(MIN_ALLOWANCE_S, ALLOWANCE_FACTOR * max(overheads))
+        return max(MIN_ALLOWANCE_S, ALLOWANCE_FACTOR * min(overheads))
 
     @functools.cached_property
     def corpus(self) -> corpus.Corpus:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runner, sandbox, scorer
+from . import fingerprint, runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
 from .programs import ROOT
 
@@ -229,11 +229,12 @@ def run_phase(
 
 
 def prepared_key(spec: Spec) -> str:
-    """Names the prepared folder: the data code's bytes, the training material, the backend."""
+    """Names the prepared folder: the data code's bytes, the training material, the backend, and the
+    trusted code's version (a folder checked by an older leak check or jail is never reused)."""
     h = hashlib.sha256()
     for name in ("prepare.py", "data_sources.py"):
         h.update((spec.worktree / "trainer" / name).read_bytes())
-    h.update(f"|{spec.corpus.id}|{backend()}".encode())
+    h.update(f"|{spec.corpus.id}|{fingerprint.backend()}|{fingerprint.arx_version()}".encode())
     return h.hexdigest()[:16]
 
 
@@ -277,21 +278,6 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-_backend: list[str] = []
-
-
-def backend() -> str:
-    """MLX's backend on this machine, asked once of a child process (the daemon never imports MLX)."""
-    if not _backend:
-        code = (
-            "import mlx.core as mx\nfor n in ('metal', 'cuda'):\n    m = getattr(mx, n, None)\n    if m is not None "
-            "and m.is_available():\n        print(n); break\nelse:\n    print('cpu')"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        _backend.append(out.stdout.strip() or "unknown")
-    return _backend[0]
 
 
 class ModelDied(Exception):

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 SHINGLE_TOKENS = 32
 SCRUB_BYTES = 48  # the trusted corpus cuts every 48-byte run shared with a held-out document out of training
+PREPARED_FILES = {"tokenizer.json", "train.bin", "train_offsets.npy", "meta.json"}  # all a prepared folder may hold
+MAX_META_BYTES = 64 << 10
 MAX_SHARED_FRACTION = 0.01  # of the held-out shingles; an honest stdlib preparation shares about 0.1%
 HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
 
@@ -83,6 +85,11 @@ def check_prepared(folder: Path, corpus: Corpus) -> str | None:
 
     from .scorer import Invalid, encode_checked, load_tokenizer
 
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in PREPARED_FILES)
+    if extra:  # a trainer reads whatever is here: only what this check reads may be here
+        return f"the prepared folder holds {', '.join(extra)}; only {', '.join(sorted(PREPARED_FILES))} may be there"
+    if (folder / "meta.json").exists() and (folder / "meta.json").stat().st_size > MAX_META_BYTES:
+        return f"meta.json is over {MAX_META_BYTES >> 10} KB"
     try:
         enc = load_tokenizer(folder / "tokenizer.json")
         meta = json.loads((folder / "meta.json").read_text())

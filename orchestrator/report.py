@@ -47,15 +47,9 @@ def last_progress(run_dir: str | None) -> dict:
     """The last `step ...` line of a run's training log: step, loss, tok/s, elapsed seconds."""
     if not run_dir:
         return {}
-    log = Path(run_dir) / "train.log"
-    try:
-        with open(log, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 8192))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return {}
-    for line in reversed(lines):
+    from .runner import tail  # never through a link, never a FIFO: the log is in a run directory the trainer wrote
+
+    for line in reversed(tail(Path(run_dir) / "train.log", 200).splitlines()):
         m = STEP_LINE.match(line)
         if m:
             return {

@@ -34,7 +34,8 @@ import numpy as np
 from .corpus import Corpus, docs_sha256, file_sha256
 
 BATCH_ROWS = 16  # every request has exactly this many rows (probe batches look like scoring batches)
-PROBES_PER_PROCESS = 8
+PROBES_PER_PROCESS = 8  # at least this many probe rows per model process ...
+PROBE_FRACTION = 0.25  # ... or this fraction of the rows it scores, each at its own cut
 DONOR_TRIES = 16  # rows tried for a probe's continuation whose first token differs from the original's
 CAUSALITY_TOLERANCE = 1e-3  # largest allowed change of a logit at or before the cut (soft-capped logits)
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 1 << 16
@@ -254,17 +255,27 @@ def evaluate(
     )
 
 
+def probe_count(originals: int) -> int:
+    return min(originals, max(PROBES_PER_PROCESS, round(PROBE_FRACTION * originals)))
+
+
+def expected_probes(rows: int) -> int:
+    """Probe rows of a whole evaluation of `rows` scored rows (each half gets the other half's probes)."""
+    return probe_count(rows // 2) + probe_count(rows - rows // 2)
+
+
 def make_probes(rows: list[Row], originals: np.ndarray, seq_len: int, rng: np.random.Generator) -> list[Row]:
     """Rows that share a prefix with a row scored elsewhere and continue with another real row's tokens.
 
     A peek one token ahead shows only at the cut itself, so each probe checks one position: the first
     cuts at the last one (a uniform cut would check a peek at the row's last token once in seq_len
-    evaluations), and the donor's token after the cut differs from the original's (else nothing moves)."""
+    evaluations), the others at distinct secret positions, PROBE_FRACTION of the rows; the donor's
+    token after the cut differs from the original's (else nothing moves)."""
+    count = probe_count(len(originals))
+    cuts = [seq_len - 2, *rng.permutation(seq_len - 2)]  # positions 0..cut are compared; cut + 1.. replaced
     probes = []
-    for k, idx in enumerate(rng.choice(originals, size=min(PROBES_PER_PROCESS, len(originals)), replace=False)):
-        cut = (
-            seq_len - 2 if k == 0 else int(rng.integers(0, seq_len - 1))
-        )  # positions 0..cut are compared; cut + 1.. replaced
+    for k, idx in enumerate(rng.choice(originals, size=count, replace=False)):
+        cut = int(cuts[k % len(cuts)])
         original = rows[idx].tokens
         for _ in range(DONOR_TRIES):
             donor = rows[

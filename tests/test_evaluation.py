@@ -64,7 +64,7 @@ def test_train_json_and_the_measurement(measured, stdlib):
         and result.prepared_dir == stdlib.prepared
     )
     assert (
-        scores.detail["probes"] == 2 * scorer.PROBES_PER_PROCESS
+        scores.detail["probes"] == scorer.expected_probes(scores.detail["rows"])
         and scores.detail["causality_max_diff"] <= scorer.CAUSALITY_TOLERANCE
     )
     assert (run_dir / "eval.log").read_text().count("model loaded; serving logits") == 2  # two model processes

@@ -219,7 +219,7 @@ def test_uniform_model_on_the_real_held_out_split(stdlib, tmp_path):
         assert got == pytest.approx(math.log2(enc.n_vocab) * tokens / sum(len(t.encode()) for t in texts), rel=1e-12)
     assert scores.val_sha256 == docs_sha256(stdlib.corpus.heldout("val")) != scores.test_sha256
     assert scores.tokenizer_sha256 == file_sha256(stdlib.prepared / "tokenizer.json")
-    assert scores.detail["probes"] == 2 * scorer.PROBES_PER_PROCESS
+    assert scores.detail["probes"] == scorer.expected_probes(scores.detail["rows"])
 
 
 def test_score_does_not_depend_on_the_secret_shuffle(tiny):
@@ -291,7 +291,9 @@ def test_an_honest_model_is_never_invalid(tiny):
     for seed in SEEDS:
         launch = launcher(model)
         scores = scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launch, rng=np.random.default_rng(seed))
-        assert scores.detail["causality_max_diff"] == 0.0 and scores.detail["probes"] == 2 * scorer.PROBES_PER_PROCESS
+        assert scores.detail["causality_max_diff"] == 0.0 and scores.detail["probes"] == scorer.expected_probes(
+            scores.detail["rows"]
+        )
         assert len(launch.launched) == 2 and all(p.closed for p in launch.launched)
 
 
@@ -327,7 +329,9 @@ def test_a_tokenizer_that_drops_text_is_invalid(tiny, tmp_path):
 BACKTRACKING = r"(?:.|..)+(?=\x00)|[\s\S]"  # exponential backtracking on every line: tiktoken panics
 
 
-@pytest.mark.parametrize(("pattern", "message"), [("(a|", "does not compile"), (BACKTRACKING, "cannot encode")])
+@pytest.mark.parametrize(
+    ("pattern", "message"), [("(a|", "does not compile"), (BACKTRACKING, "fails on the held-out documents")]
+)
 def test_a_pattern_that_breaks_the_tokenizer_is_invalid_not_a_crash(tiny, tmp_path, pattern, message):
     """A hostile data program writes the pattern; the trusted side must answer Invalid, never die of it
     (a Rust panic reaches Python as a BaseException that `except Exception` would let through)."""
@@ -445,7 +449,7 @@ def test_an_unreadable_or_lossy_prepared_folder_is_refused(stdlib, tmp_path):
     (lossy / "tokenizer.json").write_text(json.dumps(spec | {"pattern": r"\S+"}))
     assert "round-trip" in leakcheck.check_prepared(lossy, stdlib.corpus)
     (lossy / "tokenizer.json").write_text(json.dumps(spec | {"pattern": BACKTRACKING}))
-    assert "cannot encode" in leakcheck.check_prepared(lossy, stdlib.corpus)
+    assert "fails on the held-out documents" in leakcheck.check_prepared(lossy, stdlib.corpus)
 
 
 SHARED = "def held_out_function(alpha, beta):\n    return alpha ** beta + 42\n"  # 65 bytes
