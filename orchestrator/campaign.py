@@ -729,6 +729,7 @@ class CampaignLoop:
             raise StopCampaign("stopped by request") from None
 
     def _measure(self, run: Run, run_dir: Path) -> bool:
+        allowance = self.startup_allowance()
         spec = experiment.Spec(
             program=self.program.name,
             worktree=Path(self.campaign.worktree),
@@ -737,8 +738,8 @@ class CampaignLoop:
             budget_s=self.s.budget_s,
             seed=run.seed,
             state_dir=self.s.state_dir,
-            train_deadline_s=self.s.budget_s + self.startup_allowance(),
-            stall_s=self.s.stall_s,
+            train_deadline_s=self.s.budget_s + allowance,
+            stall_s=max(self.s.stall_s, allowance),  # the first step compiles in silence: as long as start-up may take
             memory_mb=self.s.memory_mb,
             eval_timeout_s=self.s.eval_timeout_s,
             tokenizer_sha256=self.campaign.tokenizer_sha256 if self.program.name == "model" else None,
