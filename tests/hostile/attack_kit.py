@@ -23,7 +23,7 @@ import pytest
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
 from orchestrator import campaign as campaign_module
-from orchestrator import corpus, daemon, experiment, ledger, scorer
+from orchestrator import corpus, daemon, experiment, fingerprint, ledger, scorer
 from orchestrator.campaign import CampaignLoop, Settings
 
 SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
@@ -179,7 +179,7 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     with a planted ANTHROPIC_API_KEY in the daemon's environment."""
     repo = make_repo(tmp / "repo")
     corpus.materialize("stdlib")  # trusted set-up that may compile stdlib bytecode: before the snapshot
-    experiment.backend()
+    fingerprint.backend()
     for module in ("orchestrator.leakcheck", "orchestrator.scorer", "tiktoken"):
         __import__(module)
     kw = {
