@@ -245,7 +245,7 @@ def probe(name: str) -> str | None:
     """None when `name` runs a command in a jail here, else the last line it printed."""
     try:
         done = subprocess.run(
-            command([sys.executable, "-S", "-c", ""], Jail(), using=name),
+            command([sys.executable, "-S", "-c", ""], Jail(visible=python_paths()), using=name),
             env=environment({}),
             capture_output=True,
             text=True,
