@@ -7,6 +7,16 @@ from pathlib import Path
 import git
 
 ARX_AUTHOR = git.Actor("arx", "arx@localhost")
+# git as arx, whatever the user's identity or signing settings (commits and merges on campaign branches)
+AS_ARX = [
+    "git",
+    "-c",
+    f"user.name={ARX_AUTHOR.name}",
+    "-c",
+    f"user.email={ARX_AUTHOR.email}",
+    "-c",
+    "commit.gpgsign=false",
+]
 
 
 class GitError(Exception):
@@ -68,45 +78,14 @@ def diff(wt: git.Repo) -> str:
 def commit_all(wt: git.Repo, message: str) -> str:
     """Commit everything as arx, whatever the user's git identity or signing settings."""
     wt.git.add("-A")
-    wt.git.execute(
-        [
-            "git",
-            "-c",
-            f"user.name={ARX_AUTHOR.name}",
-            "-c",
-            f"user.email={ARX_AUTHOR.email}",
-            "-c",
-            "commit.gpgsign=false",
-            "commit",
-            "-q",
-            "--no-verify",
-            "-m",
-            message,
-        ]
-    )
+    wt.git.execute([*AS_ARX, "commit", "-q", "--no-verify", "-m", message])
     return head(wt)
 
 
 def merge(wt: git.Repo, commit: str, message: str) -> str:
     """Merge `commit` into the worktree's branch as arx (fast-forward when possible); GitError on conflict."""
     try:
-        wt.git.execute(
-            [
-                "git",
-                "-c",
-                f"user.name={ARX_AUTHOR.name}",
-                "-c",
-                f"user.email={ARX_AUTHOR.email}",
-                "-c",
-                "commit.gpgsign=false",
-                "merge",
-                "--no-edit",
-                "--no-verify",
-                "-m",
-                message,
-                commit,
-            ]
-        )
+        wt.git.execute([*AS_ARX, "merge", "--no-edit", "--no-verify", "-m", message, commit])
     except git.GitCommandError as e:
         wt.git.execute(["git", "merge", "--abort"], with_exceptions=False)
         said = str(e.stderr or e).strip()
