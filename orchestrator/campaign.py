@@ -51,7 +51,7 @@ MAX_FAILED_PROPOSALS = 5  # abandoned, refused or empty proposals in a row befor
 GAP_OVERHEAD_S = 60.0  # start-up, evaluation and bookkeeping between two proposals, until runs measure it
 GAP_RUNS = 5  # measured runs the expected gap between proposals is taken from
 FAILURE_TAIL_LINES = 20
-MIN_ALLOWANCE_S = 30.0  # a change of shapes compiles new MLX kernels at its first step: about 25 s on 2 cores
+MIN_ALLOWANCE_S = 10.0  # every second of it is a second a hostile trainer may train past its budget
 ALLOWANCE_FACTOR = 2.0
 
 

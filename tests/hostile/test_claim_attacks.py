@@ -13,6 +13,7 @@ import payloads as p
 import pytest
 from attack_kit import SECRET, chain, data_dir, files_with, inject, replace, run_campaign, survivors
 
+from orchestrator.campaign import ALLOWANCE_FACTOR, MIN_ALLOWANCE_S
 from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow
@@ -75,9 +76,15 @@ def test_a_claimed_throughput_decides_nothing(campaign):
 
 
 def test_training_past_the_budget_buys_no_score(campaign):
-    """HOLE where it fails: the deadline is budget + max(10 s, 2 x the baseline's start-up), and nothing checks the
-    daemon-measured training time against the budget, so a trainer may train for the whole allowance."""
-    assert_honest(campaign, "trains 20x its budget and reports a twentieth")
+    """HOLE where it fails: the deadline is budget + an allowance sized for a cold kernel compile (30 s and more),
+    so a trainer that trains 20x its 2 s budget finishes inside it and is scored. The allowance is now
+    max(MIN_ALLOWANCE_S, 2 x the baseline's start-up): the run is killed and scored as a timeout."""
+    r = campaign.runs["trains 20x its budget and reports a twentieth"]
+    assert r.status == "timeout" and r.val_bpb is None, (
+        f"{r.status}: {r.decision_reason}; trained {r.train_wall_s}s by the daemon's clock, the baseline "
+        f"{campaign.baseline.train_wall_s:.0f}s; allowance max("
+        f"{MIN_ALLOWANCE_S:.0f}s, {ALLOWANCE_FACTOR:.0f}x start-up)"
+    )
 
 
 def test_no_other_run_is_reachable_to_warm_start_from(campaign):
