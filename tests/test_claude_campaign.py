@@ -63,6 +63,8 @@ def test_cli_campaign_of_three_scripted_experiments(tmp_path, data_dir):
                 "3",
                 "--baseline-runs",
                 "1",
+                "--max-reruns",
+                "0",  # this test is about the API; re-runs are tests/test_decisions.py's
                 "--foreground",
             ],
             cwd=repo,
@@ -118,7 +120,7 @@ def phases(tmp_path_factory, data_dir):
             program="model",
             tag="trouble",
             budget_s=2,
-            policy=Policy(baseline_runs=1),
+            policy=Policy(baseline_runs=1, max_reruns=0),
             repo=repo,
         )
         row = daemon.open_campaign(settings, "claude", "claude-sonnet-4-6", None)

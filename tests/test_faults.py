@@ -100,7 +100,7 @@ def campaign(tmp_path_factory, data_dir):
         max_experiments=len(FAULTS),
         stall_s=stall_margin(),
         memory_mb=1800,
-        policy=Policy(baseline_runs=1),
+        policy=Policy(baseline_runs=1, max_reruns=0),
         repo=repo,
     )
     row = daemon.open_campaign(settings, "scripted", None, None)

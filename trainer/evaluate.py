@@ -16,6 +16,7 @@ A request with rows == 0 ends the process.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -29,6 +30,7 @@ import numpy as np
 
 REQUEST = struct.Struct("<4sii")
 RESPONSE = struct.Struct("<4siii")
+CPU_STREAMS = 2  # rows of a request evaluated in parallel on CPU, one stream per core
 
 
 def load_build_model(worktree: Path):
@@ -69,18 +71,49 @@ def read_exact(stream, n: int) -> bytes:
     return data
 
 
-def serve(model, requests, responses) -> None:
+@functools.cache
+def cpu_streams() -> list:
+    """One MLX stream per core, at most CPU_STREAMS, on CPU; the default stream elsewhere.
+
+    MLX runs elementwise work (the soft-cap over the vocabulary dominates a small model) on one core
+    per stream: rows split across two streams evaluate about 1.6x faster on 2 cores."""
     import mlx.core as mx
 
+    from trainer import blas, prepare
+
+    if prepare.backend() != "cpu":
+        return [mx.default_stream(mx.default_device())]
+    n = max(1, min(CPU_STREAMS, os.cpu_count() or 1))
+    blas.use_streams(n)
+    return [mx.new_stream(mx.cpu) for _ in range(n)]
+
+
+def forward(model, tokens: np.ndarray, streams: list) -> list[np.ndarray]:
+    """The model's outputs for `tokens`, its rows split across `streams` (each row is scored on its own)."""
+    import mlx.core as mx
+
+    outs = []
+    for stream, part in zip(streams, np.array_split(tokens, min(len(streams), len(tokens)))):
+        with mx.stream(stream):
+            outs.append(model(mx.array(part)).astype(mx.float32))
+    mx.eval(*outs)
+    return [np.asarray(o) for o in outs]
+
+
+def serve(model, requests, responses) -> None:
+    streams = cpu_streams()
     while True:
         magic, rows, cols = REQUEST.unpack(read_exact(requests, REQUEST.size))
         if magic != b"ROWS" or rows == 0:
             return
         tokens = np.frombuffer(read_exact(requests, rows * cols * 4), dtype=np.int32).reshape(rows, cols)
-        logits = np.asarray(model(mx.array(tokens)).astype(mx.float32))
-        responses.write(
-            RESPONSE.pack(b"LOGT", *logits.shape) if logits.ndim == 3 else RESPONSE.pack(b"LOGT", rows, cols, -1)
-        )
+        parts = forward(model, tokens, streams)
+        if any(p.ndim != 3 or p.shape[1:] != parts[0].shape[1:] for p in parts):
+            responses.write(RESPONSE.pack(b"LOGT", rows, cols, -1))  # the scorer refuses the malformed header
+            responses.flush()
+            continue
+        logits = np.concatenate(parts)
+        responses.write(RESPONSE.pack(b"LOGT", *logits.shape))
         responses.write(np.ascontiguousarray(logits).tobytes())
         responses.flush()
 
@@ -104,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     requests, responses = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    streams = cpu_streams()  # before MLX evaluates anything: it sizes the BLAS threads per stream
     model = load_model(args.run_dir, args.worktree)
-    print("model loaded; serving logits", file=sys.stderr, flush=True)
+    print(f"model loaded; serving logits on {len(streams)} stream(s)", file=sys.stderr, flush=True)
     try:
         serve(model, requests, responses)
     except (EOFError, BrokenPipeError):

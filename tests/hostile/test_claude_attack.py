@@ -65,6 +65,8 @@ def attack(tmp_path_factory, data_dir):
                 "2",
                 "--baseline-runs",
                 "1",
+                "--max-reruns",
+                "0",
                 "--stall-s",
                 "180",
                 "--foreground",
