@@ -157,7 +157,9 @@ def phases(tmp_path_factory, data_dir):
 
 
 def test_overload_backs_off_and_the_loop_goes_on(phases):
-    events = query(phases["db"], "SELECT kind, message FROM event WHERE kind = 'backoff'")
+    """The two scripted failures back off in order. With the SDK's retries off, a loopback connection that a
+    loaded machine drops is one more backoff of its own (seen once in CI): it is not one of these."""
+    events = query(phases["db"], "SELECT kind, message FROM event WHERE kind = 'backoff' AND message LIKE '%HTTP%'")
     assert len(events) == 2 and "529" in events[0][1] and "503" in events[1][1]
     assert any(r[3] == "SCALAR_LR = 0.5 -> SCALAR_LR = 0.4" and r[2] in ("keep", "discard") for r in phases["runs"])
     errors = query(phases["db"], "SELECT status, error FROM llm_call WHERE status = 'error'")
