@@ -189,10 +189,14 @@ class CampaignLoop:
             return str(e)
         finally:
             self.stop_requested.set()
-            self.executor.close()
+            self.wind_down()
         self.update_campaign(status="stopped", stop_reason=reason, note=None)
         self.event("stopped", reason)
         return reason
+
+    def wind_down(self) -> None:
+        """After the loop: let go of the executor's machines."""
+        self.executor.close()
 
     def heartbeat(self) -> None:
         while not self.stop_requested.wait(HEARTBEAT_S):
@@ -304,20 +308,32 @@ class CampaignLoop:
         fp, fp_hash = self.fingerprint_now()
         if self.rebaseline_step(fp, fp_hash):
             return
-        runs = self.runs()
-        experiments = [r for r in runs if r.kind == "experiment"]
-        if self.s.max_experiments is not None and len(experiments) >= self.s.max_experiments:
-            raise StopCampaign(f"reached --max-experiments {self.s.max_experiments}")
-        cost = ledger.campaign_cost(self.db, self.campaign.id)
-        if self.s.max_cost_usd is not None and cost >= self.s.max_cost_usd:
-            raise StopCampaign(f"reached --max-cost-usd {self.s.max_cost_usd} (spent ${cost:.2f})")
-        keeps = [r for r in runs if r.kind == "experiment" and r.status == "keep"]
-        last_remeasure = max((r.id for r in runs if r.kind == "remeasure"), default=0)
-        recent_keeps = [r for r in keeps if r.id > last_remeasure]
-        if self.s.policy.remeasure_every and len(recent_keeps) >= self.s.policy.remeasure_every:
+        limit = self.limit_reached()
+        if limit:
+            raise StopCampaign(limit)
+        if self.remeasure_due():
             self.remeasure_champion(self.new_seed(), f"every {self.s.policy.remeasure_every} keeps")
             return
-        self.experiment(cost)
+        self.experiment(ledger.campaign_cost(self.db, self.campaign.id))
+
+    def limit_reached(self) -> str | None:
+        """Why no further experiment may start (--max-experiments, --max-cost-usd), or None."""
+        experiments = [r for r in self.runs() if r.kind == "experiment"]
+        if self.s.max_experiments is not None and len(experiments) >= self.s.max_experiments:
+            return f"reached --max-experiments {self.s.max_experiments}"
+        cost = ledger.campaign_cost(self.db, self.campaign.id)
+        if self.s.max_cost_usd is not None and cost >= self.s.max_cost_usd:
+            return f"reached --max-cost-usd {self.s.max_cost_usd} (spent ${cost:.2f})"
+        return None
+
+    def remeasure_due(self) -> bool:
+        """The champion is re-measured every `remeasure_every` keeps."""
+        runs = self.runs()
+        last_remeasure = max((r.id for r in runs if r.kind == "remeasure"), default=0)
+        recent = [
+            r for r in runs if r.kind in ("experiment", "rebase") and r.status == "keep" and r.id > last_remeasure
+        ]
+        return bool(self.s.policy.remeasure_every) and len(recent) >= self.s.policy.remeasure_every
 
     def new_run(self, kind: str, description: str, commit: str | None = None, rerun_of: int | None = None) -> Run:
         with self.rows_lock:
@@ -564,6 +580,10 @@ class CampaignLoop:
         if duplicate:
             worktree.reset_hard(self.wt, self.kept_head())
             return self.finish(run, "rejected", f"same change as run #{duplicate.seq}")
+        self.submit(run)
+
+    def submit(self, run: Run) -> None:
+        """Commit the checked candidate on the branch and judge it now."""
         run.commit = worktree.commit_all(self.wt, run.description)
         self.save(run)
         self.decide(run)
@@ -811,6 +831,7 @@ class CampaignLoop:
             kernels=self.paths.kernels,
             unsafe_no_sandbox=self.s.unsafe_no_sandbox,
             commit=run.commit,
+            seeds_kernels=run.kind == "baseline",
         )
 
         def on_phase(phase: str, pid: int | None) -> None:
@@ -856,8 +877,8 @@ class CampaignLoop:
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
         if (
-            run.kind in BASELINE_KINDS and not self.paths.kernels.exists()
-        ):  # compiled by the unchanged code: a safe seed
+            run.kind in BASELINE_KINDS and not self.paths.kernels.exists() and (run_dir / "tmp").is_dir()
+        ):  # compiled by the unchanged code: a safe seed (a remote executor keeps its kernels on the node)
             shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
         run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb
         run.scoring = json.dumps(scores.detail)

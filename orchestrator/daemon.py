@@ -120,10 +120,20 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         agent = make_agent()
         jail = choose_sandbox(agent.name, settings.unsafe_no_sandbox)
         settings.unsafe_no_sandbox = jail == "none"
+        if settings.executor == "ray" and settings.unsafe_no_sandbox:
+            raise UserError(
+                "--executor ray needs a sandbox (see `arx-daemon doctor`): unconfined candidate code could reach "
+                "the Ray cluster and forge other runs' results"
+            )
         campaign = open_campaign(settings, agent.name, agent.model, base)
         campaign.sandbox = jail
         ledger.save(paths.db, campaign)
-        loop = CampaignLoop(settings, campaign, agent)
+        if settings.parallel > 1:
+            from .parallel import ParallelLoop
+
+            loop = ParallelLoop(settings, campaign, agent)
+        else:
+            loop = CampaignLoop(settings, campaign, agent)
         install_signal_handlers(loop)
         print(
             f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, "

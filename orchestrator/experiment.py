@@ -66,6 +66,7 @@ class Spec:
     kernels: Path | None = None  # MLX kernels the unchanged baseline compiled: this run's cache starts as a copy
     unsafe_no_sandbox: bool = False
     commit: str | None = None  # what a remote executor ships from `worktree`'s repository (None: its HEAD)
+    seeds_kernels: bool = False  # the unchanged code's first baseline: a remote node may cache its compiled kernels
 
 
 @dataclass(frozen=True)

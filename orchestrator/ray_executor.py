@@ -31,6 +31,7 @@ What travels, and what a hostile candidate could do with it:
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import os
 import shutil
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +58,7 @@ MAX_FILE_BYTES = 16 << 20
 RETURNED = ("train.json", "model_config.json", "train.log", "prepare.log", "eval.log")
 LOGS = ("prepare.log", "train.log")  # streamed back while the phase runs
 POLL_S = 1.0
+STOP_GRACE_S = 30.0  # after a stop, how long a slot may take to end its phase (or to start, if still queued)
 LOST_ERRORS = (
     rex.RayActorError,
     rex.WorkerCrashedError,
@@ -75,6 +78,7 @@ SPEC_FIELDS = (
     "eval_timeout_s",
     "tokenizer_sha256",
     "unsafe_no_sandbox",
+    "seeds_kernels",
 )
 
 
@@ -122,24 +126,33 @@ class Slot:
         node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
         return node, fingerprint.current()
 
-    def train(self, fields: dict, dataset: str, code: bytes):
-        """Unpack the candidate's files and run prepare and train in the sandbox, as `experiment.train`."""
+    def train(self, fields: dict, dataset: str, kernels_key: str, code: bytes):
+        """Unpack the candidate's files and run prepare and train in the sandbox, as `experiment.train`.
+
+        Compiled MLX kernels are cached per campaign on the node, seeded only by the unchanged code's
+        first baseline (as locally: a candidate's TMPDIR is its own to poison, never a later run's)."""
         self.enter()
         node, fp = self.whoami()
         shutil.rmtree(self.root, ignore_errors=True)
         (self.root / "code").mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(code)) as tar:
             tar.extractall(self.root / "code", filter="data")
+        kernels = node_root() / "kernels" / kernels_key
         self.spec = experiment.Spec(
             worktree=self.root / "code",
             run_dir=self.root / "run",
             corpus=corpus.materialize(dataset),
             state_dir=node_root(),
+            kernels=kernels if kernels.is_dir() else None,
             **fields,
         )
         try:
             trained = experiment.train(self.spec, self.stop.is_set, lambda phase, pid: None)
             failed, tokenizer = None, read_capped(trained.prepared / "tokenizer.json")
+            if self.spec.seeds_kernels and not kernels.exists():
+                fresh = kernels.with_name(f"{kernels.name}.tmp-{self.root.name}")
+                shutil.copytree(self.spec.run_dir / "tmp", fresh, symlinks=False)
+                fresh.rename(kernels)
         except experiment.Failed as f:
             trained, failed, tokenizer = None, f.measurement(), None
         return node, fp, trained, failed, tokenizer, self.files()
@@ -282,7 +295,8 @@ class RayExecutor:
         actor = self.start_slot()
         node = "unknown node"
         try:
-            ref = actor.train.remote(fields, spec.corpus.dataset, code)
+            kernels_key = hashlib.sha256(str(spec.kernels).encode()).hexdigest()[:16]  # one cache per campaign
+            ref = actor.train.remote(fields, spec.corpus.dataset, kernels_key, code)
             node, fp, trained, failed, tokenizer, files = self.wait(actor, ref, should_stop, spec.run_dir)
             self.latest_fp = fp
             self.write(spec.run_dir, files)
@@ -298,6 +312,8 @@ class RayExecutor:
             return replace(m, node=node, fingerprint=fp)
         except LOST_ERRORS as e:
             return experiment.Measurement(LOST, f"the Ray worker was lost ({node}): {type(e).__name__}", node=node)
+        except experiment.Failed as f:
+            return replace(f.measurement(), node=node)
         finally:
             try:
                 ray.get(actor.cleanup.remote(), timeout=30)
@@ -308,7 +324,7 @@ class RayExecutor:
     def wait(self, actor, ref, should_stop, run_dir: Path):
         """Wait for the node's training, streaming its logs into the run directory and passing a stop on."""
         offsets = dict.fromkeys(LOGS, 0)
-        stopping = False
+        stopping: float | None = None
         while True:
             ready, _ = ray.wait([ref], timeout=POLL_S)
             for name in LOGS:
@@ -322,9 +338,11 @@ class RayExecutor:
                     offsets[name] += len(chunk)
             if ready:
                 return ray.get(ref)
-            if should_stop() and not stopping:
+            if should_stop() and stopping is None:
                 actor.stop_now.remote()
-                stopping = True
+                stopping = time.time()
+            if stopping is not None and time.time() - stopping > STOP_GRACE_S:
+                raise experiment.Failed("interrupted", "stopped before the slot finished its phase")
 
     @staticmethod
     def write(run_dir: Path, files: dict[str, bytes]) -> None:
