@@ -1,0 +1,134 @@
+"""Candidates in flight at once (orchestrator/parallel.py) with scripted scores: who is judged against which
+champion, the rebase of a keep that arrived after the champion moved, the reject when it no longer applies,
+and a branch that only ever holds kept commits. Everything but training is real (git, ledger, policy)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import pytest
+
+from agents.base import Proposal, ProposalContext, ScopedEditor
+from conftest import HANG_S, make_repo
+from orchestrator import daemon, ledger
+from orchestrator.campaign import Settings
+from orchestrator.executor import LocalExecutor
+from orchestrator.parallel import ParallelLoop
+from orchestrator.policy import Policy
+from scripted import BASE, GAIN, SEED_LUCK
+
+
+@dataclass
+class PlacedGainAgent:
+    """Writes `# gain G` as line `line` of train.py, one (gain, line) per proposal: far-apart lines merge."""
+
+    edits: list[tuple[float, int]]
+    name: str = "placed"
+    model: str | None = None
+
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        gain, line = self.edits.pop(0)
+        editor = ScopedEditor(ctx.worktree, ctx.editable, ctx.readable)
+        lines = editor.read("trainer/train.py").splitlines(keepends=True)
+        lines.insert(line, f"# gain {gain} (proposal {ctx.seq})\n")
+        editor.create("trainer/train.py", "".join(lines))
+        return Proposal(f"gain {gain} at line {line} (#{ctx.seq})")
+
+
+class ScriptedParallel(ParallelLoop):
+    """Scores a run by formula from the files of its commit; the first candidate's measurement waits until the
+    second is in flight, and the second's until the first was applied: both overlap, the first lands first."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.second_started = threading.Event()
+
+    def _measure(self, run, run_dir: Path) -> bool:
+        source = self.repo.git.show(f"{run.commit}:trainer/train.py")
+        first = self.s.policy.baseline_runs + 1  # the seq of the first experiment
+        if run.kind == "experiment" and run.seq == first:
+            assert self.second_started.wait(HANG_S)
+        if run.kind == "experiment" and run.seq == first + 1:
+            self.second_started.set()
+            assert wait(lambda: self.status_of(first) in ("keep", "discard", "rejected"))
+        run.val_bpb = BASE + SEED_LUCK[run.seed] - sum(float(g) for g in GAIN.findall(source))
+        run.test_bpb, run.tok_per_sec, run.cpu_share, run.node = run.val_bpb + 0.1, 1000.0, 0.9, "scripted"
+        self.save(run)
+        return True
+
+    def status_of(self, seq: int) -> str:
+        return next(r.status for r in ledger.campaign_runs(self.db, self.campaign.id) if r.seq == seq)
+
+
+def wait(predicate, timeout: float = HANG_S) -> bool:
+    done = threading.Event()
+    while not done.wait(0.05):
+        if predicate():
+            return True
+        timeout -= 0.05
+        if timeout < 0:
+            return False
+    return False
+
+
+def campaign(tmp_path, agent, max_experiments: int) -> ScriptedParallel:
+    repo = make_repo(tmp_path / "repo")
+    settings = Settings(
+        state_dir=repo / "state",
+        program="model",
+        tag="p",
+        budget_s=1,
+        max_experiments=max_experiments,
+        policy=Policy(max_reruns=0),
+        repo=repo,
+        parallel=2,
+    )
+    row = daemon.open_campaign(settings, agent.name, None, None)
+    return ScriptedParallel(settings, row, agent)
+
+
+class Slotted(LocalExecutor):
+    """This machine, as if each measurement had its own slot (as on Ray): the scripted runs need no lock."""
+
+    holds_slots = True
+
+
+@pytest.fixture(autouse=True)
+def scripted_slots(monkeypatch):
+    monkeypatch.setattr("orchestrator.campaign.make_executor", lambda s: Slotted())
+    monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
+
+
+def test_a_keep_that_lands_after_the_champion_moved_is_rebased_and_judged_again(tmp_path):
+    loop = campaign(tmp_path, PlacedGainAgent([(1.0, 10), (1.0, 200)]), max_experiments=2)
+    assert loop.run() == "reached --max-experiments 2"
+    runs = ledger.campaign_runs(loop.db, loop.campaign.id)
+    assert [(r.kind, r.status) for r in runs if r.kind != "baseline"] == [
+        ("experiment", "keep"),
+        ("experiment", "discard"),
+        ("rebase", "keep"),
+    ]
+    first, second, rebased = [r for r in runs if r.kind != "baseline"]
+    base = loop.campaign.base_commit
+    assert first.parent_commit == second.parent_commit == base  # both built on the same champion
+    assert rebased.parent_commit == first.commit and rebased.rerun_of == second.id
+    assert "champion moved" in second.decision_reason and f"#{rebased.seq}" in second.decision_reason
+    assert rebased.val_bpb == pytest.approx(BASE + SEED_LUCK[rebased.seed] - 2.0)  # both gains: really rebased
+    repo = git.Repo(loop.s.repo)
+    chain = list(repo.iter_commits(f"{base}..{loop.campaign.branch}"))
+    assert [c.hexsha for c in reversed(chain)] == [first.commit, rebased.commit]
+    assert [p.hexsha for p in chain[0].parents] == [first.commit]  # in order: each on the one before
+    assert not git.Repo(loop.campaign.worktree).is_dirty(untracked_files=True)
+
+
+def test_a_keep_that_no_longer_applies_is_rejected(tmp_path):
+    loop = campaign(tmp_path, PlacedGainAgent([(1.0, 10), (1.0, 10)]), max_experiments=2)  # the same line: conflict
+    assert loop.run() == "reached --max-experiments 2"
+    runs = [r for r in ledger.campaign_runs(loop.db, loop.campaign.id) if r.kind != "baseline"]
+    assert [(r.kind, r.status) for r in runs] == [("experiment", "keep"), ("experiment", "rejected")]
+    assert "no longer applies" in runs[1].decision_reason
+    chain = list(git.Repo(loop.s.repo).iter_commits(f"{loop.campaign.base_commit}..{loop.campaign.branch}"))
+    assert [c.hexsha for c in chain] == [runs[0].commit]
