@@ -16,7 +16,7 @@ import git
 import psutil
 import pytest
 
-from conftest import HANG_S, ROOT, make_spec
+from conftest import HANG_S, ROOT
 from test_daemon import arx, rows, wait_for
 
 
