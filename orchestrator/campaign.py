@@ -774,6 +774,14 @@ class CampaignLoop:
             contended = 0
             champion = self.measurements(parent, attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
+            unpaired = [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
+            if unpaired:  # measured on a machine class (a Ray node) the champion has no run on this seed under
+                d = policy.Decision(
+                    "discard",
+                    f"the champion has no run on seed {unpaired[0]} under fingerprint {attempt.fingerprint_hash}, "
+                    "where this candidate was measured: not comparable; not kept",
+                )
+                break
             on_seed = [
                 [c.val_bpb for c in champion if c.seed == r.seed][-1] for r in pairs
             ]  # its latest run on that seed
