@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import ledger, slots, worktree
 from .campaign import CampaignLoop, Settings, install_signal_handlers
+from .executor import Unavailable
 from .ledger import Campaign
 from .programs import PROGRAMS, ROOT, StatePaths
 
@@ -128,12 +129,15 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         campaign = open_campaign(settings, agent.name, agent.model, base)
         campaign.sandbox = jail
         ledger.save(paths.db, campaign)
-        if settings.parallel > 1:
-            from .parallel import ParallelLoop
+        try:
+            if settings.parallel > 1:
+                from .parallel import ParallelLoop
 
-            loop = ParallelLoop(settings, campaign, agent)
-        else:
-            loop = CampaignLoop(settings, campaign, agent)
+                loop = ParallelLoop(settings, campaign, agent)
+            else:
+                loop = CampaignLoop(settings, campaign, agent)
+        except Unavailable as e:
+            raise UserError(str(e)) from None
         install_signal_handlers(loop)
         print(
             f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, "

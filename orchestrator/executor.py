@@ -20,7 +20,10 @@ from typing import Protocol
 from . import experiment, fingerprint
 
 LOST = "lost"  # Measurement.status when the machine running it went away (retried once by the campaign)
-EXECUTORS = ("local", "ray")
+
+
+class Unavailable(Exception):
+    """The executor cannot start (no cluster at that address, no node with a slot's resources): one line."""
 
 
 class Executor(Protocol):

@@ -51,7 +51,7 @@ import ray  # noqa: E402  (after the environment above)
 import ray.exceptions as rex  # noqa: E402
 
 from . import corpus, experiment, fingerprint, scorer, slots  # noqa: E402
-from .executor import LOST  # noqa: E402
+from .executor import LOST, Unavailable  # noqa: E402
 from .programs import ROOT  # noqa: E402
 
 MAX_FILE_BYTES = 16 << 20
@@ -59,6 +59,8 @@ RETURNED = ("train.json", "model_config.json", "train.log", "prepare.log", "eval
 LOGS = ("prepare.log", "train.log")  # streamed back while the phase runs
 POLL_S = 1.0
 STOP_GRACE_S = 30.0  # after a stop, how long a slot may take to end its phase (or to start, if still queued)
+CONNECT_S = 5.0
+FIRST_SLOT_S = 120.0  # at start, how long the cluster may take to grant a first slot (else: no node offers one)
 LOST_ERRORS = (
     rex.RayActorError,
     rex.WorkerCrashedError,
@@ -206,6 +208,15 @@ class Slot:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def reachable(address: str) -> None:
+    """Fail at once on a head nobody answers at (Ray itself retries for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
+    except (OSError, ValueError) as e:
+        raise ConnectionError(f"nothing answers at {address} ({e})") from None
+
+
 def read_capped(path: Path) -> bytes:
     """A file's bytes, at most MAX_FILE_BYTES (the tail of a longer one)."""
     size = path.stat().st_size
@@ -253,7 +264,7 @@ class RayExecutor:
 
     def __init__(self, address: str, slot: dict, parallel: int):
         self.options, self.cpus = parse_slot(slot)
-        if not ray.is_initialized():
+        try:
             if address == "local":  # one machine, `parallel` slots of `slot` each
                 extra = self.options.get("resources", {})
                 ray.init(
@@ -262,23 +273,38 @@ class RayExecutor:
                     resources={k: v * parallel for k, v in extra.items()},
                     include_dashboard=False,
                     log_to_driver=False,
+                    _node_ip_address="127.0.0.1",  # listens on loopback only: it runs whatever code it is sent
                 )
             else:
+                if address != "auto":
+                    reachable(address)
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise Unavailable(f"cannot start or reach Ray at {address}: {str(e).splitlines()[0]}") from None
         self.actor_class = ray.remote(max_concurrency=4)(Slot)
         self.latest_fp: dict | None = None
+        try:
+            self.latest_fp = self.probe()
+        except rex.GetTimeoutError:
+            ray.shutdown()
+            raise Unavailable(
+                f"no node of the Ray cluster at {address} granted a slot of {slot} within {FIRST_SLOT_S:.0f}s "
+                "(`ray status` shows what each node offers)"
+            ) from None
 
     def start_slot(self):
         return self.actor_class.options(**self.options).remote(self.cpus)
 
+    def probe(self) -> dict:
+        """The fingerprint of a fresh slot (and proof that the cluster grants one)."""
+        actor = self.start_slot()
+        try:
+            return ray.get(actor.whoami.remote(), timeout=FIRST_SLOT_S)[1]
+        finally:
+            ray.kill(actor)
+
     def fingerprint(self) -> dict:
-        """The fingerprint of the last slot that measured; the first time, asked of a fresh slot."""
-        if self.latest_fp is None:
-            actor = self.start_slot()
-            try:
-                _, self.latest_fp = ray.get(actor.whoami.remote())
-            finally:
-                ray.kill(actor)
+        """The fingerprint of the slot that measured last (the first: of the probe at start)."""
         return self.latest_fp
 
     def measure(self, spec, should_stop, on_phase) -> experiment.Measurement:

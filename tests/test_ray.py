@@ -29,6 +29,25 @@ def test_the_local_path_never_imports_ray():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--parallel", "2"], "--parallel above 1 needs --executor ray"),
+        (["--executor", "ray", "--parallel", "0"], "--parallel must be at least 1"),
+        (["--executor", "ray", "--slot-resources", '{"CPU": 0}'], "--slot-resources must be a JSON object"),
+        (["--executor", "ray", "--slot-resources", "gpu"], "--slot-resources must be a JSON object"),
+        (["--executor", "ray", "--slot-resources", '{"CPU": 1.5}'], "CPU must be a whole number"),
+        (["--executor", "ray", "--ray-address", "nowhere"], "--ray-address must be local, auto or HOST:PORT"),
+        (["--executor", "ray", "--unsafe-no-sandbox"], "--executor ray cannot run unsandboxed"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot start or reach Ray at 127.0.0.1:1"),
+    ],
+)
+def test_bad_executor_flags_are_one_clear_line(repo, data_dir, args, message):
+    result = arx(repo, "start", "--program", "model", "--tag", "x", "--foreground", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
 def ray_worker_of_a_trainer() -> psutil.Process | None:
     """The Ray worker process whose slot is running a trainer right now (its trainer descends from it)."""
     for proc in psutil.process_iter(["cmdline"]):
