@@ -14,9 +14,10 @@ What travels, and what a hostile candidate could do with it:
 - to the node: `git archive` of the candidate's `trainer/` at its commit (no shared filesystem),
   and the spec's plain fields. The candidate wrote those files; they run only in the node's sandbox.
 - back: the run's train.json, model_config.json, the prepared tokenizer.json and the logs, under
-  fixed names, only if regular files (links and FIFOs are refused on the node, as locally), each
-  capped at MAX_FILE_BYTES (logs keep their tail). The scorer treats model_config and the
-  tokenizer as hostile already; the logs are only shown.
+  fixed names, read only if regular files (opened without following links, type checked on the
+  open file: a phase may swap its log for a link to a node secret at any moment), each capped at
+  MAX_FILE_BYTES (logs keep their tail). The scorer treats model_config and the tokenizer as
+  hostile already; the logs are shown to people and to the agent, as locally.
 - logits, batch by batch: parsed from the sandbox's pipe by trusted code on the node, then checked
   by the scorer (shape, finiteness, causality probes) exactly as locally.
 - the Ray cluster itself is a new surface: a phase that could reach the raylet, the GCS or the
@@ -36,6 +37,7 @@ import io
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
@@ -150,7 +152,7 @@ class Slot:
         )
         try:
             trained = experiment.train(self.spec, self.stop.is_set, lambda phase, pid: None)
-            failed, tokenizer = None, read_capped(trained.prepared / "tokenizer.json")
+            failed, tokenizer = None, read_capped(trained.prepared / "tokenizer.json") or b""
             if self.spec.seeds_kernels and not kernels.exists():
                 fresh = kernels.with_name(f"{kernels.name}.tmp-{self.root.name}")
                 shutil.copytree(self.spec.run_dir / "tmp", fresh, symlinks=False)
@@ -160,19 +162,15 @@ class Slot:
         return node, fp, trained, failed, tokenizer, self.files()
 
     def files(self) -> dict[str, bytes]:
-        run_dir = self.root / "run"
-        found = {}
-        for name in RETURNED:
-            path = run_dir / name
-            if path.is_file() and not path.is_symlink():
-                found[name] = read_capped(path)
-        return found
+        found = {name: read_capped(self.root / "run" / name) for name in RETURNED}
+        return {name: data for name, data in found.items() if data is not None}
 
     def read_log(self, name: str, offset: int) -> bytes:
-        path = self.root / "run" / name
-        if name not in LOGS or not path.is_file() or path.is_symlink():
+        """New bytes of a log the phase is writing (its run directory is the candidate's: see `open_regular`)."""
+        f = open_regular(self.root / "run" / name) if name in LOGS else None
+        if f is None:
             return b""
-        with open(path, "rb") as f:
+        with f:
             f.seek(offset)
             return f.read(MAX_FILE_BYTES)
 
@@ -217,11 +215,27 @@ def reachable(address: str) -> None:
         raise ConnectionError(f"nothing answers at {address} ({e})") from None
 
 
-def read_capped(path: Path) -> bytes:
-    """A file's bytes, at most MAX_FILE_BYTES (the tail of a longer one)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, size - MAX_FILE_BYTES))
+def open_regular(path: Path):
+    """`path` opened for reading if it is a regular file, else None. The phase may swap a file of its run
+    directory for a link (to a secret of the node's, which this trusted process could read) or a FIFO (a read
+    that never returns) at any moment: the link is not followed and the type is checked on the open file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def read_capped(path: Path) -> bytes | None:
+    """A regular file's bytes, at most MAX_FILE_BYTES (the tail of a longer one); None if it is not one."""
+    f = open_regular(path)
+    if f is None:
+        return None
+    with f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - MAX_FILE_BYTES))
         return f.read()
 
 

@@ -29,6 +29,23 @@ def test_the_local_path_never_imports_ray():
     assert out.stdout.strip() == "False"
 
 
+def test_files_a_slot_sends_back_are_regular_and_capped(tmp_path, monkeypatch):
+    """The run directory is the candidate's: a log swapped for a link to a node secret, or for a FIFO, is not
+    read by the slot's trusted process; a huge log comes back as its tail."""
+    from orchestrator import ray_executor
+
+    monkeypatch.setattr(ray_executor, "MAX_FILE_BYTES", 8)
+    secret = tmp_path / "secret"
+    secret.write_text("node secret")
+    (tmp_path / "train.log").symlink_to(secret)
+    os.mkfifo(tmp_path / "prepare.log")
+    (tmp_path / "train.json").write_text("0123456789abcdef")
+    assert ray_executor.read_capped(tmp_path / "train.log") is None
+    assert ray_executor.read_capped(tmp_path / "prepare.log") is None
+    assert ray_executor.read_capped(tmp_path / "train.json") == b"89abcdef"
+    assert ray_executor.read_capped(tmp_path / "missing.log") is None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
