@@ -1,6 +1,7 @@
 """Candidates in flight at once (orchestrator/parallel.py) with scripted scores: who is judged against which
 champion, the rebase of a keep that arrived after the champion moved, the reject when it no longer applies,
-and a branch that only ever holds kept commits. Everything but training is real (git, ledger, policy)."""
+and a branch that only ever holds kept commits; a lost worker (retried once, then a pause). Everything but
+training is real (git, ledger, policy); the real Ray executor's end-to-end tests are in test_ray.py."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import pytest
 from agents.base import Proposal, ProposalContext, ScopedEditor
 from conftest import HANG_S, make_repo
 from orchestrator import daemon, ledger
-from orchestrator.campaign import Settings
-from orchestrator.executor import LocalExecutor
+from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator.executor import LOST, LocalExecutor
+from orchestrator.experiment import Measurement
 from orchestrator.parallel import ParallelLoop
 from orchestrator.policy import Policy
+from orchestrator.scorer import Scores
 from scripted import BASE, GAIN, SEED_LUCK
 
 
@@ -132,3 +135,53 @@ def test_a_keep_that_no_longer_applies_is_rejected(tmp_path):
     assert "no longer applies" in runs[1].decision_reason
     chain = list(git.Repo(loop.s.repo).iter_commits(f"{loop.campaign.base_commit}..{loop.campaign.branch}"))
     assert [c.hexsha for c in chain] == [runs[0].commit]
+
+
+@dataclass
+class Flaky:
+    """An executor whose first `losses` measurements lose their worker, then scores every run alike."""
+
+    losses: int
+    name: str = "flaky"
+    holds_slots: bool = True
+
+    def measure(self, spec, should_stop, on_phase):
+        on_phase("training", None)
+        if self.losses:
+            self.losses -= 1
+            return Measurement(LOST, "the Ray worker was lost (node-a): ActorDiedError", node="node-a")
+        scores = Scores(BASE, BASE + 0.1, "v" * 64, "t" * 64, "k" * 64)
+        return Measurement("measured", scores=scores, train_wall_s=spec.budget_s, cpu_share=0.9, node="node-b")
+
+    def fingerprint(self) -> dict:
+        return {"machine": "flaky"}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("losses", [1, 2])
+def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monkeypatch, data_dir, losses):
+    monkeypatch.setattr("orchestrator.campaign.make_executor", lambda s: Flaky(losses))
+    repo = make_repo(tmp_path / "repo")
+    settings = Settings(
+        state_dir=repo / "state",
+        program="model",
+        tag="f",
+        budget_s=1,
+        max_experiments=0,
+        repo=repo,
+        policy=Policy(baseline_runs=1),
+    )
+    loop = CampaignLoop(settings, daemon.open_campaign(settings, "offline", None, None), PlacedGainAgent([]))
+    reason = loop.run()
+    runs = ledger.campaign_runs(loop.db, loop.campaign.id)
+    baseline, lost = runs[0], runs[1]
+    assert (lost.kind, lost.status, lost.rerun_of, lost.node) == ("lost", "interrupted", baseline.id, "node-a")
+    if losses == 1:
+        assert reason == "reached --max-experiments 0"
+        assert (baseline.status, baseline.node, baseline.val_bpb) == ("keep", "node-b", BASE)
+    else:
+        assert "lost its worker twice" in reason and baseline.status == "interrupted"
+        campaign = ledger.find_campaign(loop.db, "model", "f")
+        assert campaign.status == "paused" and "lost its worker twice" in campaign.stop_reason
