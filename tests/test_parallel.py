@@ -185,3 +185,16 @@ def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monk
         assert "lost its worker twice" in reason and baseline.status == "interrupted"
         campaign = ledger.find_campaign(loop.db, "model", "f")
         assert campaign.status == "paused" and "lost its worker twice" in campaign.stop_reason
+
+
+def test_the_agent_sees_the_candidates_in_flight():
+    from agents.history import render
+
+    history = [
+        {"seq": 1, "kind": "baseline", "status": "keep", "val_bpb": 3.0, "description": "baseline"},
+        {"seq": 2, "kind": "experiment", "status": "training", "val_bpb": None, "description": "MODEL_DIM 128 -> 64"},
+        {"seq": 3, "kind": "experiment", "status": "discard", "val_bpb": 3.1, "description": "DEPTH 2 -> 3"},
+    ]
+    text = render(history, None)
+    assert "In flight now, against the same champion (propose something different): #2 MODEL_DIM 128 -> 64" in text
+    assert "In flight" not in render(history[::2], None)
