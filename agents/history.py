@@ -17,6 +17,7 @@ GROUPS = [
     ("rejected", {"rejected"}),
     ("refused", {"refused"}),
 ]
+IN_FLIGHT = {"training", "evaluating"}
 
 
 def fmt_bpb(value: float | None) -> str:
@@ -68,4 +69,10 @@ def render(history: list[dict], best: dict | None) -> str:
             )
             if h.get("decision_reason"):
                 lines.append(f"    decision: {short(h['decision_reason'], 200)}")
+    flying = [h for h in history if h.get("status") in IN_FLIGHT and h.get("kind") in ("experiment", "rebase")]
+    if flying:  # --parallel: other candidates are being measured against the same champion right now
+        lines.append(
+            "\nIn flight now, against the same champion (propose something different): "
+            + "; ".join(f"#{h['seq']} {short(h.get('description'))}" for h in flying)
+        )
     return "\n".join(lines) if lines else "No experiments yet: this is the first proposal after the baseline."

@@ -8,6 +8,8 @@
     python -m orchestrator.bench policy      # the keep rule alone under simulated Gaussian noise
     python -m orchestrator.bench --aa        # the keep rule's A/A false-keep and planted-improvement
                                              # detection rates, from real campaigns (see bench_aa)
+    python -m orchestrator.bench --parallel  # experiments per hour with 1 and 2 Ray slots, and the
+                                             # per-run overhead through Ray versus local (bench_parallel)
 
 Overhead per experiment = the run's wall time minus the agent's time, the trainer's own time
 (startup after imports + training) and the evaluator's own time: what is left is git, the
@@ -233,7 +235,8 @@ def bench_eval(budget: float = 30.0, default_budget: float = 300.0) -> dict:
 
 
 def scratch_repo(dest: Path, edits: dict[str, str]) -> Path:
-    """A git repository holding this checkout's code with `edits` (constant -> value) made to the base train.py."""
+    """A git repository holding this checkout's code with `edits` (constant -> value) made to the base train.py
+    (no edits: the checkout's code as it is, training for its time budget)."""
     dest.mkdir(parents=True)
     for name in ("trainer", "orchestrator", "agents", "prompts", "pyproject.toml"):
         src = ROOT / name
@@ -248,10 +251,11 @@ def scratch_repo(dest: Path, edits: dict[str, str]) -> Path:
         text, n = re.subn(rf"^{name} = .*$", f"{name} = {value}", text, count=1, flags=re.MULTILINE)
         if not n:  # a bench-only constant: added after the last hyperparameter
             text = text.replace("\nPRINT_EVERY_S = ", f"\n{name} = {value}\nPRINT_EVERY_S = ", 1)
-    # bench only: train a fixed number of steps, so that the other processes on a shared machine change
-    # how long a run takes but not its score; what is left is the noise of the seed
-    text, n = re.subn(r'int\(os\.environ\.get\("ARX_MAX_STEPS", "0"\)\) or None', "BENCH_STEPS", text)
-    assert n == 1, "train.py no longer reads ARX_MAX_STEPS where the bench expects it"
+    # bench only: train a fixed number of steps (when BENCH_STEPS is given), so that the other processes on a
+    # shared machine change how long a run takes but not its score; what is left is the noise of the seed
+    if "BENCH_STEPS" in edits:
+        text, n = re.subn(r'int\(os\.environ\.get\("ARX_MAX_STEPS", "0"\)\) or None', "BENCH_STEPS", text)
+        assert n == 1, "train.py no longer reads ARX_MAX_STEPS where the bench expects it"
     train.write_text(text)
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
@@ -449,7 +453,61 @@ def bench_policy(trials: int = 4000, gain_sigmas: float = 3.0, paired_sd: float 
     }
 
 
+PARALLEL_SETUPS = {  # name: start flags; 1 slot of every core vs 2 slots of half each, on a 2-core machine
+    "local_1": [],
+    "ray_1_slot": ["--executor", "ray", "--ray-address", "local", "--parallel", "1", "--slot-resources", '{"CPU": 2}'],
+    "ray_2_slots": ["--executor", "ray", "--ray-address", "local", "--parallel", "2", "--slot-resources", '{"CPU": 1}'],
+}
+
+
+def bench_parallel(experiments: int = 4, budget: float = 5.0) -> dict:
+    """Real offline campaigns at one budget: experiments per hour (experiments judged / the span from the first
+    experiment's start to the last one's verdict) and each experiment's wall time outside the agent, for the
+    local executor, one Ray slot of the same cores, and two Ray slots. The keep rule is set to judge each
+    experiment on one run (--max-reruns 0, contention ignored), so the figure is throughput, not policy."""
+    from datetime import datetime
+
+    out: dict = {"budget_s": budget, "experiments": experiments, "cores": os.cpu_count()}
+    for name, flags in PARALLEL_SETUPS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = scratch_repo(Path(tmp) / "repo", {})
+            env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+            cmd = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "bench"]
+            cmd += ["--budget", str(budget), "--max-experiments", str(experiments), "--baseline-runs", "1"]
+            cmd += ["--max-reruns", "0", "--cpu-share-drop", "0.99", "--foreground", *flags]
+            subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            con = sqlite3.connect(repo / "state" / "experiments.db")
+            runs = con.execute(
+                "SELECT started_at, ended_at, total_seconds - COALESCE(agent_seconds, 0), train_wall_s, eval_seconds "
+                "FROM run WHERE kind = 'experiment' AND val_bpb IS NOT NULL ORDER BY seq"
+            ).fetchall()
+            con.close()
+        if not runs:
+            out[name] = {"experiments_measured": 0}
+            continue
+        at = datetime.fromisoformat
+        span = (max(at(r[1]) for r in runs) - min(at(r[0]) for r in runs)).total_seconds()
+        out[name] = {
+            "experiments_measured": len(runs),
+            "experiments_per_hour": round(3600 * len(runs) / span, 1),
+            "run_wall_s_median": round(statistics.median(r[2] for r in runs), 2),
+            "train_wall_s_median": round(statistics.median(r[3] for r in runs), 2),
+            "eval_s_median": round(statistics.median(r[4] for r in runs), 2),
+        }
+    local, one, two = (out[k].get("run_wall_s_median") for k in PARALLEL_SETUPS)
+    if local and one:
+        out["ray_overhead_per_run_s"] = round(one - local, 2)
+    if out["ray_1_slot"].get("experiments_per_hour") and out["ray_2_slots"].get("experiments_per_hour"):
+        out["speedup_2_slots"] = round(
+            out["ray_2_slots"]["experiments_per_hour"] / out["ray_1_slot"]["experiments_per_hour"], 2
+        )
+    return out
+
+
 def main() -> int:
+    if "--parallel" in sys.argv[1:]:
+        print(json.dumps(bench_parallel(), indent=2))
+        return 0
     if "--aa" in sys.argv[1:]:
         import argparse
 

@@ -35,7 +35,7 @@ from agents.base import (
     TransientAgentError,
 )
 
-from . import corpus, experiment, fingerprint, ledger, policy, runner, slots, worktree
+from . import corpus, executor, experiment, fingerprint, ledger, policy, runner, slots, worktree
 from .ledger import Campaign, LlmCall, Run, utcnow
 from .programs import ACTIVE_RUN_STATUSES, LOCKED, PROGRAMS, ROOT, StatePaths, out_of_scope
 
@@ -44,7 +44,7 @@ BACKOFF_START_S = 5.0
 BACKOFF_MAX_S = 300.0
 MAX_BASELINE_FAILURES = 3
 BASELINE_KINDS = ("baseline", "rebaseline")  # measurements that (re-)establish the champion
-CANDIDATE_KINDS = ("experiment", "rerun")  # measurements of a candidate under judgment
+CANDIDATE_KINDS = ("experiment", "rerun", "rebase")  # measurements of a candidate under judgment
 BASELINE_NOTES = ("baseline", "re-baselining")  # campaign notes set while the champion is being (re-)measured
 MAX_CONSECUTIVE_ERRORS = 5
 MAX_FAILED_PROPOSALS = 5  # abandoned, refused or empty proposals in a row before the campaign pauses
@@ -72,6 +72,10 @@ class Settings:
     eval_timeout_s: float = 600.0
     unsafe_no_sandbox: bool = False
     policy: policy.Policy = field(default_factory=policy.Policy)
+    executor: str = "local"  # where measurements run: local (subprocesses here) or ray (slots of a Ray cluster)
+    ray_address: str = "local"  # the Ray cluster (host:port), or local: start one on this machine
+    parallel: int = 1  # candidates in flight at once (more than 1 needs the ray executor)
+    slot_resources: dict = field(default_factory=lambda: {"CPU": 1})  # what one ray slot holds exclusively
     repo: Path = ROOT  # the repository campaigns branch from (tests use a scratch copy)
 
     def limits_dict(self) -> dict:
@@ -88,12 +92,29 @@ class Settings:
                 "memory_mb",
                 "eval_timeout_s",
                 "unsafe_no_sandbox",
+                "executor",
+                "ray_address",
+                "parallel",
+                "slot_resources",
             )
         } | {"policy": self.policy.to_dict()}
 
 
 class StopCampaign(Exception):
     """Ends the loop cleanly with a reason (a limit reached, a stop asked for)."""
+
+
+class ClusterLost(AgentPaused):
+    """The machines measuring runs went away (twice for one run): pause with the reason in `status`."""
+
+
+def make_executor(s: Settings) -> executor.Executor:
+    """The executor the settings ask for; Ray is imported only here, and only for `ray`."""
+    if s.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(s.ray_address, s.slot_resources, s.parallel)
+    return executor.LocalExecutor()
 
 
 class CampaignLoop:
@@ -109,6 +130,9 @@ class CampaignLoop:
         self.db = self.paths.db
         self.failed_proposals = 0  # in a row; a restart (a person acted) starts the count again
         self.refused_merges: set[str] = set()  # sibling commits that could not be merged (conflict, out of scope)
+        self.executor = make_executor(settings)
+        self.rows_lock = threading.RLock()  # new rows and seeds: parallel measurements must not share a seq or seed
+        self.reserved_seeds: set[int] = set()
 
     # ------------------------------------------------------------------ ledger helpers
     def event(self, kind: str, message: str, run: Run | None = None) -> None:
@@ -165,9 +189,14 @@ class CampaignLoop:
             return str(e)
         finally:
             self.stop_requested.set()
+            self.wind_down()
         self.update_campaign(status="stopped", stop_reason=reason, note=None)
         self.event("stopped", reason)
         return reason
+
+    def wind_down(self) -> None:
+        """After the loop: let go of the executor's machines."""
+        self.executor.close()
 
     def heartbeat(self) -> None:
         while not self.stop_requested.wait(HEARTBEAT_S):
@@ -244,11 +273,15 @@ class CampaignLoop:
         return max((r.seq for r in runs), default=0) + 1
 
     def new_seed(self) -> int:
-        """A seed no run of this campaign has used (seeds count up from --seed + 1)."""
-        return max((r.seed for r in self.runs() if r.seed is not None), default=self.s.seed) + 1
+        """A seed no run of this campaign has used or been promised (seeds count up from --seed + 1)."""
+        with self.rows_lock:
+            used = {r.seed for r in self.runs() if r.seed is not None} | self.reserved_seeds
+            seed = max(used, default=self.s.seed) + 1
+            self.reserved_seeds.add(seed)
+            return seed
 
     def fingerprint_now(self) -> tuple[dict, str]:
-        fp = fingerprint.current()
+        fp = self.executor.fingerprint()
         return fp, fingerprint.digest(fp)
 
     def hardware(self) -> dict:
@@ -275,22 +308,38 @@ class CampaignLoop:
         fp, fp_hash = self.fingerprint_now()
         if self.rebaseline_step(fp, fp_hash):
             return
-        runs = self.runs()
-        experiments = [r for r in runs if r.kind == "experiment"]
-        if self.s.max_experiments is not None and len(experiments) >= self.s.max_experiments:
-            raise StopCampaign(f"reached --max-experiments {self.s.max_experiments}")
-        cost = ledger.campaign_cost(self.db, self.campaign.id)
-        if self.s.max_cost_usd is not None and cost >= self.s.max_cost_usd:
-            raise StopCampaign(f"reached --max-cost-usd {self.s.max_cost_usd} (spent ${cost:.2f})")
-        keeps = [r for r in runs if r.kind == "experiment" and r.status == "keep"]
-        last_remeasure = max((r.id for r in runs if r.kind == "remeasure"), default=0)
-        recent_keeps = [r for r in keeps if r.id > last_remeasure]
-        if self.s.policy.remeasure_every and len(recent_keeps) >= self.s.policy.remeasure_every:
+        limit = self.limit_reached()
+        if limit:
+            raise StopCampaign(limit)
+        if self.remeasure_due():
             self.remeasure_champion(self.new_seed(), f"every {self.s.policy.remeasure_every} keeps")
             return
-        self.experiment(cost)
+        self.experiment(ledger.campaign_cost(self.db, self.campaign.id))
+
+    def limit_reached(self) -> str | None:
+        """Why no further experiment may start (--max-experiments, --max-cost-usd), or None."""
+        experiments = [r for r in self.runs() if r.kind == "experiment"]
+        if self.s.max_experiments is not None and len(experiments) >= self.s.max_experiments:
+            return f"reached --max-experiments {self.s.max_experiments}"
+        cost = ledger.campaign_cost(self.db, self.campaign.id)
+        if self.s.max_cost_usd is not None and cost >= self.s.max_cost_usd:
+            return f"reached --max-cost-usd {self.s.max_cost_usd} (spent ${cost:.2f})"
+        return None
+
+    def remeasure_due(self) -> bool:
+        """The champion is re-measured every `remeasure_every` keeps."""
+        runs = self.runs()
+        last_remeasure = max((r.id for r in runs if r.kind == "remeasure"), default=0)
+        recent = [
+            r for r in runs if r.kind in ("experiment", "rebase") and r.status == "keep" and r.id > last_remeasure
+        ]
+        return bool(self.s.policy.remeasure_every) and len(recent) >= self.s.policy.remeasure_every
 
     def new_run(self, kind: str, description: str, commit: str | None = None, rerun_of: int | None = None) -> Run:
+        with self.rows_lock:
+            return self._new_run(kind, description, commit, rerun_of)
+
+    def _new_run(self, kind: str, description: str, commit: str | None, rerun_of: int | None) -> Run:
         seq = self.next_seq()
         run = Run(
             campaign_id=self.campaign.id,
@@ -330,11 +379,13 @@ class CampaignLoop:
         fp, fp_hash = self.fingerprint_now()
         run.seed, run.fingerprint, run.fingerprint_hash = seed, json.dumps(fp, sort_keys=True), fp_hash
         self.save(run)
-        if worktree.head(self.wt) != run.commit:
-            worktree.reset_hard(self.wt, run.commit)
-        shares = [r.cpu_share for r in self.measurements(self.kept_head(), fp_hash) if r.cpu_share is not None]
+        self.checkout(run.commit)
         if not self.measure(run):
             return False
+        judged_against = run.parent_commit if run.kind in CANDIDATE_KINDS else self.kept_head()
+        shares = [
+            r.cpu_share for r in self.measurements(judged_against, run.fingerprint_hash) if r.cpu_share is not None
+        ]
         floor = (
             min(shares) * (1 - self.s.policy.cpu_share_drop) if shares else None
         )  # below the champion's worst-served run
@@ -348,6 +399,11 @@ class CampaignLoop:
                 run,
             )
         return True
+
+    def checkout(self, commit: str) -> None:
+        """Put `commit` in the worktree for the executor (the parallel loop ships commits instead)."""
+        if worktree.head(self.wt) != commit:
+            worktree.reset_hard(self.wt, commit)
 
     # ------------------------------------------------------------------ the champion's measurements
     def rebaseline_step(self, fp: dict, fp_hash: str) -> bool:
@@ -415,9 +471,10 @@ class CampaignLoop:
                 )
         return True
 
-    def remeasure_champion(self, seed: int, why: str) -> bool:
-        """One more measurement of the champion on `seed`; False if it yielded no usable score."""
-        champ = self.champion()
+    def remeasure_champion(self, seed: int, why: str, commit: str | None = None) -> bool:
+        """One more measurement of the champion (or of the earlier champion `commit`, which a candidate in
+        flight was built on) on `seed`; False if it yielded no usable score."""
+        champ = self.champion() if commit in (None, self.kept_head()) else self.kept_run(commit)
         run = self.new_run(
             "remeasure",
             f"re-measure champion #{champ.seq} on seed {seed} ({why}): {champ.description}",
@@ -430,13 +487,18 @@ class CampaignLoop:
         self.refresh_sigma(run.fingerprint_hash)
         return True
 
-    def pair_seed(self, k: int, fp_hash: str) -> int | None:
+    def kept_run(self, commit: str) -> Run:
+        """The run that made `commit` the champion (a baseline, a kept candidate or a merge)."""
+        return next(r for r in self.runs() if r.commit == commit and r.status == "keep")
+
+    def pair_seed(self, k: int, fp_hash: str, champion: str | None = None) -> int | None:
         """The champion's k-th seed under this fingerprint, measuring it on a new seed if it has fewer."""
-        seeds = list(dict.fromkeys(r.seed for r in self.measurements(self.kept_head(), fp_hash)))
+        champion = champion or self.kept_head()
+        seeds = list(dict.fromkeys(r.seed for r in self.measurements(champion, fp_hash)))
         if k < len(seeds):
             return seeds[k]
         seed = self.new_seed()
-        return seed if self.remeasure_champion(seed, "to pair with a candidate") else None
+        return seed if self.remeasure_champion(seed, "to pair with a candidate", champion) else None
 
     # ------------------------------------------------------------------ the sibling program
     def merge_sibling(self) -> None:
@@ -518,6 +580,10 @@ class CampaignLoop:
         if duplicate:
             worktree.reset_hard(self.wt, self.kept_head())
             return self.finish(run, "rejected", f"same change as run #{duplicate.seq}")
+        self.submit(run)
+
+    def submit(self, run: Run) -> None:
+        """Commit the checked candidate on the branch and judge it now."""
         run.commit = worktree.commit_all(self.wt, run.description)
         self.save(run)
         self.decide(run)
@@ -630,22 +696,46 @@ class CampaignLoop:
         return {p: self.repo.git.show(f"{base}:{p}") for p in (*self.program.editable, *self.program.readable)}
 
     def decide(self, run: Run) -> None:
-        """Measure a committed candidate on the champion's seeds, one paired run at a time, until a verdict.
+        """Judge a committed candidate, then keep it (the branch advances) or reset the branch to its parent."""
+        d = self.verdict(run)
+        if d is None:  # it already finished as crash, timeout or invalid
+            worktree.reset_hard(self.wt, self.kept_head())
+            return
+        if d.verdict == "keep":
+            self.update_campaign(best_run_id=run.id)
+            worktree.reset_hard(self.wt, run.commit)
+        else:
+            worktree.reset_hard(self.wt, run.parent_commit)
+        self.finish(run, d.verdict, self.verdict_reason(run, d))
+
+    @staticmethod
+    def verdict_reason(run: Run, d: policy.Decision) -> str:
+        return d.reason + ("; this row's own measurement got too little CPU and was not used" if run.contended else "")
+
+    def ensure_champion(self, fp: dict, fp_hash: str) -> None:
+        """Before each measurement of a candidate: the champion known under this fingerprint."""
+        while self.rebaseline_step(fp, fp_hash):
+            pass
+
+    def verdict(self, run: Run) -> policy.Decision | None:
+        """Measure a committed candidate on the seeds of the champion it was built on (`run.parent_commit`),
+        one paired run at a time, until a verdict; None if its own measurement failed (it is then finished).
 
         Before each measurement the machine fingerprint is checked: if it changed, the champion is
         re-measured under the new one first, and only runs under one fingerprint are paired. A
         contended run (too little CPU) is repeated on the same seed, at most `max_contended` times.
+        Its re-runs are finished here; the candidate's own row is left to the caller.
         """
         pol = self.s.policy
+        parent = run.parent_commit
         rows: list[Run] = []
         attempt: Run | None = run
         contended = 0
         while True:
             fp, fp_hash = self.fingerprint_now()
-            while self.rebaseline_step(fp, fp_hash):
-                pass
+            self.ensure_champion(fp, fp_hash)
             paired = [r for r in rows if r.fingerprint_hash == fp_hash and usable(r)]
-            seed = self.pair_seed(len(paired), fp_hash)
+            seed = self.pair_seed(len(paired), fp_hash, parent)
             if seed is None:
                 d = policy.Decision(
                     "discard", "the champion could not be measured on a new seed to pair with; not kept"
@@ -660,9 +750,8 @@ class CampaignLoop:
                     rerun_of=run.id,
                 )
             if not self.measure_on(attempt, seed):
-                if attempt is run:  # it already finished as crash, timeout or invalid
-                    worktree.reset_hard(self.wt, self.kept_head())
-                    return
+                if attempt is run:
+                    return None
                 d = policy.Decision("discard", f"a re-run failed ({attempt.status}); not kept")
                 break
             rows.append(attempt)
@@ -673,7 +762,9 @@ class CampaignLoop:
                     continue
                 # the machine stays busier than when the champion was measured: measure the champion again
                 # now, on this seed, and pair the candidate with that (its CPU share also moves the reference)
-                if not self.remeasure_champion(seed, f"the machine stayed busy for {contended} runs of #{run.seq}"):
+                if not self.remeasure_champion(
+                    seed, f"the machine stayed busy for {contended} runs of #{run.seq}", parent
+                ):
                     d = policy.Decision(
                         "discard", "the champion could not be re-measured under the current load; not kept"
                     )
@@ -681,8 +772,16 @@ class CampaignLoop:
                 attempt.contended = False
                 self.save(attempt)
             contended = 0
-            champion = self.measurements(self.kept_head(), attempt.fingerprint_hash)
+            champion = self.measurements(parent, attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
+            unpaired = [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
+            if unpaired:  # measured on a machine class (a Ray node) the champion has no run on this seed under
+                d = policy.Decision(
+                    "discard",
+                    f"the champion has no run on seed {unpaired[0]} under fingerprint {attempt.fingerprint_hash}, "
+                    "where this candidate was measured: not comparable; not kept",
+                )
+                break
             on_seed = [
                 [c.val_bpb for c in champion if c.seed == r.seed][-1] for r in pairs
             ]  # its latest run on that seed
@@ -700,22 +799,16 @@ class CampaignLoop:
                 f"{d.verdict}",
             )
         run.band = d.band
-        if d.verdict == "keep":
-            self.update_campaign(best_run_id=run.id)
-            worktree.reset_hard(self.wt, run.commit)
-        else:
-            worktree.reset_hard(self.wt, run.parent_commit)
-        self.finish(
-            run,
-            d.verdict,
-            d.reason + ("; this row's own measurement got too little CPU and was not used" if run.contended else ""),
-        )
-        self.refresh_sigma(rows[-1].fingerprint_hash)
+        if rows:
+            self.refresh_sigma(rows[-1].fingerprint_hash)
+        return d
 
     # ------------------------------------------------------------------ train and evaluate one commit
     def measure(self, run: Run) -> bool:
         """Prepare (data program), train and evaluate `run`'s commit; False if it did not yield a score."""
         run_dir = Path(run.run_dir)
+        if self.executor.holds_slots:  # each measurement gets its own exclusive slot from the executor
+            return self._measure(run, run_dir)
         try:
             with slots.trainer_slot(
                 self.s.state_dir,
@@ -745,13 +838,25 @@ class CampaignLoop:
             tokenizer_sha256=self.campaign.tokenizer_sha256 if self.program.name == "model" else None,
             kernels=self.paths.kernels,
             unsafe_no_sandbox=self.s.unsafe_no_sandbox,
+            commit=run.commit,
+            seeds_kernels=run.kind == "baseline",
         )
 
         def on_phase(phase: str, pid: int | None) -> None:
             run.status, run.pid = ("training" if phase in ("preparing", "prepare") else phase), pid
             self.save(run)
 
-        m = experiment.measure(spec, self.stop_requested.is_set, on_phase)
+        m = self.executor.measure(spec, self.stop_requested.is_set, on_phase)
+        if m.status == executor.LOST:  # its machine went away: that attempt is interrupted, measured once more
+            self.record_lost(run, m)
+            m = self.executor.measure(spec, self.stop_requested.is_set, on_phase)
+            if m.status == executor.LOST:
+                self.finish(run, "interrupted", f"{m.reason}, twice")
+                raise ClusterLost(f"run #{run.seq} lost its worker twice (last: {m.reason}); check the cluster")
+        run.node = m.node
+        if m.fingerprint is not None:  # measured elsewhere: stamped with where it ran
+            run.fingerprint = json.dumps(m.fingerprint, sort_keys=True)
+            run.fingerprint_hash = fingerprint.digest(m.fingerprint)
         run.pid, run.exit_code, run.train_wall_s, run.eval_seconds, run.cpu_share = (
             None,
             m.exit_code,
@@ -780,8 +885,8 @@ class CampaignLoop:
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
         if (
-            run.kind in BASELINE_KINDS and not self.paths.kernels.exists()
-        ):  # compiled by the unchanged code: a safe seed
+            run.kind in BASELINE_KINDS and not self.paths.kernels.exists() and (run_dir / "tmp").is_dir()
+        ):  # compiled by the unchanged code: a safe seed (a remote executor keeps its kernels on the node)
             shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
         run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb
         run.scoring = json.dumps(scores.detail)
@@ -794,6 +899,14 @@ class CampaignLoop:
             run,
         )
         return True
+
+    def record_lost(self, run: Run, m: experiment.Measurement) -> None:
+        """A row for the attempt whose worker was lost (status interrupted), before `run` is measured again."""
+        lost = self.new_run("lost", f"lost attempt of #{run.seq}: {run.description}", run.commit, run.id)
+        lost.seed, lost.node, lost.started_at = run.seed, m.node, run.started_at
+        self.finish(lost, "interrupted", f"{m.reason}; measured once more as #{run.seq}")
+        run.started_at = utcnow()
+        self.save(run)
 
     def startup_allowance(self) -> float:
         """Seconds a trainer may run past its budget (start-up, compilation, saving), measured by the

@@ -96,7 +96,34 @@ NUMBERS = {
     "cpu_share_drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "remeasure_every": (lambda v: v >= 0, "0 (never) or more"),
     "max_contended": (lambda v: v >= 0, "0 or more"),
+    "parallel": (lambda v: v >= 1, "at least 1"),
 }
+
+
+def check_executor(executor: str, ray_address: str, parallel: int, slot_resources: str) -> dict:
+    """Refuse, in one line with exit 2, an executor set-up that cannot run; the slot's resources otherwise."""
+    import importlib.util
+
+    if parallel > 1 and executor != "ray":
+        fail("--parallel above 1 needs --executor ray (on one machine: --executor ray --ray-address local)")
+    try:
+        slot = json.loads(slot_resources)
+    except ValueError:
+        slot = None
+    if (
+        not isinstance(slot, dict)
+        or not slot
+        or not all(isinstance(k, str) and isinstance(v, (int, float)) and 0 < v < math.inf for k, v in slot.items())
+    ):
+        fail(f"--slot-resources must be a JSON object of positive numbers, e.g. '{{\"CPU\": 1}}', got {slot_resources}")
+    if "CPU" in slot and slot["CPU"] != int(slot["CPU"]):
+        fail(f"--slot-resources: CPU must be a whole number of CPUs (a slot is pinned to them), got {slot['CPU']}")
+    if executor == "ray":
+        if ray_address != "local" and ":" not in ray_address and ray_address != "auto":
+            fail(f"--ray-address must be local, auto or HOST:PORT of a Ray head (ray start --head), got {ray_address}")
+        if importlib.util.find_spec("ray") is None:
+            fail("--executor ray needs Ray installed: uv sync --extra ray (or pip install 'arx[ray]')")
+    return slot
 
 
 def check_numbers(values: dict) -> None:
@@ -195,6 +222,34 @@ def policy_options(command):
     is_flag=True,
     help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="where runs train: local (subprocesses on this machine) or ray (exclusive slots on a Ray cluster; "
+    "the held-out documents and the scoring stay here)",
+)
+@click.option(
+    "--ray-address",
+    default="local",
+    show_default=True,
+    help="with --executor ray: HOST:PORT of the head (`ray start --head` prints it), auto (RAY_ADDRESS or a "
+    "cluster started on this machine), or local (start a Ray instance here with --parallel slots)",
+)
+@click.option(
+    "--parallel",
+    default=1,
+    show_default=True,
+    help="candidates in flight at once (above 1 needs --executor ray); each is judged against the champion it "
+    "was built on and rebased and re-measured if the champion moved",
+)
+@click.option(
+    "--slot-resources",
+    default='{"CPU": 1}',
+    show_default=True,
+    help='what one run holds exclusively on its node, as JSON: {"CPU": 8}, {"GPU": 1}; CPUs are pinned',
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 @policy_options
 def start(
@@ -217,6 +272,10 @@ def start(
     base,
     foreground,
     unsafe_no_sandbox,
+    executor,
+    ray_address,
+    parallel,
+    slot_resources,
     state_dir,
     **policy,
 ) -> None:
@@ -228,6 +287,9 @@ def start(
     if agent not in ("auto", "claude", "offline"):
         fail(f"unknown agent {agent!r}; choose auto, claude or offline")
     check_numbers(locals() | policy)
+    slot = check_executor(executor, ray_address, parallel, slot_resources)
+    if executor == "ray" and unsafe_no_sandbox:
+        fail("--executor ray cannot run unsandboxed: unconfined candidate code could reach the Ray cluster")
     for name in filter(None, (model, fallback_model)):
         try:
             model_facts(name)
@@ -262,6 +324,10 @@ def start(
         memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20,
         unsafe_no_sandbox=unsafe_no_sandbox,
         policy=Policy(**policy),
+        executor=executor,
+        ray_address=ray_address,
+        parallel=parallel,
+        slot_resources=slot,
     )
     if warning := blas.slow_warning():
         print(warning, flush=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import ledger, slots, worktree
 from .campaign import CampaignLoop, Settings, install_signal_handlers
+from .executor import Unavailable
 from .ledger import Campaign
 from .programs import PROGRAMS, ROOT, StatePaths
 
@@ -120,10 +121,23 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         agent = make_agent()
         jail = choose_sandbox(agent.name, settings.unsafe_no_sandbox)
         settings.unsafe_no_sandbox = jail == "none"
+        if settings.executor == "ray" and settings.unsafe_no_sandbox:
+            raise UserError(
+                "--executor ray needs a sandbox (see `arx-daemon doctor`): unconfined candidate code could reach "
+                "the Ray cluster and forge other runs' results"
+            )
         campaign = open_campaign(settings, agent.name, agent.model, base)
         campaign.sandbox = jail
         ledger.save(paths.db, campaign)
-        loop = CampaignLoop(settings, campaign, agent)
+        try:
+            if settings.parallel > 1:
+                from .parallel import ParallelLoop
+
+                loop = ParallelLoop(settings, campaign, agent)
+            else:
+                loop = CampaignLoop(settings, campaign, agent)
+        except Unavailable as e:
+            raise UserError(str(e)) from None
         install_signal_handlers(loop)
         print(
             f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, "

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,8 @@ class Spec:
     tokenizer_sha256: str | None = None  # pinned: the model program must score with this tokenizer
     kernels: Path | None = None  # MLX kernels the unchanged baseline compiled: this run's cache starts as a copy
     unsafe_no_sandbox: bool = False
+    commit: str | None = None  # what a remote executor ships from `worktree`'s repository (None: its HEAD)
+    seeds_kernels: bool = False  # the unchanged code's first baseline: a remote node may cache its compiled kernels
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Measurement:
     )
     eval_seconds: float | None = None
     prepared_dir: Path | None = None
+    node: str | None = None  # where it ran (set by the executor)
+    fingerprint: dict | None = None  # the machine fingerprint where it ran, when not the daemon's (set by the executor)
 
     @property
     def ok(self) -> bool:
@@ -88,11 +92,32 @@ class Measurement:
 
 
 class Failed(Exception):
-    """Ends a measurement early; carries the verdict."""
+    """Ends a measurement early; carries the verdict (and what the training phase measured, if it ran)."""
 
-    def __init__(self, status: str, reason: str, log_tail: str = "", exit_code: int | None = None):
+    def __init__(
+        self,
+        status: str,
+        reason: str,
+        log_tail: str = "",
+        exit_code: int | None = None,
+        claimed: dict | None = None,
+        train_wall_s: float | None = None,
+        cpu_share: float | None = None,
+    ):
         super().__init__(reason)
         self.status, self.reason, self.log_tail, self.exit_code = status, reason, log_tail, exit_code
+        self.claimed, self.train_wall_s, self.cpu_share = claimed or {}, train_wall_s, cpu_share
+
+    def measurement(self) -> Measurement:
+        return Measurement(
+            self.status,
+            self.reason,
+            self.log_tail,
+            self.exit_code,
+            claimed=self.claimed,
+            train_wall_s=self.train_wall_s,
+            cpu_share=self.cpu_share,
+        )
 
 
 def measure(
@@ -101,70 +126,100 @@ def measure(
     on_phase: Callable[[str, int | None], None] = lambda phase, pid: None,
 ) -> Measurement:
     """Prepare (if needed), train and score `spec.worktree` as it is now."""
+    try:
+        trained = train(spec, should_stop, on_phase)
+    except Failed as f:
+        return f.measurement()
+    return score(spec, trained, lambda: SandboxedModel(spec, should_stop, on_phase), on_phase)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the sandboxed phases left for the scorer: where the tokenizer is, and the daemon's timings."""
+
+    prepared: Path
+    claimed: dict
+    train_wall_s: float
+    cpu_share: float | None
+
+
+def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, int | None], None]) -> Trained:
+    """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
-    claimed: dict = {}
-    wall = cpu = None
+    prepared = prepare(spec, should_stop, on_phase)
+    if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
+        raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
+    on_phase("training", None)
+    kernels = spec.run_dir / "tmp"  # MLX caches the kernels it compiles under $TMPDIR: this run's own copy
+    if spec.kernels and spec.kernels.is_dir():
+        shutil.copytree(spec.kernels, kernels, symlinks=False)
+    else:
+        kernels.mkdir()
+    env = {
+        "ARX_RUN_DIR": str(spec.run_dir),
+        "ARX_PREPARED_DIR": str(prepared),
+        "ARX_BUDGET_S": f"{spec.budget_s:g}",
+        "ARX_DATASET": spec.corpus.dataset,
+        "ARX_SEED": str(spec.seed),
+        "TMPDIR": str(kernels),
+    }
+    jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
+    limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
+    out = run_phase(
+        spec,
+        [sys.executable, "-m", "trainer.train"],
+        jail,
+        env,
+        spec.run_dir / "train.log",
+        limits,
+        should_stop,
+        on_phase,
+        "training",
+    )
+    wall, cpu = round(out.seconds, 3), out.cpu_share
     try:
-        prepared = prepare(spec, should_stop, on_phase)
-        if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
-            raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
-        on_phase("training", None)
-        kernels = spec.run_dir / "tmp"  # MLX caches the kernels it compiles under $TMPDIR: this run's own copy
-        if spec.kernels and spec.kernels.is_dir():
-            shutil.copytree(spec.kernels, kernels, symlinks=False)
-        else:
-            kernels.mkdir()
-        env = {
-            "ARX_RUN_DIR": str(spec.run_dir),
-            "ARX_PREPARED_DIR": str(prepared),
-            "ARX_BUDGET_S": f"{spec.budget_s:g}",
-            "ARX_DATASET": spec.corpus.dataset,
-            "ARX_SEED": str(spec.seed),
-            "TMPDIR": str(kernels),
-        }
-        jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
-        limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
-        out = run_phase(
-            spec,
-            [sys.executable, "-m", "trainer.train"],
-            jail,
-            env,
-            spec.run_dir / "train.log",
-            limits,
-            should_stop,
-            on_phase,
-            "training",
-        )
-        wall, cpu = round(out.seconds, 3), out.cpu_share
         check_regular(spec.run_dir, "the run directory")
-        claimed = read_claims(spec.run_dir / "train.json")
-        if not (spec.run_dir / "model.safetensors").exists():
-            raise Failed("crash", "training exited 0 without writing model.safetensors", out.log_tail)
-        on_phase("evaluating", None)
-        started = time.time()
+    except Failed as f:
+        f.train_wall_s, f.cpu_share = wall, cpu
+        raise
+    claimed = read_claims(spec.run_dir / "train.json")
+    if not (spec.run_dir / "model.safetensors").exists():
+        message = "training exited 0 without writing model.safetensors"
+        raise Failed("crash", message, out.log_tail, None, claimed, wall, cpu)
+    return Trained(prepared, claimed, wall, cpu)
+
+
+def score(
+    spec: Spec,
+    trained: Trained,
+    launch: Callable[[], scorer.ModelProcess],
+    on_phase: Callable[[str, int | None], None] = lambda phase, pid: None,
+) -> Measurement:
+    """The trusted scorer on the trained checkpoint, its logits from `launch()` (a sandboxed model process,
+    here or on another node): the held-out documents never leave this process."""
+    on_phase("evaluating", None)
+    started = time.time()
+    try:
         try:
-            scores = scorer.evaluate(
-                spec.run_dir, prepared, spec.corpus, lambda: SandboxedModel(spec, should_stop, on_phase)
-            )
+            scores = scorer.evaluate(spec.run_dir, trained.prepared, spec.corpus, launch)
         except scorer.Invalid as e:
             raise Failed("invalid", str(e), runner.tail(spec.run_dir / "eval.log")) from None
         except ModelDied as e:
             raise Failed(e.status, str(e), runner.tail(spec.run_dir / "eval.log")) from None
-        return Measurement(
-            "measured",
-            "",
-            scores=scores,
-            claimed=claimed,
-            train_wall_s=wall,
-            cpu_share=cpu,
-            eval_seconds=round(time.time() - started, 3),
-            prepared_dir=prepared,
-        )
     except Failed as f:
-        return Measurement(
-            f.status, f.reason, f.log_tail, f.exit_code, claimed=claimed, train_wall_s=wall, cpu_share=cpu
-        )
+        timings = {"train_wall_s": trained.train_wall_s, "cpu_share": trained.cpu_share}
+        return replace(f.measurement(), claimed=trained.claimed, **timings)
+    return Measurement(
+        "measured",
+        "",
+        scores=scores,
+        claimed=trained.claimed,
+        train_wall_s=trained.train_wall_s,
+        cpu_share=trained.cpu_share,
+        eval_seconds=round(time.time() - started, 3),
+        prepared_dir=trained.prepared,
+    )
 
 
 def check_regular(folder: Path, what: str) -> None:

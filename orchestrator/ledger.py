@@ -94,6 +94,7 @@ class Run(SQLModel, table=True):
     )  # raw INSERTs (orchestrator/bench.py) may leave it out
     band: float | None = None  # the keep band the decision used (its computation is in decision_reason)
     sibling_commit: str | None = None  # the sibling program's commit merged into this run's code, if any
+    node: str | None = None  # the machine that trained it (hostname; on Ray, hostname:node id)
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
 
@@ -206,11 +207,22 @@ def _v4_verdicts(conn: Connection) -> None:
     conn.execute(text(EXPERIMENTS_VIEW_V4))
 
 
+EXPERIMENTS_VIEW_V5 = EXPERIMENTS_VIEW_V4.replace("r.train_wall_s\n", "r.train_wall_s, r.node\n")
+
+
+def _v5_nodes(conn: Connection) -> None:
+    """The machine each run trained on (executors, issue 12)."""
+    add_columns(conn, "run", {"node": "VARCHAR"})
+    conn.execute(text("DROP VIEW IF EXISTS experiments"))
+    conn.execute(text(EXPERIMENTS_VIEW_V5))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1,
     _v2_sealed,
     _v3_conversations_and_cache_lifetimes,
     _v4_verdicts,
+    _v5_nodes,
 ]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 

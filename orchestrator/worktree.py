@@ -82,6 +82,32 @@ def commit_all(wt: git.Repo, message: str) -> str:
     return head(wt)
 
 
+def commit_detached(wt: git.Repo, message: str, keep_ref: str) -> str:
+    """Commit everything as arx on top of HEAD without moving the branch (a candidate in flight is never on it);
+    the ref `keep_ref`/<sha> keeps the commit from git's garbage collection."""
+    wt.git.add("-A")
+    tree = wt.git.write_tree()
+    if tree == wt.head.commit.tree.hexsha:
+        raise GitError("it changes nothing")
+    sha = wt.git.execute([*AS_ARX, "commit-tree", tree, "-p", "HEAD", "-m", message]).strip()
+    wt.git.update_ref(f"{keep_ref}/{sha}", sha)
+    return sha
+
+
+def rebase_detached(wt: git.Repo, commit: str, onto: str, message: str, keep_ref: str) -> str:
+    """`commit`'s change re-applied on `onto` as a new commit off the branch; GitError if it no longer applies.
+    The worktree is left at `onto`."""
+    reset_hard(wt, onto)
+    try:
+        wt.git.execute([*AS_ARX, "cherry-pick", "--no-commit", commit])
+        return commit_detached(wt, message, keep_ref)
+    except git.GitCommandError as e:
+        said = str(e.stderr or e).strip()
+        raise GitError(f"it conflicts with {onto[:10]}: {said.splitlines()[-1] if said else e}") from e
+    finally:
+        reset_hard(wt, onto)
+
+
 def merge(wt: git.Repo, commit: str, message: str) -> str:
     """Merge `commit` into the worktree's branch as arx (fast-forward when possible); GitError on conflict."""
     try:

@@ -34,6 +34,8 @@ BAD = [
     ("--cpu-share-drop", "-0.1"),
     ("--remeasure-every", "-1"),
     ("--max-contended", "-1"),
+    ("--parallel", "0"),
+    ("--parallel", "-1"),
 ]
 
 

@@ -1,0 +1,179 @@
+"""The `ray` executor and parallel campaigns, on a local Ray instance of this machine (2 slots of 1 CPU).
+
+The local path never imports Ray (fast test); the rest is slow: the real CLI, real training runs of 2 s,
+scored in the daemon from logits served by the slots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import psutil
+import pytest
+
+from conftest import HANG_S, ROOT
+from test_daemon import arx, rows, wait_for
+
+
+def test_the_local_path_never_imports_ray():
+    code = (
+        "import sys; import orchestrator.cli, orchestrator.daemon, orchestrator.campaign, orchestrator.executor; "
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_files_a_slot_sends_back_are_regular_and_capped(tmp_path, monkeypatch):
+    """The run directory is the candidate's: a log swapped for a link to a node secret, or for a FIFO, is not
+    read by the slot's trusted process; a huge log comes back as its tail."""
+    from orchestrator import ray_executor
+
+    monkeypatch.setattr(ray_executor, "MAX_FILE_BYTES", 8)
+    secret = tmp_path / "secret"
+    secret.write_text("node secret")
+    (tmp_path / "train.log").symlink_to(secret)
+    os.mkfifo(tmp_path / "prepare.log")
+    (tmp_path / "train.json").write_text("0123456789abcdef")
+    assert ray_executor.read_capped(tmp_path / "train.log") is None
+    assert ray_executor.read_capped(tmp_path / "prepare.log") is None
+    assert ray_executor.read_capped(tmp_path / "train.json") == b"89abcdef"
+    assert ray_executor.read_capped(tmp_path / "missing.log") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--parallel", "2"], "--parallel above 1 needs --executor ray"),
+        (["--executor", "ray", "--parallel", "0"], "--parallel must be at least 1"),
+        (["--executor", "ray", "--slot-resources", '{"CPU": 0}'], "--slot-resources must be a JSON object"),
+        (["--executor", "ray", "--slot-resources", "gpu"], "--slot-resources must be a JSON object"),
+        (["--executor", "ray", "--slot-resources", '{"CPU": 1.5}'], "CPU must be a whole number"),
+        (["--executor", "ray", "--ray-address", "nowhere"], "--ray-address must be local, auto or HOST:PORT"),
+        (["--executor", "ray", "--unsafe-no-sandbox"], "--executor ray cannot run unsandboxed"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot start or reach Ray at 127.0.0.1:1"),
+    ],
+)
+def test_bad_executor_flags_are_one_clear_line(repo, data_dir, args, message):
+    result = arx(repo, "start", "--program", "model", "--tag", "x", "--foreground", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def ray_worker_of_a_trainer() -> psutil.Process | None:
+    """The Ray worker process whose slot is running a trainer right now (its trainer descends from it)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if "trainer.train" in " ".join(proc.info["cmdline"] or []):
+            try:
+                return next(p for p in proc.parents() if " ".join(p.cmdline()).startswith("ray::"))
+            except (StopIteration, psutil.Error):
+                continue
+    return None
+
+
+def no_ray_left() -> bool:
+    return not any(p.info["name"].startswith(("raylet", "gcs_server")) for p in psutil.process_iter(["name"]))
+
+
+PARALLEL_START = (
+    "start",
+    "--program",
+    "model",
+    "--budget",
+    "2",
+    "--baseline-runs",
+    "1",
+    "--max-reruns",
+    "0",
+    "--cpu-share-drop",
+    "0.9",  # 2 runs on 2 cores beside the daemon's scorer: contention is not what these tests are about
+    "--executor",
+    "ray",
+    "--ray-address",
+    "local",
+    "--parallel",
+    "2",
+)
+
+
+@pytest.mark.slow
+def test_two_candidates_in_flight_on_two_ray_slots_and_a_worker_killed(repo, data_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                *PARALLEL_START,
+                "--tag",
+                "par",
+                "--max-experiments",
+                "4",
+                "--foreground",
+            ],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: rows(repo, "SELECT 1 FROM run WHERE kind = 'experiment' AND status = 'training'"))
+        worker = wait_for(ray_worker_of_a_trainer)
+        worker.kill()  # a worker dies mid-run: that attempt is interrupted, the run measured once more
+        assert daemon.wait(HANG_S) == 0, log.read_text()[-3000:]
+    finally:
+        daemon.kill()
+    assert "reached --max-experiments 4" in log.read_text()
+    runs = rows(
+        repo,
+        'SELECT id, seq, kind, status, val_bpb, decision_reason, "commit", parent_commit, node, started_at, ended_at, '
+        "rerun_of FROM run ORDER BY seq",
+    )
+    assert sum(r[2] == "experiment" for r in runs) == 4
+    for _, seq, kind, status, val, reason, commit, parent, node, started, ended, _ in runs:
+        assert reason and ended, f"run {seq} ({status}) has no reason or end"
+        if status in ("keep", "discard"):
+            assert val and node, f"run {seq} lacks metrics or its node"
+    for run_dir, fp, status in rows(repo, "SELECT run_dir, fingerprint, status FROM run WHERE val_bpb IS NOT NULL"):
+        assert json.loads(fp)["cores"] == 1, "each run is pinned to its slot's one CPU, and stamped so"
+        assert "step" in (Path(run_dir) / "train.log").read_text(), "the node's log came back"
+        assert (Path(run_dir) / "eval.log").exists() and not (Path(run_dir) / "model.safetensors").exists()
+    lost = [r for r in runs if r[2] == "lost"]
+    assert len(lost) == 1 and lost[0][3] == "interrupted" and "Ray worker was lost" in lost[0][5]
+    retried = next(r for r in runs if r[0] == lost[0][11])
+    assert retried[4] is not None and retried[3] in ("keep", "discard", "rejected"), "measured once more, judged"
+    measured = sorted((r[9], r[10]) for r in runs if r[4] is not None and r[2] != "baseline")
+    assert any(a[1] > b[0] for a, b in zip(measured, measured[1:])), "no two runs were in flight at once"
+    kept = [r for r in runs if r[3] == "keep" and r[2] in ("experiment", "rebase")]
+    r = git.Repo(repo)
+    chain = [c.hexsha for c in reversed(list(r.iter_commits("main..autoresearch/par")))]
+    assert chain == [k[6] for k in kept], "the branch holds exactly the kept commits, in order"
+    for k, before in zip(kept, [r.commit("main").hexsha, *chain]):
+        assert k[7] == before, "each kept commit was judged against the champion it sits on"
+    assert wait_for(no_ray_left), "Ray left behind"
+
+
+@pytest.mark.slow
+def test_daemon_killed_with_two_runs_in_flight_then_restarted(repo, data_dir):
+    started = arx(repo, *PARALLEL_START, "--tag", "k9")
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_for(lambda: len(rows(repo, "SELECT 1 FROM run WHERE kind = 'experiment' AND status = 'training'")) == 2)
+    in_flight = {r[0] for r in rows(repo, "SELECT id FROM run WHERE kind = 'experiment' AND status = 'training'")}
+    os.kill(rows(repo, "SELECT pid FROM campaign WHERE tag = 'k9'")[0][0], signal.SIGKILL)
+    wait_for(lambda: ray_worker_of_a_trainer() is None and no_ray_left())  # the local cluster ends with its driver
+    again = arx(repo, *PARALLEL_START, "--tag", "k9", "--max-experiments", "2", "--foreground")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    runs = rows(repo, "SELECT id, seq, status, decision_reason FROM run ORDER BY seq")
+    for run_id in in_flight:
+        status, reason = next((r[2], r[3]) for r in runs if r[0] == run_id)
+        assert status == "interrupted" and "daemon restarted" in reason
+    assert [r[1] for r in runs] == list(range(1, len(runs) + 1)), "no run lost or duplicated"
+    assert not rows(repo, "SELECT 1 FROM run WHERE status IN ('proposed', 'training', 'evaluating')")
+    assert wait_for(no_ray_left)
