@@ -38,7 +38,7 @@ __all__ = ["data_dir"]  # the fixture, imported
 TRAIN = "trainer/train.py"
 END_OF_MAIN = '    return 0 if status == "ok" else 3\n'
 FAILED = ("invalid", "crash", "timeout", "rejected")
-EVAL_TIMEOUT_S = 75  # an honest evaluation takes 9-13 s here, about 40 s on a loaded 2-core machine; the sleeper waits it out
+EVAL_TIMEOUT_S = 75  # an honest evaluation: 9-13 s here, about 40 s loaded; a sleeper waits it out
 SCORE_TOLERANCE = 1e-3  # relative: float32 logits on CPU, same weights, same rows
 
 
