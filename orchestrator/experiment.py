@@ -258,7 +258,7 @@ def wrap(spec: Spec, cmd: list[str], jail: sandbox.Jail, env: dict[str, str]) ->
         return cmd, full_env
     jail = sandbox.Jail(
         writable=jail.writable,
-        visible=(*sandbox.python_paths(), ROOT, *jail.visible),
+        visible=(ROOT, *jail.visible),
         hidden=jail.hidden,
         network=jail.network,
     )

@@ -87,7 +87,7 @@ class Jail:
     """What one sandboxed phase may see and touch. Everything not listed is read-only.
 
     command() resolves symlinks in these paths: never list a path below a folder that a candidate could write
-    (it could have made it a symlink to anywhere). Keep the interpreter visible (see `python_paths`).
+    (it could have made it a symlink to anywhere). The interpreter's folders (`python_paths`) are always visible.
     """
 
     writable: tuple[Path, ...] = ()  # bound read-write at the same path (must exist)
@@ -142,7 +142,11 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
     for path in jail.writable:
         if not Path(path).exists():
             raise ValueError(f"writable path {path} does not exist")
-    paths = {"writable": jail.writable, "visible": jail.visible, "hidden": (*jail.hidden, *ALWAYS_HIDDEN)}
+    paths = {  # the interpreter stays visible even when a hidden folder (or the private /tmp) holds it
+        "writable": jail.writable,
+        "visible": (*python_paths(), *jail.visible),
+        "hidden": (*jail.hidden, *ALWAYS_HIDDEN),
+    }
     if jail.network:
         paths["visible"] += RESOLVER
     return {kind: sorted({str(Path(p).resolve()) for p in found}) for kind, found in paths.items()}
@@ -245,7 +249,7 @@ def probe(name: str) -> str | None:
     """None when `name` runs a command in a jail here, else the last line it printed."""
     try:
         done = subprocess.run(
-            command([sys.executable, "-S", "-c", ""], Jail(visible=python_paths()), using=name),
+            command([sys.executable, "-S", "-c", ""], Jail(), using=name),
             env=environment({}),
             capture_output=True,
             text=True,

@@ -524,13 +524,15 @@ def test_paths_in_the_host_tmp_can_be_exposed(using, tmp_path):
     assert done.stdout.strip() == "x" and (tmp_path / "run/out").exists()
 
 
-def test_python_paths_keep_the_interpreter_running_under_a_hidden_home(using):
-    """pyenv and uv install Python under the home folder: hiding it needs the interpreter's folders shown again."""
-    base = Path(sys.base_prefix).resolve().parent
-    hidden = jailed(using, "import numpy", Jail(hidden=(base,)))
-    shown = jailed(using, "import numpy; print('ok')", Jail(hidden=(base,), visible=sandbox.python_paths()))
-    assert hidden.returncode != 0
+def test_the_interpreter_runs_under_a_hidden_folder(using):
+    """pyenv and uv install Python under the home folder, and a checkout under /tmp sits below the private /tmp:
+    every jail shows the interpreter's folders again, while the rest of a hidden folder stays hidden."""
+    base = Path(sys.base_prefix).resolve()
+    sibling = base.parent / "arx-not-the-interpreter"
+    shown = jailed(using, "import numpy; print('ok')", Jail(hidden=(base.parent,)))
     assert shown.returncode == 0 and shown.stdout.strip() == "ok", shown.stderr
+    assert set(sandbox.python_paths()) >= {base, Path(sys.prefix).resolve()}
+    assert not any(sibling.is_relative_to(p) for p in sandbox.python_paths())
 
 
 def test_writable_paths_must_exist(area):
