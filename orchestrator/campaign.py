@@ -885,7 +885,7 @@ class CampaignLoop:
             self.finish(run, "invalid", "the evaluation documents differ from those pinned at campaign start")
             return False
         if (
-            run.kind in BASELINE_KINDS and not self.paths.kernels.exists() and (run_dir / "tmp").is_dir()
+            run.kind == "baseline" and not self.paths.kernels.exists() and (run_dir / "tmp").is_dir()
         ):  # compiled by the unchanged code: a safe seed (a remote executor keeps its kernels on the node)
             shutil.copytree(run_dir / "tmp", self.paths.kernels, symlinks=False)
         run.val_bpb, run.test_bpb = scores.val_bpb, scores.test_bpb

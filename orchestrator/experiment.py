@@ -34,7 +34,7 @@ import numpy as np
 
 from . import fingerprint, runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
-from .programs import ROOT
+from .programs import ROOT, default_state_dir
 
 CLAIMED_FIELDS = (
     "steps",
@@ -67,6 +67,7 @@ class Spec:
     unsafe_no_sandbox: bool = False
     commit: str | None = None  # what a remote executor ships from `worktree`'s repository (None: its HEAD)
     seeds_kernels: bool = False  # the unchanged code's first baseline: a remote node may cache its compiled kernels
+    also_hidden: tuple[Path, ...] = ()  # on a remote node: the daemon's state folder (a slot may share its machine)
 
 
 @dataclass(frozen=True)
@@ -204,9 +205,11 @@ def score(
         try:
             scores = scorer.evaluate(spec.run_dir, trained.prepared, spec.corpus, launch)
         except scorer.Invalid as e:
-            raise Failed("invalid", str(e), runner.tail(spec.run_dir / "eval.log")) from None
+            raise Failed("invalid", str(e)) from None  # never eval.log's tail: see below
         except ModelDied as e:
-            raise Failed(e.status, str(e), runner.tail(spec.run_dir / "eval.log")) from None
+            # The model process saw held-out rows and may print them: its log stays in the run folder for people,
+            # never in the run's error, which the agent reads (and could write into the training data).
+            raise Failed(e.status, str(e)) from None
     except Failed as f:
         timings = {"train_wall_s": trained.train_wall_s, "cpu_share": trained.cpu_share}
         return replace(f.measurement(), claimed=trained.claimed, **timings)
@@ -247,7 +250,8 @@ def read_claims(path: Path) -> dict:
 # Sandboxed phases
 # ---------------------------------------------------------------------------------------------
 def hidden_paths(spec: Spec) -> tuple[Path, ...]:
-    return (spec.state_dir.resolve(), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
+    state_dirs = {spec.state_dir, default_state_dir(), *spec.also_hidden}
+    return (*(p.resolve() for p in state_dirs), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
 
 
 def wrap(spec: Spec, cmd: list[str], jail: sandbox.Jail, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:

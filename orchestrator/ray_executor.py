@@ -331,6 +331,7 @@ class RayExecutor:
             check=True,
         ).stdout
         fields = {k: getattr(spec, k) for k in SPEC_FIELDS}
+        fields["also_hidden"] = (spec.state_dir, *spec.also_hidden)  # a slot on the daemon's machine must not read it
         on_phase("training", None)
         actor = self.start_slot()
         node = "unknown node"

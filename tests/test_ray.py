@@ -177,3 +177,40 @@ def test_daemon_killed_with_two_runs_in_flight_then_restarted(repo, data_dir):
     assert [r[1] for r in runs] == list(range(1, len(runs) + 1)), "no run lost or duplicated"
     assert not rows(repo, "SELECT 1 FROM run WHERE status IN ('proposed', 'training', 'evaluating')")
     assert wait_for(no_ray_left)
+
+
+def test_a_slot_hides_the_daemons_state_folder(tmp_path):
+    """A Ray slot may run on the daemon's own machine: its sandbox hides the node's folder and the daemon's
+    state folder (the ledger, every run's checkpoint and logs), which the node's Spec names in `also_hidden`."""
+    from dataclasses import replace
+
+    from orchestrator import experiment, sandbox
+    from orchestrator.corpus import Corpus
+
+    daemon_state, node = tmp_path / "daemon-state", tmp_path / "node"
+    (daemon_state / "runs").mkdir(parents=True)
+    (daemon_state / "experiments.db").write_text("ledger")
+    run_dir = node / "run"
+    run_dir.mkdir(parents=True)
+    corpus = Corpus("stdlib", "x", tmp_path / "train", tmp_path / "heldout", ())
+    spec = experiment.Spec(
+        program="model",
+        worktree=ROOT,
+        run_dir=run_dir,
+        corpus=corpus,
+        budget_s=1,
+        seed=1,
+        state_dir=node,
+        train_deadline_s=10,
+    )
+    probe = [sys.executable, "-c", f"import os; print(sorted(os.listdir({str(daemon_state)!r})))"]
+
+    def listing(spec: experiment.Spec) -> str:
+        jail = sandbox.Jail(writable=(run_dir,), visible=(tmp_path,), hidden=experiment.hidden_paths(spec))
+        argv, env = experiment.wrap(spec, probe, jail, {})
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=HANG_S)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert listing(spec) == "['experiments.db', 'runs']"  # what a slot saw before `also_hidden`
+    assert listing(replace(spec, also_hidden=(daemon_state,))) == "[]"
