@@ -62,8 +62,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl
-SYSCALLS = {"x86_64": (0xC000003E, 41, (425, 248, 249, 250)), "aarch64": (0xC00000B7, 198, (425, 217, 218, 219))}
+# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl, sched_setaffinity
+SYSCALLS = {
+    "x86_64": (0xC000003E, 41, (425, 248, 249, 250, 203)),
+    "aarch64": (0xC00000B7, 198, (425, 217, 218, 219, 122)),
+}
 X32_BIT, AF_UNIX = 0x40000000, 1
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -228,12 +231,13 @@ class SockFprog(ctypes.Structure):
 
 
 def filter_syscalls() -> None:
-    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no other ABI; everything else allowed.
+    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no CPU affinity change, no other ABI.
 
     A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
     daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
     running anything outside. socketpair() stays allowed (pipes between processes of the phase). io_uring's
-    operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets.
+    operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets. A Ray
+    slot pins its phase to the slot's cores: a candidate that widened its own CPU set would train on its siblings'.
     """
     machine = os.uname().machine
     if machine not in SYSCALLS:

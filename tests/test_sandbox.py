@@ -369,7 +369,8 @@ print(json.dumps(seen))
 
 
 def test_host_sockets_keyrings_and_sysctls_are_out_of_reach(using, area):
-    """A read-only mount does not stop connect() to a unix socket (systemd, dbus, docker) nor keyctl()."""
+    """A read-only mount does not stop connect() to a unix socket (systemd, dbus, docker) nor keyctl(), and
+    sched_setaffinity() would undo a Ray slot's pinning."""
     path = area / "checkout/control.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
@@ -388,15 +389,17 @@ def connect():
     s.connect(sys.argv[1])
 print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socket.socketpair())),
                   "run": os.listdir("/run"), "keyring": attempt(session_keyring),
-                  "core_pattern": attempt(lambda: os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY))}))
+                  "core_pattern": attempt(lambda: os.open("/proc/sys/kernel/core_pattern", os.O_WRONLY)),
+                  "affinity": attempt(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))}))
 """
         )
-        keyctl = sandbox_setup.SYSCALLS[os.uname().machine][2][-1]
+        keyctl = sandbox_setup.SYSCALLS[os.uname().machine][2][3]
         seen = report(using, code, campaign_jail(area), str(path), str(keyctl))
     finally:
         server.close()
     assert seen["connect"] == "PermissionError" and seen["pair"] == "2"
     assert seen["run"] == [] and seen["core_pattern"] == seen["keyring"] == "OSError"
+    assert seen["affinity"] == "PermissionError"  # a Ray slot's CPU pinning stays as the slot set it
 
 
 def test_devices_open_only_from_a_minimal_dev(using, area):
