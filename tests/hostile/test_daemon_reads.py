@@ -96,3 +96,30 @@ def test_a_tokenizer_without_every_single_byte_is_invalid_not_a_panic(tmp_path):
     )
     with pytest.raises(scorer.Invalid, match="single bytes"):
         scorer.load_tokenizer(tmp_path / "tokenizer.json")
+
+
+def test_what_the_model_process_prints_never_reaches_the_agent(tmp_path, stdlib):
+    """The model process is sent held-out rows; one that prints them and dies must not get them into the run's
+    error, which the next prompt quotes (the agent could write them into the training data)."""
+    from conftest import make_spec, write_model_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_model_config(run_dir, 256)
+    spec = make_spec(ROOT, run_dir, stdlib)
+
+    class Printer:  # a scorer.ModelProcess that logs every row it is sent, then dies
+        def logits(self, batches):
+            with open(run_dir / "eval.log", "a") as log:
+                for batch in batches:
+                    log.write(f"HELD-OUT ROW {batch[0].tolist()}\n")
+                    raise experiment.ModelDied("crash", "the evaluation model process died (exit 1)")
+            yield from ()
+
+        def close(self):
+            pass
+
+    trained = experiment.Trained(stdlib.prepared, {}, 1.0, None)
+    m = experiment.score(spec, trained, Printer)
+    assert m.status == "crash" and "HELD-OUT ROW" in (run_dir / "eval.log").read_text()
+    assert "HELD-OUT" not in m.reason + m.log_tail
