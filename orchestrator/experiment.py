@@ -36,6 +36,8 @@ from . import fingerprint, runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
 from .programs import ROOT, default_state_dir
 
+FIRST_LOGITS_S = 30.0  # an honest model process answers its first batch in 1-3 s here (about 10 s loaded): time
+# it spends before that is time a hostile one could train in, identically in both processes, unseen by the probes
 CLAIMED_FIELDS = (
     "steps",
     "tokens",
@@ -382,6 +384,7 @@ class SandboxedModel:
             time.time(),
         )
         self.reason: tuple[str, str] | None = None
+        self.answered = False  # the first batch of logits has arrived
         self.done = threading.Event()
         threading.Thread(target=self.guard, daemon=True).start()
 
@@ -389,6 +392,8 @@ class SandboxedModel:
         while not self.done.wait(runner.POLL_S):
             if time.time() - self.started > self.limits.deadline_s:
                 self.reason = ("timeout", f"evaluation ran past its deadline of {self.limits.deadline_s:.0f}s")
+            elif not self.answered and time.time() - self.started > FIRST_LOGITS_S:
+                self.reason = ("timeout", f"the evaluation model process sent no logits within {FIRST_LOGITS_S:.0f}s")
             elif self.limits.rss_mb and (rss := runner.tree_rss_mb(self.proc.pid)) > self.limits.rss_mb:
                 self.reason = (
                     "crash",
@@ -441,6 +446,7 @@ class SandboxedModel:
         data = self.proc.stdout.read(rows * cols * vocab * 4)
         if len(data) != rows * cols * vocab * 4:
             raise EOFError
+        self.answered = True
         return np.frombuffer(data, dtype=np.float32).reshape(rows, cols, vocab)
 
     def close(self) -> None:

@@ -143,3 +143,24 @@ def test_cli_evaluate_scores_a_hand_run_training(measured, stdlib, tmp_path):
     assert got["val_bpb"] == pytest.approx(result.scores.val_bpb, rel=1e-4) and got["test_bpb"] == pytest.approx(
         result.scores.test_bpb, rel=1e-4
     )
+
+
+def test_a_model_process_that_trains_before_its_first_logits_is_cut_off(
+    trained_run, stdlib, worktree, tmp_path, monkeypatch
+):
+    """Time a model process spends before its first batch is time it could train in (identically in both
+    processes, so the probes agree): it gets FIRST_LOGITS_S, not the whole evaluation deadline."""
+    from orchestrator import experiment
+
+    source = worktree / "trainer" / "train.py"
+    head = "def build_model(config: dict) -> GPT:\n"
+    source.write_text(source.read_text().replace(head, f"{head}    import time\n    time.sleep(120)\n"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("model.safetensors", "model_config.json"):
+        (run_dir / name).write_bytes((trained_run / name).read_bytes())
+    monkeypatch.setattr(experiment, "FIRST_LOGITS_S", 3.0)
+    spec = make_spec(worktree, run_dir, stdlib)
+    trained = experiment.Trained(stdlib.prepared, {}, 1.0, None)
+    m = experiment.score(spec, trained, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
+    assert m.status == "timeout" and "sent no logits within 3s" in m.reason, (m.status, m.reason)
