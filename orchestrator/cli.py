@@ -212,7 +212,7 @@ def policy_options(command):
     "--memory-mb",
     type=float,
     default=None,
-    help="kill a trainer whose process tree RSS passes this (default: 85% of RAM)",
+    help="kill a trainer whose process tree RSS passes this (default: 85% of RAM, shared by --parallel runs)",
 )
 @click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
 @click.option("--base", default=None, help="commit to branch from (default: HEAD)")
@@ -321,7 +321,7 @@ def start(
         slots=slots,
         seed=seed,
         stall_s=stall_s,
-        memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20,
+        memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20 / parallel,  # runs in flight share it
         unsafe_no_sandbox=unsafe_no_sandbox,
         policy=Policy(**policy),
         executor=executor,
