@@ -83,7 +83,8 @@ def cpu_streams() -> list:
 
     if prepare.backend() != "cpu":
         return [mx.default_stream(mx.default_device())]
-    n = max(1, min(CPU_STREAMS, os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # a Ray slot's
+    n = max(1, min(CPU_STREAMS, cores or 1))
     blas.use_streams(n)
     return [mx.new_stream(mx.cpu) for _ in range(n)]
 
