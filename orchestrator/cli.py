@@ -212,7 +212,7 @@ def policy_options(command):
     "--memory-mb",
     type=float,
     default=None,
-    help="kill a trainer whose process tree RSS passes this (default: 85% of RAM, shared by --parallel runs)",
+    help="kill a trainer whose process tree RSS+swap passes this (default: 85% of RAM, shared by --parallel runs)",
 )
 @click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
 @click.option("--base", default=None, help="commit to branch from (default: HEAD)")

@@ -397,7 +397,7 @@ class SandboxedModel:
             elif self.limits.rss_mb and (rss := runner.tree_rss_mb(self.proc.pid)) > self.limits.rss_mb:
                 self.reason = (
                     "crash",
-                    f"evaluation process tree RSS {rss:.0f} MB passed the cap of {self.limits.rss_mb:.0f} MB",
+                    f"evaluation process tree RSS+swap {rss:.0f} MB passed the cap of {self.limits.rss_mb:.0f} MB",
                 )
             elif self.should_stop():
                 self.reason = ("interrupted", "stopped during evaluation")

@@ -12,6 +12,8 @@ not enough, hence the rest of the list.
 Prevented (Linux `namespaces` and `bwrap` backends):
 - writes outside `Jail.writable`, a private /tmp and a private /dev/shm: the daemon's checkout and venv, the ledger,
   other runs, bytecode caches (every mount is read-only inside, /proc included);
+- filling RAM unseen: /tmp and /dev/shm hold SCRATCH_MB each (tmpfs pages are in no process's RSS, so the
+  watchdog's memory cap, RSS plus swap of the tree, would not see them);
 - reads of `Jail.hidden` paths (held-out documents, the ledger, other runs) unless re-exposed by `visible`/`writable`;
 - network: its own network namespace with no interface up (`network=False`);
 - secrets: the environment is rebuilt from an allowlist (`environment()`), and the daemon's /proc/<pid>/environ is
@@ -30,8 +32,8 @@ Prevented (Linux `namespaces` and `bwrap` backends):
 Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
 and that the daemon's user can read (hide what matters: as root, that is every file); writes to FIFOs outside
 /run that the daemon's user may write; sharing the GPU with other processes; exhausting CPU, processes, disk
-space in the writable paths, or memory through the tmpfs at /tmp (the watchdog bounds time and RSS only);
-symlinks and hard links the command leaves in its writable paths (the daemon must not follow them).
+space in the writable paths; symlinks and hard links the command leaves in its writable paths (the daemon must
+not follow them).
 With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can outlive
 the phase, /tmp is a per-call folder rather than a private mount, and there is no system call filter. With
 `none`, nothing at all: callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (`require`).
@@ -61,7 +63,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox_setup import DEFERRED_PRELOAD, FILTER_ONLY, GPU_DEVICES, HOME, PYCACHE, TMP
+from .sandbox_setup import DEFERRED_PRELOAD, FILTER_ONLY, GPU_DEVICES, HOME, PYCACHE, SCRATCH_MB, TMP
 
 SETUP = Path(__file__).with_name("sandbox_setup.py")
 PROBE_TIMEOUT_S = 30
@@ -172,7 +174,8 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
     argv = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc"]
     argv += [] if jail.network else ["--unshare-net"]
     argv += ["--die-with-parent", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    argv += ["--tmpfs", TMP, "--tmpfs", "/dev/shm", "--dir", HOME]
+    size = ["--size", str(SCRATCH_MB << 20)]
+    argv += [*size, "--tmpfs", TMP, *size, "--tmpfs", "/dev/shm", "--dir", HOME]
     for device in sorted(Path("/").glob(GPU_DEVICES.lstrip("/"))):
         argv += ["--dev-bind", str(device), str(device)]
     covers = []

@@ -7,12 +7,13 @@ It then:
 
 1. makes every mount read-only, nosuid and nodev (device nodes open only from the minimal /dev below);
 2. mounts a read-only /proc of the new PID namespace, a minimal /dev (null, zero, full, random, urandom, tty and
-   the NVIDIA nodes, if any), and fresh tmpfs at /tmp and /dev/shm;
+   the NVIDIA nodes, if any), and fresh tmpfs at /tmp and /dev/shm (SCRATCH_MB each);
 3. covers each `hidden` path (an empty read-only tmpfs over a folder, /dev/null over a file), then binds the
    `visible` paths read-only and the `writable` paths read-write at their real paths, inside the covers if need be;
 4. drops every capability for good (bounding set, ambient, inheritable, securebits locked, no_new_privs), so that
    neither the command nor anything it starts can remount, unmount or mount anything, becomes undumpable, and
-   installs a seccomp filter (no unix sockets, no io_uring, no other ABI), inherited by everything it starts;
+   installs a seccomp filter (no unix sockets, no io_uring, no memfd or System V memory, no other ABI),
+   inherited by everything it starts;
 5. forks the command and waits. PID 1 of a namespace ignores signals it has no handler for, so signals reach the
    command, not this process. When the command ends this process exits with its status, and the kernel kills
    whatever else is still running in the namespace. When `unshare` is killed, `--kill-child` kills this process,
@@ -38,6 +39,10 @@ import sys
 TMP = "/tmp"
 HOME = "/tmp/home"
 PYCACHE = "/tmp/pycache"
+# /tmp and /dev/shm are RAM that no process's RSS shows, so the watchdog's memory cap cannot see them: each is
+# capped here instead (the trainer's bulky scratch, compiled kernels and checkpoint, goes to its run folder).
+SCRATCH_MB = 1024
+SCRATCH = f"mode=1777,size={SCRATCH_MB}m"
 SETUP_FAILED = 125
 # LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
 # threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
@@ -62,10 +67,11 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl, sched_setaffinity
+# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl, sched_setaffinity,
+# memfd_create, shmget
 SYSCALLS = {
-    "x86_64": (0xC000003E, 41, (425, 248, 249, 250, 203)),
-    "aarch64": (0xC00000B7, 198, (425, 217, 218, 219, 122)),
+    "x86_64": (0xC000003E, 41, (425, 248, 249, 250, 203, 319, 29)),
+    "aarch64": (0xC00000B7, 198, (425, 217, 218, 219, 122, 279, 194)),
 }
 X32_BIT, AF_UNIX = 0x40000000, 1
 
@@ -144,7 +150,7 @@ def build_dev(fds: dict[str, int]) -> None:
     for name, target in DEV_LINKS.items():
         os.symlink(target, f"/dev/{name}")
     os.mkdir("/dev/shm")
-    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, SCRATCH)
     remount("/dev", MS_RDONLY)
 
 
@@ -169,7 +175,7 @@ def build_jail(spec: dict) -> None:
     # daemon is root: nothing under /proc is writable
     remount("/proc", MS_RDONLY)
     build_dev(devices)
-    mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, SCRATCH)
     os.mkdir(HOME, 0o700)
 
     # The deepest entry wins: covers, re-exposures and writable binds are applied shallow to deep, so a hidden
@@ -231,13 +237,15 @@ class SockFprog(ctypes.Structure):
 
 
 def filter_syscalls() -> None:
-    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no CPU affinity change, no other ABI.
+    """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no CPU affinity change, no anonymous
+    shared memory, no other ABI.
 
     A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
     daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
     running anything outside. socketpair() stays allowed (pipes between processes of the phase). io_uring's
     operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets. A Ray
     slot pins its phase to the slot's cores: a candidate that widened its own CPU set would train on its siblings'.
+    A memfd or a System V segment, written and unmapped, is RAM in no process's RSS and on no capped mount.
     """
     machine = os.uname().machine
     if machine not in SYSCALLS:

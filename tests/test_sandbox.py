@@ -6,6 +6,7 @@ outside what it could and could not do. Linux tests run once per backend that wo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import py_compile
@@ -400,6 +401,34 @@ print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socke
     assert seen["connect"] == "PermissionError" and seen["pair"] == "2"
     assert seen["run"] == [] and seen["core_pattern"] == seen["keyring"] == "OSError"
     assert seen["affinity"] == "PermissionError"  # a Ray slot's CPU pinning stays as the slot set it
+
+
+def test_ram_that_no_rss_shows_is_bounded(using, area):
+    """tmpfs pages, a memfd or a System V segment written and unmapped are RAM in no process's RSS, so the
+    watchdog's memory cap would not see a candidate fill the machine through them."""
+    code = (
+        TRY
+        + """
+import ctypes, mmap, os
+libc = ctypes.CDLL(None, use_errno=True)
+def fill(path):
+    written = 0
+    with open(path, "wb") as f:
+        while written < (4 << 30):
+            written += f.write(bytes(64 << 20))
+            f.flush()
+def shmget():  # shmget(IPC_PRIVATE, 64 MiB, IPC_CREAT | 0600): the result and errno
+    return libc.syscall(int(sys.argv[1]), 0, 64 << 20, 0o1600), ctypes.get_errno()
+sizes = {p: os.statvfs(p).f_blocks * os.statvfs(p).f_frsize >> 20 for p in ("/tmp", "/dev/shm")}
+print(json.dumps({"sizes": sizes, "fill": attempt(lambda: fill("/tmp/big")),
+                  "memfd": attempt(lambda: os.memfd_create("x")), "shmget": attempt(shmget)}))
+"""
+    )
+    shmget = sandbox_setup.SYSCALLS[os.uname().machine][2][-1]
+    seen = report(using, code, campaign_jail(area), str(shmget))
+    assert seen["sizes"] == {"/tmp": sandbox_setup.SCRATCH_MB, "/dev/shm": sandbox_setup.SCRATCH_MB}
+    assert seen["fill"] == "OSError"  # ENOSPC at the cap, far below the 4 GiB asked for
+    assert seen["memfd"] == "PermissionError" and seen["shmget"] == f"(-1, {errno.EPERM})"
 
 
 def test_devices_open_only_from_a_minimal_dev(using, area):
