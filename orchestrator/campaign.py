@@ -849,7 +849,7 @@ class CampaignLoop:
         m = self.executor.measure(spec, self.stop_requested.is_set, on_phase)
         if m.status == executor.LOST:  # its machine went away: that attempt is interrupted, measured once more
             self.record_lost(run, m)
-            m = self.executor.measure(spec, self.stop_requested.is_set, on_phase)
+            m = self.executor.measure(spec, self.stop_requested.is_set, on_phase, avoid=m.node)
             if m.status == executor.LOST:
                 self.finish(run, "interrupted", f"{m.reason}, twice")
                 raise ClusterLost(f"run #{run.seq} lost its worker twice (last: {m.reason}); check the cluster")

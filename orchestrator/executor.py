@@ -7,7 +7,8 @@ Ray node holding an exclusive slot, while the trusted scorer stays here with the
 
 An executor never touches the ledger or git: the campaign loop records what `measure` returns.
 A measurement whose machine vanished under it (a killed worker, a lost node) comes back with
-status LOST; the loop marks that attempt `interrupted` and measures once more.
+status LOST; the loop marks that attempt `interrupted` and measures once more, away from the
+node it was lost on (`avoid`) where the executor has another.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Executor(Protocol):
         spec: experiment.Spec,
         should_stop: Callable[[], bool],
         on_phase: Callable[[str, int | None], None],
+        avoid: str | None = None,  # a Measurement.node to keep away from (where the last attempt was lost)
     ) -> experiment.Measurement: ...
 
     def fingerprint(self) -> dict:
@@ -50,7 +52,7 @@ class LocalExecutor:
     name = "local"
     holds_slots = False
 
-    def measure(self, spec, should_stop, on_phase) -> experiment.Measurement:
+    def measure(self, spec, should_stop, on_phase, avoid=None) -> experiment.Measurement:
         return replace(experiment.measure(spec, should_stop, on_phase), node=platform.node())
 
     def fingerprint(self) -> dict:

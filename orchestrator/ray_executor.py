@@ -23,7 +23,9 @@ What travels, and what a hostile candidate could do with it:
 - the Ray cluster itself is a new surface: a phase that could reach the raylet, the GCS or the
   object store could forge another run's result. In the sandbox it cannot: no network interface,
   a private /tmp (Ray's sockets) and /dev/shm (its object store). `--unsafe-no-sandbox` removes
-  that, so the CLI refuses it with `--executor ray`.
+  that, so the CLI refuses it with `--executor ray`. From the network, Ray 2.60 listens on every
+  interface: its token authentication keeps others out (on by itself for `local`; docs/guide.md
+  turns it on for `ray start`), and the token, in the home folder, is hidden in every jail.
 - a worker node is trusted like the daemon's machine: it runs arx's code and its clock times the
   run. A compromised node could forge timings or logits; it never sees the held-out documents of
   the model program (the data program's leak check runs on the node, against its own copy).
@@ -35,6 +37,7 @@ import collections
 import hashlib
 import io
 import os
+import random
 import shutil
 import socket
 import stat
@@ -51,6 +54,7 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # workers use this 
 
 import ray  # noqa: E402  (after the environment above)
 import ray.exceptions as rex  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from . import corpus, experiment, fingerprint, scorer, slots  # noqa: E402
 from .executor import LOST, Unavailable  # noqa: E402
@@ -206,6 +210,14 @@ class Slot:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def answered(who) -> str:
+    """The node a slot named in its first answer, if it answered before it was lost or stopped."""
+    try:
+        return ray.get(who, timeout=0)[0]
+    except (rex.GetTimeoutError, *LOST_ERRORS):
+        return "unknown node"
+
+
 def reachable(address: str) -> None:
     """Fail at once on a head nobody answers at (Ray itself retries for minutes)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -287,7 +299,8 @@ class RayExecutor:
                     resources={k: v * parallel for k, v in extra.items()},
                     include_dashboard=False,
                     log_to_driver=False,
-                    _node_ip_address="127.0.0.1",  # listens on loopback only: it runs whatever code it is sent
+                    # Ray 2.60 still listens on every interface; ray.init turns its token authentication on
+                    _node_ip_address="127.0.0.1",
                 )
             else:
                 if address != "auto":
@@ -306,14 +319,37 @@ class RayExecutor:
                 "(`ray status` shows what each node offers)"
             ) from None
 
-    def start_slot(self):
-        return self.actor_class.options(**self.options).remote(self.cpus)
+    def start_slot(self, avoid: str | None = None):
+        options = self.options
+        if avoid and (elsewhere := self.other_node(avoid)):  # soft: if that node dies too, anywhere
+            options = {**options, "scheduling_strategy": NodeAffinitySchedulingStrategy(elsewhere, soft=True)}
+        return self.actor_class.options(**options).remote(self.cpus)
+
+    def other_node(self, avoid: str) -> str | None:
+        """A live node other than `avoid` (a Measurement.node, "host:id8") big enough for a slot, or None (a
+        one-node cluster). A run lost on a node is retried elsewhere, since the node may be what failed; the slot
+        waits for that node if it is busy (Ray's soft label rules do not keep a run off a node reliably)."""
+        need = {"CPU": self.options.get("num_cpus", 0), "GPU": self.options.get("num_gpus", 0)}
+        need = {k: v for k, v in {**need, **self.options.get("resources", {})}.items() if v}
+        lost_id = avoid.rsplit(":", 1)[-1]
+        fits = [
+            n["NodeID"]
+            for n in ray.nodes()
+            if n["Alive"]
+            and not n["NodeID"].startswith(lost_id)
+            and all(n["Resources"].get(k, 0) >= v for k, v in need.items())
+        ]
+        return random.choice(fits) if fits else None
 
     def probe(self) -> dict:
         """The fingerprint of a fresh slot (and proof that the cluster grants one)."""
-        actor = self.start_slot()
+        return self.landed(self.start_slot())[1]
+
+    @staticmethod
+    def landed(actor) -> tuple[str, dict]:
+        """Where a slot landed (as Measurement.node) and that node's fingerprint; the slot ends."""
         try:
-            return ray.get(actor.whoami.remote(), timeout=FIRST_SLOT_S)[1]
+            return ray.get(actor.whoami.remote(), timeout=FIRST_SLOT_S)
         finally:
             ray.kill(actor)
 
@@ -321,7 +357,7 @@ class RayExecutor:
         """The fingerprint of the slot that measured last (the first: of the probe at start)."""
         return self.latest_fp
 
-    def measure(self, spec, should_stop, on_phase) -> experiment.Measurement:
+    def measure(self, spec, should_stop, on_phase, avoid=None) -> experiment.Measurement:
         shutil.rmtree(spec.run_dir, ignore_errors=True)
         spec.run_dir.mkdir(parents=True)
         code = subprocess.run(
@@ -333,7 +369,8 @@ class RayExecutor:
         fields = {k: getattr(spec, k) for k in SPEC_FIELDS}
         fields["also_hidden"] = (spec.state_dir, *spec.also_hidden)  # a slot on the daemon's machine must not read it
         on_phase("training", None)
-        actor = self.start_slot()
+        actor = self.start_slot(avoid)
+        who = actor.whoami.remote()  # answered as soon as the slot starts: where a lost run was lost
         node = "unknown node"
         try:
             kernels_key = hashlib.sha256(str(spec.kernels).encode()).hexdigest()[:16]  # one cache per campaign
@@ -352,9 +389,10 @@ class RayExecutor:
             self.write(spec.run_dir, ray.get(actor.files.remote()))
             return replace(m, node=node, fingerprint=fp)
         except LOST_ERRORS as e:
+            node = answered(who)
             return experiment.Measurement(LOST, f"the Ray worker was lost ({node}): {type(e).__name__}", node=node)
         except experiment.Failed as f:
-            return replace(f.measurement(), node=node)
+            return replace(f.measurement(), node=answered(who))
         finally:
             try:
                 ray.get(actor.cleanup.remote(), timeout=30)
