@@ -373,14 +373,14 @@ class CampaignLoop:
             (Path(run.run_dir) / "model.safetensors").unlink(missing_ok=True)
             shutil.rmtree(Path(run.run_dir) / "tmp", ignore_errors=True)
 
-    def measure_on(self, run: Run, seed: int) -> bool:
+    def measure_on(self, run: Run, seed: int, near: str | None = None) -> bool:
         """Measure `run`'s commit on `seed`, stamped with the machine fingerprint; candidate runs that
         got clearly less CPU than the champion's runs are flagged `contended` (re-run, never judged)."""
         fp, fp_hash = self.fingerprint_now()
         run.seed, run.fingerprint, run.fingerprint_hash = seed, json.dumps(fp, sort_keys=True), fp_hash
         self.save(run)
         self.checkout(run.commit)
-        if not self.measure(run):
+        if not self.measure(run, near):
             return False
         judged_against = run.parent_commit if run.kind in CANDIDATE_KINDS else self.kept_head()
         shares = [
@@ -471,9 +471,10 @@ class CampaignLoop:
                 )
         return True
 
-    def remeasure_champion(self, seed: int, why: str, commit: str | None = None) -> bool:
+    def remeasure_champion(self, seed: int, why: str, commit: str | None = None, near: str | None = None) -> bool:
         """One more measurement of the champion (or of the earlier champion `commit`, which a candidate in
-        flight was built on) on `seed`; False if it yielded no usable score."""
+        flight was built on) on `seed`, on the node `near` names if the executor can; False if it yielded no
+        usable score."""
         champ = self.champion() if commit in (None, self.kept_head()) else self.kept_run(commit)
         run = self.new_run(
             "remeasure",
@@ -481,7 +482,7 @@ class CampaignLoop:
             commit=champ.commit,
             rerun_of=champ.id,
         )
-        if not self.measure_on(run, seed):
+        if not self.measure_on(run, seed, near):
             return False
         self.finish(run, "keep", f"champion re-measured on seed {seed} ({why}): val_bpb {run.val_bpb:.4f}")
         self.refresh_sigma(run.fingerprint_hash)
@@ -731,6 +732,7 @@ class CampaignLoop:
         rows: list[Run] = []
         attempt: Run | None = run
         contended = 0
+        placed = False  # the champion was measured on the candidate's node once already
         while True:
             fp, fp_hash = self.fingerprint_now()
             self.ensure_champion(fp, fp_hash)
@@ -775,7 +777,15 @@ class CampaignLoop:
             champion = self.measurements(parent, attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
             unpaired = [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
-            if unpaired:  # measured on a machine class (a Ray node) the champion has no run on this seed under
+            # Measured on a machine class (a Ray node) where the champion has no run on this seed: measure the
+            # champion there, on the candidate's own node, once, and pair with that.
+            if unpaired and not placed:
+                placed = True
+                why = f"to pair with #{run.seq} on its machine class"
+                if self.remeasure_champion(unpaired[0], why, parent, near=attempt.node):
+                    champion = self.measurements(parent, attempt.fingerprint_hash)
+                    unpaired = [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
+            if unpaired:  # the champion could not be measured there (its node died, or the class changed again)
                 d = policy.Decision(
                     "discard",
                     f"the champion has no run on seed {unpaired[0]} under fingerprint {attempt.fingerprint_hash}, "
@@ -804,11 +814,11 @@ class CampaignLoop:
         return d
 
     # ------------------------------------------------------------------ train and evaluate one commit
-    def measure(self, run: Run) -> bool:
+    def measure(self, run: Run, near: str | None = None) -> bool:
         """Prepare (data program), train and evaluate `run`'s commit; False if it did not yield a score."""
         run_dir = Path(run.run_dir)
         if self.executor.holds_slots:  # each measurement gets its own exclusive slot from the executor
-            return self._measure(run, run_dir)
+            return self._measure(run, run_dir, near)
         try:
             with slots.trainer_slot(
                 self.s.state_dir,
@@ -821,7 +831,7 @@ class CampaignLoop:
             self.finish(run, "interrupted", "stopped while waiting for a trainer slot")
             raise StopCampaign("stopped by request") from None
 
-    def _measure(self, run: Run, run_dir: Path) -> bool:
+    def _measure(self, run: Run, run_dir: Path, near: str | None = None) -> bool:
         allowance = self.startup_allowance()
         spec = experiment.Spec(
             program=self.program.name,
@@ -846,7 +856,7 @@ class CampaignLoop:
             run.status, run.pid = ("training" if phase in ("preparing", "prepare") else phase), pid
             self.save(run)
 
-        m = self.executor.measure(spec, self.stop_requested.is_set, on_phase)
+        m = self.executor.measure(spec, self.stop_requested.is_set, on_phase, near=near)
         if m.status == executor.LOST:  # its machine went away: that attempt is interrupted, measured once more
             self.record_lost(run, m)
             m = self.executor.measure(spec, self.stop_requested.is_set, on_phase, avoid=m.node)

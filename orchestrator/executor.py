@@ -8,7 +8,8 @@ Ray node holding an exclusive slot, while the trusted scorer stays here with the
 An executor never touches the ledger or git: the campaign loop records what `measure` returns.
 A measurement whose machine vanished under it (a killed worker, a lost node) comes back with
 status LOST; the loop marks that attempt `interrupted` and measures once more, away from the
-node it was lost on (`avoid`) where the executor has another.
+node it was lost on (`avoid`) where the executor has another. A champion is measured `near` a
+candidate when that candidate landed on a machine class the champion has no run on.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Executor(Protocol):
         should_stop: Callable[[], bool],
         on_phase: Callable[[str, int | None], None],
         avoid: str | None = None,  # a Measurement.node to keep away from (where the last attempt was lost)
+        near: str | None = None,  # a Measurement.node to measure on (the champion, on a candidate's machine class)
     ) -> experiment.Measurement: ...
 
     def fingerprint(self) -> dict:
@@ -52,7 +54,7 @@ class LocalExecutor:
     name = "local"
     holds_slots = False
 
-    def measure(self, spec, should_stop, on_phase, avoid=None) -> experiment.Measurement:
+    def measure(self, spec, should_stop, on_phase, avoid=None, near=None) -> experiment.Measurement:
         return replace(experiment.measure(spec, should_stop, on_phase), node=platform.node())
 
     def fingerprint(self) -> dict:

@@ -319,27 +319,30 @@ class RayExecutor:
                 "(`ray status` shows what each node offers)"
             ) from None
 
-    def start_slot(self, avoid: str | None = None):
+    def start_slot(self, avoid: str | None = None, near: str | None = None):
+        """A slot anywhere; on the node `near` names (a Measurement.node, "host:id8") when it is alive; else off
+        the node `avoid` names when another can hold a slot. Both are soft: should the chosen node die, anywhere.
+        A chosen node that is busy is waited for (Ray's soft label rules do not keep a run off a node reliably)."""
+        fits = self.nodes_with_room()
+        if near:
+            fits = [n for n in fits if n.startswith(near.rsplit(":", 1)[-1])]
+        elif avoid:
+            fits = [n for n in fits if not n.startswith(avoid.rsplit(":", 1)[-1])]
         options = self.options
-        if avoid and (elsewhere := self.other_node(avoid)):  # soft: if that node dies too, anywhere
-            options = {**options, "scheduling_strategy": NodeAffinitySchedulingStrategy(elsewhere, soft=True)}
+        if (near or avoid) and fits:
+            strategy = NodeAffinitySchedulingStrategy(random.choice(fits), soft=True)
+            options = {**options, "scheduling_strategy": strategy}
         return self.actor_class.options(**options).remote(self.cpus)
 
-    def other_node(self, avoid: str) -> str | None:
-        """A live node other than `avoid` (a Measurement.node, "host:id8") big enough for a slot, or None (a
-        one-node cluster). A run lost on a node is retried elsewhere, since the node may be what failed; the slot
-        waits for that node if it is busy (Ray's soft label rules do not keep a run off a node reliably)."""
+    def nodes_with_room(self) -> list[str]:
+        """The ids of the live nodes big enough for one slot."""
         need = {"CPU": self.options.get("num_cpus", 0), "GPU": self.options.get("num_gpus", 0)}
         need = {k: v for k, v in {**need, **self.options.get("resources", {})}.items() if v}
-        lost_id = avoid.rsplit(":", 1)[-1]
-        fits = [
+        return [
             n["NodeID"]
             for n in ray.nodes()
-            if n["Alive"]
-            and not n["NodeID"].startswith(lost_id)
-            and all(n["Resources"].get(k, 0) >= v for k, v in need.items())
+            if n["Alive"] and all(n["Resources"].get(k, 0) >= v for k, v in need.items())
         ]
-        return random.choice(fits) if fits else None
 
     def probe(self) -> dict:
         """The fingerprint of a fresh slot (and proof that the cluster grants one)."""
@@ -357,7 +360,7 @@ class RayExecutor:
         """The fingerprint of the slot that measured last (the first: of the probe at start)."""
         return self.latest_fp
 
-    def measure(self, spec, should_stop, on_phase, avoid=None) -> experiment.Measurement:
+    def measure(self, spec, should_stop, on_phase, avoid=None, near=None) -> experiment.Measurement:
         shutil.rmtree(spec.run_dir, ignore_errors=True)
         spec.run_dir.mkdir(parents=True)
         code = subprocess.run(
@@ -369,7 +372,7 @@ class RayExecutor:
         fields = {k: getattr(spec, k) for k in SPEC_FIELDS}
         fields["also_hidden"] = (spec.state_dir, *spec.also_hidden)  # a slot on the daemon's machine must not read it
         on_phase("training", None)
-        actor = self.start_slot(avoid)
+        actor = self.start_slot(avoid, near)
         who = actor.whoami.remote()  # answered as soon as the slot starts: where a lost run was lost
         node = "unknown node"
         try:

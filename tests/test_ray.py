@@ -1,4 +1,5 @@
-"""The `ray` executor and parallel campaigns, on a local Ray instance of this machine (2 slots of 1 CPU).
+"""The `ray` executor and parallel campaigns: on a local Ray instance of this machine (2 slots of 1 CPU), and on
+a cluster of two nodes of two machine classes started with `ray start`, as docs/guide.md does for two machines.
 
 The local path never imports Ray (fast test); the rest is slow: the real CLI, real training runs of 2 s,
 scored in the daemon from logits served by the slots."""
@@ -67,12 +68,15 @@ def test_bad_executor_flags_are_one_clear_line(repo, data_dir, args, message):
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
-def ray_worker_of_a_trainer() -> psutil.Process | None:
-    """The Ray worker process whose slot is running a trainer right now (its trainer descends from it)."""
+def ray_worker_of_a_trainer(on_head_only: bool = False) -> psutil.Process | None:
+    """The Ray worker process whose slot is running a trainer right now (its trainer descends from it); with
+    `on_head_only`, one of the head node of `two_nodes` (whose workers lack the second node's ARX_NO_FAST_BLAS)."""
     for proc in psutil.process_iter(["cmdline"]):
         if "trainer.train" in " ".join(proc.info["cmdline"] or []):
             try:
-                return next(p for p in proc.parents() if " ".join(p.cmdline()).startswith("ray::"))
+                worker = next(p for p in proc.parents() if " ".join(p.cmdline()).startswith("ray::"))
+                if not on_head_only or "ARX_NO_FAST_BLAS" not in worker.environ():
+                    return worker
             except (StopIteration, psutil.Error):
                 continue
     return None
@@ -103,65 +107,6 @@ PARALLEL_START = (
 )
 
 
-@pytest.mark.slow
-def test_two_candidates_in_flight_on_two_ray_slots_and_a_worker_killed(repo, data_dir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "orchestrator.cli",
-                *PARALLEL_START,
-                "--tag",
-                "par",
-                "--max-experiments",
-                "4",
-                "--foreground",
-            ],
-            cwd=repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: rows(repo, "SELECT 1 FROM run WHERE kind = 'experiment' AND status = 'training'"))
-        worker = wait_for(ray_worker_of_a_trainer)
-        worker.kill()  # a worker dies mid-run: that attempt is interrupted, the run measured once more
-        assert daemon.wait(HANG_S) == 0, log.read_text()[-3000:]
-    finally:
-        daemon.kill()
-    assert "reached --max-experiments 4" in log.read_text()
-    runs = rows(
-        repo,
-        'SELECT id, seq, kind, status, val_bpb, decision_reason, "commit", parent_commit, node, started_at, ended_at, '
-        "rerun_of FROM run ORDER BY seq",
-    )
-    assert sum(r[2] == "experiment" for r in runs) == 4
-    for _, seq, kind, status, val, reason, commit, parent, node, started, ended, _ in runs:
-        assert reason and ended, f"run {seq} ({status}) has no reason or end"
-        if status in ("keep", "discard"):
-            assert val and node, f"run {seq} lacks metrics or its node"
-    for run_dir, fp, status in rows(repo, "SELECT run_dir, fingerprint, status FROM run WHERE val_bpb IS NOT NULL"):
-        assert json.loads(fp)["cores"] == 1, "each run is pinned to its slot's one CPU, and stamped so"
-        assert "step" in (Path(run_dir) / "train.log").read_text(), "the node's log came back"
-        assert (Path(run_dir) / "eval.log").exists() and not (Path(run_dir) / "model.safetensors").exists()
-    lost = [r for r in runs if r[2] == "lost"]
-    assert len(lost) == 1 and lost[0][3] == "interrupted" and "Ray worker was lost" in lost[0][5]
-    retried = next(r for r in runs if r[0] == lost[0][11])
-    assert retried[4] is not None and retried[3] in ("keep", "discard", "rejected"), "measured once more, judged"
-    measured = sorted((r[9], r[10]) for r in runs if r[4] is not None and r[2] != "baseline")
-    assert any(a[1] > b[0] for a, b in zip(measured, measured[1:])), "no two runs were in flight at once"
-    kept = [r for r in runs if r[3] == "keep" and r[2] in ("experiment", "rebase")]
-    r = git.Repo(repo)
-    chain = [c.hexsha for c in reversed(list(r.iter_commits("main..autoresearch/par")))]
-    assert chain == [k[6] for k in kept], "the branch holds exactly the kept commits, in order"
-    for k, before in zip(kept, [r.commit("main").hexsha, *chain]):
-        assert k[7] == before, "each kept commit was judged against the champion it sits on"
-    assert wait_for(no_ray_left), "Ray left behind"
-
-
 def ray_cli(*args: str, env: dict, cwd: Path, check: bool = True) -> None:
     done = subprocess.run(
         [str(Path(sys.executable).with_name("ray")), *args],
@@ -177,7 +122,9 @@ def ray_cli(*args: str, env: dict, cwd: Path, check: bool = True) -> None:
 @pytest.fixture
 def two_nodes(repo, tmp_path):
     """A head and a second node of 1 CPU each, on this machine, started with the commands docs/guide.md gives
-    for two machines: token authentication on (Ray 2.60 listens on every interface), the token in a file."""
+    for two machines: token authentication on (Ray 2.60 listens on every interface), the token in a file.
+    The second node trains with MLX's own BLAS (ARX_NO_FAST_BLAS=1): another machine class, as a node with
+    another CPU or GPU would be, whose runs are never compared with the head's."""
     token = tmp_path / "ray-token"
     token.write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
@@ -188,16 +135,22 @@ def two_nodes(repo, tmp_path):
     node = ("--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats")
     try:
         ray_cli("start", "--head", "--port", str(port), "--include-dashboard", "false", *node, env=env, cwd=repo)
-        ray_cli("start", "--address", f"127.0.0.1:{port}", *node, env=env, cwd=repo)
+        slow_blas = env | {"ARX_NO_FAST_BLAS": "1"}
+        ray_cli("start", "--address", f"127.0.0.1:{port}", *node, env=slow_blas, cwd=repo)
         yield f"127.0.0.1:{port}", env
     finally:
         ray_cli("stop", "--force", env=env, cwd=repo, check=False)
 
 
 @pytest.mark.slow
-def test_a_run_lost_on_one_node_is_measured_again_on_the_other(repo, data_dir, two_nodes, tmp_path, monkeypatch):
+def test_two_candidates_in_flight_on_two_nodes_of_two_classes_and_a_worker_killed(
+    repo, data_dir, two_nodes, tmp_path, monkeypatch
+):
+    """Two candidates in flight fill both nodes, so one lands on the class the champion was never measured on:
+    the champion is measured there, on that candidate's node, and the pair judged within the class. A worker
+    killed mid-run is measured again on the other node."""
     address, env = two_nodes
-    start = [*PARALLEL_START[: PARALLEL_START.index("--ray-address")], "--ray-address", address, "--parallel", "1"]
+    start = [*PARALLEL_START[: PARALLEL_START.index("--ray-address")], "--ray-address", address, "--parallel", "2"]
     log = tmp_path / "daemon.log"
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
@@ -209,7 +162,7 @@ def test_a_run_lost_on_one_node_is_measured_again_on_the_other(repo, data_dir, t
                 "--tag",
                 "two",
                 "--max-experiments",
-                "1",
+                "2",
                 "--foreground",
             ],
             cwd=repo,
@@ -218,18 +171,46 @@ def test_a_run_lost_on_one_node_is_measured_again_on_the_other(repo, data_dir, t
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: rows(repo, "SELECT 1 FROM run WHERE kind = 'experiment' AND status = 'training'"))
-        wait_for(ray_worker_of_a_trainer).kill()
+        wait_for(lambda: len(rows(repo, "SELECT 1 FROM run WHERE kind = 'experiment' AND status = 'training'")) == 2)
+        wait_for(lambda: ray_worker_of_a_trainer(on_head_only=True)).kill()  # retried on the second class
         assert daemon.wait(HANG_S) == 0, log.read_text()[-3000:]
     finally:
         daemon.kill()
-    runs = rows(repo, "SELECT id, kind, status, val_bpb, node, rerun_of, decision_reason FROM run ORDER BY seq")
+    runs = rows(
+        repo,
+        "SELECT id, kind, status, val_bpb, node, rerun_of, decision_reason, fingerprint_hash, seed, description, "
+        'ended_at, started_at, "commit", parent_commit FROM run ORDER BY seq',
+    )
     lost = next(r for r in runs if r[1] == "lost")
     retried = next(r for r in runs if r[0] == lost[5])
     assert lost[2] == "interrupted" and "Ray worker was lost" in lost[6]
     assert retried[3] is not None and retried[4] and lost[4], "measured once more, on a node it names"
     assert retried[4] != lost[4], "measured again on the other node, not where it was lost"
-    # one retry can land elsewhere by chance: asked to avoid each node three times, a slot never lands on it
+    scored = [r for r in runs if r[3] is not None]
+    assert len({r[7] for r in scored}) == 2, "runs landed on both machine classes"
+    assert not [r for r in runs if "not comparable" in (r[6] or "")], "every candidate was paired within its class"
+    champion = [r for r in scored if r[1] in ("baseline", "remeasure")]
+    assert any("on its machine class" in r[9] for r in champion), "the champion was measured on the second class"
+    for r in scored:
+        if r[1] == "experiment":
+            assert any(c[7] == r[7] and c[8] == r[8] for c in champion), f"#{r[0]} has no champion run to pair with"
+    assert "reached --max-experiments 2" in log.read_text()
+    assert sum(r[1] == "experiment" for r in runs) == 2
+    for r in runs:
+        assert r[6] and r[10], f"run {r[0]} ({r[2]}) has no reason or end"
+    for run_dir, fp in rows(repo, "SELECT run_dir, fingerprint FROM run WHERE val_bpb IS NOT NULL"):
+        assert json.loads(fp)["cores"] == 1, "each run is pinned to its slot's one CPU, and stamped so"
+        assert "step" in (Path(run_dir) / "train.log").read_text(), "the node's log came back"
+        assert (Path(run_dir) / "eval.log").exists() and not (Path(run_dir) / "model.safetensors").exists()
+    measured = sorted((r[11], r[10]) for r in scored if r[1] != "baseline")
+    assert any(a[1] > b[0] for a, b in zip(measured, measured[1:])), "no two runs were in flight at once"
+    kept = [r for r in runs if r[2] == "keep" and r[1] in ("experiment", "rebase")]
+    branch = git.Repo(repo)
+    chain = [c.hexsha for c in reversed(list(branch.iter_commits("main..autoresearch/two")))]
+    assert chain == [k[12] for k in kept], "the branch holds exactly the kept commits, in order"
+    for k, before in zip(kept, [branch.commit("main").hexsha, *chain]):
+        assert k[13] == before, "each kept commit was judged against the champion it sits on"
+    # one retry can land elsewhere by chance: asked to avoid (or to join) each node three times, a slot obeys
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.setenv(name, env[name])
     from orchestrator.ray_executor import RayExecutor, ray
@@ -238,8 +219,9 @@ def test_a_run_lost_on_one_node_is_measured_again_on_the_other(repo, data_dir, t
     try:
         nodes = {f"{socket.gethostname()}:{n['NodeID'][:8]}" for n in ray.nodes() if n["Alive"]}
         assert len(nodes) == 2 and lost[4] in nodes, nodes
-        for avoid in sorted(nodes):
-            assert {executor.landed(executor.start_slot(avoid))[0] for _ in range(3)} == nodes - {avoid}
+        for one in sorted(nodes):
+            assert {executor.landed(executor.start_slot(avoid=one))[0] for _ in range(3)} == nodes - {one}
+            assert {executor.landed(executor.start_slot(near=one))[0] for _ in range(3)} == {one}
     finally:
         executor.close()
 
