@@ -8,8 +8,8 @@
     python -m orchestrator.bench policy      # the keep rule alone under simulated Gaussian noise
     python -m orchestrator.bench --aa        # the keep rule's A/A false-keep and planted-improvement
                                              # detection rates, from real campaigns (see bench_aa)
-    python -m orchestrator.bench --parallel  # experiments per hour with 1 and 2 Ray slots, and the
-                                             # per-run overhead through Ray versus local (bench_parallel)
+    python -m orchestrator.bench --parallel [--budget 5 --experiments 4]  # experiments per hour with 1 and
+                                             # 2 Ray slots, and the per-run overhead through Ray vs local
 
 Overhead per experiment = the run's wall time minus the agent's time, the trainer's own time
 (startup after imports + training) and the evaluator's own time: what is left is git, the
@@ -506,7 +506,16 @@ def bench_parallel(experiments: int = 4, budget: float = 5.0) -> dict:
 
 def main() -> int:
     if "--parallel" in sys.argv[1:]:
-        print(json.dumps(bench_parallel(), indent=2))
+        import argparse
+
+        parser = argparse.ArgumentParser(
+            prog="python -m orchestrator.bench --parallel", description=bench_parallel.__doc__
+        )
+        parser.add_argument("--parallel", action="store_true", required=True)
+        parser.add_argument("--experiments", type=int, default=4, help="experiments per campaign")
+        parser.add_argument("--budget", type=float, default=5.0, help="training seconds per run")
+        args = parser.parse_args()
+        print(json.dumps(bench_parallel(args.experiments, args.budget), indent=2))
         return 0
     if "--aa" in sys.argv[1:]:
         import argparse

@@ -13,7 +13,9 @@ fast-forwards the branch to it. If the champion moved while it ran, the candidat
 the new champion (a cherry-pick) and judged again, as a `rebase` run, against the new champion;
 if it no longer applies it is rejected. So the branch only ever holds kept commits, each the child
 of the one before. Baselines and the periodic re-measurement of the champion run when nothing is
-in flight, one at a time, so the champion is measured under the same slots its challengers get.
+in flight, one at a time, so the champion is measured under the same slots its challengers get; a
+candidate that lands on a machine class the champion has no run on gets the champion measured on its
+own node first (`CampaignLoop.verdict`).
 """
 
 from __future__ import annotations
