@@ -27,8 +27,9 @@ What travels, and what a hostile candidate could do with it:
   interface: its token authentication keeps others out (on by itself for `local`; docs/guide.md
   turns it on for `ray start`), and the token, in the home folder, is hidden in every jail.
 - a worker node is trusted like the daemon's machine: it runs arx's code and its clock times the
-  run. A compromised node could forge timings or logits; it never sees the held-out documents of
-  the model program (the data program's leak check runs on the node, against its own copy).
+  run. A compromised node could forge timings or logits; of the model program's held-out text it
+  gets only what a local model process gets, shuffled token rows mixed with probes, never the
+  documents or their scores (the data program's leak check runs on the node, against its own copy).
 """
 
 from __future__ import annotations
