@@ -132,6 +132,7 @@ class CampaignLoop:
         self.refused_merges: set[str] = set()  # sibling commits that could not be merged (conflict, out of scope)
         self.executor = make_executor(settings)
         self.rows_lock = threading.RLock()  # new rows and seeds: parallel measurements must not share a seq or seed
+        self.class_lock = threading.Lock()  # one champion measurement per machine class, however many judges wait
         self.reserved_seeds: set[int] = set()
 
     # ------------------------------------------------------------------ ledger helpers
@@ -776,15 +777,17 @@ class CampaignLoop:
             contended = 0
             champion = self.measurements(parent, attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
-            unpaired = [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
             # Measured on a machine class (a Ray node) where the champion has no run on this seed: measure the
             # champion there, on the candidate's own node, once, and pair with that.
-            if unpaired and not placed:
+            if unpaired_seeds(pairs, champion) and not placed:
                 placed = True
-                why = f"to pair with #{run.seq} on its machine class"
-                if self.remeasure_champion(unpaired[0], why, parent, near=attempt.node):
+                with self.class_lock:  # a judge of the same class may have measured it there meanwhile
                     champion = self.measurements(parent, attempt.fingerprint_hash)
-                    unpaired = [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
+                    seeds = unpaired_seeds(pairs, champion)
+                    why = f"to pair with #{run.seq} on its machine class"
+                    if seeds and self.remeasure_champion(seeds[0], why, parent, near=attempt.node):
+                        champion = self.measurements(parent, attempt.fingerprint_hash)
+            unpaired = unpaired_seeds(pairs, champion)
             if unpaired:  # the champion could not be measured there (its node died, or the class changed again)
                 d = policy.Decision(
                     "discard",
@@ -944,6 +947,11 @@ def expected_gap_s(runs: list[Run], budget_s: float) -> float:
         -GAP_RUNS:
     ]
     return statistics.median(spans) if spans else budget_s + GAP_OVERHEAD_S
+
+
+def unpaired_seeds(pairs: list[Run], champion: list[Run]) -> list[int]:
+    """The seeds of a candidate's runs that the champion has no run on (under the same fingerprint)."""
+    return [r.seed for r in pairs if not any(c.seed == r.seed for c in champion)]
 
 
 def usable(r: Run) -> bool:

@@ -375,7 +375,7 @@ class SandboxedModel:
             stdout=subprocess.PIPE,
             stderr=self.log,
             start_new_session=True,
-            preexec_fn=runner.die_with_parent,
+            preexec_fn=runner.child_setup,
         )
         on_phase("evaluating", self.proc.pid)
         self.limits, self.should_stop, self.started = (

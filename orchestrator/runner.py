@@ -1,9 +1,9 @@
 """The watchdog: run one child (trainer, prepare, evaluator) so that it cannot outlive its welcome.
 
-The child gets its own process group (and, on Linux, dies with the daemon through
-PR_SET_PDEATHSIG). It is stopped, SIGTERM then SIGKILL to the whole group, on a hard deadline,
-on silence longer than `stall_s`, when its process tree's memory (RSS plus swap) passes `rss_mb`, or when the daemon
-is asked to stop. Output goes line by line to a log file whose tail comes back in the result.
+The child gets its own process group (and, on Linux, dies with the daemon through PR_SET_PDEATHSIG and is
+the OOM killer's first choice). It is stopped, SIGTERM then SIGKILL to the whole group, on a hard deadline,
+on silence longer than `stall_s`, when its process tree's memory (RSS plus swap) passes `rss_mb`, or when
+the daemon is asked to stop. Output goes line by line to a log file whose tail comes back in the result.
 The child is reaped with wait4, whose resource usage covers the child and every descendant it
 waited for, so the result also says how much of the machine the run got (`cpu_share`).
 """
@@ -27,6 +27,7 @@ import psutil
 TERM_GRACE_S = 5.0
 POLL_S = 0.2
 TAIL_LINES = 50
+OOM_SCORE_ADJ = 1000  # the most: killed first when the machine runs out of memory
 
 
 @dataclass
@@ -50,10 +51,18 @@ class Outcome:
         return self.reason is None and self.exit_code == 0
 
 
-def die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL it if the daemon dies (Linux only)."""
+def child_setup() -> None:
+    """Runs in the child between fork and exec (Linux only): SIGKILL it if the daemon dies, and make it, and all it
+    starts, the OOM killer's first choice. A candidate can fill RAM where no RSS shows (pipe and socket buffers,
+    page tables) faster than the watchdog polls; when the kernel must kill something, it is the candidate, not
+    the daemon that records what happened."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:  # raising it needs no privilege; nothing inside lowers it
+                f.write(str(OOM_SCORE_ADJ))
+        except OSError:
+            pass
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -162,7 +171,7 @@ def run_watched(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=child_setup,
         )
         on_start(proc.pid)
 

@@ -48,7 +48,7 @@ class Scripted(CampaignLoop):
         self.after = after or {}  # seq -> a function called once that run is measured
         self.notes: list[str | None] = []  # what `status` showed as the campaign's reason during each run
 
-    def _measure(self, run, run_dir: Path) -> bool:
+    def _measure(self, run, run_dir: Path, near: str | None = None) -> bool:
         wt = Path(self.campaign.worktree)
         gains = sum(
             float(g)

@@ -6,7 +6,7 @@ training is real (git, ledger, policy); the real Ray executor's end-to-end tests
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
@@ -49,7 +49,7 @@ class ScriptedParallel(ParallelLoop):
         super().__init__(*args, **kw)
         self.second_started = threading.Event()
 
-    def _measure(self, run, run_dir: Path) -> bool:
+    def _measure(self, run, run_dir: Path, near: str | None = None) -> bool:
         source = self.repo.git.show(f"{run.commit}:trainer/train.py")
         first = self.s.policy.baseline_runs + 1  # the seq of the first experiment
         if run.kind == "experiment" and run.seq == first:
@@ -144,9 +144,11 @@ class Flaky:
     losses: int
     name: str = "flaky"
     holds_slots: bool = True
+    avoided: list = field(default_factory=list)
 
-    def measure(self, spec, should_stop, on_phase):
+    def measure(self, spec, should_stop, on_phase, avoid=None, near=None):
         on_phase("training", None)
+        self.avoided.append(avoid)
         if self.losses:
             self.losses -= 1
             return Measurement(LOST, "the Ray worker was lost (node-a): ActorDiedError", node="node-a")
@@ -162,7 +164,8 @@ class Flaky:
 
 @pytest.mark.parametrize("losses", [1, 2])
 def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monkeypatch, data_dir, losses):
-    monkeypatch.setattr("orchestrator.campaign.make_executor", lambda s: Flaky(losses))
+    flaky = Flaky(losses)
+    monkeypatch.setattr("orchestrator.campaign.make_executor", lambda s: flaky)
     repo = make_repo(tmp_path / "repo")
     settings = Settings(
         state_dir=repo / "state",
@@ -178,6 +181,7 @@ def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monk
     runs = ledger.campaign_runs(loop.db, loop.campaign.id)
     baseline, lost = runs[0], runs[1]
     assert (lost.kind, lost.status, lost.rerun_of, lost.node) == ("lost", "interrupted", baseline.id, "node-a")
+    assert flaky.avoided[:2] == [None, "node-a"], "measured once more away from the node it was lost on"
     if losses == 1:
         assert reason == "reached --max-experiments 0"
         assert (baseline.status, baseline.node, baseline.val_bpb) == ("keep", "node-b", BASE)
