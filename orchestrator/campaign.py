@@ -132,7 +132,7 @@ class CampaignLoop:
         self.refused_merges: set[str] = set()  # sibling commits that could not be merged (conflict, out of scope)
         self.executor = make_executor(settings)
         self.rows_lock = threading.RLock()  # new rows and seeds: parallel measurements must not share a seq or seed
-        self.class_lock = threading.Lock()  # one champion measurement per machine class, however many judges wait
+        self.class_locks: dict[str, threading.Lock] = {}  # one champion measurement per class, however many judges
         self.reserved_seeds: set[int] = set()
 
     # ------------------------------------------------------------------ ledger helpers
@@ -489,18 +489,22 @@ class CampaignLoop:
         self.refresh_sigma(run.fingerprint_hash)
         return True
 
+    def class_lock(self, fp_hash: str) -> threading.Lock:
+        with self.rows_lock:
+            return self.class_locks.setdefault(fp_hash, threading.Lock())
+
     def kept_run(self, commit: str) -> Run:
         """The run that made `commit` the champion (a baseline, a kept candidate or a merge)."""
         return next(r for r in self.runs() if r.commit == commit and r.status == "keep")
 
-    def pair_seed(self, k: int, fp_hash: str, champion: str | None = None) -> int | None:
+    def pair_seed(self, k: int, fp_hash: str, champion: str | None = None, near: str | None = None) -> int | None:
         """The champion's k-th seed under this fingerprint, measuring it on a new seed if it has fewer."""
         champion = champion or self.kept_head()
         seeds = list(dict.fromkeys(r.seed for r in self.measurements(champion, fp_hash)))
         if k < len(seeds):
             return seeds[k]
         seed = self.new_seed()
-        return seed if self.remeasure_champion(seed, "to pair with a candidate", champion) else None
+        return seed if self.remeasure_champion(seed, "to pair with a candidate", champion, near) else None
 
     # ------------------------------------------------------------------ the sibling program
     def merge_sibling(self) -> None:
@@ -727,18 +731,21 @@ class CampaignLoop:
         re-measured under the new one first, and only runs under one fingerprint are paired. A
         contended run (too little CPU) is repeated on the same seed, at most `max_contended` times.
         Its re-runs are finished here; the candidate's own row is left to the caller.
+
+        On an executor with several nodes, every later run of the candidate, and of the champion paired with
+        it, is placed on the node of its first run (`near=run.node`): the pairs stay within one machine class.
         """
         pol = self.s.policy
         parent = run.parent_commit
         rows: list[Run] = []
         attempt: Run | None = run
         contended = 0
-        placed = False  # the champion was measured on the candidate's node once already
+        placed: set[int] = set()  # seeds the champion was measured on, on the candidate's node, for this verdict
         while True:
             fp, fp_hash = self.fingerprint_now()
             self.ensure_champion(fp, fp_hash)
             paired = [r for r in rows if r.fingerprint_hash == fp_hash and usable(r)]
-            seed = self.pair_seed(len(paired), fp_hash, parent)
+            seed = self.pair_seed(len(paired), fp_hash, parent, near=run.node)
             if seed is None:
                 d = policy.Decision(
                     "discard", "the champion could not be measured on a new seed to pair with; not kept"
@@ -752,7 +759,7 @@ class CampaignLoop:
                     commit=run.commit,
                     rerun_of=run.id,
                 )
-            if not self.measure_on(attempt, seed):
+            if not self.measure_on(attempt, seed, near=run.node):  # run.node: None until its first run
                 if attempt is run:
                     return None
                 d = policy.Decision("discard", f"a re-run failed ({attempt.status}); not kept")
@@ -766,7 +773,7 @@ class CampaignLoop:
                 # the machine stays busier than when the champion was measured: measure the champion again
                 # now, on this seed, and pair the candidate with that (its CPU share also moves the reference)
                 if not self.remeasure_champion(
-                    seed, f"the machine stayed busy for {contended} runs of #{run.seq}", parent
+                    seed, f"the machine stayed busy for {contended} runs of #{run.seq}", parent, near=run.node
                 ):
                     d = policy.Decision(
                         "discard", "the champion could not be re-measured under the current load; not kept"
@@ -778,14 +785,15 @@ class CampaignLoop:
             champion = self.measurements(parent, attempt.fingerprint_hash)
             pairs = [r for r in rows if r.fingerprint_hash == attempt.fingerprint_hash and usable(r)]
             # Measured on a machine class (a Ray node) where the champion has no run on this seed: measure the
-            # champion there, on the candidate's own node, once, and pair with that.
-            if unpaired_seeds(pairs, champion) and not placed:
-                placed = True
-                with self.class_lock:  # a judge of the same class may have measured it there meanwhile
+            # champion there, on the candidate's own node, once per seed, and pair with that.
+            seeds = [s for s in unpaired_seeds(pairs, champion) if s not in placed]
+            if seeds:
+                placed.add(seeds[0])
+                with self.class_lock(attempt.fingerprint_hash):  # another judge may have measured it there meanwhile
                     champion = self.measurements(parent, attempt.fingerprint_hash)
-                    seeds = unpaired_seeds(pairs, champion)
                     why = f"to pair with #{run.seq} on its machine class"
-                    if seeds and self.remeasure_champion(seeds[0], why, parent, near=attempt.node):
+                    if seeds[0] in unpaired_seeds(pairs, champion):
+                        self.remeasure_champion(seeds[0], why, parent, near=attempt.node)
                         champion = self.measurements(parent, attempt.fingerprint_hash)
             unpaired = unpaired_seeds(pairs, champion)
             if unpaired:  # the champion could not be measured there (its node died, or the class changed again)

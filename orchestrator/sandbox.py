@@ -192,8 +192,8 @@ def _bwrap(cmd: list[str], jail: Jail) -> list[str]:
             argv += ["--ro-bind-try", path, path]
         elif kind == "writable":
             argv += ["--bind", path, path]
-    for path in [*covers, "/proc"]:  # after the binds inside covers, whose mount points bwrap creates there
-        argv += ["--remount-ro", path]
+    for path in [*covers, "/proc", "/dev"]:  # after the binds inside covers, whose mount points bwrap creates there;
+        argv += ["--remount-ro", path]  # /dev: bwrap's is an uncapped tmpfs the jail's root could write (not /dev/shm)
     return [*argv, "--", sys.executable, "-I", "-S", str(SETUP), FILTER_ONLY, "--", *cmd]
 
 

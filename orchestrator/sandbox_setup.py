@@ -12,7 +12,7 @@ It then:
    `visible` paths read-only and the `writable` paths read-write at their real paths, inside the covers if need be;
 4. drops every capability for good (bounding set, ambient, inheritable, securebits locked, no_new_privs), so that
    neither the command nor anything it starts can remount, unmount or mount anything, becomes undumpable, and
-   installs a seccomp filter (no unix sockets, no io_uring, no memfd or System V memory, no other ABI),
+   installs a seccomp filter (no unix sockets, no io_uring, no memfd or System V memory, no mount, no other ABI),
    inherited by everything it starts;
 5. forks the command and waits. PID 1 of a namespace ignores signals it has no handler for, so signals reach the
    command, not this process. When the command ends this process exits with its status, and the kernel kills
@@ -67,11 +67,24 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-# audit arch, socket(), and the calls refused: io_uring_setup, add_key, request_key, keyctl, sched_setaffinity,
-# memfd_create, shmget
-SYSCALLS = {
-    "x86_64": (0xC000003E, 41, (425, 248, 249, 250, 203, 319, 29)),
-    "aarch64": (0xC00000B7, 198, (425, 217, 218, 219, 122, 279, 194)),
+ARCHES = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arch, socket()
+REFUSED = {  # system call: its number on x86_64, on aarch64
+    "io_uring_setup": (425, 425),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "keyctl": (250, 219),
+    "sched_setaffinity": (203, 122),
+    "memfd_create": (319, 279),
+    "memfd_secret": (447, 447),
+    "shmget": (29, 194),
+    "msgget": (68, 186),
+    "mount": (165, 40),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "mount_setattr": (442, 442),
 }
 X32_BIT, AF_UNIX = 0x40000000, 1
 
@@ -238,19 +251,22 @@ class SockFprog(ctypes.Structure):
 
 def filter_syscalls() -> None:
     """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no CPU affinity change, no anonymous
-    shared memory, no other ABI.
+    shared memory, no mount, no other ABI.
 
     A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
     daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
     running anything outside. socketpair() stays allowed (pipes between processes of the phase). io_uring's
     operations bypass seccomp; the session keyring inherited from the daemon may hold its user's secrets. A Ray
     slot pins its phase to the slot's cores: a candidate that widened its own CPU set would train on its siblings'.
-    A memfd or a System V segment, written and unmapped, is RAM in no process's RSS and on no capped mount.
+    A memfd, a secret memfd, a System V segment or message queue, written and unmapped, is RAM in no process's
+    RSS and on no capped mount; so would be a tmpfs of any size mounted in a nested user namespace (where
+    mounting is allowed again, over locked copies of the jail's mounts).
     """
     machine = os.uname().machine
-    if machine not in SYSCALLS:
+    if machine not in ARCHES:
         raise SetupError(f"no system call filter for {machine}")
-    arch, socket_nr, denied = SYSCALLS[machine]
+    (arch, socket_nr), column = ARCHES[machine], list(ARCHES).index(machine)
+    denied = [numbers[column] for numbers in REFUSED.values()]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JGE, BPF_RET
     allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
     # (op, jump if true, jump if false, k); a jump of n skips n instructions; ALLOW and DENY are the last two

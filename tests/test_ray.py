@@ -70,14 +70,14 @@ def test_bad_executor_flags_are_one_clear_line(repo, data_dir, args, message):
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
-def ray_worker_of_a_trainer(on_head_only: bool = False) -> psutil.Process | None:
+def ray_worker_of_a_trainer(slow_blas: bool | None = None) -> psutil.Process | None:
     """The Ray worker process whose slot is running a trainer right now (its trainer descends from it); with
-    `on_head_only`, one of the head node of `two_nodes` (whose workers lack the second node's ARX_NO_FAST_BLAS)."""
+    `slow_blas`, one of the node of `two_nodes` whose workers have (True) or lack (False) ARX_NO_FAST_BLAS."""
     for proc in psutil.process_iter(["cmdline"]):
         if "trainer.train" in " ".join(proc.info["cmdline"] or []):
             try:
                 worker = next(p for p in proc.parents() if " ".join(p.cmdline()).startswith("ray::"))
-                if not on_head_only or "ARX_NO_FAST_BLAS" not in worker.environ():
+                if slow_blas is None or slow_blas == ("ARX_NO_FAST_BLAS" in worker.environ()):
                     return worker
             except (StopIteration, psutil.Error):
                 continue
@@ -191,7 +191,10 @@ def test_two_candidates_in_flight_on_two_nodes_of_two_classes_and_a_worker_kille
         )
     try:
         wait_for(lambda: len(rows(repo, "SELECT 1 FROM run WHERE kind = 'experiment' AND status = 'training'")) == 2)
-        wait_for(lambda: ray_worker_of_a_trainer(on_head_only=True)).kill()  # retried on the second class
+        (baseline_fp,) = rows(repo, "SELECT fingerprint FROM run WHERE kind = 'baseline'")[0]
+        on_slow_node = "reference" in json.loads(baseline_fp)["blas"]
+        # the candidate on the champion's class loses its worker and is retried on the other class
+        wait_for(lambda: ray_worker_of_a_trainer(slow_blas=on_slow_node)).kill()
         assert daemon.wait(HANG_S) == 0, log.read_text()[-3000:]
     finally:
         daemon.kill()

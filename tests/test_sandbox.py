@@ -394,7 +394,7 @@ print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socke
                   "affinity": attempt(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))}))
 """
         )
-        keyctl = sandbox_setup.SYSCALLS[os.uname().machine][2][3]
+        keyctl = sandbox_setup.REFUSED["keyctl"][list(sandbox_setup.ARCHES).index(os.uname().machine)]
         seen = report(using, code, campaign_jail(area), str(path), str(keyctl))
     finally:
         server.close()
@@ -404,12 +404,13 @@ print(json.dumps({"connect": attempt(connect), "pair": attempt(lambda: len(socke
 
 
 def test_ram_that_no_rss_shows_is_bounded(using, area):
-    """tmpfs pages, a memfd or a System V segment written and unmapped are RAM in no process's RSS, so the
-    watchdog's memory cap would not see a candidate fill the machine through them."""
+    """tmpfs pages (in /tmp, /dev/shm, /dev, or a tmpfs mounted in a nested user namespace), a memfd, or a System V
+    segment or message queue, written and unmapped, are RAM in no process's RSS: the watchdog's memory cap would not
+    see a candidate fill the machine through them."""
     code = (
         TRY
         + """
-import ctypes, mmap, os
+import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 def fill(path):
     written = 0
@@ -417,18 +418,27 @@ def fill(path):
         while written < (4 << 30):
             written += f.write(bytes(64 << 20))
             f.flush()
-def shmget():  # shmget(IPC_PRIVATE, 64 MiB, IPC_CREAT | 0600): the result and errno
-    return libc.syscall(int(sys.argv[1]), 0, 64 << 20, 0o1600), ctypes.get_errno()
+def errno_of(result):  # a C call's result and errno
+    return result, ctypes.get_errno()
+def nested_tmpfs():  # mounting is allowed again in a user namespace of one's own
+    libc.unshare(0x10000000 | 0x00020000)  # CLONE_NEWUSER | CLONE_NEWNS
+    return errno_of(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, b"size=16g"))
 sizes = {p: os.statvfs(p).f_blocks * os.statvfs(p).f_frsize >> 20 for p in ("/tmp", "/dev/shm")}
 print(json.dumps({"sizes": sizes, "fill": attempt(lambda: fill("/tmp/big")),
-                  "memfd": attempt(lambda: os.memfd_create("x")), "shmget": attempt(shmget)}))
+                  "dev": attempt(lambda: open("/dev/big", "wb").write(b"x")),
+                  "memfd": attempt(lambda: os.memfd_create("x")),
+                  "memfd_secret": errno_of(libc.syscall(447, 0)),  # the same number on x86_64 and aarch64
+                  "shmget": errno_of(libc.shmget(0, 64 << 20, 0o1600)),  # IPC_PRIVATE, IPC_CREAT | 0600
+                  "msgget": errno_of(libc.msgget(0, 0o1600)),
+                  "nested_tmpfs": nested_tmpfs()}))
 """
     )
-    shmget = sandbox_setup.SYSCALLS[os.uname().machine][2][-1]
-    seen = report(using, code, campaign_jail(area), str(shmget))
+    seen = report(using, code, campaign_jail(area))
     assert seen["sizes"] == {"/tmp": sandbox_setup.SCRATCH_MB, "/dev/shm": sandbox_setup.SCRATCH_MB}
     assert seen["fill"] == "OSError"  # ENOSPC at the cap, far below the 4 GiB asked for
-    assert seen["memfd"] == "PermissionError" and seen["shmget"] == f"(-1, {errno.EPERM})"
+    assert seen["dev"] == "OSError" and seen["memfd"] == "PermissionError"
+    refused = [-1, errno.EPERM]
+    assert seen["memfd_secret"] == seen["shmget"] == seen["msgget"] == seen["nested_tmpfs"] == refused, seen
 
 
 def test_devices_open_only_from_a_minimal_dev(using, area):
