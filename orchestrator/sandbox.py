@@ -32,8 +32,9 @@ Prevented (Linux `namespaces` and `bwrap` backends):
 Not prevented: CPU, memory, cache and timing side channels; kernel exploits; reads of files that are not hidden
 and that the daemon's user can read (hide what matters: as root, that is every file); writes to FIFOs outside
 /run that the daemon's user may write; sharing the GPU with other processes; exhausting CPU, processes, disk
-space in the writable paths; symlinks and hard links the command leaves in its writable paths (the daemon must
-not follow them).
+space in the writable paths, or kernel memory in socket and pipe buffers (no cgroup, no RLIMIT_NOFILE: the
+watchdog's children are the OOM killer's first choice, see runner.child_setup); symlinks and hard links the
+command leaves in its writable paths (the daemon must not follow them).
 With `sandbox-exec` (macOS) there is no PID namespace, so a process that leaves the process group can outlive
 the phase, /tmp is a per-call folder rather than a private mount, and there is no system call filter. With
 `none`, nothing at all: callers refuse Claude campaigns unless the user passes `--unsafe-no-sandbox` (`require`).
