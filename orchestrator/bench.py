@@ -18,6 +18,7 @@ ledger, process start-up and the decision.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -506,8 +507,6 @@ def bench_parallel(experiments: int = 4, budget: float = 5.0) -> dict:
 
 def main() -> int:
     if "--parallel" in sys.argv[1:]:
-        import argparse
-
         parser = argparse.ArgumentParser(
             prog="python -m orchestrator.bench --parallel", description=bench_parallel.__doc__
         )
@@ -518,8 +517,6 @@ def main() -> int:
         print(json.dumps(bench_parallel(args.experiments, args.budget), indent=2))
         return 0
     if "--aa" in sys.argv[1:]:
-        import argparse
-
         parser = argparse.ArgumentParser(prog="python -m orchestrator.bench --aa", description=bench_aa.__doc__)
         parser.add_argument("--aa", action="store_true", required=True)
         parser.add_argument("--experiments", type=int, default=20, help="A/A proposals in one campaign (0: skip)")

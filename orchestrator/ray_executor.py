@@ -375,7 +375,6 @@ class RayExecutor:
         on_phase("training", None)
         actor = self.start_slot(avoid, near)
         who = actor.whoami.remote()  # answered as soon as the slot starts: where a lost run was lost
-        node = "unknown node"
         try:
             kernels_key = hashlib.sha256(str(spec.kernels).encode()).hexdigest()[:16]  # one cache per campaign
             ref = actor.train.remote(fields, spec.corpus.dataset, kernels_key, code)

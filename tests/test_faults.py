@@ -99,7 +99,7 @@ def campaign(tmp_path_factory, data_dir):
         budget_s=2,
         max_experiments=len(FAULTS),
         stall_s=stall_margin(),
-        memory_mb=1200,  # a baseline's tree peaks near 700 MB; a hog reaches the cap in a dozen steps
+        memory_mb=1200,  # a baseline's tree peaks near 480 MB here; the hog needs 18 steps
         policy=Policy(baseline_runs=1, max_reruns=0),
         repo=repo,
     )
