@@ -266,8 +266,10 @@ def scratch_repo(dest: Path, edits: dict[str, str]) -> Path:
 
 
 def aa_campaign(repo: Path, tag: str, agent, experiments: int, budget: float, seed: int) -> list[ledger.Run]:
-    from .campaign import CampaignLoop, Settings
+    from .campaign import CampaignLoop
+    from .config import Settings
     from .daemon import open_campaign
+    from .executor import LocalExecutor
 
     settings = Settings(
         state_dir=repo / "state",
@@ -278,7 +280,7 @@ def aa_campaign(repo: Path, tag: str, agent, experiments: int, budget: float, se
         seed=seed,
         repo=repo,
     )
-    loop = CampaignLoop(settings, open_campaign(settings, agent.name, None, None), agent)
+    loop = CampaignLoop(settings, open_campaign(settings, agent.name, None, None), agent, LocalExecutor())
     loop.run()
     return ledger.campaign_runs(loop.db, loop.campaign.id)
 
@@ -465,7 +467,7 @@ def bench_parallel(experiments: int = 4, budget: float = 5.0) -> dict:
     """Real offline campaigns at one budget: experiments per hour (experiments judged / the span from the first
     experiment's start to the last one's verdict) and each experiment's wall time outside the agent, for the
     local executor, one Ray slot of the same cores, and two Ray slots. The keep rule is set to judge each
-    experiment on one run (--max-reruns 0, contention ignored), so the figure is throughput, not policy."""
+    experiment on one run (--min-pairs 1 --max-pairs 1, load ignored), so the figure is throughput, not policy."""
     from datetime import datetime
 
     out: dict = {"budget_s": budget, "experiments": experiments, "cores": os.cpu_count()}
@@ -475,7 +477,7 @@ def bench_parallel(experiments: int = 4, budget: float = 5.0) -> dict:
             env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
             cmd = [sys.executable, "-m", "orchestrator.cli", "start", "--program", "model", "--tag", "bench"]
             cmd += ["--budget", str(budget), "--max-experiments", str(experiments), "--baseline-runs", "1"]
-            cmd += ["--max-reruns", "0", "--cpu-share-drop", "0.99", "--foreground", *flags]
+            cmd += ["--min-pairs", "1", "--max-pairs", "1", "--cpu-tolerance", "1", "--foreground", *flags]
             subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             con = sqlite3.connect(repo / "state" / "experiments.db")
             runs = con.execute(

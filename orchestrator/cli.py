@@ -91,11 +91,13 @@ NUMBERS = {
     "stall_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
     "memory_mb": (lambda v: 0 < v < math.inf, "a positive number of MB"),
     "seed": (lambda v: v >= 0, "0 or more"),
-    "sigma_multiple": (lambda v: 0 < v < math.inf, "a positive number"),
-    "max_reruns": (lambda v: v >= 0, "0 or more"),
-    "cpu_share_drop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "false_keep": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+    "min_pairs": (lambda v: v >= 1, "at least 1"),
+    "max_pairs": (lambda v: v >= 1, "at least 1"),
+    "futility_t": (lambda v: 0 <= v < math.inf, "0 (never) or a positive number"),
+    "cpu_tolerance": (lambda v: 0 <= v <= 1, "in [0, 1] (1: never measure again for load)"),
     "remeasure_every": (lambda v: v >= 0, "0 (never) or more"),
-    "max_contended": (lambda v: v >= 0, "0 or more"),
+    "max_unfair": (lambda v: v >= 0, "0 or more"),
     "parallel": (lambda v: v >= 1, "at least 1"),
 }
 
@@ -306,7 +308,7 @@ def start(
     from trainer import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
-    from .campaign import Settings
+    from .config import Settings
     from .policy import Policy
     from .worktree import GitError
 

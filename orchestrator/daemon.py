@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import ledger, slots, worktree
-from .campaign import CampaignLoop, Settings, install_signal_handlers
+from . import executor, ledger, slots, worktree
+from .campaign import CampaignLoop, install_signal_handlers
+from .config import Settings
 from .executor import Unavailable
 from .ledger import Campaign
 from .programs import PROGRAMS, ROOT, StatePaths
@@ -130,14 +131,12 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         campaign.sandbox = jail
         ledger.save(paths.db, campaign)
         try:
-            if settings.parallel > 1:
-                from .parallel import ParallelLoop
-
-                loop = ParallelLoop(settings, campaign, agent)
-            else:
-                loop = CampaignLoop(settings, campaign, agent)
+            runner = executor.from_settings(
+                settings.executor, settings.ray_address, settings.slot_resources, settings.parallel
+            )
         except Unavailable as e:
             raise UserError(str(e)) from None
+        loop = CampaignLoop(settings, campaign, agent, runner)
         install_signal_handlers(loop)
         print(
             f"campaign {paths.name}: branch {campaign.branch}, worktree {campaign.worktree}, agent {agent.name}, "

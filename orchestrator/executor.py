@@ -48,6 +48,15 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+def from_settings(executor: str, ray_address: str, slot_resources: dict, parallel: int) -> Executor:
+    """The executor a campaign's settings ask for; Ray is imported only here, and only for `ray`."""
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(ray_address, slot_resources, parallel)
+    return LocalExecutor()
+
+
 class LocalExecutor:
     """Phases as subprocesses of the daemon, on this machine."""
 

@@ -81,9 +81,8 @@ class Measurement:
     scores: scorer.Scores | None = None
     claimed: dict = field(default_factory=dict)  # what train.json says (the trainer's word, for the record)
     train_wall_s: float | None = None  # the daemon's clock, start of the trainer to its exit
-    cpu_share: float | None = (
-        None  # CPU time of the training tree / (wall time x cores): how much of the machine it got
-    )
+    cpu_share: float | None = None  # CPU time of the training tree / (wall time x cores): how much of the machine used
+    cpu_free: float | None = None  # how much of the machine other processes left free while it trained
     eval_seconds: float | None = None
     prepared_dir: Path | None = None
     node: str | None = None  # where it ran (set by the executor)
@@ -106,10 +105,12 @@ class Failed(Exception):
         claimed: dict | None = None,
         train_wall_s: float | None = None,
         cpu_share: float | None = None,
+        cpu_free: float | None = None,
     ):
         super().__init__(reason)
         self.status, self.reason, self.log_tail, self.exit_code = status, reason, log_tail, exit_code
-        self.claimed, self.train_wall_s, self.cpu_share = claimed or {}, train_wall_s, cpu_share
+        self.claimed, self.train_wall_s = claimed or {}, train_wall_s
+        self.cpu_share, self.cpu_free = cpu_share, cpu_free
 
     def measurement(self) -> Measurement:
         return Measurement(
@@ -120,6 +121,7 @@ class Failed(Exception):
             claimed=self.claimed,
             train_wall_s=self.train_wall_s,
             cpu_share=self.cpu_share,
+            cpu_free=self.cpu_free,
         )
 
 
@@ -144,6 +146,7 @@ class Trained:
     claimed: dict
     train_wall_s: float
     cpu_share: float | None
+    cpu_free: float | None = None
 
 
 def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, int | None], None]) -> Trained:
@@ -180,17 +183,17 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
         on_phase,
         "training",
     )
-    wall, cpu = round(out.seconds, 3), out.cpu_share
+    wall, cpu, free = round(out.seconds, 3), out.cpu_share, out.cpu_free
     try:
         check_regular(spec.run_dir, "the run directory")
     except Failed as f:
-        f.train_wall_s, f.cpu_share = wall, cpu
+        f.train_wall_s, f.cpu_share, f.cpu_free = wall, cpu, free
         raise
     claimed = read_claims(spec.run_dir / "train.json")
     if not (spec.run_dir / "model.safetensors").exists():
         message = "training exited 0 without writing model.safetensors"
-        raise Failed("crash", message, out.log_tail, None, claimed, wall, cpu)
-    return Trained(prepared, claimed, wall, cpu)
+        raise Failed("crash", message, out.log_tail, None, claimed, wall, cpu, free)
+    return Trained(prepared, claimed, wall, cpu, free)
 
 
 def score(
@@ -213,7 +216,7 @@ def score(
             # never in the run's error, which the agent reads (and could write into the training data).
             raise Failed(e.status, str(e)) from None
     except Failed as f:
-        timings = {"train_wall_s": trained.train_wall_s, "cpu_share": trained.cpu_share}
+        timings = {"train_wall_s": trained.train_wall_s, "cpu_share": trained.cpu_share, "cpu_free": trained.cpu_free}
         return replace(f.measurement(), claimed=trained.claimed, **timings)
     return Measurement(
         "measured",
@@ -222,6 +225,7 @@ def score(
         claimed=trained.claimed,
         train_wall_s=trained.train_wall_s,
         cpu_share=trained.cpu_share,
+        cpu_free=trained.cpu_free,
         eval_seconds=round(time.time() - started, 3),
         prepared_dir=trained.prepared,
     )

@@ -16,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from .statuses import Kind, Status
+
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -55,13 +57,13 @@ class Run(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     seq: int
-    kind: str = "experiment"  # baseline, experiment, rerun (of a marginal candidate), remeasure (of the champion)
+    kind: str = Kind.EXPERIMENT  # see `Kind`
     parent_commit: str | None = None
     commit: str | None = None
     description: str | None = None
     hypothesis: str | None = None
     diff: str | None = None
-    status: str = "proposed"
+    status: str = Status.PROPOSED  # see `Status`
     val_bpb: float | None = None
     test_bpb: float | None = None
     training_seconds: float | None = None  # as the trainer reports it (its word; see train_wall_s)
@@ -89,10 +91,12 @@ class Run(SQLModel, table=True):
     fingerprint: str | None = None  # JSON: backend, MLX, BLAS, CPU, cores, OS, Python, arx version at measurement
     fingerprint_hash: str | None = None  # short hash of `fingerprint`; runs are compared only within one hash
     cpu_share: float | None = None  # trainer tree CPU seconds / (wall seconds x cores), measured by the daemon
-    contended: bool = Field(  # got clearly less CPU than the champion's runs: re-run, never used in a decision
+    cpu_free: float | None = None  # share of the machine's CPU time other processes left free while it trained
+    contended: bool = Field(  # got clearly less of the machine than its partner: measured again, never used
         default=False, sa_column_kwargs={"server_default": "0"}
     )  # raw INSERTs (orchestrator/bench.py) may leave it out
-    band: float | None = None  # the keep band the decision used (its computation is in decision_reason)
+    band: float | None = None  # the smallest mean paired gain the decision would have kept (see `decision`)
+    decision: str | None = None  # JSON on a verdict row: the test, its numbers and every pair of runs it used
     sibling_commit: str | None = None  # the sibling program's commit merged into this run's code, if any
     node: str | None = None  # the machine that trained it (hostname; on Ray, hostname:node id)
     started_at: datetime = Field(default_factory=utcnow)
@@ -118,6 +122,10 @@ class LlmCall(SQLModel, table=True):
     status: str = "ok"
     stop_reason: str | None = None  # end_turn, tool_use, max_tokens, pause_turn, refusal, ...
     error: str | None = None
+    request_id: str | None = None  # the API's request-id header: what Anthropic support asks for
+    response_id: str | None = None  # the message id (msg_...)
+    thinking: str | None = None  # JSON: the thinking configuration actually sent
+    effort: str | None = None  # the effort level actually sent, if any
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -130,8 +138,43 @@ class Event(SQLModel, table=True):
     message: str
 
 
-EXPERIMENTS_VIEW = """
-CREATE VIEW IF NOT EXISTS experiments AS
+V1_TABLES = """
+CREATE TABLE campaign (
+    id INTEGER NOT NULL, tag VARCHAR NOT NULL, program VARCHAR NOT NULL, branch VARCHAR NOT NULL,
+    worktree VARCHAR NOT NULL, base_commit VARCHAR NOT NULL, agent VARCHAR NOT NULL, llm_model VARCHAR,
+    dataset VARCHAR NOT NULL, budget_s FLOAT NOT NULL, status VARCHAR NOT NULL, pid INTEGER,
+    heartbeat_at DATETIME, created_at DATETIME NOT NULL, best_run_id INTEGER, val_sha256 VARCHAR,
+    test_sha256 VARCHAR, noise_sigma FLOAT, stop_reason VARCHAR, note VARCHAR, settings VARCHAR NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_campaign_tag ON campaign (tag);
+CREATE TABLE run (
+    id INTEGER NOT NULL, campaign_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind VARCHAR NOT NULL,
+    parent_commit VARCHAR, "commit" VARCHAR, description VARCHAR, hypothesis VARCHAR, diff VARCHAR,
+    status VARCHAR NOT NULL, val_bpb FLOAT, test_bpb FLOAT, training_seconds FLOAT, eval_seconds FLOAT,
+    agent_seconds FLOAT, total_seconds FLOAT, steps INTEGER, tokens INTEGER, tok_per_sec FLOAT,
+    peak_memory_mb FLOAT, num_params INTEGER, exit_code INTEGER, error VARCHAR, decision_reason VARCHAR,
+    rerun_of INTEGER, hardware VARCHAR, pid INTEGER, run_dir VARCHAR, started_at DATETIME NOT NULL,
+    ended_at DATETIME,
+    PRIMARY KEY (id), FOREIGN KEY(campaign_id) REFERENCES campaign (id)
+);
+CREATE INDEX ix_run_campaign_id ON run (campaign_id);
+CREATE INDEX ix_run_campaign_seq ON run (campaign_id, seq);
+CREATE TABLE event (
+    id INTEGER NOT NULL, campaign_id INTEGER, run_id INTEGER, at DATETIME NOT NULL, kind VARCHAR NOT NULL,
+    message VARCHAR NOT NULL,
+    PRIMARY KEY (id), FOREIGN KEY(campaign_id) REFERENCES campaign (id)
+);
+CREATE INDEX ix_event_campaign_id ON event (campaign_id);
+CREATE TABLE llm_call (
+    id INTEGER NOT NULL, campaign_id INTEGER NOT NULL, run_id INTEGER, model VARCHAR NOT NULL,
+    input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL, cost_usd FLOAT NOT NULL, latency_s FLOAT NOT NULL, status VARCHAR NOT NULL,
+    error VARCHAR, created_at DATETIME NOT NULL,
+    PRIMARY KEY (id), FOREIGN KEY(campaign_id) REFERENCES campaign (id), FOREIGN KEY(run_id) REFERENCES run (id)
+);
+CREATE INDEX ix_llm_call_campaign_id ON llm_call (campaign_id);
+CREATE VIEW experiments AS
 SELECT r.id AS run_id, c.tag, c.program, r.seq, r.kind, r.status, r.val_bpb, r.test_bpb,
        r.tok_per_sec, r.peak_memory_mb, r.training_seconds, r.num_params, r.description,
        r.decision_reason, r."commit", r.rerun_of, r.error, r.started_at, r.ended_at,
@@ -141,13 +184,13 @@ FROM run r JOIN campaign c ON c.id = r.campaign_id
 
 
 def _v1(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn)
-    conn.execute(text(EXPERIMENTS_VIEW))
-    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_run_campaign_seq ON run (campaign_id, seq)"))
+    """The schema as first released, written out (frozen: later models never change what it creates)."""
+    for statement in V1_TABLES.split(";"):
+        conn.execute(text(statement))
 
 
 def add_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
-    """ALTER in the columns a table lacks (a database created by `_v1` from newer models has them already)."""
+    """ALTER in the columns a table lacks (databases made before v1 was frozen may have some already)."""
     have = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
     for name, decl in columns.items():
         if name not in have:
@@ -217,12 +260,37 @@ def _v5_nodes(conn: Connection) -> None:
     conn.execute(text(EXPERIMENTS_VIEW_V5))
 
 
+EXPERIMENTS_VIEW_V6 = EXPERIMENTS_VIEW_V5.replace("r.node\n", "r.node, r.cpu_free, r.decision\n")
+
+
+def _v6_judgements(conn: Connection) -> None:
+    """Verdicts with power (issue 16): each verdict row's decision as JSON, the CPU the machine left free during a
+    run; what each LLM call sent (issue 18). Measurements that are not verdicts (baselines, re-measures of the
+    champion, a candidate's re-runs) had the verdict's status; they are now `measured`, so that `keep` counts kept
+    candidates only."""
+    add_columns(conn, "run", {"cpu_free": "FLOAT", "decision": "VARCHAR"})
+    add_columns(
+        conn,
+        "llm_call",
+        {"request_id": "VARCHAR", "response_id": "VARCHAR", "thinking": "VARCHAR", "effort": "VARCHAR"},
+    )
+    conn.execute(
+        text(
+            "UPDATE run SET status = 'measured' WHERE kind IN ('baseline', 'rebaseline', 'remeasure', 'rerun') "
+            "AND status IN ('keep', 'discard')"
+        )
+    )
+    conn.execute(text("DROP VIEW IF EXISTS experiments"))
+    conn.execute(text(EXPERIMENTS_VIEW_V6))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1,
     _v2_sealed,
     _v3_conversations_and_cache_lifetimes,
     _v4_verdicts,
     _v5_nodes,
+    _v6_judgements,
 ]  # append; never edit a released step
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -251,6 +319,14 @@ def engine(db_path: Path) -> Engine:
         migrate(eng)
         _engines[key] = eng
     return _engines[key]
+
+
+def forget_engines() -> None:
+    """Drop every cached engine, so the next use opens (and migrates) the file afresh: after a database was
+    replaced or rewritten on disk by something other than this process."""
+    for eng in _engines.values():
+        eng.dispose()
+    _engines.clear()
 
 
 def migrate(eng: Engine) -> int:

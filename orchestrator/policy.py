@@ -1,24 +1,33 @@
-"""Keep or discard (DESIGN.md §7): val_bpb only, judged on seed-paired differences against noise.
+"""Keep or discard (DESIGN.md §7): val_bpb only, judged on seed-paired differences, sequentially.
 
-A candidate is measured on the champion's seeds, in order, so each of its n measurements has a
-partner: the champion's measurement on the same seed under the same machine fingerprint. The
-verdict looks at the mean paired gain (champion minus candidate; positive = better):
+A candidate is measured on the champion's seeds, one seed at a time, so each of its measurements
+has a partner: the champion's measurement on the same seed under the same machine fingerprint.
+After each pair the verdict looks at the paired gains d_i = champion_i - candidate_i (positive is
+better), their mean d and their spread s:
 
-- gain > band: keep.
-- 0 < gain <= band and n <= max_reruns: re-run on the champion's next seed, decide on the mean.
-- otherwise discard (a tie is not better; a worse run is discarded whatever its speed).
+- d <= 0 (a tie is not better; worse whatever its speed): discard. A clearly worse candidate
+  goes after one run.
+- at least `min_pairs` pairs and d >= `min_delta`, and one of two one-sided t tests passes: keep.
+  1. the candidate's own pairs: t = d / (s / sqrt n), n - 1 degrees of freedom (n >= 3). With
+     common random numbers an honest change moves every seed alike, so its pairs are far tighter
+     than two seeds and this test keeps it in a few runs; a change that only moves the random
+     stream (A/A) has pairs as wide as two seeds, and the test knows it from their spread.
+  2. the campaign's seed noise pooled with the pairs' spread: the variance of an A/A pair is
+     2 sigma^2, estimated by the campaign (`dof` degrees of freedom) and by the pairs (n - 1):
+     s2 = (dof 2 sigma^2 + (n - 1) s^2) / (dof + n - 1), t = d / sqrt(s2 / n). This keeps large
+     gains whose pairs are not tight, and needs no spread of the candidate's own at n = 2.
+- from 3 pairs, an own-pairs t below `futility_t` (a mean gain smaller than its standard error):
+  discard as not promising; more pairs would rarely change that, and A/A candidates stop sooner.
+- `max_pairs` pairs without a keep: discard ("better but not shown").
+- otherwise: measure one more pair.
 
-The band is max(min_delta, m x sigma x sqrt(2 / n)). Sigma is the run-to-run spread across seeds,
-pooled over every commit measured on several seeds under the current fingerprint, with `dof`
-degrees of freedom. sqrt(2 / n): a change that only moves the random stream (init draw order, data
-order) behaves like a new seed, so one paired difference has variance 2 sigma^2 and the mean of n
-has 2 sigma^2 / n. m widens k (`sigma_multiple`) for a sigma estimated from few runs: it is the
-Student t quantile with `dof` degrees of freedom at the one-sided level a normal k would give
-(k = 2: 97.7%), which tends to k as dof grows (dof 2: 4.5, dof 4: 2.9, dof 20: 2.1). With dof 0
-sigma is unknown and nothing is kept until re-runs have measured it.
+Every test at every look runs at level `false_keep` / L, where L counts the tests the procedure
+can run over its looks (Bonferroni): whatever the looks have in common, a candidate that only
+moves the random stream is kept with probability at most `false_keep`. Both tests are exact for
+normal noise (test 2 under the A/A null, test 1 for any candidate); discarding early only removes
+paths. `python -m orchestrator.bench policy` measures the actual rates, and the power.
 
-Throughput never decides: tok/s is reported by the (untrusted) trainer, so a worse-but-faster
-candidate is discarded and a slower tie is decided by the val_bpb rule alone.
+Throughput never decides: tok/s is reported by the (untrusted) trainer.
 """
 
 from __future__ import annotations
@@ -40,19 +49,22 @@ class Policy:
         3,
         "measurements of the unchanged code (seeds 1..R) before the first judgment and after a machine change or merge",
     )
-    min_delta: float = _field(0.001, "smallest val_bpb gain that can count as an improvement, whatever the noise")
-    sigma_multiple: float = _field(
-        2.0, "k: the band in sigmas were sigma known exactly; widened by a t quantile when it is not"
+    min_delta: float = _field(0.001, "smallest mean val_bpb gain that can count as an improvement, whatever the noise")
+    false_keep: float = _field(
+        0.01, "the most a change that only moves the random stream may be kept, over all the looks at it"
     )
-    max_reruns: int = _field(3, "extra paired runs of a candidate that is better but inside the band")
+    min_pairs: int = _field(2, "paired runs before a keep (one run cannot tell a gain from a wider spread)")
+    max_pairs: int = _field(8, "paired runs of a candidate at most; not kept by then, it is discarded")
+    futility_t: float = _field(
+        1.0, "from 3 pairs, discard a candidate whose own-pairs t is below this (its gain is within one standard error)"
+    )
     remeasure_every: int = _field(5, "re-measure the champion on a new seed after this many keeps (0: never)")
-    cpu_share_drop: float = _field(
-        0.25,
-        "a candidate run whose CPU share is below (1 - this) x the lowest of the champion's runs is re-run, not judged",
+    cpu_tolerance: float = _field(
+        0.15,
+        "two paired runs are comparable when the CPU the machine left free differs by at most this fraction; else "
+        "the run that got less is measured again (1: never)",
     )
-    max_contended: int = _field(
-        3, "re-runs of a measurement that got too little CPU before the champion is re-measured under the new load"
-    )
+    max_unfair: int = _field(3, "measurements again for unfair conditions before a candidate is discarded")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,18 +73,43 @@ class Policy:
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata["help"] for f in fields(cls)}
 
+    def looks(self) -> int:
+        """How many tests the procedure can run on one candidate: both tests at each look, own pairs from 3 pairs."""
+        first = max(1, self.min_pairs)
+        return sum((2 if n >= 3 else 1) for n in range(first, self.max_pairs + 1))
 
-@dataclass
-class Decision:
-    verdict: str  # keep, discard, rerun
-    reason: str
-    band: float | None = None
+    def level(self) -> float:
+        return self.false_keep / max(1, self.looks())
+
+
+KEEP, DISCARD, CONTINUE = "keep", "discard", "continue"
 
 
 @dataclass(frozen=True)
 class Noise:
     sigma: float
     dof: int
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The verdict after n pairs, with every number it rests on (stored as the decision's JSON)."""
+
+    verdict: str  # keep, discard or continue
+    reason: str
+    n: int
+    mean_gain: float
+    sd: float | None  # of the paired gains (n >= 2)
+    test: str | None = None  # the test that kept it: "own pairs" or "pooled"
+    t_own: float | None = None
+    t_pooled: float | None = None
+    t_crit_own: float | None = None
+    t_crit_pooled: float | None = None
+    level: float | None = None  # the level of each test at each look
+    band: float | None = None  # the smallest mean gain the pooled test would keep at this n
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
 def pooled(groups: list[list[float]]) -> Noise:
@@ -112,48 +149,73 @@ def t_quantile(p: float, dof: int) -> float:
     return (lo + hi) / 2
 
 
-def multiplier(k: float, dof: int) -> float:
-    """k widened for a sigma with `dof` degrees of freedom (infinite when dof is 0)."""
-    if dof <= 0:
-        return math.inf
-    return t_quantile(0.5 * (1 + math.erf(k / math.sqrt(2))), dof)
+def assess(policy: Policy, gains: list[float], noise: Noise) -> Assessment:
+    """The verdict on a candidate whose paired gains so far are `gains` (champion minus candidate, oldest first)."""
+    n = len(gains)
+    if not n:
+        raise ValueError("need at least one paired gain")
+    mean = statistics.fmean(gains)
+    sd = statistics.stdev(gains) if n > 1 else None
+    level = policy.level()
+    numbers = {"n": n, "mean_gain": mean, "sd": sd, "level": level}
+    t_own = crit_own = t_pool = crit_pool = band = None
+    if n >= 3:
+        crit_own = t_quantile(1 - level, n - 1)
+        t_own = mean / (sd / math.sqrt(n)) if sd else (math.inf if mean > 0 else 0.0)
+    dof = noise.dof + n - 1
+    if dof > 0:
+        s2 = (noise.dof * 2 * noise.sigma**2 + (n - 1) * (sd or 0.0) ** 2) / dof
+        crit_pool = t_quantile(1 - level, dof)
+        band = crit_pool * math.sqrt(s2 / n)
+        t_pool = mean / math.sqrt(s2 / n) if s2 > 0 else (math.inf if mean > 0 else 0.0)
+    numbers |= {"t_own": t_own, "t_pooled": t_pool, "t_crit_own": crit_own, "t_crit_pooled": crit_pool, "band": band}
+    where = describe(numbers, noise)
+    if mean <= 0:
+        return Assessment(DISCARD, f"not better: {where}", **numbers)
+    passed = [
+        name
+        for name, t, crit in (("own pairs", t_own, crit_own), ("pooled", t_pool, crit_pool))
+        if t is not None and t > crit
+    ]
+    if passed and n >= policy.min_pairs and mean >= policy.min_delta:
+        return Assessment(KEEP, f"improved ({passed[0]} test): {where}", test=passed[0], **numbers)
+    if n >= policy.max_pairs:
+        return Assessment(DISCARD, f"better but not shown after {n} pairs: {where}", **numbers)
+    if t_own is not None and t_own < policy.futility_t:
+        return Assessment(DISCARD, f"not promising (own-pairs t below {policy.futility_t:g}): {where}", **numbers)
+    return Assessment(CONTINUE, f"better but not yet shown: {where}", **numbers)
 
 
-def band(policy: Policy, noise: Noise, n: int) -> tuple[float, str]:
-    """The keep band for the mean of n paired differences, and how it was computed (one line)."""
-    m = multiplier(policy.sigma_multiple, noise.dof)
-    width = max(policy.min_delta, m * noise.sigma * math.sqrt(2 / n))
-    if math.isinf(m):
-        return math.inf, f"band unknown: sigma has 0 degrees of freedom (measure more seeds), n={n}"
-    how = (
-        f"band {width:.4f} = max(min_delta {policy.min_delta:g}, t {m:.2f} (k={policy.sigma_multiple:g}, dof "
-        f"{noise.dof}) x sigma {noise.sigma:.4f} x sqrt(2/{n}))"
-    )
-    return width, how
+def keep_band(policy: Policy, noise: Noise, n: int | None = None) -> float | None:
+    """The smallest mean paired gain the pooled test keeps after n pairs (default `min_pairs`) whose spread matches
+    the campaign's noise: what a change must beat on the seed noise alone (tight pairs can be kept below it)."""
+    if noise.dof <= 0:
+        return None
+    n = max(n or policy.min_pairs, 1)
+    dof = noise.dof + n - 1
+    return max(policy.min_delta, t_quantile(1 - policy.level(), dof) * noise.sigma * math.sqrt(2 / n))
 
 
-def decide(policy: Policy, candidate: list[float], champion: list[float], noise: Noise) -> Decision:
-    """Judge a candidate's val_bpb (lower is better) against the champion's on the same seeds, pair by pair."""
-    if len(candidate) != len(champion) or not candidate:
-        raise ValueError(
-            f"need paired measurements, got {len(candidate)} candidate and {len(champion)} champion values"
+def from_dict(values: dict) -> Policy:
+    """The policy a campaign recorded (`campaign.settings`), ignoring fields of other versions of the rule."""
+    known = {f.name for f in fields(Policy)}
+    return Policy(**{k: v for k, v in values.items() if k in known})
+
+
+def describe(x: dict, noise: Noise) -> str:
+    """The numbers of an assessment in one line (what `show` and the agent read)."""
+    n = x["n"]
+    parts = [f"mean paired gain {x['mean_gain']:+.4f} over {n} seed{'s' if n > 1 else ''}"]
+    if x["sd"] is not None:
+        parts.append(f"sd {x['sd']:.4f}")
+    if x["t_own"] is not None:
+        parts.append(f"own-pairs t {x['t_own']:.2f} vs {x['t_crit_own']:.2f} ({n - 1} dof)")
+    if x["t_pooled"] is not None:
+        parts.append(
+            f"pooled t {x['t_pooled']:.2f} vs {x['t_crit_pooled']:.2f} ({noise.dof + n - 1} dof; sigma "
+            f"{noise.sigma:.4f} on {noise.dof} dof)"
         )
-    n = len(candidate)
-    gain = statistics.fmean(champion) - statistics.fmean(candidate)
-    width, how = band(policy, noise, n)
-    where = (
-        f"val_bpb {statistics.fmean(candidate):.4f} vs champion {statistics.fmean(champion):.4f} on the same {n} "
-        f"seed{'s' if n > 1 else ''} (mean paired gain {gain:+.4f}); {how}"
-    )
-    if gain > width:
-        return Decision("keep", f"improved beyond noise: {where}", width)
-    if 0 < gain and n <= policy.max_reruns:
-        return Decision(
-            "rerun",
-            f"better but inside the band, re-running on the champion's next seed ({n}/{policy.max_reruns + 1}): "
-            f"{where}",
-            width,
-        )
-    if gain > 0:
-        return Decision("discard", f"better but inside the band after {n} paired runs: {where}", width)
-    return Decision("discard", f"not better: {where}", width)
+    else:
+        parts.append("seed noise not yet measured")
+    parts.append(f"each test at level {x['level']:.2g}")
+    return ", ".join(parts)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the daemon's own checkout: its evaluator is the sealed one
 LOCKED = ("trainer/evaluate.py", "trainer/blas.py", "trainer/__init__.py")
-ACTIVE_RUN_STATUSES = ("proposed", "training", "evaluating")  # a run in one of these is in flight
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

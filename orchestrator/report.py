@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import slots
-from .programs import ACTIVE_RUN_STATUSES, StatePaths
+from .programs import StatePaths
+from .statuses import UNFINISHED, sql_list
 
 PHASE = {"proposed": "proposing", "training": "training", "evaluating": "evaluating"}
 STEP_LINE = re.compile(
@@ -102,7 +103,7 @@ def status(db: Path, state_dir: Path, tag: str | None = None) -> list[dict]:
         ).fetchone()[0]
         flight = con.execute(
             "SELECT seq, status, description, started_at, run_dir FROM run WHERE campaign_id = ? AND status IN "
-            f"{ACTIVE_RUN_STATUSES} ORDER BY id DESC LIMIT 1",
+            f"{sql_list(UNFINISHED)} ORDER BY id DESC LIMIT 1",
             (cid,),
         ).fetchone()
         state = campaign_state(state_dir, c["program"], c["tag"], c["status"])

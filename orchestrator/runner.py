@@ -5,7 +5,8 @@ the OOM killer's first choice). It is stopped, SIGTERM then SIGKILL to the whole
 on silence longer than `stall_s`, when its process tree's memory (RSS plus swap) passes `rss_mb`, or when
 the daemon is asked to stop. Output goes line by line to a log file whose tail comes back in the result.
 The child is reaped with wait4, whose resource usage covers the child and every descendant it
-waited for, so the result also says how much of the machine the run got (`cpu_share`).
+waited for, so the result also says how much of the machine the run got (`cpu_share`) and how much other
+processes left it (`cpu_free`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Outcome:
     log_tail: str
     detail: str = ""
     cpu_share: float | None = None  # CPU seconds of the child's whole tree / (wall seconds x cores)
+    cpu_free: float | None = None  # share of those cores' time that other processes left to the run
 
     @property
     def ok(self) -> bool:
@@ -160,6 +162,7 @@ def run_watched(
 ) -> Outcome:
     """Run `cmd` to completion or until a limit trips; never returns with the child alive."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    busy_before = busy_cpu_seconds()
     started = time.time()
     last_output = [started]
     with open(log_path, "ab") as log:
@@ -208,21 +211,40 @@ def run_watched(
             ended.wait(POLL_S)  # returns as soon as the child exits
         ended.wait()
         wall = time.time() - started
+        others = busy_cpu_seconds() - busy_before
         proc.returncode = exit_code = os.waitstatus_to_exitcode(usage["status"])
         ru = usage["rusage"]
         kill_group(proc.pid, grace_s=0.5)  # anything the child left behind in its group
         reader.join(timeout=5)
         if reason:
             log.write(f"\n[arx watchdog] {detail}\n".encode())
-    cpu_share = (ru.ru_utime + ru.ru_stime) / (max(wall, 1e-6) * cpu_count())
+    tree = ru.ru_utime + ru.ru_stime
+    capacity = max(wall, 1e-6) * cpu_count()
+    others -= tree
     return Outcome(
         exit_code=exit_code,
         reason=reason,
         seconds=wall,
         log_tail=tail(log_path),
         detail=detail,
-        cpu_share=round(cpu_share, 4),
+        cpu_share=round(tree / capacity, 4),
+        cpu_free=round(min(1.0, max(0.0, 1 - others / capacity)), 4),
     )
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds every process together has spent on the CPUs this process may use (idle and I/O wait excluded).
+
+    The difference over a run, less the run's own tree, is what other processes took: how much of the machine the
+    run could have had, whatever the candidate's code does with it (a trainer that uses one core of two is not
+    "contended")."""
+    mine = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    total = 0.0
+    for i, t in enumerate(psutil.cpu_times(percpu=True)):
+        if mine is None or i in mine:
+            total += t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+            total += getattr(t, "steal", 0.0)
+    return total
 
 
 def cpu_count() -> int:

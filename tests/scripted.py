@@ -1,33 +1,52 @@
 """A campaign whose trainer is a formula of the code and the seed, for fast tests of its decisions.
 
-Everything but training is real: git, worktrees, the ledger, the policy, the fingerprint. The score
-of a run is read from the worktree the daemon would train: BASE, plus the seed's luck, minus the
-gains that `GainAgent` wrote into the files as comments, minus a speed-up when OpenBLAS is in the
-machine fingerprint (a faster BLAS trains more steps in the same time).
+Everything but training is real: git, worktrees, the ledger, the judge, the fingerprint. The loop is
+handed a `ScriptedExecutor` in place of the local one: the score of a run is read from the commit the
+daemon would train: BASE, plus the seed's luck, minus the gains that `GainAgent` wrote into the files
+as comments (`# gain G`, or `# gain G seeds a:b` for a gain that differs by seed), minus a speed-up
+when OpenBLAS is in the machine fingerprint (a faster BLAS trains more steps in the same time).
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.base import Proposal, ProposalContext, ScopedEditor
-from orchestrator import daemon, report
-from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator import daemon, fingerprint, report
+from orchestrator.campaign import CampaignLoop
+from orchestrator.config import Settings
+from orchestrator.experiment import Measurement
 from orchestrator.policy import Policy
+from orchestrator.scorer import Scores
 
 BASE = 3.0
-SEED_LUCK = {1: 0.0, 2: 0.04, 3: -0.04, 4: 0.02, 5: -0.02, 6: 0.01, 7: -0.01, 8: 0.03, 9: -0.03}
+SEED_LUCK = {s: 0.04 * ((s * 7919) % 11 - 5) / 5 for s in range(1, 200)} | {
+    1: 0.0, 2: 0.04, 3: -0.04, 4: 0.02, 5: -0.02, 6: 0.01, 7: -0.01, 8: 0.03, 9: -0.03
+}  # fmt: skip
 FAST_BLAS_GAIN = 0.5
-GAIN = re.compile(r"# gain (-?[\d.]+)")
+GAIN = re.compile(r"# gain (-?[\d.]+)(?: seeds ([-\d.:]+))?")
+FILES = ("trainer/train.py", "trainer/prepare.py", "trainer/data_sources.py")
+
+
+def gains_of(source: str, seed: int) -> float:
+    """`# gain G`: G on every seed; `# gain G seeds a:b:c`: G plus a, b, c, ... on seeds 1, 2, 3, ... (cycled)."""
+    total = 0.0
+    for gain, spread in GAIN.findall(source):
+        extra = [float(x) for x in spread.split(":")] if spread else [0.0]
+        total += float(gain) + extra[(seed - 1) % len(extra)]
+    return total
 
 
 @dataclass
 class GainAgent:
-    """Appends `# gain G (proposal k)` to the program's first editable file, one G per proposal."""
+    """Appends `# gain G (proposal k)` to the program's first editable file, one G per proposal (a string G is
+    written as is: `0.05 seeds 0.01:-0.01`)."""
 
-    gains: list[float]
+    gains: list
     name: str = "gains"
     model: str | None = None
 
@@ -39,29 +58,52 @@ class GainAgent:
         return Proposal(f"gain {gain} (#{ctx.seq})")
 
 
-class Scripted(CampaignLoop):
-    """Scores each run by formula; `cpu` maps a run's seq to the CPU share it 'got' (default 0.9)."""
+@dataclass
+class ScriptedExecutor:
+    """Scores each run by formula from the files of the commit it was handed; `cpu` maps a run's seq to the share
+    of the machine other processes left it (default 0.9); `after` maps a seq to a function called once it is
+    measured; `notes` collects what `status` showed as the campaign's reason during each run."""
 
-    def __init__(self, *args, cpu: dict[int, float] | None = None, after: dict | None = None, **kw):
-        super().__init__(*args, **kw)
-        self.cpu = cpu or {}
-        self.after = after or {}  # seq -> a function called once that run is measured
-        self.notes: list[str | None] = []  # what `status` showed as the campaign's reason during each run
+    cpu: dict[int, float] = field(default_factory=dict)
+    after: dict[int, Callable[[], None]] = field(default_factory=dict)
+    fail: dict[int, str] = field(default_factory=dict)  # seq -> the status its measurement ends with (crash, ...)
+    node: str = "scripted"
+    name: str = "scripted"
+    holds_slots: bool = False
+    notes: list = field(default_factory=list)
 
-    def _measure(self, run, run_dir: Path, near: str | None = None) -> bool:
-        wt = Path(self.campaign.worktree)
-        gains = sum(
-            float(g)
-            for f in ("trainer/train.py", "trainer/prepare.py", "trainer/data_sources.py")
-            for g in GAIN.findall((wt / f).read_text())
+    def measure(self, spec, should_stop, on_phase, avoid=None, near=None) -> Measurement:
+        on_phase("training", None)
+        seq = int(spec.run_dir.name)
+        if seq in self.fail:
+            return Measurement(self.fail[seq], f"scripted {self.fail[seq]}", "Traceback (scripted)", 1)
+        sources = [
+            subprocess.run(
+                ["git", "show", f"{spec.commit}:{f}"], cwd=spec.worktree, capture_output=True, text=True
+            ).stdout
+            for f in FILES
+        ]
+        fast = "openblas" in str(self.fingerprint())
+        val = (
+            BASE + SEED_LUCK[spec.seed] - sum(gains_of(s, spec.seed) for s in sources) - (FAST_BLAS_GAIN if fast else 0)
         )
-        fast = "openblas" in (run.fingerprint or "")
-        run.val_bpb = BASE + SEED_LUCK[run.seed] - gains - (FAST_BLAS_GAIN if fast else 0.0)
-        run.test_bpb, run.tok_per_sec, run.cpu_share = run.val_bpb + 0.1, 1000.0, self.cpu.get(run.seq, 0.9)
-        self.save(run)
-        self.notes.append(report.status(self.db, self.s.state_dir)[0]["reason"])
-        self.after.get(run.seq, lambda: None)()
-        return True
+        self.notes.append(report.status(spec.state_dir / "experiments.db", spec.state_dir)[0]["reason"])
+        self.after.get(seq, lambda: None)()
+        return Measurement(
+            "measured",
+            scores=Scores(val, val + 0.1, "v" * 64, "t" * 64, "k" * 64),
+            claimed={"tok_per_sec": 1000.0},
+            train_wall_s=spec.budget_s,
+            cpu_share=0.9,
+            cpu_free=self.cpu.get(seq, 0.9),
+            node=self.node,
+        )
+
+    def fingerprint(self) -> dict:
+        return fingerprint.current()
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -69,9 +111,9 @@ class Setup:
     repo: Path
     program: str = "model"
     tag: str = "t"
-    policy: Policy = field(default_factory=lambda: Policy(max_reruns=2))  # the expected run sequences assume 2
+    policy: Policy = field(default_factory=Policy)
 
-    def loop(self, agent, max_experiments: int, **kw) -> Scripted:
+    def loop(self, agent, max_experiments: int, executor: ScriptedExecutor | None = None, **kw) -> CampaignLoop:
         settings = Settings(
             state_dir=self.repo / "state",
             program=self.program,
@@ -80,6 +122,7 @@ class Setup:
             max_experiments=max_experiments,
             policy=self.policy,
             repo=self.repo,
+            **kw,
         )
         row = daemon.open_campaign(settings, agent.name, None, None)
-        return Scripted(settings, row, agent, **kw)
+        return CampaignLoop(settings, row, agent, executor or ScriptedExecutor())

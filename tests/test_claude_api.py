@@ -12,7 +12,7 @@ import fake_anthropic as fa
 from agents import conversation, history, pricing
 from agents.base import Abandoned, AgentPaused, Refused, TransientAgentError
 from agents.claude import ClaudeAgent, cache_ttl, files_block, program_prompt
-from orchestrator.campaign import expected_gap_s
+from orchestrator.facts import expected_gap_s
 from test_claude import TRAIN, context
 
 KEY = "sk-ant-test-0123456789-secret"

@@ -15,10 +15,11 @@ from click.testing import CliRunner
 import fake_anthropic as fa
 from agents.claude import ClaudeAgent
 from conftest import make_repo
-from orchestrator import campaign as campaign_module
 from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator.campaign import CampaignLoop
 from orchestrator.cli import app
+from orchestrator.config import Settings
+from orchestrator.executor import LocalExecutor
 from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow
@@ -63,8 +64,8 @@ def test_cli_campaign_of_three_scripted_experiments(tmp_path, data_dir):
                 "3",
                 "--baseline-runs",
                 "1",
-                "--max-reruns",
-                "0",  # this test is about the API; re-runs are tests/test_decisions.py's
+                "--max-pairs",
+                "1",  # this test is about the API; re-runs are tests/test_decisions.py's
                 "--foreground",
             ],
             cwd=repo,
@@ -111,8 +112,6 @@ def phases(tmp_path_factory, data_dir):
     server = fa.FakeAnthropic()
     old_env = {k: os.environ.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
     os.environ.update(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=server.url)
-    saved_backoff = campaign_module.BACKOFF_START_S
-    campaign_module.BACKOFF_START_S = 0.2
     out = {"repo": repo, "db": repo / "state" / "experiments.db"}
     try:
         settings = Settings(
@@ -120,8 +119,9 @@ def phases(tmp_path_factory, data_dir):
             program="model",
             tag="trouble",
             budget_s=2,
-            policy=Policy(baseline_runs=1, max_reruns=0),
+            policy=Policy(baseline_runs=1, max_pairs=1),
             repo=repo,
+            backoff_s=0.2,
         )
         row = daemon.open_campaign(settings, "claude", "claude-sonnet-4-6", None)
         server.script = (
@@ -131,21 +131,20 @@ def phases(tmp_path_factory, data_dir):
             + [fa.submit("did nothing"), fa.submit("did nothing again")]
             + [fa.error(401, "authentication_error", "invalid x-api-key")]
         )
-        out["paused"] = CampaignLoop(settings, row, ClaudeAgent(max_retries=0)).run()
+        out["paused"] = CampaignLoop(settings, row, ClaudeAgent(max_retries=0), LocalExecutor()).run()
         out["after_pause"] = ledger.find_campaign(out["db"], "model", "trouble")
 
         server.script = experiment("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.6")
         settings.max_experiments = 5
-        out["resumed"] = CampaignLoop(settings, out["after_pause"], ClaudeAgent(max_retries=0)).run()
+        out["resumed"] = CampaignLoop(settings, out["after_pause"], ClaudeAgent(max_retries=0), LocalExecutor()).run()
 
         settings.max_experiments = None
         settings.max_cost_usd = ledger.campaign_cost(out["db"], row.id) + 0.01
         out["capped"] = CampaignLoop(
-            settings, ledger.find_campaign(out["db"], "model", "trouble"), ClaudeAgent(max_retries=0)
+            settings, ledger.find_campaign(out["db"], "model", "trouble"), ClaudeAgent(max_retries=0), LocalExecutor()
         ).run()
         out["requests"] = len(server.requests)
     finally:
-        campaign_module.BACKOFF_START_S = saved_backoff
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)

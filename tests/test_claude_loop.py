@@ -18,10 +18,14 @@ from agents.claude import ClaudeAgent
 from conftest import make_repo
 from orchestrator import campaign as campaign_module
 from orchestrator import daemon, fingerprint, ledger
-from orchestrator.campaign import CampaignLoop, Settings, expected_gap_s
+from orchestrator.campaign import CampaignLoop
 from orchestrator.cli import app
+from orchestrator.config import Settings
+from orchestrator.executor import LocalExecutor
+from orchestrator.facts import GAP_OVERHEAD_S, expected_gap_s
 from orchestrator.ledger import Run
 from orchestrator.policy import Policy
+from orchestrator.proposing import BACKOFF_MAX_S
 
 KEY = "sk-ant-loop-test-9876543210"
 
@@ -71,7 +75,7 @@ def loop_parts(tmp_path):
 
 def run_loop(settings, row, agent) -> tuple[str, list[float], CampaignLoop]:
     """Run the loop; waits asked for on the main thread are recorded and return at once (nothing sleeps)."""
-    loop = CampaignLoop(settings, row, agent)
+    loop = CampaignLoop(settings, row, agent, LocalExecutor())
     waits: list[float] = []
     real_wait = loop.stop_requested.wait
 
@@ -99,7 +103,7 @@ def test_refused_proposals_back_off_exponentially_then_pause(loop_parts):
     reason, waits, _ = run_loop(settings, row, agent)
     n = campaign_module.MAX_FAILED_PROPOSALS
     assert agent.asked == n and "proposals in a row yielded no experiment" in reason and "refused" in reason
-    start = campaign_module.BACKOFF_START_S
+    start = settings.backoff_s
     assert waits == [start * 2**i for i in range(n - 1)]
     db = settings.state_dir / "experiments.db"
     assert query(db, "SELECT status, stop_reason FROM campaign")[0][0] == "paused"
@@ -114,11 +118,13 @@ def test_abandoned_proposals_pause_too_and_a_success_would_reset_the_count(loop_
     assert "abandoned: no submit_experiment" in reason and loop.failed_proposals == campaign_module.MAX_FAILED_PROPOSALS
 
 
-def test_retry_after_is_a_floor_on_the_backoff(loop_parts):
+def test_retry_after_is_a_floor_on_the_backoff_and_capped(loop_parts):
     settings, row = loop_parts
-    agent = FailingAgent([TransientAgentError("Anthropic API HTTP 429: slow down", retry_after_s=900.0), Refused("no")])
+    slow = TransientAgentError("Anthropic API HTTP 429: slow down", retry_after_s=120.0)
+    agent = FailingAgent([slow, TransientAgentError("HTTP 529", retry_after_s=86_400.0), Refused("no")])
     _, waits, _ = run_loop(settings, row, agent)
-    assert waits[0] == 900.0  # not the 5 s the backoff would start with
+    assert waits[0] == 120.0  # not the 5 s the backoff would start with
+    assert waits[1] == BACKOFF_MAX_S  # a day's retry-after is not a night lost: stop can interrupt it, and it is capped
 
 
 def test_an_invalid_request_pauses_the_campaign_after_one_call(loop_parts, monkeypatch):
@@ -152,9 +158,9 @@ def test_the_expected_gap_comes_from_measured_runs():
     def run(total, agent=None, bpb=2.5):
         return Run(campaign_id=1, seq=1, total_seconds=total, agent_seconds=agent, val_bpb=bpb)
 
-    assert expected_gap_s([], 300) == 300 + campaign_module.GAP_OVERHEAD_S
+    assert expected_gap_s([], 300) == 300 + GAP_OVERHEAD_S
     assert (
-        expected_gap_s([run(5, bpb=None)], 300) == 300 + campaign_module.GAP_OVERHEAD_S
+        expected_gap_s([run(5, bpb=None)], 300) == 300 + GAP_OVERHEAD_S
     )  # a rejected proposal measured nothing
     assert expected_gap_s([run(380, 20), run(400, 30), run(9000, 10)], 300) == 370  # the median, agent time excluded
     assert expected_gap_s([run(70), run(75), run(80)], 60) == 75
@@ -185,7 +191,7 @@ def test_start_help_explains_the_claude_flags():
 def test_the_migration_adds_the_new_columns_to_an_old_ledger(tmp_path):
     db = tmp_path / "experiments.db"
     ledger.engine(db)  # created at the current version
-    ledger._engines.clear()
+    ledger.forget_engines()
     con = sqlite3.connect(db)
     for table, column in (
         ("run", "conversation"),
@@ -205,7 +211,7 @@ def test_the_migration_adds_the_new_columns_to_an_old_ledger(tmp_path):
     }
     assert "conversation" in {r[1] for r in con.execute("PRAGMA table_info(run)")}
     con.close()
-    ledger._engines.clear()
+    ledger.forget_engines()
 
 
 def test_an_llm_call_inserted_by_hand_needs_no_new_column(tmp_path):
@@ -229,4 +235,4 @@ def test_an_llm_call_inserted_by_hand_needs_no_new_column(tmp_path):
         None,
     )
     con.close()
-    ledger._engines.clear()
+    ledger.forget_engines()

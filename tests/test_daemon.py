@@ -134,8 +134,8 @@ def test_offline_campaign_end_to_end(repo, data_dir):
         "3",
         "--baseline-runs",
         "1",
-        "--max-reruns",
-        "1",
+        "--max-pairs",
+        "2",
         "--foreground",
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -184,8 +184,8 @@ def test_kill_9_during_training_then_resume(repo, data_dir):
         "1",
         "--baseline-runs",
         "1",
-        "--max-reruns",
-        "0",
+        "--max-pairs",
+        "1",
         "--foreground",
     )
     assert status.returncode == 0, status.stdout + status.stderr
@@ -255,8 +255,8 @@ def test_data_program_campaign(repo, data_dir):
         "2",
         "--baseline-runs",
         "1",
-        "--max-reruns",
-        "0",
+        "--max-pairs",
+        "1",
         "--foreground",
     )
     assert result.returncode == 0, result.stdout + result.stderr

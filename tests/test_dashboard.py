@@ -26,6 +26,7 @@ from orchestrator.dashboard import data
 from orchestrator.dashboard.app import create_app, running
 from orchestrator.dashboard.screenshot import VIEWPORT, chromium, launch
 from orchestrator.ledger import Campaign, Event, LlmCall, Run
+from orchestrator.policy import Noise, Policy, keep_band
 from orchestrator.programs import ROOT, StatePaths
 
 NOW = datetime.now(UTC)
@@ -91,6 +92,7 @@ def state(tmp_path_factory) -> Path:
         status="stopped",
         stop_reason="reached --max-experiments 8",
         noise_sigma=0.004,
+        noise_dof=6,
         sandbox="namespaces",
     )
     ledger.save(db, done)
@@ -329,7 +331,8 @@ def test_progress_chart_has_one_point_per_run(page, server, state):
         "() => fetch(location.pathname.replace('/campaign/', '/api/campaign/') + '/chart')"
         ".then(r => r.json()).then(d => d.band)"
     )
-    assert bands[:4] == [0.008, 0.008, 0.01, 0.012]  # the policy's rule on sigma until a decision stores its band
+    rule = keep_band(Policy(), Noise(0.004, 6))  # the policy's band on sigma until a decision stores its band
+    assert bands[:4] == [pytest.approx(rule), pytest.approx(rule), 0.01, 0.012]
     assert chart[1][2] == pytest.approx(2.42 + 0.01) and chart[2][3] == pytest.approx(2.42 - 0.012)
     assert page.locator("table.runs tbody tr[data-run-id]").count() == len(runs)
     shot(page, "campaign")
@@ -537,9 +540,10 @@ def test_no_ledger_yet_is_a_clear_page(tmp_path):
 
 def test_noise_band_prefers_a_stored_band_and_else_follows_the_policy():
     assert data.noise_band(
-        {"noise_sigma": 0.01, "settings": '{"policy": {"min_delta": 0.001, "sigma_multiple": 2.0}}'}
-    ) == pytest.approx(0.02)
-    assert data.noise_band({"noise_sigma": 0.0001, "settings": "{}"}) == pytest.approx(0.001)  # min_delta floor
+        {"noise_sigma": 0.01, "noise_dof": 4, "settings": '{"policy": {"min_delta": 0.001, "sigma_multiple": 2.0}}'}
+    ) == pytest.approx(keep_band(Policy(), Noise(0.01, 4)))  # a field of an older rule is ignored
+    assert data.noise_band({"noise_sigma": 0.00001, "noise_dof": 9, "settings": "{}"}) == pytest.approx(0.001)
+    assert data.noise_band({"noise_sigma": 0.01, "noise_dof": 0}) is None  # no seed noise measured yet
     assert data.noise_band({"noise_sigma": 0.01, "noise_band": '{"band": 0.05, "how": "2 sigma widened"}'}) == 0.05
     assert data.noise_band({"noise_sigma": None}) is None
 

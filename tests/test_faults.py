@@ -17,9 +17,10 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import make_repo
-from orchestrator import campaign as campaign_module
 from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator.campaign import CampaignLoop
+from orchestrator.config import Settings
+from orchestrator.executor import LocalExecutor
 from orchestrator.policy import Policy
 
 
@@ -100,15 +101,12 @@ def campaign(tmp_path_factory, data_dir):
         max_experiments=len(FAULTS),
         stall_s=stall_margin(),
         memory_mb=1200,  # a baseline's tree peaks near 480 MB here; the hog needs 18 steps
-        policy=Policy(baseline_runs=1, max_reruns=0),
+        policy=Policy(baseline_runs=1, max_pairs=1),
         repo=repo,
+        backoff_s=0.1,
     )
     row = daemon.open_campaign(settings, "scripted", None, None)
-    saved, campaign_module.BACKOFF_START_S = campaign_module.BACKOFF_START_S, 0.1
-    try:
-        reason = CampaignLoop(settings, row, ScriptedAgent(FAULTS)).run()
-    finally:
-        campaign_module.BACKOFF_START_S = saved
+    reason = CampaignLoop(settings, row, ScriptedAgent(FAULTS), LocalExecutor()).run()
     db = settings.state_dir / "experiments.db"
     runs = {r.description: r for r in ledger.campaign_runs(db, row.id)}
     return {"repo": repo, "runs": runs, "reason": reason, "wt": Path(row.worktree), "db": db}

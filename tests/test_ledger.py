@@ -58,12 +58,12 @@ def test_migrations_run_forward_only(tmp_path, monkeypatch):
     con = sqlite3.connect(db)
     con.execute(f"PRAGMA user_version={ledger.SCHEMA_VERSION + 1}")
     con.commit()
-    ledger._engines.clear()
+    ledger.forget_engines()
     with pytest.raises(RuntimeError, match="newer than this arx"):
         ledger.engine(db)
     con.execute(f"PRAGMA user_version={ledger.SCHEMA_VERSION}")
     con.commit()
-    ledger._engines.clear()
+    ledger.forget_engines()
     monkeypatch.setattr(
         ledger,
         "MIGRATIONS",
@@ -73,7 +73,7 @@ def test_migrations_run_forward_only(tmp_path, monkeypatch):
     ledger.engine(db)
     assert "note" in {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(run)")}
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM campaign").fetchone()[0] == 1  # data kept
-    ledger._engines.clear()
+    ledger.forget_engines()
 
 
 def test_readers_work_while_a_writer_writes(tmp_path):
@@ -104,24 +104,36 @@ def test_readers_work_while_a_writer_writes(tmp_path):
     assert len(ledger.campaign_runs(db, c.id)) == 200
 
 
-def test_v1_ledger_gains_the_v2_columns_and_view(tmp_path):
-    """A database written by v1 (no seeds, fingerprints, CPU share, bands) migrates in place."""
+def test_a_v1_ledger_migrates_in_place(tmp_path):
+    """A database as v1 wrote it (the frozen DDL, no seeds, fingerprints, CPU share or decisions) migrates in place,
+    and its measurements that were not verdicts stop counting as keeps."""
     db = tmp_path / "experiments.db"
-    c = new_campaign(db)
-    ledger.save(db, Run(campaign_id=c.id, seq=1, status="keep", val_bpb=3.5, description="old run"))
-    ledger._engines.clear()
     con = sqlite3.connect(db)
-    con.execute("DROP VIEW experiments")
-    for table, columns in ledger.VERDICT_COLUMNS.items():
-        for name in columns:
-            con.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
-    con.execute(ledger.EXPERIMENTS_VIEW)
-    con.execute("PRAGMA user_version=1")
+    con.executescript(ledger.V1_TABLES + ";PRAGMA user_version=1;")
+    con.execute(
+        "INSERT INTO campaign (tag, program, branch, worktree, base_commit, agent, dataset, budget_s, status, "
+        "created_at, settings) VALUES ('t', 'model', 'autoresearch/t', '/w', 'abc', 'offline', 'stdlib', 60, "
+        "'stopped', '2026-11-01', '{}')"
+    )
+    for seq, kind, status in ((1, "baseline", "keep"), (2, "experiment", "keep"), (3, "rerun", "keep")):
+        con.execute(
+            "INSERT INTO run (campaign_id, seq, kind, status, val_bpb, description, started_at) "
+            "VALUES (1, ?, ?, ?, 3.5, 'old run', '2026-11-01')",
+            (seq, kind, status),
+        )
     con.commit()
     ledger.engine(db)
-    ledger._engines.clear()
-    assert {"seed", "fingerprint_hash", "cpu_share", "contended", "band", "sibling_commit"} <= {
+    ledger.forget_engines()
+    assert {"seed", "fingerprint_hash", "cpu_share", "contended", "band", "decision", "cpu_free", "node"} <= {
         r[1] for r in con.execute("PRAGMA table_info(run)")
     }
-    assert con.execute("SELECT description, seed, contended FROM experiments").fetchone() == ("old run", None, 0)
+    assert {"request_id", "response_id", "thinking", "effort"} <= {
+        r[1] for r in con.execute("PRAGMA table_info(llm_call)")
+    }
+    assert con.execute("SELECT description, seed, contended FROM experiments WHERE seq = 2").fetchone() == (
+        "old run",
+        None,
+        0,
+    )
+    assert [r[0] for r in con.execute("SELECT status FROM run ORDER BY seq")] == ["measured", "keep", "measured"]
     assert con.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION

@@ -5,23 +5,22 @@ training is real (git, ledger, policy); the real Ray executor's end-to-end tests
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import git
 import pytest
 
 from agents.base import Proposal, ProposalContext, ScopedEditor
 from conftest import HANG_S, make_repo
 from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop, Settings
-from orchestrator.executor import LOST, LocalExecutor
+from orchestrator.campaign import CampaignLoop
+from orchestrator.config import Settings
+from orchestrator.executor import LOST
 from orchestrator.experiment import Measurement
-from orchestrator.parallel import ParallelLoop
 from orchestrator.policy import Policy
 from orchestrator.scorer import Scores
-from scripted import BASE, GAIN, SEED_LUCK
+from scripted import BASE, ScriptedExecutor
 
 
 @dataclass
@@ -41,29 +40,32 @@ class PlacedGainAgent:
         return Proposal(f"gain {gain} at line {line} (#{ctx.seq})")
 
 
-class ScriptedParallel(ParallelLoop):
-    """Scores a run by formula from the files of its commit; the first candidate's measurement waits until the
-    second is in flight, and the second's until the first was applied: both overlap, the first lands first."""
+class Overlapping(ScriptedExecutor):
+    """Scores a run by formula from the files of its commit, as if each run had its own slot (as on Ray); the first
+    candidate's measurement waits until the second is in flight, and the second's until the first was applied:
+    both overlap, the first lands first."""
 
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
+    def __init__(self):
+        super().__init__(holds_slots=True)
         self.second_started = threading.Event()
+        self.db = None
 
-    def _measure(self, run, run_dir: Path, near: str | None = None) -> bool:
-        source = self.repo.git.show(f"{run.commit}:trainer/train.py")
-        first = self.s.policy.baseline_runs + 1  # the seq of the first experiment
-        if run.kind == "experiment" and run.seq == first:
+    def measure(self, spec, should_stop, on_phase, avoid=None, near=None):
+        seq, first = int(spec.run_dir.name), 2  # one baseline: the first experiment is run #2
+        self.db = spec.state_dir / "experiments.db"
+        if seq == first:
             assert self.second_started.wait(HANG_S)
-        if run.kind == "experiment" and run.seq == first + 1:
+        if seq == first + 1:
             self.second_started.set()
             assert wait(lambda: self.status_of(first) in ("keep", "discard", "rejected"))
-        run.val_bpb = BASE + SEED_LUCK[run.seed] - sum(float(g) for g in GAIN.findall(source))
-        run.test_bpb, run.tok_per_sec, run.cpu_share, run.node = run.val_bpb + 0.1, 1000.0, 0.9, "scripted"
-        self.save(run)
-        return True
+        return super().measure(spec, should_stop, on_phase, avoid, near)
 
     def status_of(self, seq: int) -> str:
-        return next(r.status for r in ledger.campaign_runs(self.db, self.campaign.id) if r.seq == seq)
+        con = sqlite3.connect(self.db)
+        try:
+            return con.execute("SELECT status FROM run WHERE seq = ?", (seq,)).fetchone()[0]
+        finally:
+            con.close()
 
 
 def wait(predicate, timeout: float = HANG_S) -> bool:
@@ -77,7 +79,7 @@ def wait(predicate, timeout: float = HANG_S) -> bool:
     return False
 
 
-def campaign(tmp_path, agent, max_experiments: int) -> ScriptedParallel:
+def campaign(tmp_path, agent, max_experiments: int) -> CampaignLoop:
     repo = make_repo(tmp_path / "repo")
     settings = Settings(
         state_dir=repo / "state",
@@ -85,56 +87,17 @@ def campaign(tmp_path, agent, max_experiments: int) -> ScriptedParallel:
         tag="p",
         budget_s=1,
         max_experiments=max_experiments,
-        policy=Policy(max_reruns=0),
+        policy=Policy(baseline_runs=1, min_pairs=1, max_pairs=1),
         repo=repo,
         parallel=2,
     )
     row = daemon.open_campaign(settings, agent.name, None, None)
-    return ScriptedParallel(settings, row, agent)
-
-
-class Slotted(LocalExecutor):
-    """This machine, as if each measurement had its own slot (as on Ray): the scripted runs need no lock."""
-
-    holds_slots = True
+    return CampaignLoop(settings, row, agent, Overlapping())
 
 
 @pytest.fixture(autouse=True)
-def scripted_slots(monkeypatch):
-    monkeypatch.setattr("orchestrator.campaign.make_executor", lambda s: Slotted())
+def no_fast_blas(monkeypatch):
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
-
-
-def test_a_keep_that_lands_after_the_champion_moved_is_rebased_and_judged_again(tmp_path):
-    loop = campaign(tmp_path, PlacedGainAgent([(1.0, 10), (1.0, 200)]), max_experiments=2)
-    assert loop.run() == "reached --max-experiments 2"
-    runs = ledger.campaign_runs(loop.db, loop.campaign.id)
-    assert [(r.kind, r.status) for r in runs if r.kind != "baseline"] == [
-        ("experiment", "keep"),
-        ("experiment", "discard"),
-        ("rebase", "keep"),
-    ]
-    first, second, rebased = [r for r in runs if r.kind != "baseline"]
-    base = loop.campaign.base_commit
-    assert first.parent_commit == second.parent_commit == base  # both built on the same champion
-    assert rebased.parent_commit == first.commit and rebased.rerun_of == second.id
-    assert "champion moved" in second.decision_reason and f"#{rebased.seq}" in second.decision_reason
-    assert rebased.val_bpb == pytest.approx(BASE + SEED_LUCK[rebased.seed] - 2.0)  # both gains: really rebased
-    repo = git.Repo(loop.s.repo)
-    chain = list(repo.iter_commits(f"{base}..{loop.campaign.branch}"))
-    assert [c.hexsha for c in reversed(chain)] == [first.commit, rebased.commit]
-    assert [p.hexsha for p in chain[0].parents] == [first.commit]  # in order: each on the one before
-    assert not git.Repo(loop.campaign.worktree).is_dirty(untracked_files=True)
-
-
-def test_a_keep_that_no_longer_applies_is_rejected(tmp_path):
-    loop = campaign(tmp_path, PlacedGainAgent([(1.0, 10), (1.0, 10)]), max_experiments=2)  # the same line: conflict
-    assert loop.run() == "reached --max-experiments 2"
-    runs = [r for r in ledger.campaign_runs(loop.db, loop.campaign.id) if r.kind != "baseline"]
-    assert [(r.kind, r.status) for r in runs] == [("experiment", "keep"), ("experiment", "rejected")]
-    assert "no longer applies" in runs[1].decision_reason
-    chain = list(git.Repo(loop.s.repo).iter_commits(f"{loop.campaign.base_commit}..{loop.campaign.branch}"))
-    assert [c.hexsha for c in chain] == [runs[0].commit]
 
 
 @dataclass
@@ -165,7 +128,6 @@ class Flaky:
 @pytest.mark.parametrize("losses", [1, 2])
 def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monkeypatch, data_dir, losses):
     flaky = Flaky(losses)
-    monkeypatch.setattr("orchestrator.campaign.make_executor", lambda s: flaky)
     repo = make_repo(tmp_path / "repo")
     settings = Settings(
         state_dir=repo / "state",
@@ -176,7 +138,7 @@ def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monk
         repo=repo,
         policy=Policy(baseline_runs=1),
     )
-    loop = CampaignLoop(settings, daemon.open_campaign(settings, "offline", None, None), PlacedGainAgent([]))
+    loop = CampaignLoop(settings, daemon.open_campaign(settings, "offline", None, None), PlacedGainAgent([]), flaky)
     reason = loop.run()
     runs = ledger.campaign_runs(loop.db, loop.campaign.id)
     baseline, lost = runs[0], runs[1]
@@ -184,7 +146,7 @@ def test_a_lost_worker_interrupts_the_attempt_and_is_retried_once(tmp_path, monk
     assert flaky.avoided[:2] == [None, "node-a"], "measured once more away from the node it was lost on"
     if losses == 1:
         assert reason == "reached --max-experiments 0"
-        assert (baseline.status, baseline.node, baseline.val_bpb) == ("keep", "node-b", BASE)
+        assert (baseline.status, baseline.node, baseline.val_bpb) == ("measured", "node-b", BASE)
     else:
         assert "lost its worker twice" in reason and baseline.status == "interrupted"
         campaign = ledger.find_campaign(loop.db, "model", "f")

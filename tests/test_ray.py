@@ -96,10 +96,10 @@ PARALLEL_START = (
     "2",
     "--baseline-runs",
     "1",
-    "--max-reruns",
-    "0",
-    "--cpu-share-drop",
-    "0.9",  # 2 runs on 2 cores beside the daemon's scorer: contention is not what these tests are about
+    "--max-pairs",
+    "1",
+    "--cpu-tolerance",
+    "1",  # 2 runs on 2 cores beside the daemon's scorer: contention is not what these tests are about
     "--executor",
     "ray",
     "--ray-address",

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import report
-from ..policy import Policy
-from ..programs import ACTIVE_RUN_STATUSES
+from ..policy import Noise, from_dict, keep_band
+from ..statuses import UNFINISHED, Status, sql_list
 
 FAILED = ("crash", "timeout", "invalid")  # trained (or tried to) and produced no usable score
-STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "rejected", "interrupted", *ACTIVE_RUN_STATUSES)
+STATUSES = tuple(Status)
 PAGE_SIZE = 100
 SORTS = ("seq", "status", "val_bpb", "test_bpb", "tok_per_sec", "training_seconds", "started_at")  # runs table columns
 LOG_NAMES = ("train.log", "prepare.log", "eval.log")
@@ -90,8 +90,8 @@ def noise_band(campaign: dict) -> float | None:
         return None
     settings = json_or_none(campaign.get("settings")) or {}
     policy = settings.get("policy", {}) if isinstance(settings, dict) else {}
-    default = Policy()
-    return max(policy.get("min_delta", default.min_delta), policy.get("sigma_multiple", default.sigma_multiple) * sigma)
+    policy = from_dict(policy if isinstance(policy, dict) else {})
+    return keep_band(policy, Noise(sigma, campaign.get("noise_dof") or 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ SELECT status, COUNT(*) AS n,
        COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_n,
        SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_sum,
        MAX(CASE WHEN status = 'keep' AND kind = 'experiment' THEN ended_at END) AS last_keep,
-       GROUP_CONCAT(CASE WHEN status IN {ACTIVE_RUN_STATUSES} THEN id END) AS active,
+       GROUP_CONCAT(CASE WHEN status IN {sql_list(UNFINISHED)} THEN id END) AS active,
        GROUP_CONCAT(CASE WHEN status = 'keep' AND val_bpb IS NOT NULL THEN seq || ':' || val_bpb END) AS kept,
        MAX(seq) AS last_seq,
        MAX(CASE WHEN {{band}} IS NOT NULL THEN id END) AS band_run
@@ -565,7 +565,7 @@ def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
         "logs": log_tails(state_dir, run),
         "conversation": conversation(state_dir, run),
         "extra": extra_fields(run, SHOWN_RUN_COLUMNS),
-        "active": run["status"] in ACTIVE_RUN_STATUSES,
+        "active": run["status"] in UNFINISHED,
         "cost": sum(c.get("cost_usd") or 0.0 for c in calls),
     }
 

@@ -22,9 +22,11 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
-from orchestrator import campaign as campaign_module
 from orchestrator import corpus, daemon, experiment, fingerprint, ledger, scorer
-from orchestrator.campaign import CampaignLoop, Settings
+from orchestrator.campaign import CampaignLoop
+from orchestrator.config import Settings
+from orchestrator.executor import LocalExecutor
+from orchestrator.policy import Policy
 
 SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
 MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
@@ -190,20 +192,19 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
         "max_experiments": len(steps),
         "stall_s": STALL_S,
         "memory_mb": 3000,
-        "policy": campaign_module.policy.Policy(baseline_runs=1, max_reruns=0),
+        "policy": Policy(baseline_runs=1, max_pairs=1),
         "repo": repo,
+        "backoff_s": 0.1,
     }
     settings = Settings(**(kw | settings_kw))
     row = daemon.open_campaign(settings, "scripted", None, None)
     before = snapshot(watched_roots(repo))
     saved_env = os.environ.get("ANTHROPIC_API_KEY")
     os.environ["ANTHROPIC_API_KEY"] = SECRET
-    saved_backoff, campaign_module.BACKOFF_START_S = campaign_module.BACKOFF_START_S, 0.1
     started = time.time()
     try:
-        reason = CampaignLoop(settings, row, ScriptedAttacker(steps)).run()
+        reason = CampaignLoop(settings, row, ScriptedAttacker(steps), LocalExecutor()).run()
     finally:
-        campaign_module.BACKOFF_START_S = saved_backoff
         if saved_env is None:
             os.environ.pop("ANTHROPIC_API_KEY", None)
         else:

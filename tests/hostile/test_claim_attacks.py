@@ -13,7 +13,7 @@ import payloads as p
 import pytest
 from attack_kit import SECRET, chain, data_dir, files_with, inject, replace, run_campaign, survivors
 
-from orchestrator.campaign import ALLOWANCE_FACTOR, MIN_ALLOWANCE_S
+from orchestrator.facts import ALLOWANCE_FACTOR, MIN_ALLOWANCE_S
 from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def campaign(tmp_path_factory, data_dir):
         tmp_path_factory.mktemp("hostile-claims"),
         "model",
         ATTACKS,
-        policy=Policy(baseline_runs=1, max_reruns=0, min_delta=0.5),
+        policy=Policy(baseline_runs=1, max_pairs=1, min_delta=0.5),
     )
 
 
