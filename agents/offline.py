@@ -59,12 +59,13 @@ def neighbours(name: str, value: int | float) -> list[int | float]:
     return [float(f"{value * f:.4g}") for f in (0.5, 0.7, 1.4, 2.0)]
 
 
-def tunables(text: str, gpu: bool) -> list[tuple[int, str, int | float, str]]:
-    """(line index, name, current value, which branch: 'gpu' | 'cpu' | 'both') of each constant."""
+def tunables(text: str, gpu: bool, frozen: frozenset[str] = frozenset()) -> list[tuple[int, str, int | float, str]]:
+    """(line index, name, current value, which branch: 'gpu' | 'cpu' | 'both') of each constant; `frozen` names more
+    constants to leave alone (a benchmark at a fixed step count freezes what changes the compute per step)."""
     found = []
     for i, line in enumerate(text.splitlines()):
         m = CONSTANT.match(line)
-        if not m or FROZEN.match(m["name"]) or m["name"].endswith("_CPU" if gpu else "_GPU"):
+        if not m or FROZEN.match(m["name"]) or m["name"] in frozen or m["name"].endswith("_CPU" if gpu else "_GPU"):
             continue  # frozen, or a knob of the other backend (a change there would change nothing here)
         branch = "both" if m["cpu"] is None else ("gpu" if gpu else "cpu")
         value = parse_number(m["cpu"] if branch == "cpu" else m["gpu"])
@@ -87,8 +88,8 @@ class OfflineAgent:
     name = "offline"
     model = None
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
+    def __init__(self, seed: int = 0, frozen: frozenset[str] = frozenset()):
+        self.seed, self.frozen = seed, frozen
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         editor = ScopedEditor(ctx.worktree, ctx.editable, ctx.readable)
@@ -98,7 +99,7 @@ class OfflineAgent:
         options = []
         for path in ctx.editable:
             text = editor.read(path)
-            for line_no, name, value, branch in tunables(text, gpu):
+            for line_no, name, value, branch in tunables(text, gpu, self.frozen):
                 for new in neighbours(name, value):
                     options.append((path, line_no, name, value, branch, new))
         rng.shuffle(options)

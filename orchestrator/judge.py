@@ -16,7 +16,7 @@ new ones:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -121,8 +121,14 @@ def comparable(policy: Policy, a: Point, b: Point) -> bool:
     return high <= 0 or low >= (1 - policy.cpu_tolerance) * high
 
 
-def judge(policy: Policy, seeds: Iterable[int], m: Measurements) -> Verdict:
-    """Measure and assess until a verdict; `seeds` are the champion's seeds in order (new ones follow)."""
+def judge(
+    policy: Policy,
+    seeds: Iterable[int],
+    m: Measurements,
+    rule: Callable[[Policy, list[float], Noise], Assessment] = assess,
+) -> Verdict:
+    """Measure and assess until a verdict; `seeds` are the champion's seeds in order (new ones follow). `rule` is
+    the keep rule (the benchmarks replay an older one on the same measurements)."""
     pairs: list[Pair] = []
     aside: list[tuple[Point, str]] = []
 
@@ -168,7 +174,7 @@ def judge(policy: Policy, seeds: Iterable[int], m: Measurements) -> Verdict:
         pairs.append(Pair(c, x))
         same = [p for p in pairs if p.candidate.fingerprint == x.fingerprint]  # never compared across machines
         noise = m.noise(x.fingerprint)
-        a = assess(policy, [p.gain for p in same], noise)
+        a = rule(policy, [p.gain for p in same], noise)
         if a.verdict != CONTINUE:
             return Verdict(a.verdict, a.reason, a, same, aside, noise)
     raise AssertionError("unreachable: the seeds never end")

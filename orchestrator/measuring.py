@@ -145,13 +145,13 @@ class Measurer:
         run.val_bpb, run.test_bpb, run.scoring = scores.val_bpb, scores.test_bpb, json.dumps(scores.detail)
         self.rec.save(run)
         claimed = f"{run.tok_per_sec:,.0f} tok/s claimed" if run.tok_per_sec else "no throughput claimed"
+        how = [claimed]
+        if run.train_wall_s is not None:
+            how.insert(0, f"trained {run.train_wall_s:.0f}s by the daemon's clock")
+        if run.cpu_free is not None:
+            how.insert(1, f"{run.cpu_free:.2f} of the machine free")
         self.rec.event(
-            "measured",
-            f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} (trained {run.train_wall_s:.0f}s "
-            f"by the daemon's clock, {run.cpu_free:.2f} of the machine free; {claimed})"
-            if run.cpu_free is not None
-            else f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} ({claimed})",
-            run,
+            "measured", f"#{run.seq} val_bpb {run.val_bpb:.4f} test_bpb {run.test_bpb:.4f} ({'; '.join(how)})", run
         )
         return True
 

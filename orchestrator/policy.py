@@ -32,6 +32,7 @@ Throughput never decides: tok/s is reported by the (untrusted) trainer.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass, field, fields
@@ -138,8 +139,9 @@ def t_cdf(t: float, dof: int) -> float:
     return 0.5 + 0.5 * a
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, dof: int) -> float:
-    """The t quantile at probability p > 0.5 (bisection on `t_cdf`)."""
+    """The t quantile at probability p > 0.5 (bisection on `t_cdf`; a verdict asks for the same few again and again)."""
     lo, hi = 0.0, 1.0
     while t_cdf(hi, dof) < p:
         hi *= 2

@@ -85,7 +85,7 @@ def test_worktree_code_is_what_runs(stdlib, worktree, tmp_path):
     edit_constant(worktree, "DEPTH", "1")
     edit_constant(worktree, "MODEL_DIM", "64")
     source = worktree / "trainer" / "train.py"
-    head = "def build_model(config: dict) -> GPT:\n"
+    head = "def build_model(config: dict, seed: int = 0) -> GPT:\n"
     assert source.read_text().count(head) == 1
     source.write_text(source.read_text().replace(head, f"{head}    print({MARKER!r}, flush=True)\n"))
     run_dir = tmp_path / "run"
@@ -153,7 +153,7 @@ def test_a_model_process_that_trains_before_its_first_logits_is_cut_off(
     from orchestrator import experiment
 
     source = worktree / "trainer" / "train.py"
-    head = "def build_model(config: dict) -> GPT:\n"
+    head = "def build_model(config: dict, seed: int = 0) -> GPT:\n"
     source.write_text(source.read_text().replace(head, f"{head}    import time\n    time.sleep(120)\n"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -159,3 +159,22 @@ def test_fused_capped_cross_entropy_matches_autodiff(cap):
     want_value, want_grad = mx.value_and_grad(reference)(logits)
     assert abs(value.item() - want_value.item()) < 1e-5
     np.testing.assert_allclose(np.array(grad), np.array(want_grad), atol=1e-6)
+
+
+def test_common_random_numbers_every_shared_parameter_starts_the_same():
+    """Seed s gives every parameter that keeps its name and shape the same initial values, whatever else a change
+    adds (a layer) or draws (extra random numbers before init): paired runs differ by the change, not by the init."""
+    from mlx.utils import tree_flatten
+
+    two = dict(tree_flatten(train.build_model(tiny_config(depth=2), seed=5).parameters()))
+    mx.random.seed(123)
+    mx.eval(mx.random.uniform(shape=(7,)))  # a change that draws before init
+    three = dict(tree_flatten(train.build_model(tiny_config(depth=3), seed=5).parameters()))
+    shared = [k for k in two if k in three and two[k].shape == three[k].shape]
+    assert {"wte.weight", "lm_head.weight", "blocks.0.attn.c_q.weight", "blocks.1.mlp.c_fc.weight"} <= set(shared)
+    random_ones = [k for k in shared if mx.abs(two[k]).max().item() > 0 and "lambdas" not in k]
+    assert len(random_ones) >= 8
+    for k in shared:
+        assert mx.array_equal(two[k], three[k]).item(), k
+    other = dict(tree_flatten(train.build_model(tiny_config(depth=2), seed=6).parameters()))
+    assert not mx.array_equal(two["wte.weight"], other["wte.weight"]).item()  # another seed, other weights

@@ -222,3 +222,19 @@ def test_a_failed_re_run_discards():
     assert v.decision == DISCARD and "a re-run failed (seed 2)" in v.reason and len(v.pairs) == 1
     w = world([0.5], fail={1})
     assert "its measurement failed" in judge(P, baselines(w), w).reason
+
+
+def test_the_judge_on_simulated_seeds_keeps_real_gains_and_refuses_noise():
+    """`python -m bench policy` in small: the judge itself on simulated seeds (sigma 1), A/A campaigns of 20 and
+    real gains of about a sigma whose pairs are tight (common random numbers), against the rule it replaced."""
+    from bench.verdicts import bench_policy
+
+    out = bench_policy(campaigns=40, trials=80, seed=3)["rules"]
+    new, old = out["new"], out["old"]
+    assert new["aa"]["kept_per_proposal"] <= 0.01 and new["aa_heavy_tails"]["kept_per_proposal"] <= 0.01
+    assert new["gain 1 sigma, pairs sd 0.15 sigma"]["kept"] >= 0.95
+    assert new["gain 0.5 sigma, pairs sd 0.1 sigma"]["kept"] >= 0.95
+    assert new["gain 1 sigma, pairs sd 0.15 sigma"]["candidate_runs_per_verdict"] <= 8
+    assert new["gain -0.5 sigma, pairs sd 0.3 sigma"]["kept"] == 0
+    assert new["gain -0.5 sigma, pairs sd 0.3 sigma"]["candidate_runs_per_verdict"] <= 2
+    assert old["gain 1 sigma, pairs sd 0.15 sigma"]["kept"] < 0.5  # the blind rule this one replaced

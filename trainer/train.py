@@ -18,6 +18,7 @@ bad input.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -220,22 +221,30 @@ def capped_cross_entropy(cap: float):
     return loss
 
 
-def build_model(config: dict) -> GPT:
-    """The model for `config` (model_config.json), initialised as nanochat does."""
+def param_key(seed: int, name: str) -> mx.array:
+    """The random key of one parameter: seed s gives a parameter of a given name and shape the same initial values
+    whatever else a change adds, removes or draws (common random numbers: a change's paired runs differ by the
+    change, not by a reshuffled init)."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return mx.random.key(int.from_bytes(digest[:4], "little"))
+
+
+def build_model(config: dict, seed: int = 0) -> GPT:
+    """The model for `config` (model_config.json), initialised as nanochat does, each parameter from its own key."""
     model = GPT(config)
-    dim = config["model_dim"]
-    bound = math.sqrt(3) * 0.5 * dim**-0.5
+    bound = math.sqrt(3) * 0.5 * config["model_dim"] ** -0.5
 
-    def uniform(w):
-        return mx.random.uniform(-bound, bound, w.shape)
+    def uniform(name: str, w: mx.array) -> mx.array:
+        return mx.random.uniform(-bound, bound, w.shape, key=param_key(seed, name))
 
-    model.wte.weight = mx.random.normal(model.wte.weight.shape)
-    model.lm_head.weight = 0.001 * mx.random.normal(model.lm_head.weight.shape)
-    for emb in model.value_embeds.values():
-        emb.weight = uniform(emb.weight)
-    for block in model.blocks:
-        for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
-            lin.weight = uniform(lin.weight)
+    model.wte.weight = mx.random.normal(model.wte.weight.shape, key=param_key(seed, "wte.weight"))
+    model.lm_head.weight = 0.001 * mx.random.normal(model.lm_head.weight.shape, key=param_key(seed, "lm_head.weight"))
+    for layer, emb in model.value_embeds.items():
+        emb.weight = uniform(f"value_embeds.{layer}.weight", emb.weight)
+    for i, block in enumerate(model.blocks):
+        hidden = {"attn.c_q": block.attn.c_q, "attn.c_k": block.attn.c_k, "attn.c_v": block.attn.c_v}
+        for part, lin in (hidden | {"mlp.c_fc": block.mlp.c_fc}).items():
+            lin.weight = uniform(f"blocks.{i}.{part}.weight", lin.weight)
         block.attn.c_proj.weight = mx.zeros_like(block.attn.c_proj.weight)
         block.mlp.c_proj.weight = mx.zeros_like(block.mlp.c_proj.weight)
         if "ve_gate" in block.attn:
@@ -414,8 +423,8 @@ def main() -> int:
     if not GPU:
         blas.use_streams(STREAMS)
     config = model_config(meta["vocab_size"])
-    mx.random.seed(seed)
-    model = build_model(config)
+    mx.random.seed(seed)  # for draws a change adds; the weights draw from keys of their own (`param_key`)
+    model = build_model(config, seed)
     mx.eval(model.parameters())
     num_params = sum(p.size for _, p in tree_flatten(model.parameters()))
     optimizer = build_optimizer()

@@ -1,6 +1,6 @@
 """Benchmark of the dashboard on a ledger of 10,000 runs, printed as JSON (never a timed test).
 
-    uv run python -m orchestrator.dashboard.bench [--runs 10000] [--repeat 20]
+    uv run python -m bench dashboard [--runs 10000] [--repeat 20]
 
 Times full HTTP responses (a real uvicorn server on loopback, a fresh connection per request) for
 the overview, a campaign page holding every run, the chart JSON, a run page, and the change
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import click
 
-from .. import ledger, report
-from ..bench import build_ledger
-from ..ledger import Event, LlmCall, Run
-from .app import create_app, running
+from bench.daemon import build_ledger
+from orchestrator import ledger, report
+from orchestrator.dashboard.app import create_app, running
+from orchestrator.ledger import Event, LlmCall, Run
 
 DIFF = "".join(f"-CONSTANT_{i} = {i}\n+CONSTANT_{i} = {i + 1}  # a comment of realistic length\n" for i in range(25))
 WRITE_EVERY_S = 0.02

@@ -1,11 +1,12 @@
-"""Scripted agents for the A/A benchmark (`python -m orchestrator.bench --aa`) and the tests.
+"""Scripted agents for the A/A benchmark (`python -m bench --aa`) and the tests.
 
 They make real edits to a real `trainer/train.py` through the scoped editor, like any agent:
 
 - `RandomStreamAgent` proposes changes that alter nothing but the random stream: the k-th
-  proposal consumes k extra random numbers before the weights are initialised and shifts the
-  data order's seed by k. Such a change behaves like a new seed; a sound keep rule keeps almost
-  none of them.
+  proposal salts the run's seed (seed + 1000 k), so every random draw moves: the initial weights
+  and the data order. Such a change behaves like a new seed, the worst case for a keep rule that
+  pairs seeds (with common random numbers, a change that only adds a draw moves nothing at all);
+  a sound keep rule keeps almost none of them.
 - `PlantedAgent` proposes one real improvement: it sets a constant that the benchmark's base
   commit deliberately spoiled back to its good value. A sound keep rule keeps it.
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Abandoned, Proposal, ProposalContext, ScopedEditor
+from agents.base import Abandoned, Proposal, ProposalContext, ScopedEditor
 
 TRAIN = "trainer/train.py"
-SEED_LINE = "    mx.random.seed(seed)\n"
+SEED_LINE = '    seed = int(os.environ.get("ARX_SEED", "0"))\n'
 
 
 @dataclass
@@ -30,21 +31,15 @@ class RandomStreamAgent:
         k = ctx.seq
         out = []
         for line in editor.read(TRAIN).splitlines(keepends=True):
-            if line.strip().startswith("loader = data_sources.batches("):
-                call = f"data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed + {k})"
-                line = f"    loader = {call}  # A/A: data order\n"
-            elif "# A/A:" in line:
+            if "# A/A:" in line:
                 continue  # an earlier kept A/A edit: replaced, not stacked
             out.append(line)
             if line == SEED_LINE:
-                out.append(
-                    f"    mx.eval(mx.random.uniform(shape=({k},)))  # A/A: {k} extra random numbers before init\n"
-                )
+                out.append(f"    seed += {1000 * k}  # A/A: another random stream (init and data order)\n")
+        if not any("# A/A:" in line for line in out):
+            raise Abandoned(f"no line {SEED_LINE.strip()!r} in {TRAIN} to salt")
         editor.create(TRAIN, "".join(out))
-        return Proposal(
-            f"A/A: consume {k} extra random numbers before init, data order seed + {k}",
-            "changes only the random stream; must not be kept",
-        )
+        return Proposal(f"A/A: seed + {1000 * k} (the random stream only)", "changes only the random stream")
 
 
 @dataclass
