@@ -67,6 +67,8 @@ class ScriptedExecutor:
     cpu: dict[int, float] = field(default_factory=dict)
     after: dict[int, Callable[[], None]] = field(default_factory=dict)
     fail: dict[int, str] = field(default_factory=dict)  # seq -> the status its measurement ends with (crash, ...)
+    load_cost: float = 0.0  # val_bpb lost per unit of machine taken by others (a time budget trains fewer steps)
+    load: Callable[[object], float | None] = lambda spec: None  # a run's share of the machine, before `cpu`
     node: str = "scripted"
     name: str = "scripted"
     holds_slots: bool = False
@@ -75,6 +77,7 @@ class ScriptedExecutor:
     def measure(self, spec, should_stop, on_phase, avoid=None, near=None) -> Measurement:
         on_phase("training", None)
         seq = int(spec.run_dir.name)
+        free = self.load(spec) or self.cpu.get(seq, 0.9)
         if seq in self.fail:
             return Measurement(self.fail[seq], f"scripted {self.fail[seq]}", "Traceback (scripted)", 1)
         sources = [
@@ -84,9 +87,8 @@ class ScriptedExecutor:
             for f in FILES
         ]
         fast = "openblas" in str(self.fingerprint())
-        val = (
-            BASE + SEED_LUCK[spec.seed] - sum(gains_of(s, spec.seed) for s in sources) - (FAST_BLAS_GAIN if fast else 0)
-        )
+        gains = sum(gains_of(s, spec.seed) for s in sources)
+        val = BASE + SEED_LUCK[spec.seed] - gains - (FAST_BLAS_GAIN if fast else 0) + self.load_cost * (1 - free)
         self.notes.append(report.status(spec.state_dir / "experiments.db", spec.state_dir)[0]["reason"])
         self.after.get(seq, lambda: None)()
         return Measurement(
@@ -95,7 +97,7 @@ class ScriptedExecutor:
             claimed={"tok_per_sec": 1000.0},
             train_wall_s=spec.budget_s,
             cpu_share=0.9,
-            cpu_free=self.cpu.get(seq, 0.9),
+            cpu_free=free,
             node=self.node,
         )
 

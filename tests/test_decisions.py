@@ -193,6 +193,33 @@ def test_a_champion_measured_under_load_is_measured_again_and_never_used(tmp_pat
     assert not facts.usable(runs[0])
 
 
+@pytest.mark.parametrize("fair", [True, False])
+def test_an_aa_campaign_under_changing_load_keeps_nothing_because_of_the_load(tmp_path, fair):
+    """At a time budget load decides val_bpb (others' CPU, fewer steps). The champion's first measurements ran on a
+    busy machine, every later run on a quiet one, and the changes only move the random stream. With fair conditions
+    the loaded runs are set aside and the champion measured again, and nothing is kept; without them (the check
+    switched off) the quiet A/A changes win on the load alone."""
+    aa = [f"0 seeds {a}:{-a}:{a / 2}:{-a / 2}" for a in (0.01, 0.012, 0.008)]
+    seen: set[int] = set()
+
+    def busy_first(spec):  # each seed's first measurement of the base is taken under load
+        if spec.commit != loop.campaign.base_commit:
+            return 0.95
+        first = spec.seed not in seen
+        seen.add(spec.seed)
+        return 0.5 if first else 0.95
+
+    ex = ScriptedExecutor(load=busy_first, load_cost=0.3)
+    policy = Policy() if fair else Policy(cpu_tolerance=1.0)
+    loop = Setup(make_repo(tmp_path / "repo"), policy=policy).loop(GainAgent(aa), max_experiments=3, executor=ex)
+    loop.run()
+    verdicts = [r.status for r in rows(loop) if r.kind == "experiment"]
+    if fair:
+        assert verdicts == ["discard"] * 3 and all(r.contended for r in rows(loop)[:3])
+    else:
+        assert verdicts[0] == "keep"  # the test can fail: load alone is a "gain" of 0.135 on every seed
+
+
 def test_the_champion_is_remeasured_on_schedule(tmp_path):
     setup = Setup(make_repo(tmp_path / "repo"), policy=Policy(remeasure_every=1))
     loop = setup.loop(GainAgent([1.0, -1.0]), max_experiments=2)
