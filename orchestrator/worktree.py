@@ -117,8 +117,3 @@ def merge(wt: git.Repo, commit: str, message: str) -> str:
         said = str(e.stderr or e).strip()
         raise GitError(f"merge of {commit[:10]} failed: {said.splitlines()[-1] if said else e}") from e
     return head(wt)
-
-
-def branch_commits(repo: git.Repo, branch: str, base: str) -> list[str]:
-    """Commits on `branch` since `base`, oldest first."""
-    return [c.hexsha for c in reversed(list(repo.iter_commits(f"{base}..{branch}")))]
