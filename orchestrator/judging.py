@@ -16,7 +16,7 @@ from .judge import Point, Verdict, judge
 from .ledger import Run
 from .measuring import Measurer
 from .policy import Noise
-from .statuses import Kind, Status
+from .statuses import FAILED, Kind, Status
 
 
 def point(r: Run) -> Point:
@@ -126,6 +126,7 @@ def judge_candidate(trial: CampaignTrial) -> Verdict:
     fp = facts.reference_fp(runs, run.parent_commit)
     seeds = facts.seeds_of(facts.measurements(runs, run.parent_commit, fp)) if fp else []
     v = judge(m.s.policy, seeds, trial)
-    run.band, run.decision = v.band, json.dumps(v.record(m.s.policy))
-    m.rec.save(run)
+    if run.status not in FAILED:  # a candidate whose own run failed has its status, and no decision to record
+        run.band, run.decision = v.band, json.dumps(v.record(m.s.policy))
+        m.rec.save(run)
     return v
