@@ -69,13 +69,15 @@ def fixed_step_policy(**over) -> Policy:
     return Policy(**({"cpu_tolerance": 1.0} | over))
 
 
-def campaign(repo: Path, tag: str, agent, experiments: int, seed: int, executor, policy: Policy) -> list[ledger.Run]:
+def campaign(
+    repo: Path, tag: str, agent, experiments: int, seed: int, executor, policy: Policy, budget_s=FIXED_STEPS_BUDGET_S
+) -> list[ledger.Run]:
     """One real campaign of the daemon's loop in `repo` (git, worktree, ledger, sandbox, sealed scorer)."""
     settings = Settings(
         state_dir=repo / "state",
         program="model",
         tag=tag,
-        budget_s=FIXED_STEPS_BUDGET_S,
+        budget_s=budget_s,
         max_experiments=experiments,
         seed=seed,
         repo=repo,

@@ -7,6 +7,7 @@
                               #  - planted gains on the default model: 10 trials each, each on its own seeds
                               #  - worse changes: how fast they go
                               #  - the "13 -> 16 steps" case on the tiny model
+                              #  - A/A at a time budget while the machine's load comes and goes
                               #  - the old rule (a band of k=2 t-widened seed sigmas, <= 4 pairs) replayed on the
                               #    same measurements
 
@@ -19,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from pathlib import Path
 from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
 from orchestrator import corpus, experiment, facts, sandbox
+from orchestrator.executor import LocalExecutor
 from orchestrator.judge import Point, judge
 from orchestrator.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
 from orchestrator.statuses import Kind, Status
@@ -291,6 +295,49 @@ def aa(runner: CachedExecutor, tmp: Path, name: str, edits: dict, proposals: int
     }
 
 
+def aa_under_changing_load(tmp: Path, proposals: int, budget_s: float, period_s: float) -> dict:
+    """A/A proposals on the tiny model at a time budget (so load changes scores), while one spinning process per
+    core comes and goes every `period_s` seconds: the fair-conditions check must keep the load from deciding."""
+    started = time.time()
+    repo = scratch_repo(tmp / "aa-load", TINY)
+    stop = threading.Event()
+
+    def toggle() -> None:
+        spinners: list[subprocess.Popen] = []
+        while not stop.wait(period_s):
+            if spinners:
+                for proc in spinners:
+                    proc.kill()
+                    proc.wait()
+                spinners = []
+            else:
+                spin = [sys.executable, "-c", "while True: pass"]
+                spinners = [subprocess.Popen(spin) for _ in range(os.cpu_count() or 1)]
+        for proc in spinners:
+            proc.kill()
+
+    toggler = threading.Thread(target=toggle, daemon=True)
+    toggler.start()
+    try:
+        runs = campaign(repo, "aa-load", RandomStreamAgent(), proposals, 0, LocalExecutor(), Policy(), budget_s)
+    finally:
+        stop.set()
+        toggler.join()
+    judged = [r for r in runs if r.kind == Kind.EXPERIMENT and r.status in (Status.KEEP, Status.DISCARD)]
+    free = [r.cpu_free for r in runs if r.cpu_free is not None]
+    return {
+        "budget_s": budget_s,
+        "load_period_s": period_s,
+        "proposals_judged": len(judged),
+        "false_keeps": sum(r.status == Status.KEEP for r in judged),
+        "runs": len(runs),
+        "runs_set_aside_for_unfair_conditions": sum(bool(r.contended) for r in runs),
+        "discarded_for_no_fair_pair": sum("no fair pair" in (r.decision_reason or "") for r in judged),
+        "cpu_free_range": [min(free), max(free)] if free else None,
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
 def bench_aa(args) -> dict:
     started = time.time()
     default = {"BENCH_STEPS": str(args.steps)}
@@ -321,6 +368,8 @@ def bench_aa(args) -> dict:
         if "worse" in parts:
             c, bad = WORSE
             out["worse"] = trials(runner, tmp, "worse", default, c, bad, args.trials, False)
+        if "load" in parts:
+            out["aa_under_changing_load"] = aa_under_changing_load(tmp, args.experiments, args.load_budget, 7.0)
     out["runs"] = runner.report()
     out["wall_s"] = round(time.time() - started, 1)
     return out
@@ -332,7 +381,8 @@ def main(argv: list[str]) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench --aa", description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", action="store_true", required=True)
-    parser.add_argument("--parts", default="aa,planted,steps,worse", help="which parts to run (comma-separated)")
+    parser.add_argument("--parts", default="aa,planted,steps,worse,load", help="which parts to run (comma-separated)")
+    parser.add_argument("--load-budget", type=float, default=10.0, help="training seconds per run of the load part")
     parser.add_argument("--experiments", type=int, default=20, help="A/A proposals per campaign")
     parser.add_argument("--trials", type=int, default=10, help="trials per planted, 13 -> 16 steps and worse change")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the default model")
