@@ -79,7 +79,7 @@ def test_a_gain_within_its_own_standard_error_is_not_promising():
 
 def test_the_level_is_shared_by_every_test_of_every_look():
     assert P.looks() == 13  # the pooled test at pairs 2..8, the own-pairs test at 3..8
-    assert P.level() == pytest.approx(0.01 / 13)
+    assert P.level() == pytest.approx(0.03 / 13)
     assert Policy(min_pairs=1, max_pairs=1).looks() == 1
 
 
