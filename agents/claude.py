@@ -56,7 +56,6 @@ PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 CHARS_PER_TOKEN = 3.0  # a conservative estimate, for the cost ceiling only
 CACHE_1H_ABOVE_S = 240.0  # proposals further apart than this: a 5-minute entry would be cold at the next one
 RETRY_AFTER_MAX_S = 600.0  # a longer retry-after (or a broken header) is capped: the next try will ask again
-LEDGER_EXTRAS = ("request_id", "response_id", "thinking", "effort")  # kept in the conversation until schema v6
 SPEND_LIMIT_CODES = (
     "enforced_spend_limit_reached",
     "contract_spend_limit_reached",
@@ -145,10 +144,13 @@ def usage_record(
     status: str = "ok",
     error: str | None = None,
     stop_reason: str | None = None,
-    **extras,
+    request_id: str | None = None,
+    response_id: str | None = None,
+    thinking: str | None = None,
+    effort: str | None = None,
 ) -> dict:
-    """One llm_call row (and the LEDGER_EXTRAS for the conversation); cache writes are split by
-    lifetime because a 1-hour write costs more."""
+    """One llm_call row: cache writes split by lifetime (a 1-hour write costs more), the ids to quote to
+    Anthropic, and the thinking (JSON) and effort actually sent."""
     input_tokens = getattr(usage, "input_tokens", 0) or 0
     output_tokens = getattr(usage, "output_tokens", 0) or 0
     write = getattr(usage, "cache_creation_input_tokens", 0) or 0
@@ -169,7 +171,11 @@ def usage_record(
         "status": status,
         "stop_reason": stop_reason,
         "error": error,
-    } | {k: extras.get(k) for k in LEDGER_EXTRAS}
+        "request_id": request_id,
+        "response_id": response_id,
+        "thinking": thinking,
+        "effort": effort,
+    }
 
 
 def error_body(e: anthropic.APIStatusError) -> dict:
@@ -400,7 +406,7 @@ class ClaudeAgent:
 
         def record(usage=None, status="ok", error=None, stop=None, **ids) -> dict:
             row = usage_record(model, usage, started, status, error, stop, **sent, **ids)
-            ctx.record_call({k: v for k, v in row.items() if k not in LEDGER_EXTRAS})
+            ctx.record_call(row)
             return row
 
         try:

@@ -445,18 +445,23 @@ def test_a_stream_cut_short_or_empty_is_a_transient_failure(server, worktree, mo
     calls, path = [], tmp_path / "conv.json"
     with pytest.raises(TransientAgentError, match=says):
         agent(server, monkeypatch).propose(context(worktree, calls, conversation_path=path))
-    assert calls[0]["status"] == "error" and "request_id" not in calls[0]  # the ledger row: v5 columns only
     kept = json.loads(path.read_text())["attempts"][0]["calls"][0]
-    assert kept["request_id"] == "req_fake_0001" and kept["thinking"] == json.dumps({"type": "between_tools"})
+    assert calls[0]["status"] == "error" and calls[0]["request_id"] == kept["request_id"] == "req_fake_0001"
+    assert calls[0]["thinking"] == kept["thinking"] == json.dumps({"type": "between_tools"})
     if cut_after:  # message_start came: its id and its input usage are on record, and priced
-        assert kept["response_id"] == "msg_0001" and calls[0]["cost_usd"] > 0 and calls[0]["cache_write_tokens"] > 0
+        assert calls[0]["response_id"] == "msg_0001" and calls[0]["cost_usd"] > 0 and calls[0]["cache_write_tokens"] > 0
+
+
+def calls_sent(calls: list[dict]) -> list[dict]:
+    return [{k: c[k] for k in ("request_id", "response_id", "thinking", "effort")} for c in calls]
 
 
 def test_every_call_record_keeps_the_ids_and_the_thinking_sent(server, worktree, monkeypatch, tmp_path):
     server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
-    path = tmp_path / "conv.json"
-    agent(server, monkeypatch, model="claude-opus-5-5").propose(context(worktree, conversation_path=path))
+    path, calls = tmp_path / "conv.json", []
+    agent(server, monkeypatch, model="claude-opus-5-5").propose(context(worktree, calls, conversation_path=path))
     kept = json.loads(path.read_text())["attempts"][0]["calls"]
+    assert [{k: c[k] for k in ("request_id", "response_id", "thinking", "effort")} for c in kept] == calls_sent(calls)
     assert [(c["request_id"], c["response_id"], c["effort"]) for c in kept] == [
         ("req_fake_0001", "msg_0001", "low"),
         ("req_fake_0002", "msg_0002", "low"),

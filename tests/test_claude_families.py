@@ -16,7 +16,6 @@ from click.testing import CliRunner
 import fake_anthropic as fa
 from agents.claude import ClaudeAgent
 from conftest import make_repo
-from orchestrator import campaign as campaign_module
 from orchestrator.cli import app
 from orchestrator.policy import Policy
 from scripted import Setup
@@ -47,13 +46,12 @@ TROUBLE = [
 def test_a_campaign_on_each_current_family(tmp_path, monkeypatch, model):
     monkeypatch.setenv("ARX_NO_FAST_BLAS", "1")
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.setattr(campaign_module, "BACKOFF_START_S", 0.01)  # the backoff is real; its length is not the point
     server = fa.FakeAnthropic(TROUBLE + proposal("MATRIX_LR = 0.04", 0.05) + proposal("SCALAR_LR = 0.5", 0.01))
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
     try:
-        setup = Setup(make_repo(tmp_path / "repo"), tag="fam", policy=Policy(baseline_runs=1, max_reruns=0))
+        setup = Setup(make_repo(tmp_path / "repo"), tag="fam", policy=Policy(baseline_runs=1, max_pairs=1))
         agent = ClaudeAgent(model=model, timeout_s=10)
-        loop = setup.loop(agent, max_experiments=2)
+        loop = setup.loop(agent, max_experiments=2, backoff_s=0.01)  # the backoff is real; its length is not the point
         assert loop.run() == "reached --max-experiments 2"
     finally:
         server.close()
@@ -62,18 +60,24 @@ def test_a_campaign_on_each_current_family(tmp_path, monkeypatch, model):
     db = loop.db
     con = sqlite3.connect(db)
     runs = con.execute("SELECT seq, kind, status, description, id FROM run ORDER BY seq").fetchall()
-    calls = con.execute("SELECT run_id, model, status, error, cost_usd FROM llm_call ORDER BY id").fetchall()
+    calls = con.execute(
+        "SELECT run_id, model, status, error, cost_usd, request_id, response_id, thinking, effort FROM llm_call "
+        "ORDER BY id"
+    ).fetchall()
     backoffs = con.execute("SELECT message FROM event WHERE kind = 'backoff'").fetchall()
     con.close()
     experiments = [r for r in runs if r[1] == "experiment"]
     assert [r[3] for r in experiments] == ["MATRIX_LR = 0.04, gain 0.05", "SCALAR_LR = 0.5, gain 0.01"]
     assert all(r[2] in ("keep", "discard") for r in experiments)  # the trouble cost no experiment, only backoffs
+    plan = agent.plans[model]
+    assert [c[5] for c in calls] == [f"req_fake_{i:04d}" for i in range(1, len(calls) + 1)]  # every call's id
+    assert all(c[7] == json.dumps(plan.thinking) and c[8] == plan.effort for c in calls)  # and what it sent
     assert len(backoffs) == 3 and "message_stop" in backoffs[0][0] and "AssertionError" in backoffs[1][0]
 
     # every call priced by its model's documented rates: the ledger to the cent, and `show` as it prints it
     priced = [c for c in calls if not (c[3] or "").startswith("HTTP")]  # an HTTP error had no usage at all
     assert len(priced) == len(server.usages) == 8 and all(c[1] == model for c in calls)
-    for (_, _, status, _, cost), usage in zip(priced, server.usages, strict=True):
+    for (_, _, status, _, cost, *_), usage in zip(priced, server.usages, strict=True):
         if status == "ok":
             assert cost == pytest.approx(fa.cost(model, usage), abs=1e-9)
         else:  # a broken stream is priced for what its events said (message_start's input), at most the whole
@@ -88,7 +92,7 @@ def test_a_campaign_on_each_current_family(tmp_path, monkeypatch, model):
     thoughts = [
         b["thinking"] for a in doc["attempts"] for m in a["messages"] for b in m["content"] if b["type"] == "thinking"
     ]
-    if agent.plans[model].thinking["type"] == "disabled":  # Haiku 5.5 at --thinking-tokens 0 does not think
+    if plan.thinking["type"] == "disabled":  # Haiku 5.5 at --thinking-tokens 0 does not think
         assert thoughts == []
     else:  # summaries (adaptive, display asked for) or between_tools' notes, never the empty text of `omitted`
         assert "Read the optimizer settings first." in thoughts and all(thoughts)
