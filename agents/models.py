@@ -91,7 +91,7 @@ def discover(names: list[str], state_dir: Path | None, client: anthropic.Anthrop
     cards, fresh = {}, {}
     for name in dict.fromkeys(names):
         try:
-            info = client.models.retrieve(name).model_dump(mode="json")
+            info = client.models.retrieve(name, timeout=LOOKUP_TIMEOUT_S).model_dump(mode="json")
         except anthropic.APIStatusError as e:
             if e.status_code >= 500 or e.status_code in (408, 409, 429):
                 cards[name] = cached(stored, name, f"HTTP {e.status_code}")

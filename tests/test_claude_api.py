@@ -98,8 +98,8 @@ def test_the_fake_rejects_what_the_real_api_rejects(server):
     for kw, says in refused:
         with pytest.raises(anthropic.BadRequestError, match=says):
             raw_call(server, **kw)
-    with pytest.raises(anthropic.NotFoundError):
-        raw_call(server, model="claude-sonnet-4-5")  # retired on 2026-11-30
+    with pytest.raises(anthropic.NotFoundError), pytest.warns(DeprecationWarning, match="November 30th, 2026"):
+        raw_call(server, model="claude-sonnet-4-5")  # retired on 2026-11-30 (the SDK still only warns)
     # what the older models still take
     raw_call(server, model="claude-haiku-4-5", temperature=0.2)
     raw_call(server, model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}, fa.assistant("Sure:")])
@@ -163,6 +163,7 @@ def test_adaptive_thinking_where_both_modes_exist(server, worktree, monkeypatch,
     assert body["thinking"] == {"type": "adaptive"} and body["max_tokens"] >= 2048 + 8192 and server.rejected == []
 
 
+@pytest.mark.filterwarnings("ignore:The model 'claude-opus-4-5-20251101' is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-opus-4-5-20251101"])
 def test_budget_thinking_where_it_is_the_only_mode(server, worktree, monkeypatch, model):
     server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
