@@ -255,18 +255,16 @@ class ClaudeAgent:
         max_rounds: int = 12,
         timeout_s: float = 600,
         client: anthropic.Anthropic | None = None,
-        cards: dict | None = None,
         state_dir: Path | None = None,
     ):
-        """`cards` ({name: ModelCard}) are what `start` read from the Models API; without them the
-        agent asks it now (cached in `state_dir`). An unknown, retired or unpriced model, or a
-        thinking/effort pair it refuses, fails here rather than after a night of failed calls."""
+        """The models are looked up in the Models API now (its answer kept in `state_dir`): an
+        unknown, retired or unpriced model, or a thinking/effort pair it refuses, fails here rather
+        than after a night of failed calls."""
         # reads ANTHROPIC_API_KEY and honours ANTHROPIC_BASE_URL; never retries, so never sleeps (see above)
         self.client = client or anthropic.Anthropic(max_retries=0, timeout=timeout_s)
         names = [n for n in (model or pricing.DEFAULT_MODEL, fallback_model) if n]
-        cards = cards if cards is not None and all(n in cards for n in names) else None
-        cards = cards or models.discover(names, state_dir, self.client)
-        self.cards = [cards[n] for n in names]
+        cards = models.discover(names, state_dir, self.client)
+        self.cards = list({cards[n].id: cards[n] for n in names}.values())  # a fallback that is the model is none
         for card in self.cards:
             pricing.facts(card.id)  # an unpriced model fails now
         self.plans = {
@@ -341,11 +339,11 @@ class ClaudeAgent:
     def converse(
         self, ctx: ProposalContext, editor: ScopedEditor, system: list, messages: list, log: Conversation, model: str
     ) -> Proposal:
-        spent = 0.0
         for _ in range(self.max_rounds):
-            self.check_budget(ctx, model, system, messages, spent)
+            self.check_budget(ctx, model, system, messages)
             response, cost = self.call(ctx, log, model, system, messages)
-            spent += cost
+            if ctx.cost_left_usd is not None:
+                ctx.cost_left_usd -= cost  # what is left for this proposal's next call, on either model
             stop = response.stop_reason
             if stop == "refusal":
                 details = response.stop_details
@@ -447,7 +445,7 @@ class ClaudeAgent:
         log.call(row | {"stop_details": details})
         return response, row["cost_usd"]
 
-    def check_budget(self, ctx: ProposalContext, model: str, system: list, messages: list, spent: float) -> None:
+    def check_budget(self, ctx: ProposalContext, model: str, system: list, messages: list) -> None:
         """Refuse a call that could take spending past --max-cost-usd.
 
         Priced as if all input were a 1-hour cache write and all of max_tokens were spent, at the
@@ -458,9 +456,9 @@ class ClaudeAgent:
         prompt_tokens = len(json.dumps([system, messages, EDITOR_TOOL, SUBMIT_TOOL])) / CHARS_PER_TOKEN
         p = pricing.prompt_rates(model, prompt_tokens)
         worst = (prompt_tokens * p["cache_write_1h"] + self.plans[model].max_tokens * p["output"]) / 1e6
-        if spent + worst > ctx.cost_left_usd:
+        if worst > ctx.cost_left_usd:
             raise CostLimitReached(
-                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left "
+                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd:.3f} left "
                 "under --max-cost-usd"
             )
 

@@ -6,7 +6,15 @@ import pytest
 
 import fake_anthropic as fa
 from agents import history, pricing
-from agents.base import Abandoned, AgentPaused, CostLimitReached, NoEdits, ProposalContext, TransientAgentError
+from agents.base import (
+    Abandoned,
+    AgentPaused,
+    CostLimitReached,
+    NoEdits,
+    ProposalContext,
+    Refused,
+    TransientAgentError,
+)
 from agents.claude import ClaudeAgent, task_message
 from agents.models import ModelError
 
@@ -169,6 +177,29 @@ def test_cost_ceiling_stops_before_the_call(server, worktree, monkeypatch):
     with pytest.raises(CostLimitReached):
         agent(server, monkeypatch).propose(context(worktree, cost_left_usd=0.001))
     assert server.requests == []
+
+
+def worst_first_call(server, worktree, monkeypatch, model) -> float:
+    """What the cost ceiling prices a first call on `model` at (it says so when it refuses one)."""
+    with pytest.raises(CostLimitReached) as e:
+        agent(server, monkeypatch, model=model).propose(context(worktree, cost_left_usd=1e-9))
+    return float(str(e.value).split("$")[1].split(",")[0])
+
+
+def test_the_cost_ceiling_counts_what_the_refusing_model_spent(server, worktree, monkeypatch):
+    """A fallback asked after a refusal has only what is left: the refused call's cost is not forgotten."""
+    worst = worst_first_call(server, worktree, monkeypatch, "claude-opus-5-5")
+    server.script = [fa.refusal()]
+    calls = []
+    with pytest.raises(Refused):
+        agent(server, monkeypatch).propose(context(worktree, calls))
+    refused = calls[0]["cost_usd"]
+    server.script, server.requests = [fa.refusal(), fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05")], []
+    server.cache.clear()  # the refusal costs the same again
+    budget = worst + refused / 2  # enough for the fallback's first call alone, not after the refusal
+    with pytest.raises(CostLimitReached, match="could cost"):
+        agent(server, monkeypatch, fallback_model="claude-opus-5-5").propose(context(worktree, cost_left_usd=budget))
+    assert [r["body"]["model"] for r in server.requests] == ["claude-sonnet-5-5"]
 
 
 def test_unknown_or_unpriced_models_fail_at_once(server, monkeypatch):
