@@ -18,7 +18,8 @@ What the real API demands, and how it is met here:
   `pause_turn` sends the content back to continue; `max_tokens` tells the model its tool calls
   were not run; a full context window ends the proposal.
 - Failures: the SDK never retries or sleeps (max_retries=0): a wait inside it could not be
-  interrupted by `stop`. Overload, rate limits, server errors, timeouts, a stream cut short or
+  interrupted by `stop` (a connection that broke before any response is sent again once, at once).
+  Overload, rate limits, server errors, timeouts, a stream cut short or
   empty, and any other exception from the SDK or the stream become `TransientAgentError` with the
   API's retry-after (capped) as a floor: the campaign backs off interruptibly and asks again, and
   no experiment is spent. A bad key, a billing or spend limit, or a request the API rejects as
@@ -238,6 +239,10 @@ def retry_after(headers) -> float | None:
     return min(RETRY_AFTER_MAX_S, max(0.0, when.timestamp() - time.time()))
 
 
+class Reconnect(Exception):
+    """The connection broke before any response: the request is sent once more at once."""
+
+
 class FallBack(Exception):
     """The model refused and a fallback model is set: the proposal starts again there."""
 
@@ -390,8 +395,18 @@ class ClaudeAgent:
         raise Abandoned(f"no submit_experiment within {self.max_rounds} tool rounds")
 
     def call(self, ctx: ProposalContext, log: Conversation, model: str, system: list, messages: list) -> tuple:
-        """One streamed Messages API call, recorded in the ledger and the conversation whatever happens.
-        Any failure of the SDK or the stream is a TransientAgentError (or a pause), never anything else."""
+        """One streamed Messages API call. A connection that broke before any response came (a pooled
+        one the other end had closed) is tried once more at once, with no sleep, as the SDK would have."""
+        try:
+            return self.call_once(ctx, log, model, system, messages, reconnect=True)
+        except Reconnect:
+            return self.call_once(ctx, log, model, system, messages, reconnect=False)
+
+    def call_once(
+        self, ctx: ProposalContext, log: Conversation, model: str, system: list, messages: list, reconnect: bool
+    ) -> tuple:
+        """One request, recorded in the ledger and the conversation whatever happens. Any failure of the
+        SDK or the stream is a TransientAgentError (or a pause), never anything else."""
         plan = self.plans[model]
         kwargs = {
             "model": model,
@@ -427,6 +442,8 @@ class ClaudeAgent:
                     response_id=getattr(partial, "id", None),
                 )
             )
+            if reconnect and stream is None and type(e) is anthropic.APIConnectionError:  # not a timeout
+                raise Reconnect from e
             raise TransientAgentError(f"Anthropic API call failed ({why})"[:300]) from e
         if response.stop_reason is None:  # the stream ended after message_start but before message_stop
             log.call(

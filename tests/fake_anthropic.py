@@ -30,7 +30,7 @@ test here). A test that passes against this fake sends no request the real API w
   (`stream_error`), or a stream cut after `cut_after` events (0: a 200 with no event at all).
   Every response carries a `request-id` header. Token counts are characters / 4.
 - A step is a message (content blocks, a stop_reason, stop_details), an error (status, body,
-  headers), or a delay before either.
+  headers), a connection closed with no response (`drop`), or a delay before any of these.
 """
 
 from __future__ import annotations
@@ -294,6 +294,9 @@ class FakeAnthropic:
                     n = len(fake.requests)
                     step = fake.script.pop(0) if fake.script else error(500, message="fake server: script exhausted")
                 time.sleep(step.get("delay", 0))
+                if step.get("drop"):  # the connection closes with no response at all
+                    self.close_connection = True
+                    return
                 if "status" in step:
                     self.reply(step["status"], {"type": "error", "error": step["error"]}, step.get("headers"))
                     return

@@ -453,6 +453,16 @@ def test_a_stream_cut_short_or_empty_is_a_transient_failure(server, worktree, mo
         assert calls[0]["response_id"] == "msg_0001" and calls[0]["cost_usd"] > 0 and calls[0]["cache_write_tokens"] > 0
 
 
+def test_a_connection_dropped_before_any_response_is_tried_again_at_once(server, worktree, monkeypatch):
+    server.script = [{"drop": True}, fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), {"drop": True}]
+    server.script += [{"drop": True}]
+    calls = []
+    with pytest.raises(TransientAgentError, match="APIConnectionError"):  # twice in a row: the daemon backs off
+        agent(server, monkeypatch).propose(context(worktree, calls))
+    assert [c["status"] for c in calls] == ["error", "ok", "error", "error"] and len(server.requests) == 4
+    assert all(c["error"].startswith("APIConnectionError") for c in calls if c["status"] == "error")
+
+
 def calls_sent(calls: list[dict]) -> list[dict]:
     return [{k: c[k] for k in ("request_id", "response_id", "thinking", "effort")} for c in calls]
 

@@ -70,12 +70,15 @@ def test_a_campaign_on_each_current_family(tmp_path, monkeypatch, model):
     assert [r[3] for r in experiments] == ["MATRIX_LR = 0.04, gain 0.05", "SCALAR_LR = 0.5, gain 0.01"]
     assert all(r[2] in ("keep", "discard") for r in experiments)  # the trouble cost no experiment, only backoffs
     plan = agent.plans[model]
-    assert [c[5] for c in calls] == [f"req_fake_{i:04d}" for i in range(1, len(calls) + 1)]  # every call's id
+    # a loaded machine may drop a pooled loopback connection before any response: the agent tries it again at
+    # once (no id, no usage, no cost); every call the API answered has its id
+    answered = [c for c in calls if not (c[3] or "").startswith("APIConnectionError")]
+    assert [c[5] for c in answered] == [f"req_fake_{i:04d}" for i in range(1, len(answered) + 1)]
     assert all(c[7] == json.dumps(plan.thinking) and c[8] == plan.effort for c in calls)  # and what it sent
     assert len(backoffs) == 3 and "message_stop" in backoffs[0][0] and "AssertionError" in backoffs[1][0]
 
     # every call priced by its model's documented rates: the ledger to the cent, and `show` as it prints it
-    priced = [c for c in calls if not (c[3] or "").startswith("HTTP")]  # an HTTP error had no usage at all
+    priced = [c for c in answered if not (c[3] or "").startswith("HTTP")]  # an HTTP error had no usage at all
     assert len(priced) == len(server.usages) == 8 and all(c[1] == model for c in calls)
     for (_, _, status, _, cost, *_), usage in zip(priced, server.usages, strict=True):
         if status == "ok":
@@ -85,7 +88,7 @@ def test_a_campaign_on_each_current_family(tmp_path, monkeypatch, model):
     assert priced[0][4] > 0 and priced[1][4] == 0  # cut after message_start: its input is on record; empty: nothing
     shown = CliRunner().invoke(app, ["show", f"fam/{experiments[0][0]}", "--state-dir", str(tmp_path / "repo/state")])
     dollars = [float(d) for d in re.findall(r"^llm .*?\$(\d+\.\d{4})", shown.output, re.M)]
-    assert dollars == [round(c[4], 4) for c in calls if c[0] == experiments[0][4]] and len(dollars) == 6
+    assert dollars == [round(c[4], 4) for c in calls if c[0] == experiments[0][4]] and len(dollars) >= 6
 
     # the conversation keeps what Claude thought, in readable form, and what was sent
     doc = json.loads(next((tmp_path / "repo/state/conversations").rglob("*.json")).read_text())
