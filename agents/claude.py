@@ -7,16 +7,22 @@ with `submit_experiment`. Every call's usage and cost goes to the ledger via `ct
 the whole conversation to a JSON document (agents/conversation.py).
 
 What the real API demands, and how it is met here:
-- Thinking: adaptive (`{"type": "adaptive"}`, depth set by `output_config.effort`) on models that
-  reject budget tokens, `budget_tokens` (>= 1024, < max_tokens) where still accepted; thinking
-  blocks go back unchanged, signatures included. Responses are streamed, so a long thinking call
-  never meets the non-streaming timeout (and is never billed twice by a retry after one).
-- Every stop reason: `refusal` is retried once on the fallback model, else raised as `Refused`
-  (the refused turn, often empty, is never sent back); `pause_turn` sends the content back to
-  continue; `max_tokens` tells the model its tool calls were not run; a full context window ends
-  the proposal.
-- Errors: overload, rate limits and server errors are transient (the API's retry-after is passed
-  on to the daemon's backoff); a bad key, a billing or spend limit, or a request the API rejects as
+- The model: read from the Models API at `start` (agents/models.py), priced from arx's dated table
+  (agents/pricing.py); thinking in the form each family accepts (agents/thinking.py). Requests
+  carry no sampling parameters, no forced tool choice and no prefill: the newest models refuse all
+  three. Thinking blocks go back exactly as they came (empty text included): the 5.5 and Fable
+  models bind them to the model and to everything before them, so the conversation is append-only
+  (only cache markers move) and a fallback model starts a conversation of its own.
+- Responses are streamed, so a long thinking call never meets the non-streaming timeout.
+- Every stop reason: `refusal` is retried once on the fallback model, else raised as `Refused`;
+  `pause_turn` sends the content back to continue; `max_tokens` tells the model its tool calls
+  were not run; a full context window ends the proposal.
+- Failures: the SDK never retries or sleeps (max_retries=0): a wait inside it could not be
+  interrupted by `stop` (a connection that broke before any response is sent again once, at once).
+  Overload, rate limits, server errors, timeouts, a stream cut short or
+  empty, and any other exception from the SDK or the stream become `TransientAgentError` with the
+  API's retry-after (capped) as a floor: the campaign backs off interruptibly and asks again, and
+  no experiment is spent. A bad key, a billing or spend limit, or a request the API rejects as
   invalid pauses the campaign with the API's message: retrying them would only spin.
 - Caching: the stable prefix is cached for 1 hour when proposals are further apart than the
   5-minute lifetime can bridge (the usual case: a training budget plus evaluation), else 5 minutes.
@@ -24,6 +30,7 @@ What the real API demands, and how it is met here:
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from pathlib import Path
@@ -31,7 +38,7 @@ from string import Template
 
 import anthropic
 
-from . import history, pricing
+from . import history, models, pricing, thinking
 from .base import (
     Abandoned,
     AgentPaused,
@@ -47,10 +54,9 @@ from .base import (
 from .conversation import Conversation
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
-MAX_TOKENS = 8192  # room for the visible answer; a thinking allowance comes on top
 CHARS_PER_TOKEN = 3.0  # a conservative estimate, for the cost ceiling only
 CACHE_1H_ABOVE_S = 240.0  # proposals further apart than this: a 5-minute entry would be cold at the next one
-SDK_RETRY_AFTER_MAX_S = 30.0  # longer waits asked by the API are the daemon's (interruptible), not the SDK's
+RETRY_AFTER_MAX_S = 600.0  # a longer retry-after (or a broken header) is capped: the next try will ask again
 SPEND_LIMIT_CODES = (
     "enforced_spend_limit_reached",
     "contract_spend_limit_reached",
@@ -132,23 +138,20 @@ def cache_ttl(expected_gap_s: float | None) -> str:
     return "1h" if expected_gap_s is not None and expected_gap_s > CACHE_1H_ABOVE_S else "5m"
 
 
-def thinking_params(model: str, thinking_tokens: int, effort: str | None) -> dict:
-    """The request fields that turn thinking on for `model`, in the form it accepts."""
-    facts, params = pricing.facts(model), {}
-    if thinking_tokens:
-        if facts["thinking"] == "adaptive":
-            params["thinking"] = {"type": "adaptive"}
-        else:
-            params["thinking"] = {"type": "enabled", "budget_tokens": thinking_tokens}
-    if effort and effort in facts["efforts"]:  # a fallback model without that level gets the API's default
-        params["output_config"] = {"effort": effort}
-    return params
-
-
 def usage_record(
-    model: str, usage, started: float, status: str = "ok", error: str | None = None, stop_reason: str | None = None
+    model: str,
+    usage,
+    started: float,
+    status: str = "ok",
+    error: str | None = None,
+    stop_reason: str | None = None,
+    request_id: str | None = None,
+    response_id: str | None = None,
+    thinking: str | None = None,
+    effort: str | None = None,
 ) -> dict:
-    """One llm_call row; cache writes are split by lifetime because a 1-hour write costs more."""
+    """One llm_call row: cache writes split by lifetime (a 1-hour write costs more), the ids to quote to
+    Anthropic, and the thinking (JSON) and effort actually sent."""
     input_tokens = getattr(usage, "input_tokens", 0) or 0
     output_tokens = getattr(usage, "output_tokens", 0) or 0
     write = getattr(usage, "cache_creation_input_tokens", 0) or 0
@@ -169,6 +172,10 @@ def usage_record(
         "status": status,
         "stop_reason": stop_reason,
         "error": error,
+        "request_id": request_id,
+        "response_id": response_id,
+        "thinking": thinking,
+        "effort": effort,
     }
 
 
@@ -219,30 +226,25 @@ def classify(e: anthropic.APIStatusError, model: str) -> Exception:
 
 
 def retry_after(headers) -> float | None:
+    """The API's retry-after (milliseconds, seconds or an HTTP date), capped at RETRY_AFTER_MAX_S."""
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         try:
-            return float(headers.get(name)) * scale
+            return min(RETRY_AFTER_MAX_S, max(0.0, float(headers.get(name)) * scale))
         except (TypeError, ValueError):
             pass
-    return None
+    try:
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(RETRY_AFTER_MAX_S, max(0.0, when.timestamp() - time.time()))
 
 
-class Client(anthropic.Anthropic):
-    """The SDK's client, minus two retries that only waste time: a spend-limit 429 (it fails until
-    access resumes) and a 429 whose retry-after is long (the daemon waits that out, and can be
-    stopped while it does; the SDK would sleep through a stop)."""
+class Reconnect(Exception):
+    """The connection broke before any response: the request is sent once more at once."""
 
-    def _should_retry(self, response) -> bool:
-        if response.status_code == 429:
-            if (retry_after(response.headers) or 0) > SDK_RETRY_AFTER_MAX_S:
-                return False
-            try:
-                details = (json.loads(response.read()).get("error") or {}).get("details") or {}
-            except (ValueError, AttributeError):
-                details = {}
-            if isinstance(details, dict) and details.get("error_code") in SPEND_LIMIT_CODES:
-                return False
-        return super()._should_retry(response)
+
+class FallBack(Exception):
+    """The model refused and a fallback model is set: the proposal starts again there."""
 
 
 class ClaudeAgent:
@@ -256,28 +258,38 @@ class ClaudeAgent:
         effort: str | None = None,
         fallback_model: str | None = None,
         max_rounds: int = 12,
-        max_tokens: int = MAX_TOKENS,
-        max_retries: int = 2,
         timeout_s: float = 600,
         client: anthropic.Anthropic | None = None,
+        state_dir: Path | None = None,
     ):
-        self.model = model or pricing.DEFAULT_MODEL
-        self.fallback_model = fallback_model
-        for m in filter(None, (self.model, fallback_model)):
-            pricing.facts(m)  # an unknown model fails now, not after a night of unpriced calls
-        if thinking_tokens < 0 or 0 < thinking_tokens < pricing.MIN_THINKING_TOKENS:
-            raise ValueError(
-                f"--thinking-tokens must be 0 (off) or at least {pricing.MIN_THINKING_TOKENS} (the API's "
-                f"minimum), got {thinking_tokens}"
-            )
-        if effort is not None and effort not in pricing.facts(self.model)["efforts"]:
-            levels = ", ".join(pricing.facts(self.model)["efforts"]) or "none"
-            raise ValueError(f"--effort {effort} is not available on {self.model} (its levels: {levels})")
-        self.thinking_tokens, self.effort = thinking_tokens, effort
+        """The models are looked up in the Models API now (its answer kept in `state_dir`): an
+        unknown, retired or unpriced model, or a thinking/effort pair it refuses, fails here rather
+        than after a night of failed calls."""
+        # reads ANTHROPIC_API_KEY and honours ANTHROPIC_BASE_URL; never retries, so never sleeps (see above)
+        self.client = client or anthropic.Anthropic(max_retries=0, timeout=timeout_s)
+        names = [n for n in (model or pricing.DEFAULT_MODEL, fallback_model) if n]
+        cards = models.discover(names, state_dir, self.client)
+        self.cards = list({cards[n].id: cards[n] for n in names}.values())  # a fallback that is the model is none
+        for card in self.cards:
+            pricing.facts(card.id)  # an unpriced model fails now
+        self.plans = {
+            card.id: thinking.plan(card, pricing.facts(card.id), thinking_tokens, effort, strict_effort=i == 0)
+            for i, card in enumerate(self.cards)
+        }
+        self.model = self.cards[0].id
+        self.fallback_model = self.cards[1].id if len(self.cards) > 1 else None
         self.max_rounds = max_rounds
-        self.max_tokens = max_tokens + thinking_tokens  # thinking counts toward max_tokens; budget_tokens < max_tokens
-        # reads ANTHROPIC_API_KEY and honours ANTHROPIC_BASE_URL
-        self.client = client or Client(max_retries=max_retries, timeout=timeout_s)
+
+    def describe(self) -> str:
+        """start's first line: the model, what --thinking-tokens and --effort mean on it, its prices."""
+        plan = self.plans[self.model]
+        line = f"claude: {self.model}, {plan.summary}, max_tokens {plan.max_tokens:,}; {pricing.describe(self.model)}"
+        if self.fallback_model:
+            line += f"; on refusal {self.fallback_model} ({self.plans[self.fallback_model].summary})"
+        return line
+
+    def warnings(self) -> list[str]:
+        return [w for card in self.cards if (w := card.retirement_warning())]
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         ttl = cache_ttl(ctx.expected_gap_s)
@@ -285,27 +297,44 @@ class ClaudeAgent:
             {"type": "text", "text": program_prompt(ctx)},
             {"type": "text", "text": files_block(ctx), "cache_control": {"type": "ephemeral", "ttl": ttl}},
         ]
+        editor = ScopedEditor(ctx.worktree, ctx.editable, ctx.readable)
+        before = {path: editor.read(path) for path in ctx.editable}
+        try:
+            return self.attempt(ctx, editor, system, self.model)
+        except FallBack:
+            # the fallback model starts a conversation of its own: another model's thinking blocks would be
+            # refused, and its edits are undone so the new conversation matches the files it sees
+            for path, text in before.items():
+                (ctx.worktree / path).write_text(text)
+            editor.edited.clear()
+            return self.attempt(ctx, editor, system, self.fallback_model)
+
+    def attempt(self, ctx: ProposalContext, editor: ScopedEditor, system: list, model: str) -> Proposal:
+        """One conversation with one model, kept as one attempt in the run's conversation document."""
         messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": task_message(ctx)}]}]
         self.mark_cache_point(messages)  # the task is written once and read by the proposal's later rounds
-        thinking = thinking_params(self.model, self.thinking_tokens, None).get("thinking")
+        plan = self.plans[model]
         log = Conversation(
             ctx.conversation_path,
             messages,
             seq=ctx.seq,
-            model=self.model,
-            fallback_model=self.fallback_model,
-            max_tokens=self.max_tokens,
-            thinking=json.dumps(thinking) if thinking else None,
-            effort=self.effort,
-            cache_ttl=ttl,
+            model=model,
+            fallback_model=self.fallback_model if model == self.model else None,
+            max_tokens=plan.max_tokens,
+            thinking=json.dumps(plan.thinking) if plan.thinking else None,
+            effort=plan.effort,
+            cache_ttl=system[-1]["cache_control"]["ttl"],
             system=system,
             tools=[EDITOR_TOOL, SUBMIT_TOOL],
         )
         outcome = "interrupted"
         try:
-            proposal = self.converse(ctx, ScopedEditor(ctx.worktree, ctx.editable, ctx.readable), system, messages, log)
+            proposal = self.converse(ctx, editor, system, messages, log, model)
             outcome = f"submitted: {proposal.description}"
             return proposal
+        except FallBack as e:
+            outcome = f"{e}; asking {self.fallback_model} in a conversation of its own"
+            raise
         except Exception as e:
             outcome = f"{type(e).__name__}: {e}"
             raise
@@ -313,13 +342,13 @@ class ClaudeAgent:
             log.end(outcome)
 
     def converse(
-        self, ctx: ProposalContext, editor: ScopedEditor, system: list, messages: list, log: Conversation
+        self, ctx: ProposalContext, editor: ScopedEditor, system: list, messages: list, log: Conversation, model: str
     ) -> Proposal:
-        model, spent = self.model, 0.0
         for _ in range(self.max_rounds):
-            self.check_budget(ctx, model, system, messages, spent)
+            self.check_budget(ctx, model, system, messages)
             response, cost = self.call(ctx, log, model, system, messages)
-            spent += cost
+            if ctx.cost_left_usd is not None:
+                ctx.cost_left_usd -= cost  # what is left for this proposal's next call, on either model
             stop = response.stop_reason
             if stop == "refusal":
                 details = response.stop_details
@@ -328,15 +357,14 @@ class ClaudeAgent:
                     f"{getattr(details, 'explanation', None) or 'no explanation'}"
                 )
                 if self.fallback_model and model != self.fallback_model:
-                    model = self.fallback_model  # the same request again; the refused turn is never sent back
-                    continue
+                    raise FallBack(why)  # the refused turn is never sent back
                 raise Refused(why, getattr(details, "category", None))
             if stop == "model_context_window_exceeded":
                 raise Abandoned("the conversation filled the model's context window before submit_experiment")
             content = [block.model_dump(exclude_none=True) for block in response.content]
             content = [
                 b for b in content if b["type"] != "thinking" or b.get("signature")
-            ]  # a cut-off thought has no signature
+            ]  # a cut-off thought has no signature; an omitted one (empty text) has one and goes back as it is
             if content and messages[-1]["role"] == "assistant":
                 messages[-1]["content"].extend(content)  # the rest of a paused turn
             elif content:
@@ -367,48 +395,87 @@ class ClaudeAgent:
         raise Abandoned(f"no submit_experiment within {self.max_rounds} tool rounds")
 
     def call(self, ctx: ProposalContext, log: Conversation, model: str, system: list, messages: list) -> tuple:
-        """One streamed Messages API call, recorded in the ledger and the conversation whatever happens."""
+        """One streamed Messages API call. A connection that broke before any response came (a pooled
+        one the other end had closed) is tried once more at once, with no sleep, as the SDK would have."""
+        try:
+            return self.call_once(ctx, log, model, system, messages, reconnect=True)
+        except Reconnect:
+            return self.call_once(ctx, log, model, system, messages, reconnect=False)
+
+    def call_once(
+        self, ctx: ProposalContext, log: Conversation, model: str, system: list, messages: list, reconnect: bool
+    ) -> tuple:
+        """One request, recorded in the ledger and the conversation whatever happens. Any failure of the
+        SDK or the stream is a TransientAgentError (or a pause), never anything else."""
+        plan = self.plans[model]
         kwargs = {
             "model": model,
-            "max_tokens": self.max_tokens,
             "system": system,
             "tools": [EDITOR_TOOL, SUBMIT_TOOL],
             "messages": messages,
-        }
-        kwargs |= thinking_params(model, self.thinking_tokens, self.effort)
-        started = time.time()
+        } | plan.params()
+        sent = {"thinking": json.dumps(plan.thinking) if plan.thinking else None, "effort": plan.effort}
+        started, stream = time.time(), None
+
+        def record(usage=None, status="ok", error=None, stop=None, **ids) -> dict:
+            row = usage_record(model, usage, started, status, error, stop, **sent, **ids)
+            ctx.record_call(row)
+            return row
+
         try:
             with self.client.messages.stream(**kwargs) as stream:
+                for _ in stream:
+                    pass
                 response = stream.get_final_message()
         except anthropic.APIStatusError as e:
-            record = usage_record(model, None, started, "error", f"HTTP {e.status_code}: {api_message(e)}"[:500])
-            ctx.record_call(record)
-            log.call(record)
+            log.call(record(None, "error", f"HTTP {e.status_code}: {api_message(e)}"[:500], request_id=e.request_id))
             raise classify(e, model) from e
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as e:
-            record = usage_record(model, None, started, "error", type(e).__name__)
-            ctx.record_call(record)
-            log.call(record)
-            raise TransientAgentError(f"Anthropic API unreachable ({type(e).__name__})") from e
-        record = usage_record(model, response.usage, started, stop_reason=response.stop_reason)
-        ctx.record_call(record)
+        except Exception as e:  # noqa: BLE001 - a timeout, a dropped connection, an empty or garbled stream: all transient
+            partial = snapshot(stream)
+            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            log.call(
+                record(
+                    getattr(partial, "usage", None),
+                    "error",
+                    why[:500],
+                    request_id=request_id(stream),
+                    response_id=getattr(partial, "id", None),
+                )
+            )
+            if reconnect and stream is None and type(e) is anthropic.APIConnectionError:  # not a timeout
+                raise Reconnect from e
+            raise TransientAgentError(f"Anthropic API call failed ({why})"[:300]) from e
+        if response.stop_reason is None:  # the stream ended after message_start but before message_stop
+            log.call(
+                record(
+                    response.usage,
+                    "error",
+                    "the stream ended before message_stop",
+                    None,
+                    request_id=request_id(stream),
+                    response_id=response.id,
+                )
+            )
+            raise TransientAgentError("Anthropic API stream ended before its message_stop event")
+        row = record(response.usage, stop=response.stop_reason, request_id=request_id(stream), response_id=response.id)
         details = response.stop_details.model_dump(exclude_none=True) if response.stop_details else None
-        log.call(record | {"stop_details": details})
-        return response, record["cost_usd"]
+        log.call(row | {"stop_details": details})
+        return response, row["cost_usd"]
 
-    def check_budget(self, ctx: ProposalContext, model: str, system: list, messages: list, spent: float) -> None:
+    def check_budget(self, ctx: ProposalContext, model: str, system: list, messages: list) -> None:
         """Refuse a call that could take spending past --max-cost-usd.
 
-        Priced as if all input were a 1-hour cache write.
+        Priced as if all input were a 1-hour cache write and all of max_tokens were spent, at the
+        model's own rates (the long-prompt rates where the prompt could be long enough for them).
         """
         if ctx.cost_left_usd is None:
             return
-        p = pricing.facts(model)
-        prompt_tokens = len(json.dumps([system, messages, SUBMIT_TOOL])) / CHARS_PER_TOKEN
-        worst = (prompt_tokens * p["cache_write_1h"] + self.max_tokens * p["output"]) / 1e6
-        if spent + worst > ctx.cost_left_usd:
+        prompt_tokens = len(json.dumps([system, messages, EDITOR_TOOL, SUBMIT_TOOL])) / CHARS_PER_TOKEN
+        p = pricing.prompt_rates(model, prompt_tokens)
+        worst = (prompt_tokens * p["cache_write_1h"] + self.plans[model].max_tokens * p["output"]) / 1e6
+        if worst > ctx.cost_left_usd:
             raise CostLimitReached(
-                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd - spent:.3f} left "
+                f"the next call could cost ${worst:.3f}, more than the ${ctx.cost_left_usd:.3f} left "
                 "under --max-cost-usd"
             )
 
@@ -445,6 +512,21 @@ class ClaudeAgent:
         except (EditorError, KeyError, ValueError, TypeError, OSError) as e:
             message = str(e) if isinstance(e, EditorError) else f"malformed input: {type(e).__name__}: {e}"
             return {"type": "tool_result", "tool_use_id": block.id, "content": message, "is_error": True}
+
+
+def snapshot(stream):
+    """What a stream had accumulated before it failed (None before message_start)."""
+    try:
+        return stream.current_message_snapshot if stream is not None else None
+    except Exception:  # noqa: BLE001 - the SDK asserts when there is none
+        return None
+
+
+def request_id(stream) -> str | None:
+    try:
+        return stream.request_id if stream is not None else None
+    except Exception:  # noqa: BLE001 - no response to read it from
+        return None
 
 
 def add_user(messages: list, blocks: list) -> None:

@@ -108,6 +108,14 @@ def render_call(i: int, c: dict) -> str:
         f" out {c.get('output_tokens', 0):,}  "
         f"${c.get('cost_usd', 0):.4f}  {c.get('latency_s', 0):.1f}s"
     )
+    sent = [
+        f"thinking {json.loads(c['thinking'])['type']}" if c.get("thinking") else "",
+        f"effort {c['effort']}" if c.get("effort") else "",
+    ]
+    if any(sent):
+        line += "  " + " ".join(filter(None, sent))
+    if c.get("request_id"):
+        line += f"  {c['request_id']}" + (f" {c['response_id']}" if c.get("response_id") else "")
     if c.get("error"):
         line += f"  {c['error']}"
     if c.get("stop_details"):

@@ -16,8 +16,7 @@ from typing import Optional
 
 import click
 
-from agents.pricing import DEFAULT_MODEL, EFFORTS, MIN_THINKING_TOKENS
-from agents.pricing import facts as model_facts
+from agents.thinking import EFFORTS, MIN_THINKING_TOKENS
 
 from .programs import PROGRAMS, TAG_PATTERN, default_state_dir
 
@@ -39,40 +38,46 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def make_agent(
-    choice: str,
-    model: Optional[str],
-    seed: int,
-    thinking_tokens: int,
-    max_rounds: int,
-    effort: Optional[str] = None,
-    fallback_model: Optional[str] = None,
-):
-    """auto = Claude when ANTHROPIC_API_KEY is set, else the offline search (announced loudly)."""
+def make_agent(choice: str, seed: int, claude=None):
+    """auto = Claude when ANTHROPIC_API_KEY is set, else the offline search (announced loudly); `claude` is the
+    Claude agent `start` built (and checked) already."""
+    if claude is not None:
+        return claude
     if choice == "auto":
-        choice = "claude" if os.environ.get("ANTHROPIC_API_KEY") else "offline"
-        if choice == "offline":
-            print(
-                "*** no ANTHROPIC_API_KEY: using the OFFLINE agent (seeded search over numeric constants, no LLM) ***",
-                flush=True,
-            )
-    if choice == "offline":
-        from agents.offline import OfflineAgent
+        print(
+            "*** no ANTHROPIC_API_KEY: using the OFFLINE agent (seeded search over numeric constants, no LLM) ***",
+            flush=True,
+        )
+    from agents.offline import OfflineAgent
 
-        return OfflineAgent(seed=seed)
+    return OfflineAgent(seed=seed)
+
+
+def claude_agent(model, thinking_tokens, effort, fallback_model, max_rounds, state_dir: Path):
+    """The Claude agent, its model read from the Models API (kept in the state folder); says in start's first
+    line what the thinking flags mean on that model, and refuses a model or flags it cannot use in one line."""
     if not os.environ.get("ANTHROPIC_API_KEY"):
-        from .daemon import UserError
-
-        raise UserError("--agent claude needs ANTHROPIC_API_KEY in the environment")
+        fail("--agent claude needs ANTHROPIC_API_KEY in the environment")
     from agents.claude import ClaudeAgent
+    from agents.models import ModelError
 
-    return ClaudeAgent(
-        model=model,
-        thinking_tokens=thinking_tokens,
-        effort=effort,
-        fallback_model=fallback_model,
-        max_rounds=max_rounds,
-    )
+    try:
+        agent = ClaudeAgent(
+            model=model,
+            thinking_tokens=thinking_tokens,
+            effort=effort,
+            fallback_model=fallback_model,
+            max_rounds=max_rounds,
+            state_dir=state_dir,
+        )
+    except (ModelError, ValueError) as e:
+        fail(str(e))
+    except KeyError as e:  # no price for the model
+        fail(e.args[0])
+    print(agent.describe(), flush=True)
+    for warning in agent.warnings():
+        print(warning, flush=True)
+    return agent
 
 
 # what each numeric option of `start` must be; click only checks that it is a number
@@ -170,19 +175,25 @@ def policy_options(command):
     show_default=True,
     help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline",
 )
-@click.option("--model", default=None, help="Claude model for the claude agent (default: a current Sonnet)")
+@click.option(
+    "--model",
+    default=None,
+    help="Claude model for the claude agent (default: the current Sonnet); read from the Models API at start",
+)
 @click.option(
     "--thinking-tokens",
     default=0,
     show_default=True,
-    help="thinking per Claude call, 0: off, else at least 1024: the budget on models that take one, "
-    "adaptive thinking (depth set by --effort) on models that require it; either way it adds to max_tokens",
+    help="thinking per Claude call. 0: the least the model allows (off; between_tools on Sonnet 5.5; adaptive at "
+    "the lowest effort where it cannot be turned off); else at least 1024: adaptive thinking where the model takes "
+    "it, else a budget of that many tokens; either way it adds to max_tokens. start's first line says which",
 )
 @click.option(
     "--effort",
     type=click.Choice(EFFORTS),
     default=None,
-    help="Claude's output_config.effort (default: the API's, high); sets the depth of adaptive thinking",
+    help="Claude's output_config.effort (default: the model's own, high or medium); sets the depth of adaptive "
+    "thinking",
 )
 @click.option(
     "--fallback-model",
@@ -292,17 +303,10 @@ def start(
     slot = check_executor(executor, ray_address, parallel, slot_resources)
     if executor == "ray" and unsafe_no_sandbox:
         fail("--executor ray cannot run unsandboxed: unconfined candidate code could reach the Ray cluster")
-    for name in filter(None, (model, fallback_model)):
-        try:
-            model_facts(name)
-        except KeyError as e:
-            fail(e.args[0])
-    levels = model_facts(model or DEFAULT_MODEL)["efforts"]
-    if effort and effort not in levels:
-        fail(
-            f"--effort {effort} is not available on {model or DEFAULT_MODEL} (its levels: "
-            f"{', '.join(levels) or 'none'})"
-        )
+    state = (state_dir or default_state_dir()).resolve()
+    claude = None
+    if agent == "claude" or (agent == "auto" and os.environ.get("ANTHROPIC_API_KEY")):
+        claude = claude_agent(model, thinking_tokens, effort, fallback_model, max_rounds, state)
     import psutil
 
     from trainer import blas
@@ -313,7 +317,7 @@ def start(
     from .worktree import GitError
 
     settings = Settings(
-        state_dir=(state_dir or default_state_dir()).resolve(),
+        state_dir=state,
         program=program,
         tag=tag,
         dataset=dataset,
@@ -339,7 +343,7 @@ def start(
             if not foreground
             else daemon.run_foreground(
                 settings,
-                lambda: make_agent(agent, model, seed, thinking_tokens, max_rounds, effort, fallback_model),
+                lambda: make_agent(agent, seed, claude),
                 base,
             )
         )

@@ -6,8 +6,17 @@ import pytest
 
 import fake_anthropic as fa
 from agents import history, pricing
-from agents.base import Abandoned, AgentPaused, CostLimitReached, NoEdits, ProposalContext, TransientAgentError
+from agents.base import (
+    Abandoned,
+    AgentPaused,
+    CostLimitReached,
+    NoEdits,
+    ProposalContext,
+    Refused,
+    TransientAgentError,
+)
 from agents.claude import ClaudeAgent, task_message
+from agents.models import ModelError
 
 TRAIN = "trainer/train.py"
 READABLE = ["trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py"]
@@ -23,7 +32,7 @@ def server():
 def agent(server, monkeypatch, **kw) -> ClaudeAgent:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    return ClaudeAgent(**({"max_retries": 0, "timeout_s": 10} | kw))
+    return ClaudeAgent(**({"timeout_s": 10} | kw))
 
 
 def context(worktree, calls=None, history_items=(), **over) -> ProposalContext:
@@ -110,15 +119,12 @@ def test_overload_and_server_errors_are_transient(server, worktree, monkeypatch,
     assert calls[0]["status"] == "error" and str(status) in calls[0]["error"]
 
 
-def test_sdk_retries_before_the_daemon_backs_off(server, worktree, monkeypatch):
-    server.script = [
-        fa.error(529, "overloaded_error"),
-        fa.error(500),
-        fa.edit(TRAIN, "SCALAR_LR = 0.5", "SCALAR_LR = 0.4"),
-        fa.submit("SCALAR_LR 0.5 -> 0.4"),
-    ]
-    assert agent(server, monkeypatch, max_retries=2).propose(context(worktree)).description == "SCALAR_LR 0.5 -> 0.4"
-    assert len(server.requests) == 4
+def test_the_sdk_never_retries_the_daemon_backs_off(server, worktree, monkeypatch):
+    """A retry inside the SDK sleeps where `stop` cannot interrupt it; the campaign's backoff can be."""
+    server.script = [fa.error(529, "overloaded_error", headers={"retry-after": "7"}), fa.submit("never asked")]
+    with pytest.raises(TransientAgentError, match="529") as e:
+        agent(server, monkeypatch).propose(context(worktree))
+    assert len(server.requests) == 1 and e.value.retry_after_s == 7
 
 
 def test_timeout_is_transient(server, worktree, monkeypatch):
@@ -173,21 +179,54 @@ def test_cost_ceiling_stops_before_the_call(server, worktree, monkeypatch):
     assert server.requests == []
 
 
-def test_unknown_model_fails_at_once(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
-    with pytest.raises(KeyError, match="ARX_PRICING"):
-        ClaudeAgent(model="claude-imaginary-9")
+def worst_first_call(server, worktree, monkeypatch, model) -> float:
+    """What the cost ceiling prices a first call on `model` at (it says so when it refuses one)."""
+    with pytest.raises(CostLimitReached) as e:
+        agent(server, monkeypatch, model=model).propose(context(worktree, cost_left_usd=1e-9))
+    return float(str(e.value).split("$")[1].split(",")[0])
+
+
+def test_the_cost_ceiling_counts_what_the_refusing_model_spent(server, worktree, monkeypatch):
+    """A fallback asked after a refusal has only what is left: the refused call's cost is not forgotten."""
+    worst = worst_first_call(server, worktree, monkeypatch, "claude-opus-5-5")
+    server.script = [fa.refusal()]
+    calls = []
+    with pytest.raises(Refused):
+        agent(server, monkeypatch).propose(context(worktree, calls))
+    refused = calls[0]["cost_usd"]
+    server.script, server.requests = [fa.refusal(), fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05")], []
+    server.cache.clear()  # the refusal costs the same again
+    budget = worst + refused / 2  # enough for the fallback's first call alone, not after the refusal
+    with pytest.raises(CostLimitReached, match="could cost"):
+        agent(server, monkeypatch, fallback_model="claude-opus-5-5").propose(context(worktree, cost_left_usd=budget))
+    assert [r["body"]["model"] for r in server.requests] == ["claude-sonnet-5-5"]
+
+
+def test_unknown_or_unpriced_models_fail_at_once(server, monkeypatch):
+    with pytest.raises(ModelError, match="not found by the Models API"):
+        agent(server, monkeypatch, model="claude-imaginary-9")
+    server.families["claude-imaginary-9"] = fa.Family(
+        "claude-imaginary-9", "Claude Imaginary 9", "opus", ("adaptive",), default_on=True, efforts=fa.EFFORTS
+    )  # the Models API knows it; arx's price table does not
+    with pytest.raises(KeyError, match="cache_write_5m, cache_write_1h, cache_read in USD per million tokens"):
+        agent(server, monkeypatch, model="claude-imaginary-9")
+    monkeypatch.setenv("ARX_PRICING", '{"claude-imaginary-9": {"input": 1, "output": 2, "cache_read": 0.1}}')
+    with pytest.raises(KeyError, match="lacks cache_write_5m, cache_write_1h"):
+        agent(server, monkeypatch, model="claude-imaginary-9")
     monkeypatch.setenv(
-        "ARX_PRICING", '{"claude-imaginary-9": {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1}}'
+        "ARX_PRICING",
+        '{"claude-imaginary-9": {"input": 1, "output": 2, "cache_write_5m": 1.25, "cache_write_1h": 2, '
+        '"cache_read": 0.1}}',
     )
-    assert ClaudeAgent(model="claude-imaginary-9").model == "claude-imaginary-9"
+    assert agent(server, monkeypatch, model="claude-imaginary-9").model == "claude-imaginary-9"
 
 
 def test_extended_thinking_is_requested(server, worktree, monkeypatch):
     server.script = [fa.edit(TRAIN, "MATRIX_LR = 0.04", "MATRIX_LR = 0.05"), fa.submit("x")]
-    agent(server, monkeypatch, thinking_tokens=2048).propose(context(worktree))
+    agent(server, monkeypatch, model="claude-haiku-4-5", thinking_tokens=2048).propose(context(worktree))
     body = server.requests[0]["body"]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["max_tokens"] > 2048
+    assert body["model"] == "claude-haiku-4-5-20251001" and server.rejected == []  # the alias, resolved
 
 
 def fake_history(n: int) -> list[dict]:

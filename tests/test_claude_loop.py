@@ -136,10 +136,10 @@ def test_an_invalid_request_pauses_the_campaign_after_one_call(loop_parts, monke
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
     try:
-        reason, _, _ = run_loop(settings, row, ClaudeAgent(max_retries=2))
+        reason, _, _ = run_loop(settings, row, ClaudeAgent())
     finally:
         server.close()
-    assert len(server.requests) == 1 and "thinking.type.enabled is not supported" in reason
+    assert len(server.requests) == 1 and "thinking.type.enabled is not supported" in reason  # the SDK never retries
     db = settings.state_dir / "experiments.db"
     status, stop = query(db, "SELECT status, stop_reason FROM campaign")[0]
     assert status == "paused" and "HTTP 400" in stop
@@ -171,16 +171,40 @@ def test_the_expected_gap_comes_from_measured_runs():
     [
         (["--thinking-tokens", "500"], "at least 1024"),
         (["--thinking-tokens", "-1"], "at least 1024"),
-        (["--effort", "extreme"], "--effort"),
-        (["--effort", "xhigh"], "xhigh is not available on claude-sonnet-4-6"),
+        (["--model", "claude-sonnet-4-6", "--effort", "xhigh"], "xhigh is not available on claude-sonnet-4-6"),
         (["--model", "claude-haiku-4-5", "--effort", "low"], "levels: none"),
-        (["--fallback-model", "claude-opus-5-5"], "no price for model 'claude-opus-5-5'"),
-        (["--model", "claude-sonnet-4-6-preview"], "ARX_PRICING"),
+        (["--effort", "max"], "--effort max needs thinking on claude-sonnet-5-5"),
+        (["--fallback-model", "claude-opus-6"], "model 'claude-opus-6' was not found by the Models API"),
+        (["--model", "claude-sonnet-4-5"], "is retired"),
+        (["--model", "claude-opus-9-9"], "was not found"),
     ],
 )
-def test_start_rejects_bad_claude_flags_in_one_line(tmp_path, args, message):
-    result = CliRunner().invoke(app, ["start", "--program", "model", "--tag", "t", "--state-dir", str(tmp_path), *args])
-    assert result.exit_code == 2 and message in result.output
+def test_start_rejects_bad_claude_flags_in_one_line(tmp_path, monkeypatch, args, message):
+    server = fa.FakeAnthropic()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    try:
+        result = CliRunner().invoke(
+            app, ["start", "--program", "model", "--tag", "t", "--state-dir", str(tmp_path), *args]
+        )
+    finally:
+        server.close()
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and server.requests == []  # no Messages call made
+
+
+def test_an_unpriced_model_is_refused_at_start_naming_the_prices_to_give(tmp_path, monkeypatch):
+    server = fa.FakeAnthropic()
+    server.families["claude-opus-6"] = fa.Family("claude-opus-6", "Claude Opus 6", "opus", ("adaptive",), True)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    try:
+        args = ["start", "--program", "model", "--tag", "t", "--state-dir", str(tmp_path), "--model", "claude-opus-6"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        server.close()
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "no price for model 'claude-opus-6'" in result.output and "cache_write_1h" in result.output
 
 
 def test_start_help_explains_the_claude_flags():
