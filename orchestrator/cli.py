@@ -3,10 +3,15 @@
 arx-daemon start --program model --tag mar15
 arx-daemon status
 arx-daemon stop --tag mar15
+
+Bad input gets one line that says what is wrong and how to fix it, and exit status 2, from every
+command: a usage error, an unknown campaign or run (with what exists), a damaged ledger (with the
+way back). Commands that only read load nothing heavy, so they answer at once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -18,10 +23,33 @@ import click
 
 from agents.thinking import EFFORTS, MIN_THINKING_TOKENS
 
-from .programs import PROGRAMS, TAG_PATTERN, default_state_dir
+from . import formatting as fmt
+from .programs import PROGRAMS, ROOT, TAG_PATTERN, StatePaths, default_state_dir
+from .report import ARX_COLUMNS
+from .tables import Column
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class Commands(click.Group):
+    """click's group, answering a usage error (unknown option, missing value, bad choice) in one line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f"arx-daemon {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else ""
+            hint = f" (see {where} --help)" if where else " (see arx-daemon --help)"
+            fail(f"{e.format_message()}{hint}")
+        except click.ClickException as e:
+            fail(e.format_message())
+        except click.Abort:
+            click.echo("aborted", err=True)
+            raise SystemExit(1) from None
+        if standalone_mode:
+            raise SystemExit(code if isinstance(code, int) else 0)
+        return code
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def app() -> None:
     """arx: a daemon that does ML research by itself.
 
@@ -36,6 +64,32 @@ STATE_HELP = "state directory (default: state/ in the arx checkout, or $ARX_STAT
 def fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     raise SystemExit(2)
+
+
+def state_paths(state_dir: Optional[Path]) -> tuple[Path, Path]:
+    state = (state_dir or default_state_dir()).resolve()
+    return state, state / "experiments.db"
+
+
+def reads_ledger(command):
+    """Answer every way reading the ledger can fail in one line with exit 2: no ledger yet, an unknown campaign or
+    run (naming what exists), a damaged or busy ledger (naming the way back)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        import sqlite3
+
+        from . import backup, report
+
+        try:
+            return command(*args, **kwargs)
+        except (FileNotFoundError, report.Unknown) as e:
+            fail(str(e) if isinstance(e, report.Unknown) else e.args[0] if e.args else str(e))
+        except sqlite3.Error as e:
+            _, db = state_paths(kwargs.get("state_dir"))
+            fail(backup.explain(db, e) or f"reading the ledger {db} failed: {e}")
+
+    return wrapper
 
 
 def make_agent(choice: str, seed: int, claude=None):
@@ -80,22 +134,25 @@ def claude_agent(model, thinking_tokens, effort, fallback_model, max_rounds, sta
     return agent
 
 
-# what each numeric option of `start` must be; click only checks that it is a number
+# what each numeric option of `start` must be (by its parameter name); click only checks that it is a number
 NUMBERS = {
     "thinking_tokens": (
         lambda v: v == 0 or v >= MIN_THINKING_TOKENS,
         f"0 (off) or at least {MIN_THINKING_TOKENS} (the API's least thinking budget)",
     ),
     "max_rounds": (lambda v: v >= 1, "at least 1"),
-    "budget": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    "budget_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
     "max_experiments": (lambda v: v >= 0, "0 (baselines only) or more"),
     "max_cost_usd": (lambda v: 0 < v < math.inf, "a positive number of dollars"),
     "slots": (lambda v: v >= 1, "at least 1"),
-    "baseline_runs": (lambda v: v >= 1, "at least 1"),
-    "min_delta": (lambda v: 0 <= v < math.inf, "0 or a positive number"),
+    "startup_grace_s": (lambda v: 0 <= v < math.inf, "0 or a positive number of seconds"),
     "stall_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
     "memory_mb": (lambda v: 0 < v < math.inf, "a positive number of MB"),
+    "eval_timeout_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    "backoff_s": (lambda v: 0 < v < math.inf, "a positive number of seconds"),
     "seed": (lambda v: v >= 0, "0 or more"),
+    "baseline_runs": (lambda v: v >= 1, "at least 1"),
+    "min_delta": (lambda v: 0 <= v < math.inf, "0 or a positive number"),
     "false_keep": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
     "min_pairs": (lambda v: v >= 1, "at least 1"),
     "max_pairs": (lambda v: v >= 1, "at least 1"),
@@ -133,12 +190,13 @@ def check_executor(executor: str, ray_address: str, parallel: int, slot_resource
     return slot
 
 
-def check_numbers(values: dict) -> None:
+def check_numbers(values: dict, command: click.Command) -> None:
     """Refuse, in one line with exit 2, a number that `start` cannot use (None: not given)."""
+    flags = {p.name: p.opts[0] for p in command.params}
     for name, (ok, what) in NUMBERS.items():
         value = values.get(name)
         if value is not None and not ok(value):
-            fail(f"--{name.replace('_', '-')} must be {what}, got {value:g}")
+            fail(f"{flags[name]} must be {what}, got {value:g}")
 
 
 def policy_options(command):
@@ -158,17 +216,98 @@ def policy_options(command):
     return command
 
 
+def settings_fields() -> list:
+    """The fields of `Settings` that `start` takes as options (in their order, the state directory last)."""
+    from dataclasses import fields
+
+    from .config import Settings
+
+    found = [f for f in fields(Settings) if f.metadata.get("option", True)]
+    return sorted(found, key=lambda f: f.name == "state_dir")
+
+
+def settings_options(command):
+    """One `start` option per field of `Settings` (orchestrator/config.py), with its default and meaning; the
+    parameter is named after the field, the flag too unless the field says otherwise (`--budget` for budget_s)."""
+    import types
+    import typing
+    from dataclasses import MISSING
+
+    from .config import Settings
+
+    hints = typing.get_type_hints(Settings)
+    for f in reversed(settings_fields()):
+        kind, optional = hints[f.name], False
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind, optional = next(a for a in typing.get_args(kind) if a is not type(None)), True
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        flag = f"--{(f.metadata.get('flag') or f.name).replace('_', '-')}"
+        extra: dict = {"help": f.metadata["help"]}
+        if kind is bool:
+            extra |= {"is_flag": True, "default": default}
+        elif kind is Path:  # the state directory: resolved at run time ($ARX_STATE_DIR, or state/ in the checkout)
+            extra |= {"type": click.Path(path_type=Path), "default": None}
+        elif default is MISSING:
+            extra |= {"required": True, "type": kind}
+        elif kind is dict:  # taken as JSON
+            extra |= {"default": json.dumps(default), "show_default": True}
+        elif f.metadata.get("choices"):
+            extra |= {"type": click.Choice(f.metadata["choices"]), "default": default, "show_default": True}
+        else:
+            extra |= {"type": kind, "default": default, "show_default": default is not None and not optional}
+        command = click.option(flag, f.name, **extra)(command)
+    return command
+
+
+def fast_refusals(program: str, tag: str, state_dir: Optional[Path]) -> Path:
+    """What `start` can refuse at once, before it loads the daemon or creates anything: a campaign already running,
+    a checkout that is not a git repository, a damaged ledger. Returns the state directory."""
+    from . import backup, doctor, slots
+    from .programs import running_message
+
+    state = (state_dir or default_state_dir()).resolve()
+    paths = StatePaths(state, program, tag)
+    pid = slots.holder(paths.lock)
+    if pid is not None:
+        fail(running_message(paths, pid))
+    repo = doctor.repository(ROOT)
+    if not repo.ok:
+        fail(f"{repo.detail}; {repo.fix}")
+    if paths.db.exists() and (problem := backup.soundness(paths.db)):
+        fail(backup.damaged(paths.db, problem))
+    return state
+
+
+def noise_warning(state: Path, program: str, tag: str, dataset: str, budget_s: float, policy) -> str | None:
+    """The noise warning for a campaign about to start: from its own noise when it resumes, else from the latest
+    campaign here with the same program, dataset and budget (None if neither measured any)."""
+    from . import figures, report
+
+    db = state / "experiments.db"
+    if not db.exists():
+        return None
+    con = report.connect(db)
+    try:
+        found = report.campaigns(con)
+        same = [c for c in found if c["program"] == program and c["tag"] == tag]
+        like = [
+            c
+            for c in found
+            if c["program"] == program and c["dataset"] == dataset and c["budget_s"] == budget_s and c["noise_dof"]
+        ]
+        chosen = same[0] if same and same[0]["noise_dof"] else (like[-1] if like else None)
+        if chosen is None:
+            return None
+        head = report.summary(con, state, chosen)
+        gains = report.similar_gains(con).get((program, dataset), [])
+    finally:
+        con.close()
+    name = f"{program}/{tag}" if chosen in same else f"{program}/{tag} (like {report.name(chosen)}, same budget)"
+    return figures.noise_warning(name, policy, figures.noise_of(chosen), head["best_val_bpb"], gains)
+
+
 @app.command()
-@click.option(
-    "--program",
-    required=True,
-    help="research program: model (edits trainer/train.py) or data (edits prepare.py, data_sources.py)",
-)
-@click.option(
-    "--tag",
-    required=True,
-    help="campaign name, e.g. mar15; the branch is autoresearch/<tag> (model) or autoresearch-data/<tag>",
-)
+@settings_options
 @click.option(
     "--agent",
     default="auto",
@@ -201,140 +340,45 @@ def policy_options(command):
     help="Claude model to ask once more when the main model refuses (stop reason refusal)",
 )
 @click.option("--max-rounds", default=12, show_default=True, help="tool rounds Claude may use per proposal")
-@click.option(
-    "--dataset", default="stdlib", show_default=True, help="dataset registry name (stdlib is embedded and offline)"
-)
-@click.option(
-    "--budget", default=300.0, show_default=True, help="training seconds per run (startup and evaluation are extra)"
-)
-@click.option(
-    "--max-experiments",
-    type=int,
-    default=None,
-    help="stop after this many experiments (baselines and re-runs not counted)",
-)
-@click.option("--max-cost-usd", type=float, default=None, help="stop before an LLM call could take spending past this")
-@click.option(
-    "--slots",
-    default=1,
-    show_default=True,
-    help="trainers allowed at once across all campaigns of this state directory",
-)
-@click.option("--stall-s", default=120.0, show_default=True, help="kill a trainer that prints nothing for this long")
-@click.option(
-    "--memory-mb",
-    type=float,
-    default=None,
-    help="kill a trainer whose process tree RSS+swap passes this (default: 85% of RAM, shared by --parallel runs)",
-)
-@click.option("--seed", default=0, show_default=True, help="seed for training runs and the offline agent")
 @click.option("--base", default=None, help="commit to branch from (default: HEAD)")
 @click.option("--foreground", is_flag=True, help="run in this terminal instead of detaching")
-@click.option(
-    "--unsafe-no-sandbox",
-    is_flag=True,
-    help="run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)",
-)
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="where runs train: local (subprocesses on this machine) or ray (exclusive slots on a Ray cluster; "
-    "the held-out documents and the scoring stay here)",
-)
-@click.option(
-    "--ray-address",
-    default="local",
-    show_default=True,
-    help="with --executor ray: HOST:PORT of the head (`ray start --head` prints it), auto (RAY_ADDRESS or a "
-    "cluster started on this machine), or local (start a Ray instance here with --parallel slots)",
-)
-@click.option(
-    "--parallel",
-    default=1,
-    show_default=True,
-    help="candidates in flight at once (above 1 needs --executor ray); each is judged against the champion it "
-    "was built on and rebased and re-measured if the champion moved",
-)
-@click.option(
-    "--slot-resources",
-    default='{"CPU": 1}',
-    show_default=True,
-    help='what one run holds exclusively on its node, as JSON: {"CPU": 8}, {"GPU": 1}; CPUs are pinned',
-)
-@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 @policy_options
-def start(
-    program,
-    tag,
-    agent,
-    model,
-    thinking_tokens,
-    effort,
-    fallback_model,
-    max_rounds,
-    dataset,
-    budget,
-    max_experiments,
-    max_cost_usd,
-    slots,
-    stall_s,
-    memory_mb,
-    seed,
-    base,
-    foreground,
-    unsafe_no_sandbox,
-    executor,
-    ray_address,
-    parallel,
-    slot_resources,
-    state_dir,
-    **policy,
-) -> None:
+def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, base, foreground, **options) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
+    from .policy import Policy
+
+    policy = {k: options.pop(k) for k in Policy.help()}
+    program, tag, seed = options["program"], options["tag"], options["seed"]
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
     if not TAG_PATTERN.match(tag):
         fail(f"bad tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
     if agent not in ("auto", "claude", "offline"):
         fail(f"unknown agent {agent!r}; choose auto, claude or offline")
-    check_numbers(locals() | policy)
-    slot = check_executor(executor, ray_address, parallel, slot_resources)
+    check_numbers(locals() | options | policy, start)
+    executor, parallel, unsafe_no_sandbox = options["executor"], options["parallel"], options["unsafe_no_sandbox"]
+    options["slot_resources"] = check_executor(executor, options["ray_address"], parallel, options["slot_resources"])
     if executor == "ray" and unsafe_no_sandbox:
         fail("--executor ray cannot run unsandboxed: unconfined candidate code could reach the Ray cluster")
-    state = (state_dir or default_state_dir()).resolve()
+    options["state_dir"] = fast_refusals(program, tag, options["state_dir"])
     claude = None
     if agent == "claude" or (agent == "auto" and os.environ.get("ANTHROPIC_API_KEY")):
-        claude = claude_agent(model, thinking_tokens, effort, fallback_model, max_rounds, state)
+        claude = claude_agent(model, thinking_tokens, effort, fallback_model, max_rounds, options["state_dir"])
+    if warning := noise_warning(
+        options["state_dir"], program, tag, options["dataset"], options["budget_s"], Policy(**policy)
+    ):
+        print(warning, flush=True)
     import psutil
 
     from trainer import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
     from .config import Settings
-    from .policy import Policy
     from .worktree import GitError
 
-    settings = Settings(
-        state_dir=state,
-        program=program,
-        tag=tag,
-        dataset=dataset,
-        budget_s=budget,
-        max_experiments=max_experiments,
-        max_cost_usd=max_cost_usd,
-        slots=slots,
-        seed=seed,
-        stall_s=stall_s,
-        memory_mb=memory_mb or 0.85 * psutil.virtual_memory().total / 2**20 / parallel,  # runs in flight share it
-        unsafe_no_sandbox=unsafe_no_sandbox,
-        policy=Policy(**policy),
-        executor=executor,
-        ray_address=ray_address,
-        parallel=parallel,
-        slot_resources=slot,
-    )
+    if options["memory_mb"] is None:  # runs in flight share it
+        options["memory_mb"] = 0.85 * psutil.virtual_memory().total / 2**20 / parallel
+    settings = Settings(**options, policy=Policy(**policy))
     if warning := blas.slow_warning():
         print(warning, flush=True)
     try:
@@ -356,94 +400,71 @@ def start(
 @click.option("--tag", default=None, help="only this tag (default: every running campaign)")
 @click.option("--program", default=None, help="only this program")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+@reads_ledger
 def stop(tag, program, state_dir) -> None:
     """Stop running campaigns gracefully: the run in flight is aborted and recorded as interrupted."""
-    from . import daemon
+    from . import report, slots, tables
 
-    messages = daemon.stop((state_dir or default_state_dir()).resolve(), tag, program)
-    for m in messages:
-        click.echo(m)
-    if not messages:
-        click.echo("no running campaign matched")
+    state, db = state_paths(state_dir)
+    if not db.exists():
+        tables.say(f"nothing to stop: no ledger at {db}")
+        return
+    con = report.connect(db)
+    try:
+        found = report.campaigns(con, tag, program)
+    finally:
+        con.close()
+    running = [c for c in found if slots.holder(StatePaths(state, c["program"], c["tag"]).lock) is not None]
+    dead = [c for c in found if c["status"] == "running" and c not in running]
+    if not running and not dead:
+        tables.say(f"nothing to stop: no campaign {'of those ' if tag or program else ''}is running")
+        return
+    from . import daemon  # loaded only when there is a daemon to signal (or a dead one to mark)
+
+    for m in daemon.stop(state, tag, program):
+        tables.say(m)
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading the ledger
 # ---------------------------------------------------------------------------------------------
-def state_paths(state_dir: Optional[Path]) -> tuple[Path, Path]:
-    state = (state_dir or default_state_dir()).resolve()
-    return state, state / "experiments.db"
+STATUS_COLUMNS = [
+    Column("campaign", 0),
+    Column("state", 1, wrap=True, min_width=7),
+    Column("best", 0, right=True),
+    Column("vs base", 1, right=True),
+    Column("now", 2, wrap=True, min_width=12),
+    Column("kept/runs", 3, right=True),
+    Column("drift", 4, right=True),
+    Column("sigma", 5, right=True),
+    Column("band", 6, right=True),
+    Column("test_bpb", 7, right=True),
+    Column("cost", 7, right=True),
+    Column("last keep", 8, right=True),
+    Column("agent", 9, wrap=True, min_width=10),
+]
 
 
-def console():
-    from rich.console import Console
-
-    return Console(soft_wrap=True)
-
-
-def duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+def now_text(c: dict) -> str:
+    """What a campaign is doing: its runs training or being scored, a proposal under way, candidates waiting."""
+    parts = []
+    for f in c["in_flight"]:
+        text = f"#{f['seq']} {f['phase']}"
+        if f["elapsed_s"] is not None:
+            text += f" {f['elapsed_s']:.0f}/{f['budget_s']:g}s"
+        if f["loss"] is not None:
+            text += f" loss {f['loss']:.3f} {f['tok_per_sec']:,.0f} tok/s"
+        parts.append(text)
+    parts += [f"#{r['seq']} proposing" for r in c["proposing"]]
+    if c["waiting"]:
+        parts.append(f"{', '.join('#' + str(r['seq']) for r in c['waiting'])} waiting for a verdict")
+    return "; ".join(parts) or "-"
 
 
-def bpb(value: Optional[float]) -> str:
-    return f"{value:.4f}" if value is not None else "-"
-
-
-def table(headers: list[str], rows: list[list[str]], title: str | None = None) -> None:
-    """A rich table on a terminal, tab-separated plain text when piped."""
-    out = console()
-    if not out.is_terminal:
-        print("\t".join(headers))
-        for row in rows:
-            print("\t".join(row))
-        return
-    from rich.table import Table
-
-    t = Table(*headers, title=title, header_style="bold")
-    for row in rows:
-        t.add_row(*row)
-    out.print(t)
-
-
-def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    headers = [
-        "campaign",
-        "state",
-        "agent",
-        "now",
-        "runs",
-        "best val_bpb",
-        "vs baseline",
-        "test_bpb",
-        "sigma",
-        "spent",
-        "last keep",
-    ]
+def status_rows(rows: list[dict]) -> list[list[str]]:
     out = []
     for c in rows:
-        state = c["state"] + (f" ({c['reason']})" if c["reason"] and c["state"] != "running" else "")
-        if c["state"] == "running" and c["reason"]:
-            state += f": {c['reason']}"
-        f = c["in_flight"]
-        if f:
-            now = f"#{f['seq']} {f['phase']}"
-            if f["elapsed_s"] is not None:
-                now += f" {f['elapsed_s']:.0f}/{f['budget_s']:g}s"
-            if f["loss"] is not None:
-                now += f" loss {f['loss']:.3f} {f['tok_per_sec']:,.0f} tok/s"
-        else:
-            now = "-"
-        runs = " ".join(f"{k} {v}" for k, v in sorted(c["runs"].items()))
-        improvement = f"{-c['improvement']:+.4f}" if c["improvement"] is not None else "-"
+        state = c["state"] + (f" ({c['reason']})" if c["reason"] else "")
         agent = (
             c["agent"]
             + (f" ({c['model']})" if c["model"] else "")
@@ -453,63 +474,71 @@ def status_lines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             [
                 f"{c['program']}/{c['tag']}",
                 state,
+                fmt.bpb(c["best_val_bpb"]),
+                fmt.signed(-c["improvement"]) if c["improvement"] is not None else fmt.DASH,
+                now_text(c),
+                f"{c['kept']}/{c['total_runs']}",
+                fmt.signed(c["drift"]),
+                fmt.bpb(c["noise_sigma"]),
+                fmt.bpb(c["band"]),
+                fmt.bpb(c["best_test_bpb"]),
+                fmt.dollars(c["cost_usd"]),
+                fmt.duration(c["since_last_keep_s"]) + (" ago" if c["since_last_keep_s"] is not None else ""),
                 agent,
-                now,
-                runs or "-",
-                bpb(c["best_val_bpb"]),
-                improvement,
-                bpb(c["best_test_bpb"]),
-                bpb(c["noise_sigma"]),
-                f"${c['cost_usd']:.2f}",
-                duration(c["since_last_keep_s"]),
             ]
         )
-    return headers, out
+    return out
+
+
+STATUS_LEGEND = (
+    "best: the champion's mean val_bpb over its seeds; vs base: the kept changes' paired gains (changes only at a "
+    "keep); drift: the champion's mean since it was kept (re-measures); band: the gain a change must show at the "
+    "fewest pairs on this noise"
+)
 
 
 @app.command()
 @click.option("--tag", default=None, help="only campaigns with this tag")
+@click.option("--program", default=None, help="only this program")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (stable keys)")
+@click.option("--tsv", "as_tsv", is_flag=True, help="tab-separated text, as when piped")
 @click.option("--watch", is_flag=True, help="refresh every 2 seconds until Ctrl-C")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def status(tag, as_json, watch, state_dir) -> None:
-    """What every campaign is doing: state, run in flight, best result, noise, cost."""
-    import json
-
-    from . import report
+@reads_ledger
+def status(tag, program, as_json, as_tsv, watch, state_dir) -> None:
+    """What every campaign is doing: state, runs in flight, the champion and its gain, noise, cost."""
+    from . import report, tables
 
     state, db = state_paths(state_dir)
-    try:
-        rows = report.status(db, state, tag)
-    except FileNotFoundError as e:
-        fail(str(e))
+    rows = report.status(db, state, tag, program)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
+    out = tables.console()
     if not rows:
-        click.echo("no campaigns yet; start one: arx-daemon start --program model --tag NAME")
+        tables.say("no campaigns yet; start one: arx-daemon start --program model --tag NAME")
         return
-    if not watch:
-        headers, lines = status_lines(rows)
-        table(headers, lines, title="arx campaigns")
+    if not watch or as_tsv or not out.is_terminal:
+        tables.show(STATUS_COLUMNS, status_rows(rows), as_tsv)
+        for c in rows:
+            if c["warning"] and (as_tsv or not out.is_terminal):
+                click.echo(c["warning"], err=True)  # a script reads the rows on stdout, a person sees this
+            elif c["warning"]:
+                out.print(c["warning"], markup=False)
         return
     import time
 
+    from rich.console import Group
     from rich.live import Live
-    from rich.table import Table
+    from rich.text import Text
 
     def render():
-        headers, lines = status_lines(report.status(db, state, tag))
-        t = Table(
-            *headers,
-            title=f"arx campaigns  (refreshed {time.strftime('%H:%M:%S')}, Ctrl-C to quit)",
-            header_style="bold",
-        )
-        for line in lines:
-            t.add_row(*line)
-        return t
+        found = report.status(db, state, tag, program)
+        title = f"arx campaigns (refreshed {time.strftime('%H:%M:%S')}, Ctrl-C to quit)"
+        table = tables.rich_table(STATUS_COLUMNS, status_rows(found), out.width, title)
+        return Group(table, *(Text(c["warning"]) for c in found if c["warning"]))
 
-    with Live(render(), console=console(), refresh_per_second=1) as live:
+    with Live(render(), console=out, refresh_per_second=1) as live:
         try:
             while True:
                 time.sleep(2)
@@ -518,41 +547,58 @@ def status(tag, as_json, watch, state_dir) -> None:
             pass
 
 
+RUN_COLUMNS = [
+    Column("campaign", 6),
+    Column("#", 0, right=True),
+    Column("kind", 4),
+    Column("status", 0),
+    Column("val_bpb", 1, right=True),
+    Column("judged", 3, right=True),
+    Column("test_bpb", 5, right=True),
+    Column("tok/s", 7, right=True),
+    Column("description", 0, wrap=True, min_width=16),
+    Column("decision", 2, wrap=True, min_width=16),
+]
+
+
 @app.command()
 @click.option("--tag", default=None, help="only this tag")
 @click.option("--program", default=None, help="only this program")
 @click.option("--status", "status_filter", default=None, help="only runs with this status (keep, discard, crash, ...)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--tsv", "as_tsv", is_flag=True, help="tab-separated text, as when piped")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def runs(tag, program, status_filter, as_json, state_dir) -> None:
-    """The ledger as a table, one row per run."""
-    import json
-
-    from . import report
+@reads_ledger
+def runs(tag, program, status_filter, as_json, as_tsv, state_dir) -> None:
+    """The ledger as a table, one row per run; `judged` is a verdict's value: its mean over N pairs."""
+    from . import report, tables
 
     _, db = state_paths(state_dir)
-    try:
-        rows = report.runs(db, tag, program, status_filter)
-    except FileNotFoundError as e:
-        fail(str(e))
+    rows = report.runs(db, tag, program, status_filter)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
+    several = len({(r["program"], r["tag"]) for r in rows}) > 1
+    columns = RUN_COLUMNS if several else RUN_COLUMNS[1:]
     lines = [
-        [
-            f"{r['program']}/{r['tag']}",
+        ([f"{r['program']}/{r['tag']}"] if several else [])
+        + [
             str(r["seq"]),
             r["kind"],
             r["status"],
-            bpb(r["val_bpb"]),
-            bpb(r["test_bpb"]),
-            f"{r['tok_per_sec'] or 0:,.0f}",
-            (r["description"] or "")[:60],
-            (r["decision_reason"] or "")[:70],
+            fmt.bpb(r["val_bpb"]),
+            f"{fmt.bpb(r['judged_val_bpb'])}/{r['pairs']}" if r["pairs"] else fmt.DASH,
+            fmt.bpb(r["test_bpb"]),
+            fmt.number(r["tok_per_sec"]),
+            r["description"] or "",
+            " ".join(filter(None, ("[set aside]" if r["contended"] else "", r["decision_reason"] or r["note"]))),
         ]
         for r in rows
     ]
-    table(["campaign", "seq", "kind", "status", "val_bpb", "test_bpb", "tok/s", "description", "decision"], lines)
+    if not lines and not as_tsv and tables.console().is_terminal:
+        tables.say("no runs" + (f" with status {status_filter}" if status_filter else "") + " yet")
+        return
+    tables.show(columns, lines, as_tsv)
 
 
 @app.command()
@@ -561,93 +607,137 @@ def runs(tag, program, status_filter, as_json, state_dir) -> None:
     "--full", is_flag=True, help="print the agent's conversation unabridged (system prompt and long blocks included)"
 )
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+@reads_ledger
 def show(run, full, state_dir) -> None:
-    """One run in full: metrics, decision, diff, log tail, LLM calls, the agent's conversation."""
-    from . import report, runner
+    """One run in full: metrics, decision and the runs it was judged on, diff, log tail, LLM calls, conversation."""
+    from . import report, runner, tables
 
     _, db = state_paths(state_dir)
-    try:
-        r = report.find_run(db, run)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
-    out = console()
-    out.print(
-        f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']}): "
-        f"[bold]{r['status']}[/bold]",
-        highlight=False,
-    )
-    out.print(f"description: {r['description']}", highlight=False, markup=False)
+    r = report.find_run(db, run)
+    out = tables.console()
+
+    def say(text: str, **kw) -> None:
+        out.print(text, markup=False, **kw)
+
+    head = f"[bold]{r['program']}/{r['tag']} run #{r['seq']}[/bold] (id {r['id']}, {r['kind']})"
+    out.print(f"{head}: [bold]{r['status']}[/bold]")
+    say(f"description: {r['description'] or '-'}")
     if r["hypothesis"]:
-        out.print(f"hypothesis:  {r['hypothesis']}", highlight=False, markup=False)
-    out.print(f"decision:    {r['decision_reason'] or '-'}", highlight=False, markup=False)
-    out.print(
-        f"val_bpb {bpb(r['val_bpb'])}  test_bpb {bpb(r['test_bpb'])}  training {r['train_wall_s'] or '-'}s by "
-        f"the daemon's clock  eval {r['eval_seconds'] or '-'}s  total {r['total_seconds'] or '-'}s",
-        highlight=False,
+        say(f"hypothesis:  {r['hypothesis']}")
+    say(f"decision:    {r['decision_reason'] or '-'}")
+    if r["note"]:
+        say(f"note:        {r['note']}")
+    judged = r["judged"]
+    if judged and judged.get("verdict_of"):
+        v = judged["verdict_of"]
+        say(f"measured for the verdict on #{v['seq']} ({v['status']}): arx-daemon show {r['tag']}/{v['seq']}")
+    if judged and judged.get("pairs"):
+        say(
+            f"judged on {len(judged['pairs'])} pair{'s' if len(judged['pairs']) != 1 else ''}: this candidate's mean "
+            f"{fmt.bpb(judged['value'])}, mean paired gain {fmt.signed(judged['gain'])} (champion minus candidate)"
+        )
+        pairs = [
+            [
+                str(p["seed"]),
+                f"#{p['champion_seq']}",
+                fmt.bpb(p["champion"]),
+                f"#{p['candidate_seq']}",
+                fmt.bpb(p["candidate"]),
+                fmt.signed(p["gain"]),
+            ]
+            for p in judged["pairs"]
+        ]
+        columns = [
+            Column("seed", 0, right=True),
+            Column("champion's run", 0),
+            Column("val_bpb", 0, right=True),
+            Column("candidate's run", 0),
+            Column("val_bpb", 0, right=True),
+            Column("gain", 0, right=True),
+        ]
+        out.print(tables.rich_table(columns, pairs, out.width))
+        for a in judged["set_aside"]:
+            say(f"set aside (never used): #{a['seq']}: it {a['why']}")
+        if judged.get("rule"):
+            say(f"the test: {judged['rule']}")
+    say(
+        f"this run's own measurement: val_bpb {fmt.bpb(r['val_bpb'])}  test_bpb {fmt.bpb(r['test_bpb'])}"
+        + (f"  (seed {r['seed']})" if r.get("seed") is not None else "")
+        + ("  set aside: got less of the machine than its partner" if r.get("contended") else "")
     )
-    out.print(
-        f"the trainer claims: {r['training_seconds'] or '-'}s of training, {r['tok_per_sec'] or 0:,.0f} tok/s, "
-        f"{r['steps'] or '-'} steps, {r['num_params'] or '-'} params, peak {r['peak_memory_mb'] or '-'} MB",
-        highlight=False,
+    say(
+        f"time: training {fmt.duration(r.get('train_wall_s'))} by the daemon's clock, scoring "
+        f"{fmt.duration(r['eval_seconds'])}, agent {fmt.duration(r['agent_seconds'])}, total "
+        f"{fmt.duration(r['total_seconds'])}"
+    )
+    say(
+        f"the trainer claims: {fmt.duration(r['training_seconds'])} of training, {fmt.number(r['tok_per_sec'])} tok/s, "
+        f"{fmt.number(r['steps'])} steps, {fmt.number(r['num_params'])} params, peak "
+        f"{fmt.number(r['peak_memory_mb'])} MB"
     )
     if r.get("scoring"):
-        out.print(f"scorer: {r['scoring']}", highlight=False, markup=False)
-    out.print(
-        f"commit {r['commit'] or '-'}  parent {r['parent_commit'] or '-'}  started {r['started_at']}  ended "
-        f"{r['ended_at'] or '-'}",
-        highlight=False,
-    )
+        say(f"scorer: {r['scoring']}")
+    say(f"commit {(r['commit'] or '-')[:12]}  parent {(r['parent_commit'] or '-')[:12]}")
+    say(f"started {fmt.timestamp(r['started_at'])}  ended {fmt.timestamp(r['ended_at'])}")
     if r["diff"]:
         from rich.syntax import Syntax
 
-        out.print(Syntax(r["diff"], "diff", theme="ansi_dark", word_wrap=True) if out.is_terminal else r["diff"])
+        if out.is_terminal:
+            out.print(Syntax(r["diff"], "diff", theme="ansi_dark", word_wrap=True))
+        else:
+            say(r["diff"], soft_wrap=True)
     tail = r["error"] or (runner.tail(Path(r["run_dir"]) / "train.log", 15) if r["run_dir"] else "")
     if tail:
         out.print("[bold]log tail[/bold]")
-        out.print(tail, highlight=False, markup=False)
+        say(tail)
     for c in r["llm_calls"]:
-        out.print(
+        say(
             f"llm {c['model']} {c['status']}: in {c['input_tokens']} (cache read {c['cache_read_tokens']}, write "
             f"{c['cache_write_tokens']}) out {c['output_tokens']}  ${c['cost_usd']:.4f}  {c['latency_s']:.1f}s "
-            f"{c['error'] or ''}",
-            highlight=False,
-            markup=False,
+            f"{c['error'] or ''}".rstrip()
         )
     if r.get("conversation"):
-        import json
-
         from agents import conversation
 
         path = Path(r["conversation"])
-        out.print(f"[bold]conversation[/bold] ({path})", highlight=False)
+        say(f"conversation ({path})")
         try:
-            out.print(conversation.render(json.loads(path.read_text()), full), highlight=False, markup=False)
+            say(conversation.render(json.loads(path.read_text()), full))
         except (OSError, ValueError) as e:
-            out.print(f"(unreadable: {e})", highlight=False, markup=False)
+            say(f"(unreadable: {e})")
 
 
 @app.command()
-@click.option(
-    "--tsv", is_flag=True, default=True, help="the 6-column results.tsv of the original autoresearch (the only format)"
-)
-@click.argument("path", type=click.Path(path_type=Path), required=False)
-@click.option("--tag", default=None, help="only this tag")
-@click.option("--program", default=None, help="only this program")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.option("--tsv", "as_tsv", is_flag=True, help="autoresearch's results.tsv (the default)")
+@click.option("--json", "as_json", is_flag=True, help="the same rows as JSON, every column")
+@click.option("--arx-columns", is_flag=True, help=f"add arx's columns: {', '.join(ARX_COLUMNS)}")
+@click.option("--tag", default=None, help="the campaign's tag (needed when the ledger holds several)")
+@click.option("--program", default=None, help="the campaign's program")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
-def export(tsv, path, tag, program, state_dir) -> None:
-    """Write results.tsv (commit, val_bpb, memory_gb, avg_tok_sec, status, description)."""
-    from . import report
+@reads_ledger
+def export(path, as_tsv, as_json, arx_columns, tag, program, state_dir) -> None:
+    """Write results.tsv as autoresearch does (commit, val_bpb, memory_gb, status, description): the baseline, then
+    one row per judged candidate with the value it was judged on (its mean over its pairs)."""
+    from . import report, tables
 
+    if as_tsv and as_json:
+        fail("choose one of --tsv and --json")
     _, db = state_paths(state_dir)
-    try:
-        text = report.results_tsv(db, tag, program)
-    except FileNotFoundError as e:
-        fail(str(e))
-    if path:
-        path.write_text(text)
-        click.echo(f"wrote {len(text.splitlines()) - 1} runs to {path}")
-    else:
+    found = report.results(db, tag, program)
+    text = json.dumps(found, indent=2) + "\n" if as_json else report.results_tsv(found, arx_columns)
+    if path is None:
         sys.stdout.write(text)
+        return
+    try:
+        path.write_text(text)
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror or e}")
+    candidates = sum(1 for r in found if r["kind"] != "baseline")
+    base = "the baseline and " if len(found) > candidates else ""
+    tables.say(
+        f"wrote {len(found)} rows to {path}: {base}{candidates} judged candidate{'s' if candidates != 1 else ''}"
+    )
 
 
 @app.command()
@@ -656,22 +746,23 @@ def export(tsv, path, tag, program, state_dir) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, dir_okay=False),
     default=Path("progress.png"),
     show_default=True,
     help="PNG to write",
 )
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+@reads_ledger
 def plot(tag, program, output, state_dir) -> None:
-    """Plot val_bpb of every run, the kept ones and the running best, test_bpb beside."""
-    from . import report
+    """Plot every measured run by run number, the kept experiments, and the running best (it steps at keeps)."""
+    from . import report, tables
 
     _, db = state_paths(state_dir)
     try:
         n = report.plot(db, output, tag, program)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
-    click.echo(f"plotted {n} runs to {output}")
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror or e}")
+    tables.say(f"plotted {n} runs to {output}")
 
 
 def manual_spec(dataset: str, worktree: Path, run_dir: Path):
@@ -788,18 +879,32 @@ def serve(host, port, token, state_dir) -> None:
 
 
 @app.command()
-def doctor() -> None:
-    """Check this machine: platform, MLX and its BLAS speed, git, disk, datasets, API key."""
-    from . import doctor as checks
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
+def doctor(state_dir) -> None:
+    """Check this machine: platform, MLX and its BLAS speed, git, disk, datasets, sandbox, the ledger, API key."""
+    from rich.table import Table
 
-    problems = 0
-    for c in checks.checks():
-        mark = "ok " if c.ok else "FIX"
-        click.echo(f"[{mark}] {c.name:9} {c.detail}")
-        if c.fix:
-            click.echo(f"      -> {c.fix}")
-        problems += not c.ok
-    raise SystemExit(1 if problems else 0)
+    from . import doctor as checks
+    from . import tables
+
+    state, _ = state_paths(state_dir)
+    found = checks.checks(state)
+    out = tables.console()
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for c in found:
+        detail = c.detail + (f"\n-> {c.fix}" if c.fix else "")
+        grid.add_row("[ok ]" if c.ok else "[FIX]", c.name, detail)
+    if out.is_terminal:
+        out.print(grid, markup=False)
+    else:  # piped: one check a line (and its fix on the next), whole
+        for c in found:
+            print(f"{'[ok ]' if c.ok else '[FIX]'} {c.name:9} {c.detail}")
+            if c.fix:
+                print(f"      -> {c.fix}")
+    raise SystemExit(0 if all(c.ok for c in found) else 1)
 
 
 @app.group("service")
@@ -816,7 +921,7 @@ def service_install(program, tag, extra) -> None:
 
     Any further options are `start`'s (e.g. --budget 600) and are checked now, not at boot.
     """
-    from . import service
+    from . import service, tables
 
     if program not in PROGRAMS:
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
@@ -826,10 +931,10 @@ def service_install(program, tag, extra) -> None:
         parsed = start.make_context("start", ["--program", program, "--tag", tag, *extra])
     except click.UsageError as e:
         fail(f"{e.format_message()} (options after --tag are start's)")
-    check_numbers(parsed.params)
+    check_numbers(parsed.params, start)
     path, how = service.install(program, tag, list(extra or []), Path.home())
-    click.echo(f"wrote {path}")
-    click.echo(f"enable it with: {how}")
+    tables.say(f"wrote {path}")
+    tables.say(f"enable it with: {how}")
 
 
 def main() -> None:

@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import executor, ledger, slots, worktree
+from . import backup, executor, ledger, slots, worktree
 from .campaign import CampaignLoop, install_signal_handlers
 from .config import Settings
 from .executor import Unavailable
 from .ledger import Campaign
-from .programs import PROGRAMS, ROOT, StatePaths
+from .programs import PROGRAMS, ROOT, StatePaths, running_message
 
 DETACH_CONFIRM_S = 15.0
 STOP_WAIT_S = 60.0
@@ -118,6 +118,7 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
     if lock is None:
         raise UserError(already_running(paths))
     try:
+        backup.take(paths.db)  # the way back if the ledger is ever damaged (`status` names it)
         check_dataset(settings.dataset)
         agent = make_agent()
         jail = choose_sandbox(agent.name, settings.unsafe_no_sandbox)
@@ -152,10 +153,7 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
 
 def already_running(paths: StatePaths) -> str:
     pid = is_running(paths)
-    return (
-        f"campaign {paths.name} is already running (pid {pid}); stop it with: arx-daemon stop --program "
-        f"{paths.program} --tag {paths.tag}"
-    )
+    return running_message(paths, pid)
 
 
 def detach(settings: Settings, argv: list[str]) -> int:

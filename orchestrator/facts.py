@@ -7,12 +7,17 @@ ledger by hand and check each figure against it.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .ledger import Run
 from .policy import Noise, pooled
 from .statuses import FAILED, Kind, Status
+
+if TYPE_CHECKING:  # any object with a run's attributes will do: status and the dashboard pass rows read by sqlite3
+    from .ledger import Run
 
 MIN_ALLOWANCE_S = 10.0  # every second of it is a second a hostile trainer may train past its budget
 ALLOWANCE_FACTOR = 2.0
@@ -73,6 +78,37 @@ def remeasure_due(runs: list[Run], every: int) -> bool:
     last = max((r.id for r in runs if r.kind == Kind.REMEASURE), default=0)
     kept = [r for r in runs if r.kind in (Kind.EXPERIMENT, Kind.REBASE) and r.status == Status.KEEP and r.id > last]
     return bool(every) and len(kept) >= every
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What a verdict row's decision (`run.decision`) says about its candidate."""
+
+    value: float  # the candidate's val_bpb as the verdict judged it: its mean over the pairs it used
+    gain: float  # the mean paired gain (champion minus candidate, seed by seed) the verdict rests on
+    pairs: int
+
+
+def judged(r: Run) -> Judged | None:
+    """The candidate's value, paired gain and pair count as its verdict used them (None: no judged pair)."""
+    if not r.decision:
+        return None
+    record = json.loads(r.decision)
+    pairs = record.get("pairs") or []
+    if not pairs:
+        return None
+    gain = (record.get("assessment") or {}).get("mean_gain")
+    return Judged(
+        value=sum(p["candidate"] for p in pairs) / len(pairs),
+        gain=gain if gain is not None else sum(p["gain"] for p in pairs) / len(pairs),
+        pairs=len(pairs),
+    )
+
+
+def judged_value(r: Run) -> float | None:
+    """A verdict row's val_bpb as its verdict judged it: the candidate's mean over the pairs it used."""
+    j = judged(r)
+    return j.value if j else None
 
 
 def proposals(runs: Iterable[Run]) -> int:

@@ -94,3 +94,11 @@ class StatePaths:
         Kept outside the run dir, which the trainer may write and each measurement wipes.
         """
         return self.state / "conversations" / self.name / f"{seq:04d}.json"
+
+
+def running_message(paths: StatePaths, pid: int | None) -> str:
+    """The one line that refuses a second daemon for a running campaign (`start` says it before loading the daemon)."""
+    return (
+        f"campaign {paths.name} is already running (pid {pid}); stop it with: arx-daemon stop --program "
+        f"{paths.program} --tag {paths.tag}"
+    )

@@ -7,7 +7,6 @@ finishes the row, and one `finally` that puts the worktree back on the champion.
 from __future__ import annotations
 
 import functools
-import json
 import random
 import threading
 from pathlib import Path
@@ -108,7 +107,7 @@ class Proposer:
                 "kind": r.kind,
                 "status": r.status,
                 "val_bpb": r.val_bpb,
-                "judged_val_bpb": judged_value(r),
+                "judged_val_bpb": facts.judged_value(r),
                 "delta": (r.val_bpb - best_val) if r.val_bpb is not None and best_val is not None else None,
                 "description": r.description,
                 "decision_reason": r.decision_reason,
@@ -156,11 +155,3 @@ class Proposer:
         """The program's files at the campaign's base commit (fixed for the campaign's life)."""
         base = self.rec.campaign.base_commit
         return {p: self.wt.git.show(f"{base}:{p}") for p in (*self.program.editable, *self.program.readable)}
-
-
-def judged_value(r: Run) -> float | None:
-    """A verdict row's val_bpb as its verdict judged it: the candidate's mean over the pairs it used."""
-    if not r.decision:
-        return None
-    pairs = json.loads(r.decision).get("pairs") or []
-    return sum(p["candidate"] for p in pairs) / len(pairs) if pairs else None

@@ -34,7 +34,9 @@ def try_lock(path: Path):
 
 
 def holder(path: Path) -> int | None:
-    """The pid written by whoever holds the lock at `path`, if it is held."""
+    """The pid written by whoever holds the lock at `path`, if it is held (asking creates nothing)."""
+    if not path.exists():
+        return None
     f = try_lock(path)
     if f is not None:
         f.close()

@@ -93,7 +93,8 @@ def test_not_a_git_repository(tmp_path, data_dir):
     repo = make_repo(tmp_path / "r")
     subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
     result = arx(repo, "start", "--program", "model", "--tag", "x", "--foreground")
-    assert result.returncode == 2 and "not inside a git repository" in result.stderr
+    assert result.returncode == 2 and f"{repo} is not a git repository" in result.stderr
+    assert f"git -C {repo} init" in result.stderr and not (repo / STATE).exists(), "refused before creating state/"
 
 
 def test_uncommitted_editable_files(repo, data_dir):
@@ -113,7 +114,7 @@ def test_an_unreachable_dataset_is_one_clear_error(repo, tmp_path, monkeypatch):
 
 def test_stop_with_nothing_running(repo):
     result = arx(repo, "stop", "--tag", "nothing")
-    assert result.returncode == 0 and "no running campaign" in result.stdout
+    assert result.returncode == 0 and "nothing to stop: no ledger at" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -40,8 +41,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import report
-from ..cli import bpb, duration
+from .. import backup
+from .. import formatting as fmt
 from . import data
 
 HERE = Path(__file__).parent
@@ -119,12 +120,14 @@ def templates() -> Jinja2Templates:
     )
     env.filters.update(
         {
-            "bpb": bpb,
-            "duration": duration,
-            "ago": lambda value: duration(report.ago(value)) if value else "-",
-            "num": lambda value, digits=0: "-" if value is None else f"{value:,.{digits}f}",
-            "short": lambda value: (value or "")[:10] or "-",
-            "clock": lambda value: report.parse_time(value).strftime("%b %d %H:%M:%S") if value else "-",
+            "bpb": fmt.bpb,
+            "signed": fmt.signed,
+            "duration": fmt.duration,
+            "ago": lambda value: fmt.duration(fmt.ago(value)) if value else fmt.DASH,
+            "num": fmt.number,
+            "short": lambda value: (value or "")[:10] or fmt.DASH,
+            "clock": fmt.clock,
+            "timestamp": fmt.timestamp,
         }
     )
     env.globals.update({"statuses": data.STATUSES})
@@ -228,8 +231,16 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
+    def notice(heading: str, message: str) -> Response:
+        page = views.get_template("empty.html").render(heading=heading, message=message, state_dir=str(state_dir))
+        return HTMLResponse(page, 503)
+
     async def no_ledger(request: Request, exc: FileNotFoundError) -> Response:
-        return HTMLResponse(views.get_template("empty.html").render(message=str(exc), state_dir=str(state_dir)), 503)
+        return notice("No ledger yet", str(exc))
+
+    async def unreadable(request: Request, exc: sqlite3.Error) -> Response:
+        """A damaged (or busy) ledger: the same line `arx-daemon status` prints, as a page."""
+        return notice("The ledger cannot be read", backup.explain(db, exc) or f"reading {db} failed: {exc}")
 
     routes = [
         Route("/", overview),
@@ -252,7 +263,8 @@ def create_app(state_dir: Path, token: str | None = None, host: str = "127.0.0.1
         middleware.append(Middleware(TokenGate, token=token))
     if is_loopback(host):
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"]))
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={FileNotFoundError: no_ledger})
+    handlers = {FileNotFoundError: no_ledger, sqlite3.Error: unreadable}
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.stopping = False
     return app
 

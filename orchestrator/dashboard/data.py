@@ -19,11 +19,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import report
-from ..policy import Noise, from_dict, keep_band
-from ..statuses import UNFINISHED, Status, sql_list
+from .. import figures, report
+from ..policy import keep_band
+from ..statuses import UNFINISHED, Status
 
-FAILED = ("crash", "timeout", "invalid")  # trained (or tried to) and produced no usable score
 STATUSES = tuple(Status)
 PAGE_SIZE = 100
 SORTS = ("seq", "status", "val_bpb", "test_bpb", "tok_per_sec", "training_seconds", "started_at")  # runs table columns
@@ -41,7 +40,7 @@ SHOWN_RUN_COLUMNS = {
     "id", "campaign_id", "seq", "kind", "parent_commit", "commit", "description", "hypothesis", "diff", "status",
     "val_bpb", "test_bpb", "training_seconds", "eval_seconds", "agent_seconds", "total_seconds", "steps",
     "tokens", "tok_per_sec", "peak_memory_mb", "num_params", "exit_code", "error", "decision_reason", "rerun_of",
-    "pid", "run_dir", "started_at", "ended_at", "tag", "program", "train_wall_s", "conversation",
+    "pid", "run_dir", "started_at", "ended_at", "tag", "program", "train_wall_s", "conversation", "decision",
 }
 SHOWN_CAMPAIGN_COLUMNS = {
     "id", "tag", "program", "branch", "base_commit", "agent", "llm_model", "dataset", "budget_s", "status",
@@ -85,13 +84,8 @@ def noise_band(campaign: dict) -> float | None:
             stored = stored.get("band")
         if isinstance(stored, (int, float)):
             return float(stored)
-    sigma = campaign.get("noise_sigma")
-    if sigma is None:
-        return None
-    settings = json_or_none(campaign.get("settings")) or {}
-    policy = settings.get("policy", {}) if isinstance(settings, dict) else {}
-    policy = from_dict(policy if isinstance(policy, dict) else {})
-    return keep_band(policy, Noise(sigma, campaign.get("noise_dof") or 0))
+    noise = figures.noise_of(campaign)
+    return keep_band(figures.policy_of(campaign), noise) if noise else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,61 +173,16 @@ def loss_curve(state_dir: Path, run: dict) -> dict:
 TABLE_FIELDS = (
     "id, seq, kind, status, val_bpb, test_bpb, tok_per_sec, training_seconds, description, decision_reason, started_at"
 )
-# Every figure of a campaign's summary in one pass over its runs (grouped by status, combined below);
-# the same definitions as `report.status`, which asks one query per figure.
-SUMMARY_SQL = f"""
-SELECT status, COUNT(*) AS n,
-       COUNT(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_n,
-       SUM(CASE WHEN kind = 'baseline' THEN val_bpb END) AS base_sum,
-       COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN val_bpb END) AS best_n,
-       SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN val_bpb END) AS best_sum,
-       COUNT(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_n,
-       SUM(CASE WHEN "commit" = :best AND status = 'keep' THEN test_bpb END) AS best_test_sum,
-       MAX(CASE WHEN status = 'keep' AND kind = 'experiment' THEN ended_at END) AS last_keep,
-       GROUP_CONCAT(CASE WHEN status IN {sql_list(UNFINISHED)} THEN id END) AS active,
-       GROUP_CONCAT(CASE WHEN status = 'keep' AND val_bpb IS NOT NULL THEN seq || ':' || val_bpb END) AS kept,
-       MAX(seq) AS last_seq,
-       MAX(CASE WHEN {{band}} IS NOT NULL THEN id END) AS band_run
-FROM run WHERE campaign_id = :campaign GROUP BY status
-"""
-
-
-def flight(state_dir: Path, run: dict, budget_s: float) -> dict:
-    """A run in flight: phase, elapsed/budget and the live loss and tok/s from the last step line of its log."""
-    lines = train_log(state_dir, run, LOG_TAIL_BYTES).splitlines() if run["status"] == "training" else []
-    step, loss, tok_per_sec, elapsed = next((p for line in reversed(lines) if (p := step_point(line))), (None,) * 4)
-    where = " ".join(str(run[k]) for k in ("executor", "node", "sandbox") if run.get(k))
-    return {
-        "id": run["id"],
-        "seq": run["seq"],
-        "kind": run["kind"],
-        "phase": report.PHASE.get(run["status"], run["status"]),
-        "description": run["description"],
-        "since_s": report.ago(run["started_at"]),
-        "budget_s": budget_s,
-        "elapsed_s": elapsed,
-        "loss": loss,
-        "tok_per_sec": tok_per_sec,
-        "step": step,
-        "where": where or None,
-    }
-
-
 SPARK_W, SPARK_H = 240, 44
 
 
-def sparkline(kept: list[tuple[int, float]], last_seq: int) -> str | None:
-    """An SVG path (numbers only) of the running best over the runs: the overview's one-glance progress."""
-    if not kept:
+def sparkline(steps: list[tuple[int, float]], last_seq: int) -> str | None:
+    """An SVG path (numbers only) of the running best over the runs (`figures.steps`: it steps at keeps only)."""
+    if not steps:
         return None
-    kept.sort()
-    best, steps = float("inf"), []
-    for seq, value in kept:
-        if value < best:
-            best = value
-            steps.append((seq, best))
     first = steps[0][0]
-    lo, hi = steps[-1][1], steps[0][1]
+    levels = [v for _, v in steps]
+    lo, hi = min(levels), max(levels)
 
     def x(seq: int) -> float:
         return (seq - first) / max(1, last_seq - first) * SPARK_W
@@ -243,7 +192,7 @@ def sparkline(kept: list[tuple[int, float]], last_seq: int) -> str | None:
 
     path, last_x = f"M0,{y(steps[0][1]):.1f}", None
     for seq, value in steps[1:]:
-        if round(x(seq)) == last_x:  # several improvements within one pixel: draw the last
+        if round(x(seq)) == last_x:  # several keeps within one pixel: draw the last
             path = path[: path.rindex(" V")]
         else:
             path += f" H{x(seq):.1f}"
@@ -252,79 +201,15 @@ def sparkline(kept: list[tuple[int, float]], last_seq: int) -> str | None:
     return path + f" H{SPARK_W}"
 
 
-def ratio(total: float | None, count: int) -> float | None:
-    return total / count if count else None
-
-
-def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict) -> dict:
-    """One campaign as `arx-daemon status` shows it, plus its band, gain in sigmas and every run in flight.
-
-    `report.status` asks SQLite one question per figure, each a scan of the campaign's runs; on a
-    ledger of 10,000 runs with their diffs that is too slow for a live page, so SUMMARY_SQL asks
-    them all in one pass, and a test checks that both agree.
-    """
-    best = (
-        one(con, 'SELECT seq, "commit", description FROM run WHERE id = ?', (campaign["best_run_id"],))
-        if campaign["best_run_id"]
-        else None
-    )
-    band = "band" if has_column(con, "run", "band") else "NULL"  # the band each decision used (ledger v4 on)
-    groups = rows(
-        con, SUMMARY_SQL.format(band=band), {"campaign": campaign["id"], "best": best["commit"] if best else None}
-    )
-    band_run = max((g["band_run"] for g in groups if g["band_run"]), default=None)
-    latest_band = con.execute("SELECT band FROM run WHERE id = ?", (band_run,)).fetchone()[0] if band_run else None
-    total = {
-        k: sum(g[k] or 0 for g in groups)
-        for k in ("base_n", "base_sum", "best_n", "best_sum", "best_test_n", "best_test_sum")
-    }
-    baseline = ratio(total["base_sum"], total["base_n"])
-    best_val = ratio(total["best_sum"], total["best_n"]) if best else None
-    improvement = baseline - best_val if baseline is not None and best_val is not None else None
-    last_keep = max((g["last_keep"] for g in groups if g["last_keep"]), default=None)
-    state = report.campaign_state(state_dir, campaign["program"], campaign["tag"], campaign["status"])
-    active = [int(i) for g in groups if g["active"] for i in g["active"].split(",")]
-    flights = (
-        [
-            flight(state_dir, r, campaign["budget_s"])
-            for r in rows(con, f"SELECT * FROM run WHERE id IN ({','.join('?' * len(active))}) ORDER BY id", active)
-        ]
-        if state == "running" and active
-        else []
-    )
-    kept = [
-        (int(seq), float(v)) for g in groups if g["kept"] for seq, v in (p.split(":") for p in g["kept"].split(","))
-    ]
-    sigma = campaign["noise_sigma"]
-    cost = con.execute(
-        "SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (campaign["id"],)
-    ).fetchone()[0]
-    return {
-        "id": campaign["id"],
-        "tag": campaign["tag"],
-        "program": campaign["program"],
-        "state": state,
-        "reason": campaign["stop_reason"] if state in ("paused", "stopped") else campaign["note"],
-        "agent": campaign["agent"],
-        "model": campaign["llm_model"],
-        "dataset": campaign["dataset"],
-        "sandbox": campaign.get("sandbox"),  # how candidate code is confined (ledgers before v2 do not say)
-        "runs": {g["status"]: g["n"] for g in groups},
-        "total_runs": sum(g["n"] for g in groups),
-        "flights": flights,
-        "best_val_bpb": best_val,
-        "best_test_bpb": ratio(total["best_test_sum"], total["best_test_n"]) if best else None,
-        "best_run": best["seq"] if best else None,
-        "best_description": best["description"] if best else None,
-        "baseline_val_bpb": baseline,
-        "improvement": improvement,
-        "noise_sigma": sigma,
-        "noise_dof": campaign.get("noise_dof"),
-        "band": latest_band or noise_band(campaign),
-        "gain_sigma": improvement / sigma if improvement is not None and sigma else None,
-        "cost_usd": round(cost, 4),
-        "since_last_keep_s": report.ago(last_keep),
-        "spark": sparkline(kept, max((g["last_seq"] for g in groups), default=0)),
+def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict, gains: dict | None = None) -> dict:
+    """One campaign as `arx-daemon status` shows it (the same function), plus its sparkline."""
+    head = report.summary(con, state_dir, report.Row(campaign), gains)
+    last_seq = con.execute("SELECT MAX(seq) FROM run WHERE campaign_id = ?", (campaign["id"],)).fetchone()[0] or 0
+    return head | {
+        "gain_sigma": head["improvement"] / head["noise_sigma"]
+        if head["improvement"] is not None and head["noise_sigma"]
+        else None,
+        "spark": sparkline(head["steps"], last_seq),
     }
 
 
@@ -332,7 +217,8 @@ def overview(db: Path, state_dir: Path) -> dict:
     """Every campaign's summary and the latest events of all of them."""
     con = connect(db)
     try:
-        campaigns = [summary(con, state_dir, c) for c in rows(con, "SELECT * FROM campaign ORDER BY id")]
+        gains = report.similar_gains(con)
+        campaigns = [summary(con, state_dir, c, gains) for c in rows(con, "SELECT * FROM campaign ORDER BY id")]
         events = rows(
             con,
             "SELECT e.*, c.program, c.tag FROM event e LEFT JOIN campaign c ON c.id = e.campaign_id "
@@ -425,51 +311,55 @@ def campaign_page(db: Path, state_dir: Path, campaign_id: int, q: RunQuery) -> d
 def progress_chart(db: Path, campaign_id: int) -> dict:
     """Series for the progress chart: one point per run at x = seq, in exactly one of the point series.
 
-    Scored runs are `kept` or `other` (their val_bpb); runs without a score are `failed` (crash,
-    timeout, invalid) or `unscored` (rejected, interrupted, in flight), drawn on the chart's floor.
-    `best` is the running best of kept runs (a step line), `test` the test_bpb of kept runs.
+    The point series are `figures.CATEGORIES` (keys below): kept and discarded experiments, measurements of the
+    champion (baselines, re-measures: never kept experiments), a candidate's other measurements (paired re-runs,
+    a verdict row still waiting), measurements set aside, and on the chart's floor the failed runs and those
+    without a score. `best` is the running best (`figures.steps`: it steps at keeps only), `test` the test_bpb of
+    kept experiments, `band` the keep band of the latest decision so far (the policy's band on the seed noise
+    before the first).
     """
     con = connect(db)
     try:
-        band_column = "band" if has_column(con, "run", "band") else "NULL"  # the band each decision used (v4)
-        found = con.execute(
-            f"SELECT seq, id, status, kind, substr(description, 1, {CHART_DESCRIPTION_CHARS}), val_bpb, test_bpb, "
-            f"{band_column} FROM run WHERE campaign_id = ? ORDER BY seq, id",
-            (campaign_id,),
-        ).fetchall()
         camp = one(con, "SELECT * FROM campaign WHERE id = ?", (campaign_id,)) or {}
+        found = report.campaign_runs(con, campaign_id)
     finally:
         con.close()
-    seq, ids, status, kind, description, val, test, used = (
-        (list(column) for column in zip(*found)) if found else ([] for _ in range(8))
-    )
-    series = {"seq": seq, "id": ids, "status": status, "kind": kind, "description": [d or "" for d in description]}
-    kept, other, kept_test, failed, unscored, running_best, bands = [], [], [], [], [], [], []
-    best, fallback = None, noise_band(camp)
-    band = None
-    val = [v if v is None or math.isfinite(v) else None for v in val]  # JSON has no inf; a diverged run shows unscored
-    test = [t if t is None or math.isfinite(t) else None for t in test]
-    for s, v, t, b in zip(status, val, test, used):
-        band = b if b is not None else band  # the band of the latest decision, from then on
-        bands.append(band if band is not None else fallback)
-        scored = v is not None and s not in FAILED
-        if scored and s == "keep":
-            best = v if best is None else min(best, v)
-        kept.append(v if scored and s == "keep" else None)
-        other.append(v if scored and s != "keep" else None)
-        kept_test.append(t if scored and s == "keep" else None)
-        failed.append(0 if s in FAILED else None)
-        unscored.append(0 if not scored and s not in FAILED else None)
-        running_best.append(best)
-    return series | {
-        "kept": kept,
-        "other": other,
-        "test": kept_test,
-        "failed": failed,
-        "unscored": unscored,
-        "best": running_best,
-        "band": bands,
+    line = figures.steps(found)
+    out: dict[str, list] = {key: [] for key in (*SERIES.values(), "band", "test")}
+    out["best"] = figures.levels(line, [r["seq"] for r in found])
+    series = {
+        "seq": [r["seq"] for r in found],
+        "id": [r["id"] for r in found],
+        "status": [r["status"] for r in found],
+        "kind": [r["kind"] for r in found],
+        "description": [(r["description"] or "")[:CHART_DESCRIPTION_CHARS] for r in found],
+        "aside": [bool(r.get("contended")) for r in found],
     }
+    band, fallback = None, noise_band(camp)
+    for r in found:
+        what = figures.category(r)
+        value = r["val_bpb"] if what not in ("failed", "unscored") else 0  # the floor: placed by the chart
+        for cat, key in SERIES.items():
+            out[key].append(value if cat == what else None)
+        out["test"].append(r["test_bpb"] if what == "kept" and finite(r["test_bpb"]) else None)
+        band = r.get("band") if r.get("band") is not None else band  # the band of the latest decision, from then on
+        out["band"].append(band if band is not None else fallback)
+    return series | out
+
+
+SERIES = {  # figures.category -> the chart's series
+    "kept": "kept",
+    "discarded": "discarded",
+    "champion": "champion",
+    "candidate": "candidate",
+    "set aside": "set_aside",
+    "failed": "failed",
+    "unscored": "unscored",
+}
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def cost_chart(db: Path, campaign_id: int) -> dict:
@@ -533,17 +423,8 @@ def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
         campaign = one(con, "SELECT * FROM campaign WHERE id = ?", (run["campaign_id"],))
         calls = rows(con, "SELECT * FROM llm_call WHERE run_id = ? ORDER BY id", (run_id,))
         events = rows(con, "SELECT * FROM event WHERE run_id = ? ORDER BY id", (run_id,))
-        # the champion this run was judged against: the kept run of its parent commit
-        parent = (
-            one(
-                con,
-                "SELECT id, seq FROM run WHERE campaign_id = ? AND \"commit\" = ? AND status = 'keep' AND id != ? "
-                "ORDER BY id DESC LIMIT 1",
-                (run["campaign_id"], run["parent_commit"], run_id),
-            )
-            if run["parent_commit"]
-            else None
-        )
+        around = report.related(con, report.Row(run))
+        judged = report.judgement(report.Row(run), around)
         neighbours = rows(
             con,
             "SELECT id, seq FROM run WHERE campaign_id = ? AND seq IN (?, ?)",
@@ -557,7 +438,8 @@ def run_detail(db: Path, state_dir: Path, run_id: int) -> dict | None:
         "campaign": campaign,
         "calls": calls,
         "events": events,
-        "parent": parent,
+        "judged": judged,
+        "note": figures.run_note(report.Row(run), around),
         "prev": next((n for n in neighbours if n["seq"] < run["seq"]), None),
         "next": next((n for n in neighbours if n["seq"] > run["seq"]), None),
         "diff": lines,

@@ -8,7 +8,7 @@
 (() => {
   const charts = {};
   window.arxCharts = charts; // for tests and the curious: the uPlot instances by name
-  const BLUE = "#2563eb", GREY = "#a3aab5", ORANGE = "#f59e0b", RED = "#dc2626", GREEN = "#15803d";
+  const BLUE = "#2563eb", GREY = "#a3aab5", ORANGE = "#f59e0b", RED = "#dc2626", GREEN = "#15803d", AMBER = "#b45309";
   const fmt = (digits) => (u, v) => (v == null ? "-" : v.toFixed(digits));
 
   async function refresh(el) {
@@ -56,7 +56,7 @@
     const [opts, data] = made;
     const old = charts[el.dataset.chart];
     if (old && old.series.length === opts.series.length) {
-      old.arxMeta = made[2];
+      old.arxMeta = made[2]; // before setData: the y scale's range function reads the new range from it
       old.setData(data);
       return;
     }
@@ -80,30 +80,41 @@
     progress(d, el) {
       const info = document.getElementById("progress-info");
       if (!d.seq.length) { note(el, "no runs yet"); return null; }
-      const scored = [...d.other, ...d.kept, ...d.test].filter((v) => v != null).sort((a, b) => a - b);
-      const lo = scored.length ? scored[0] : 0, top = scored.length ? scored[scored.length - 1] : 1;
+      // The y range is worked out again at every draw, from the data of that draw (u.arxMeta.range is read by the
+      // scale's range function): a page opened before the first score fills in, and one left open overnight
+      // draws new bests below its first floor.
+      const measured = [...d.kept, ...d.discarded, ...d.champion, ...d.candidate, ...d.set_aside, ...d.test];
+      const scored = measured.filter((v) => v != null).sort((a, b) => a - b);
+      const levels = d.best.filter((v) => v != null);
+      const lo = Math.min(...(scored.length ? [scored[0]] : []), ...levels);
       // a diverged run (val_bpb far above the rest) would flatten the chart: cap the view at a high quantile
-      const hi = scored.length ? Math.max(quantile(scored, 0.97), ...d.best.filter((v) => v != null)) : 1;
-      const pad = (hi - lo) * 0.06 || 0.01;
-      const floor = lo - 2 * pad;
+      const hi = Math.max(...(scored.length ? [quantile(scored, 0.97)] : []), ...levels);
+      const known = Number.isFinite(lo) && Number.isFinite(hi);
+      const pad = known ? (hi - lo) * 0.06 || 0.01 : 0.01;
+      const floor = known ? lo - 2 * pad : 0;
+      const range = known ? [floor - pad, hi + pad] : [-1, 1];
       const above = scored.filter((v) => v > hi + pad).length;
       const onFloor = (v) => (v == null ? null : floor);
       const upper = d.best.map((b, i) => (b == null || d.band[i] == null ? null : b + d.band[i]));
       const lower = d.best.map((b, i) => (b == null || d.band[i] == null ? null : b - d.band[i]));
       const band = d.band.some((b) => b != null);
-      const data = [d.seq, upper, lower, d.best, d.other, d.kept, d.test, d.failed.map(onFloor), d.unscored.map(onFloor)];
+      const data = [d.seq, upper, lower, d.best, d.discarded, d.kept, d.test, d.champion, d.candidate, d.set_aside,
+                    d.failed.map(onFloor), d.unscored.map(onFloor)];
       const k = d.seq.length > 2000 ? 0.5 : 1; // smaller marks when thousands of runs share the width
       const opts = {
-        scales: { x: { time: false }, y: { range: () => [floor - pad, hi + pad] } },
-        axes: [xAxis("run"), { label: "bits per byte", size: 64, grid: { stroke: "#f0f1f3" }, values: (u, vs) => vs.map((v) => v.toFixed(3)) }],
+        scales: { x: { time: false }, y: { range: (u) => (u.arxMeta ? u.arxMeta.range : range) } },
+        axes: [xAxis("run"), { label: "val_bpb", size: 64, grid: { stroke: "#f0f1f3" }, values: (u, vs) => vs.map((v) => v.toFixed(3)) }],
         series: [
           { label: "run", value: (u, v) => (v == null ? "-" : "#" + v) },
           { label: "best + band", stroke: "rgba(37,99,235,0.25)", width: 1, dash: [4, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
           { label: "best − band", stroke: "rgba(37,99,235,0.25)", width: 1, dash: [4, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
-          { label: "running best", stroke: BLUE, width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
-          { label: "discarded / other", stroke: GREY, paths: noLine, points: points(5 * k, "#d5d9df", GREY), value: fmt(4) },
+          { label: "running best (steps at keeps)", stroke: BLUE, width: 1.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, value: fmt(4) },
+          { label: "discarded", stroke: GREY, paths: noLine, points: points(5 * k, "#d5d9df", GREY), value: fmt(4) },
           { label: "kept", stroke: BLUE, paths: noLine, points: points(8 * k, BLUE), value: fmt(4) },
           { label: "test_bpb (kept)", stroke: ORANGE, paths: noLine, points: points(6 * k, ORANGE), value: fmt(4) },
+          { label: "champion measured", stroke: BLUE, paths: noLine, points: points(6 * k, "#fff", BLUE), value: fmt(4) },
+          { label: "re-run / waiting", stroke: GREY, paths: noLine, points: points(4 * k, "#fff", GREY), value: fmt(4) },
+          { label: "set aside", stroke: AMBER, paths: noLine, points: points(5 * k, "#fff", AMBER), value: fmt(4) },
           { label: "crash / timeout / invalid", stroke: RED, paths: noLine, points: points(6 * k, RED), value: (u, v) => (v == null ? "" : "✕") },
           { label: "rejected / interrupted / running", stroke: GREY, paths: noLine, points: points(5 * k, "#fff", GREY), value: (u, v) => (v == null ? "" : "○") },
         ],
@@ -113,9 +124,9 @@
           setCursor: [(u) => {
             const i = u.cursor.idx, m = u.arxMeta;
             if (!info) return;
-            if (i == null) { info.textContent = above ? above + " run(s) above the chart's top" : ""; return; }
+            if (i == null) { info.textContent = m.above ? m.above + " run(s) above the chart's top" : ""; return; }
             const v = m.val[i];
-            info.textContent = "#" + u.data[0][i] + "  " + m.status[i] + " (" + m.kind[i] + ")" + (v != null ? "  val_bpb " + v.toFixed(4) : "") + "  —  " + m.description[i];
+            info.textContent = "#" + u.data[0][i] + "  " + m.status[i] + " (" + m.kind[i] + (m.aside[i] ? ", set aside" : "") + ")" + (v != null ? "  val_bpb " + v.toFixed(4) : "") + "  —  " + m.description[i];
           }],
           ready: [(u) => u.over.addEventListener("click", () => {
             const i = u.cursor.idx;
@@ -123,9 +134,9 @@
           })],
         },
       };
-      const val = d.kept.map((k, i) => (k != null ? k : d.other[i]));
+      const val = d.seq.map((s, i) => [d.kept, d.discarded, d.champion, d.candidate, d.set_aside].map((c) => c[i]).find((v) => v != null));
       if (info) info.textContent = above ? above + " run(s) above the chart's top" : "";
-      return [opts, data, { id: d.id, status: d.status, kind: d.kind, description: d.description, val }];
+      return [opts, data, { id: d.id, status: d.status, kind: d.kind, aside: d.aside, description: d.description, val, range, above }];
     },
 
     cost(d, el) {
