@@ -35,10 +35,11 @@ class Commands(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # a group named alone: its help, as click prints it
+            click.echo(e.format_message())
+            raise SystemExit(0) from None
         except click.UsageError as e:
-            where = f"arx-daemon {e.ctx.command_path.split(' ', 1)[1]}" if e.ctx and " " in e.ctx.command_path else ""
-            hint = f" (see {where} --help)" if where else " (see arx-daemon --help)"
-            fail(f"{e.format_message()}{hint}")
+            fail(f"{e.format_message()} (see {command_name(e.ctx)} --help)")
         except click.ClickException as e:
             fail(e.format_message())
         except click.Abort:
@@ -47,6 +48,15 @@ class Commands(click.Group):
         if standalone_mode:
             raise SystemExit(code if isinstance(code, int) else 0)
         return code
+
+
+def command_name(ctx: click.Context | None) -> str:
+    """`arx-daemon start`, however the program was started (`python -m orchestrator.cli`, a test's runner)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["arx-daemon", *reversed(names)])
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -83,8 +93,8 @@ def reads_ledger(command):
 
         try:
             return command(*args, **kwargs)
-        except (FileNotFoundError, report.Unknown) as e:
-            fail(str(e) if isinstance(e, report.Unknown) else e.args[0] if e.args else str(e))
+        except (report.NoLedger, report.Unknown) as e:
+            fail(e.args[0])
         except sqlite3.Error as e:
             _, db = state_paths(kwargs.get("state_dir"))
             fail(backup.explain(db, e) or f"reading the ledger {db} failed: {e}")

@@ -36,11 +36,13 @@ class Unknown(LookupError):
     """A campaign or run the ledger does not hold; the message says what it does hold."""
 
 
+class NoLedger(FileNotFoundError):
+    """No ledger yet in this state directory; the message says how to make one."""
+
+
 def connect(db: Path) -> sqlite3.Connection:
     if not db.exists():
-        raise FileNotFoundError(
-            f"no ledger at {db}; start a campaign first: arx-daemon start --program model --tag NAME"
-        )
+        raise NoLedger(f"no ledger at {db}; start a campaign first: arx-daemon start --program model --tag NAME")
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     con.row_factory = sqlite3.Row
     return con

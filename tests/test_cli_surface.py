@@ -376,7 +376,14 @@ def test_an_unknown_status_lists_the_statuses(state):
 def test_usage_errors_are_one_line_with_exit_2(args):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
-    assert result.output.startswith("error: ") and "--help" in result.output
+    where = "arx-daemon" if args[0] not in app.commands else f"arx-daemon {args[0]}"
+    assert result.output.startswith("error: ") and result.output.strip().endswith(f"(see {where} --help)")
+
+
+def test_a_group_named_alone_prints_its_help():
+    for args in ([], ["service"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and result.output.startswith("Usage: ") and "error" not in result.output
 
 
 # ---------------------------------------------------------------------------------------------
