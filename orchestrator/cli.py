@@ -39,7 +39,7 @@ class Commands(click.Group):
             click.echo(e.format_message())
             raise SystemExit(0) from None
         except click.UsageError as e:
-            fail(f"{e.format_message()} (see {command_name(e.ctx)} --help)")
+            fail(f"{e.format_message()} (see {self.named(sys.argv[1:] if args is None else args)} --help)")
         except click.ClickException as e:
             fail(e.format_message())
         except click.Abort:
@@ -49,14 +49,16 @@ class Commands(click.Group):
             raise SystemExit(code if isinstance(code, int) else 0)
         return code
 
-
-def command_name(ctx: click.Context | None) -> str:
-    """`arx-daemon start`, however the program was started (`python -m orchestrator.cli`, a test's runner)."""
-    names = []
-    while ctx is not None and ctx.parent is not None:
-        names.append(ctx.info_name)
-        ctx = ctx.parent
-    return " ".join(["arx-daemon", *reversed(names)])
+    def named(self, args: list[str]) -> str:
+        """The command `args` name (`arx-daemon service install`), however the program was started."""
+        names, group = ["arx-daemon"], self
+        for arg in args:
+            command = group.commands.get(arg) if isinstance(group, click.Group) else None
+            if command is None:
+                break
+            names.append(arg)
+            group = command
+        return " ".join(names)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
