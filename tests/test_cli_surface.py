@@ -403,7 +403,15 @@ def damage(db: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["status"], ["runs"], ["show", "truth/4"], ["export", "--tag", "truth"], ["plot", "-o", "PNG"], ["stop"]],
+    [
+        ["status"],
+        ["runs"],
+        ["show", "truth/4"],
+        ["export", "--tag", "truth"],
+        ["plot", "-o", "PNG"],
+        ["stop"],
+        ["start", "--program", "model", "--tag", "truth", "--foreground"],
+    ],
 )
 @pytest.mark.parametrize("how", ["garbage", "pages"])
 def test_a_damaged_ledger_is_one_line_naming_it_and_the_way_back(state, tmp_path, args, how):
@@ -628,3 +636,19 @@ def test_status_of_an_empty_or_missing_ledger(tmp_path):
     assert "no campaigns yet" in cli("status", "--state-dir", str(tmp_path / "empty")).output
     missing = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "no ledger at" in missing.output
+
+
+def test_plausible_is_five_percent_of_the_champion_or_the_largest_gain_kept_in_campaigns_like_it():
+    from orchestrator import figures
+    from orchestrator.policy import Noise, Policy, keep_band
+
+    policy, noise = Policy(), Noise(0.076, 2)
+    band = keep_band(policy, noise, policy.max_pairs)
+    assert 0.15 < band < 0.2  # above 5% of 3.0, below a gain of 0.2 kept before
+    assert figures.plausible_gain(3.0, []) == (pytest.approx(0.15), "5% of the champion's 3.0000")
+    assert figures.plausible_gain(3.0, [0.2, 0.01])[0] == 0.2
+    warned = figures.noise_warning("model/x", policy, noise, 3.0, [])
+    assert warned and f"needs a gain of {band:.4f} bpb even after 8 pairs" in warned
+    assert figures.noise_warning("model/x", policy, noise, 3.0, [0.2]) is None, "a gain this size was kept before"
+    assert figures.noise_warning("model/x", Policy(max_pairs=40), noise, 3.0, []) is None, "more pairs narrow it"
+    assert figures.noise_warning("model/x", policy, Noise(0.076, 0), 3.0, []) is None, "no seed noise measured yet"
