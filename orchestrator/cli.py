@@ -315,7 +315,7 @@ def noise_warning(state: Path, program: str, tag: str, dataset: str, budget_s: f
     finally:
         con.close()
     name = f"{program}/{tag}" if chosen in same else f"{program}/{tag} (like {report.name(chosen)}, same budget)"
-    return figures.noise_warning(name, policy, figures.noise_of(chosen), head["best_val_bpb"], gains)
+    return figures.noise_warning(name, policy, figures.noise_of(chosen), head["best_val_bpb"], lambda: gains)
 
 
 @app.command()

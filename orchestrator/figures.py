@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from . import facts
 from .policy import Noise, Policy, from_dict, keep_band
@@ -96,11 +96,6 @@ def kept(runs: Iterable[Row]) -> list[Row]:
     return sorted((r for r in runs if r.kind in VERDICT_KINDS and r.status == Status.KEEP), key=lambda r: r.seq)
 
 
-def kept_gains(runs: Iterable[Row]) -> list[float]:
-    """The mean paired gain of every kept candidate that recorded its pairs."""
-    return [j.gain for r in kept(runs) if (j := facts.judged(r))]
-
-
 def baseline(runs: Iterable[Row]) -> tuple[float | None, int]:
     """The unchanged code at campaign start: the mean of its usable baseline runs, and how many."""
     values = [r.val_bpb for r in runs if r.kind == Kind.BASELINE and facts.usable(r)]
@@ -162,12 +157,15 @@ def at_keep(champ: Row, runs: list[Row]) -> float | None:
 
 
 def summary(
-    campaign: Mapping, runs: list[Row], similar_gains: Iterable[float] = (), counts: dict[str, int] | None = None
+    campaign: Mapping,
+    runs: list[Row],
+    similar_gains: Callable[[], Iterable[float]] = tuple,
+    counts: dict[str, int] | None = None,
 ) -> dict:
     """Every figure of one campaign that status and the dashboard show (module docstring); `runs` in seq order (all
     of them, or at least its baselines, keeps, unfinished runs and the champion's measurements, with `counts` the
     number of runs by status), `similar_gains` the kept paired gains of campaigns of the same program and dataset
-    (for the noise warning)."""
+    (for the noise warning, asked only when the noise comes near a plausible gain)."""
     if counts is None:
         counts = {}
         for r in runs:
@@ -212,7 +210,7 @@ def summary(
         "noise_dof": noise.dof if noise else None,
         "band": band,
         "warning": noise_warning(
-            f"{campaign.get('program')}/{campaign.get('tag')}", policy, noise, best, [*similar_gains]
+            f"{campaign.get('program')}/{campaign.get('tag')}", policy, noise, best, similar_gains
         ),
     }
 
@@ -228,15 +226,22 @@ def plausible_gain(champion_value: float, gains: Iterable[float]) -> tuple[float
 
 
 def noise_warning(
-    name: str, policy: Policy, noise: Noise | None, champion_value: float | None, gains: list[float]
+    name: str,
+    policy: Policy,
+    noise: Noise | None,
+    champion_value: float | None,
+    gains: Callable[[], Iterable[float]] = tuple,
 ) -> str | None:
     """One sentence when the band after `max_pairs` pairs (the smallest gain the seed noise lets a candidate show) is
-    larger than any plausible gain; None when a plausible change can still be kept, or the noise is not known yet."""
+    larger than any plausible gain; None when a plausible change can still be kept, or the noise is not known yet.
+    `gains`: the paired gains kept in campaigns like it (read only when the band passes PLAUSIBLE_SHARE)."""
     if noise is None or noise.dof <= 0 or champion_value is None:
         return None
     band = keep_band(policy, noise, policy.max_pairs)
-    plausible, how = plausible_gain(champion_value, gains)
-    if band is None or band <= plausible:
+    if band is None or band <= PLAUSIBLE_SHARE * champion_value:
+        return None
+    plausible, how = plausible_gain(champion_value, gains())
+    if band <= plausible:
         return None
     return (
         f"{name}: the seed noise (sigma {noise.sigma:.4f}) needs a gain of {band:.4f} bpb even after "

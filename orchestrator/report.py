@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from . import facts, figures, formatting, slots
@@ -88,13 +89,10 @@ def one_campaign(con: sqlite3.Connection, tag: str | None, program: str | None) 
     return found[0]
 
 
-def campaign_runs(
-    con: sqlite3.Connection, campaign_id: int, decisions: str = "keep", wide: bool = False, head: str | None = None
-) -> list[Row]:
+def campaign_runs(con: sqlite3.Connection, campaign_id: int, decisions: str = "keep", wide: bool = False) -> list[Row]:
     """A campaign's runs in seq order: the columns every summary figure needs (`wide`: every column but the bulky
     ones); `decisions`: whose decision JSON to read ("keep": kept candidates' only, enough for every summary figure;
-    "all"); `head`: only the runs a summary reads (baselines, keeps, unfinished runs, the champion `head`'s
-    measurements), which on a long campaign are a few of its thousands. A column an older ledger lacks reads as NULL."""
+    "all"). A column an older ledger lacks reads as NULL."""
     have = columns(con, "run")
     names = [c for c in have if c not in BULKY] if wide else [*SUMMARY_COLUMNS]
     if "decision" not in names:
@@ -107,11 +105,7 @@ def campaign_runs(
             picked.append("CASE WHEN status = 'keep' THEN decision END AS decision")
         else:
             picked.append(f'"{c}"')
-    where, params = "campaign_id = ?", [campaign_id]
-    if head is not None:
-        where += f" AND (kind = 'baseline' OR status IN {sql_list((Status.KEEP, *UNFINISHED))} OR \"commit\" = ?)"
-        params.append(head)
-    return rows(con, f"SELECT {', '.join(picked)} FROM run WHERE {where} ORDER BY seq, id", params)
+    return rows(con, f"SELECT {', '.join(picked)} FROM run WHERE campaign_id = ? ORDER BY seq, id", (campaign_id,))
 
 
 def related(con: sqlite3.Connection, run: Row) -> list[Row]:
@@ -121,6 +115,43 @@ def related(con: sqlite3.Connection, run: Row) -> list[Row]:
         "SELECT id, seq, kind, status, val_bpb, rerun_of FROM run WHERE id = ? OR rerun_of = ?",
         (run.get("rerun_of") or -1, run["id"]),
     )
+
+
+def summary_runs(con: sqlite3.Connection, campaign_id: int, head: str) -> tuple[list[Row], dict[str, int]]:
+    """What a summary reads, in one pass over the campaign's runs: the runs it needs (baselines, keeps, unfinished
+    runs, the champion `head`'s measurements: on a long campaign a few of its thousands) and every run's status
+    counted. One pass, because a run's status lies past its diff in the row: each scan reads the whole table."""
+    have = set(columns(con, "run"))
+    wanted = f"(kind = 'baseline' OR status IN {sql_list((Status.KEEP, *UNFINISHED))} OR \"commit\" = :head)"
+    picked = []
+    for c in SUMMARY_COLUMNS:
+        value = f'"{c}"' if c in have else "NULL"
+        if c == "decision" and c in have:
+            value = "CASE WHEN status = 'keep' THEN decision END"
+        picked.append(f'CASE WHEN {wanted} THEN {value} END AS "{c}"')
+    cur = con.execute(
+        f"SELECT status AS status_, {', '.join(picked)} FROM run WHERE campaign_id = :c ORDER BY seq, id",
+        {"c": campaign_id, "head": head},
+    )
+    names = [d[0] for d in cur.description][1:]
+    found, counts = [], {}
+    for status, *values in cur:
+        counts[status] = counts.get(status, 0) + 1
+        if values[0] is not None:  # the id: a run the summary reads
+            found.append(Row(zip(names, values)))
+    return found, counts
+
+
+def gains_lookup(con: sqlite3.Connection) -> Callable[[str, str], list[float]]:
+    """`similar_gains` by (program, dataset), read from the ledger the first time it is asked, then remembered."""
+    memo: dict = {}
+
+    def lookup(program: str, dataset: str) -> list[float]:
+        if "all" not in memo:
+            memo["all"] = similar_gains(con)
+        return memo["all"].get((program, dataset), [])
+
+    return lookup
 
 
 def similar_gains(con: sqlite3.Connection) -> dict[tuple[str, str], list[float]]:
@@ -189,15 +220,13 @@ def brief(r: Row) -> dict:
 
 
 def summary(
-    con: sqlite3.Connection, state_dir: Path, c: Row, gains: dict[tuple[str, str], list[float]] | None = None
+    con: sqlite3.Connection, state_dir: Path, c: Row, gains: Callable[[str, str], list[float]] | None = None
 ) -> dict:
     """One campaign as `status` and the dashboard show it: its state and every figure of `figures.summary`."""
     champ = con.execute('SELECT "commit" FROM run WHERE id = ?', (c["best_run_id"],)).fetchone()
-    head = (champ[0] if champ else None) or c["base_commit"]
-    runs = campaign_runs(con, c["id"], head=head)
-    counts = dict(con.execute("SELECT status, COUNT(*) FROM run WHERE campaign_id = ? GROUP BY status", (c["id"],)))
-    gains = similar_gains(con) if gains is None else gains
-    f = figures.summary(c, runs, gains.get((c["program"], c["dataset"]), []), counts)
+    runs, counts = summary_runs(con, c["id"], (champ[0] if champ else None) or c["base_commit"])
+    gains = gains or gains_lookup(con)
+    f = figures.summary(c, runs, lambda: gains(c["program"], c["dataset"]), counts)
     state = campaign_state(state_dir, c["program"], c["tag"], c["status"])
     live = state == "running"
     cost = con.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM llm_call WHERE campaign_id = ?", (c["id"],)).fetchone()
@@ -246,7 +275,7 @@ def summary(
 def status(db: Path, state_dir: Path, tag: str | None = None, program: str | None = None) -> list[dict]:
     con = connect(db)
     try:
-        gains = similar_gains(con)
+        gains = gains_lookup(con)
         return [summary(con, state_dir, c, gains) for c in campaigns(con, tag, program)]
     finally:
         con.close()

@@ -201,7 +201,7 @@ def sparkline(steps: list[tuple[int, float]], last_seq: int) -> str | None:
     return path + f" H{SPARK_W}"
 
 
-def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict, gains: dict | None = None) -> dict:
+def summary(con: sqlite3.Connection, state_dir: Path, campaign: dict, gains=None) -> dict:
     """One campaign as `arx-daemon status` shows it (the same function), plus its sparkline."""
     head = report.summary(con, state_dir, report.Row(campaign), gains)
     last_seq = con.execute("SELECT MAX(seq) FROM run WHERE campaign_id = ?", (campaign["id"],)).fetchone()[0] or 0
@@ -217,7 +217,7 @@ def overview(db: Path, state_dir: Path) -> dict:
     """Every campaign's summary and the latest events of all of them."""
     con = connect(db)
     try:
-        gains = report.similar_gains(con)
+        gains = report.gains_lookup(con)
         campaigns = [summary(con, state_dir, c, gains) for c in rows(con, "SELECT * FROM campaign ORDER BY id")]
         events = rows(
             con,
