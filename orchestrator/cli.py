@@ -502,13 +502,6 @@ def status_rows(rows: list[dict]) -> list[list[str]]:
     return out
 
 
-STATUS_LEGEND = (
-    "best: the champion's mean val_bpb over its seeds; vs base: the kept changes' paired gains (changes only at a "
-    "keep); drift: the champion's mean since it was kept (re-measures); band: the gain a change must show at the "
-    "fewest pairs on this noise"
-)
-
-
 @app.command()
 @click.option("--tag", default=None, help="only campaigns with this tag")
 @click.option("--program", default=None, help="only this program")
@@ -518,7 +511,12 @@ STATUS_LEGEND = (
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 @reads_ledger
 def status(tag, program, as_json, as_tsv, watch, state_dir) -> None:
-    """What every campaign is doing: state, runs in flight, the champion and its gain, noise, cost."""
+    """What every campaign is doing: state, runs in flight, the champion and its gain, noise, cost.
+
+    best: the champion's mean val_bpb over its seeds; vs base: the kept changes' paired gains (it moves only at a
+    keep); drift: how far the champion's mean moved since it was kept (re-measures); band: the gain a change must
+    show at the fewest pairs on this noise (docs/guide.md, "What the numbers mean").
+    """
     from . import report, tables
 
     state, db = state_paths(state_dir)

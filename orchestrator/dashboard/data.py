@@ -347,15 +347,7 @@ def progress_chart(db: Path, campaign_id: int) -> dict:
     return series | out
 
 
-SERIES = {  # figures.category -> the chart's series
-    "kept": "kept",
-    "discarded": "discarded",
-    "champion": "champion",
-    "candidate": "candidate",
-    "set aside": "set_aside",
-    "failed": "failed",
-    "unscored": "unscored",
-}
+SERIES = {c: c.replace(" ", "_") for c in figures.CATEGORIES}  # figures.category -> the chart's series
 
 
 def finite(value: float | None) -> bool:
