@@ -45,7 +45,7 @@ def arx(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.Com
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**{k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}, **(env or {})},
+        env={**{k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}, "COLUMNS": "80", **(env or {})},
         timeout=HANG_S,
     )
 
