@@ -642,7 +642,7 @@ def test_plausible_is_five_percent_of_the_champion_or_the_largest_gain_kept_in_c
     from orchestrator import figures
     from orchestrator.policy import Noise, Policy, keep_band
 
-    policy, noise = Policy(), Noise(0.076, 2)
+    policy, noise = Policy(), Noise(0.09, 2)
     band = keep_band(policy, noise, policy.max_pairs)
     assert 0.15 < band < 0.2  # above 5% of 3.0, below a gain of 0.2 kept before
     assert figures.plausible_gain(3.0, []) == (pytest.approx(0.15), "5% of the champion's 3.0000")
@@ -651,4 +651,4 @@ def test_plausible_is_five_percent_of_the_champion_or_the_largest_gain_kept_in_c
     assert warned and f"needs a gain of {band:.4f} bpb even after 8 pairs" in warned
     assert figures.noise_warning("model/x", policy, noise, 3.0, lambda: [0.2]) is None, "such a gain was kept before"
     assert figures.noise_warning("model/x", Policy(max_pairs=40), noise, 3.0) is None, "more pairs narrow it"
-    assert figures.noise_warning("model/x", policy, Noise(0.076, 0), 3.0) is None, "no seed noise measured yet"
+    assert figures.noise_warning("model/x", policy, Noise(0.09, 0), 3.0) is None, "no seed noise measured yet"
