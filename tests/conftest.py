@@ -45,6 +45,7 @@ def make_spec(worktree: Path, run_dir: Path, stdlib: Stdlib, **over) -> experime
         "stall_s": 600.0,
         "eval_timeout_s": 900.0,
         "unsafe_no_sandbox": sandbox.backend().name == "none",
+        "kernels": stdlib.state_dir / "kernels",  # one compile phase per trainer version per session, as a campaign
     }
     return experiment.Spec(**(fields | over))
 
