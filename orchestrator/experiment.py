@@ -393,7 +393,9 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
         out = kernels.cache_dir(work / "out")
         out.mkdir(parents=True)
         cmd = [sys.executable, "-m", "orchestrator.kernels", "--compile", str(work / "src"), str(out)]
-        failed = compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=(work / "src",)))
+        pch = kernels.trusted_pch(spec.kernels)
+        cmd += ["--pch", str(pch)] if pch else []
+        failed = compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=(work / "src", *filter(None, [pch]))))
         manifest = {
             "key": key,
             "kernels": sorted(k.file_name for k in kept if f"{k.file_name}.cpp" not in failed),

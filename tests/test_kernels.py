@@ -131,7 +131,7 @@ def test_a_compile_phase_publishes_kernels_compiled_here_and_later_runs_reuse_th
     assert len(manifest["kernels"]) >= 30 and manifest["refused"] == {}
     libs = sorted(p.name for p in kernels.cache_dir(cache).iterdir())
     assert libs == sorted(f"lib{k}.so" for k in manifest["kernels"])  # libraries only, all made here
-    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [key]  # the phase's scratch is gone
+    assert [p.name for p in (tmp_path / "kernels").iterdir() if not p.name.startswith("pch-")] == [key]  # no scratch
     phases.clear()
     assert experiment.compile_kernels(spec, stdlib.prepared, lambda: False, lambda p, _: phases.append(p)) == cache
     assert phases == []  # the same code: no second phase
