@@ -154,6 +154,8 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
+    if spec.kernels is not None:
+        spec.kernels.mkdir(parents=True, exist_ok=True)  # hidden in every jail: it must exist when the first starts
     prepared = prepare(spec, should_stop, on_phase)
     if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
         raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
@@ -258,7 +260,7 @@ def read_claims(path: Path) -> dict:
 # Sandboxed phases
 # ---------------------------------------------------------------------------------------------
 def hidden_paths(spec: Spec) -> tuple[Path, ...]:
-    state_dirs = {spec.state_dir, default_state_dir(), *spec.also_hidden}
+    state_dirs = {spec.state_dir, default_state_dir(), *spec.also_hidden, *([spec.kernels] if spec.kernels else [])}
     return (*(p.resolve() for p in state_dirs), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
 
 
@@ -387,27 +389,15 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
         log = spec.run_dir / "compile.log"
         cmd = [sys.executable, "-m", "trainer.train"]
         run_phase(spec, cmd, jail, env, log, limits, should_stop, on_phase, "compile phase")
-        kept, refused = kernels.select(kernels.cache_dir(work / "tmp"))
-        for kernel in kept:  # written from the parsed text: nothing the phase left is copied as it is
-            (work / "src" / f"{kernel.file_name}.cpp").write_text(kernel.source)
-        out = kernels.cache_dir(work / "out")
-        out.mkdir(parents=True)
-        cmd = [sys.executable, "-m", "orchestrator.kernels", "--compile", str(work / "src"), str(out)]
-        pch = kernels.trusted_pch(spec.kernels)
-        cmd += ["--pch", str(pch)] if pch else []
-        failed = compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=(work / "src", *filter(None, [pch]))))
-        manifest = {
-            "key": key,
-            "kernels": sorted(k.file_name for k in kept if f"{k.file_name}.cpp" not in failed),
-            "refused": refused | failed,
-            "nodes": sum(k.nodes for k in kept),
-            "constants": sum(k.constants for k in kept),
-            "capacity_bytes": kernels.capacity_bits(kept) // 8,
-            "seconds": round(time.time() - started, 2),
-        }
+
+        def trusted(cmd: list[str], visible: tuple[Path, ...], out: Path) -> dict[str, str]:
+            return compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=visible))
+
+        manifest = kernels.publish(work / "tmp", work / "src", work / "out", spec.kernels, trusted)
+        manifest |= {"key": key, "seconds": round(time.time() - started, 2)}
         (work / "out" / kernels.MANIFEST).write_text(json.dumps(manifest, indent=2))
         with open(log, "a") as f:
-            f.write(f"kernel cache {key}: {len(manifest['kernels'])} kernels, {len(manifest['refused'])} refused\n")
+            f.write(f"kernel cache {key}: {len(manifest['kernels'])} kernels, refused: {manifest['refused']}\n")
         try:
             (work / "out").rename(final)
         except OSError:  # another measurement published the same key first: same code, same sources

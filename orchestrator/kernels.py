@@ -33,6 +33,7 @@ here, by trusted code, never taken from the phase that ran candidate code:
 A kernel refused here costs only time: the run compiles it itself, into its own TMPDIR.
 
     python -m orchestrator.kernels --check DIR    # which sources under DIR a compile phase would keep, and why not
+    python -m orchestrator.kernels --publish TMPDIR OUT   # the same, compiled as the daemon does (benchmarks)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -482,6 +484,36 @@ def trusted_pch(root: Path) -> Path | None:
     return ensure_pch(root / f"pch-{name}", cache_flags())
 
 
+def publish(raw: Path, src: Path, out: Path, root: Path, compile_with: Callable) -> dict:
+    """Turn a compile phase's TMPDIR `raw` into a cache folder `out` and return its manifest (not yet written):
+    the sources `select` keeps are written anew into `src` (nothing the phase left is copied as it is) and
+    compiled into `out` by `compile_with(argv, visible folders, writable folder) -> {source: error}`, which runs
+    the argv in a sandbox (or, for a benchmark of one's own code, as it is)."""
+    kept, refused = select(cache_dir(raw))
+    src.mkdir(parents=True, exist_ok=True)
+    for kernel in kept:
+        (src / f"{kernel.file_name}.cpp").write_text(kernel.source)
+    libs = cache_dir(out)
+    libs.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "orchestrator.kernels", "--compile", str(src), str(libs)]
+    pch = trusted_pch(root)
+    failed = compile_with(cmd + (["--pch", str(pch)] if pch else []), (src, *([pch] if pch else [])), libs)
+    return {
+        "kernels": sorted(k.file_name for k in kept if f"{k.file_name}.cpp" not in failed),
+        "refused": refused | failed,
+        "nodes": sum(k.nodes for k in kept),
+        "constants": sum(k.constants for k in kept),
+        "capacity_bytes": capacity_bits(kept) // 8,
+        "flags": " ".join(cache_flags()),
+    }
+
+
+def compile_here(cmd: list[str], visible: tuple[Path, ...], out: Path) -> dict[str, str]:
+    """`publish`'s compile without a sandbox: for benchmarks of the checkout's own trainer."""
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.kernels",
@@ -490,7 +522,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", type=Path, metavar="DIR", help="print (JSON) what a cache would keep of DIR")
     parser.add_argument("--compile", nargs=2, type=Path, metavar=("SRC", "OUT"), help="(internal) g++ SRC/*.cpp")
     parser.add_argument("--pch", type=Path, help="(internal) a folder with the preamble precompiled for --compile")
+    parser.add_argument(
+        "--publish",
+        nargs=2,
+        type=Path,
+        metavar=("TMPDIR", "OUT"),
+        help="what the daemon makes of a compile phase's TMPDIR, unsandboxed, into the new folder OUT (benchmarks)",
+    )
     args = parser.parse_args(argv)
+    if args.publish:
+        raw, out = args.publish
+        ensure_pch()
+        print(json.dumps(publish(raw, out / "src", out, out.parent, compile_here), indent=2))
+        return 0
     if args.compile:
         failed = compile_sources(*args.compile, pch=args.pch, workers=os.cpu_count() or 1)
         print(json.dumps(failed))

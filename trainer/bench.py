@@ -70,13 +70,17 @@ def prepared_dir() -> str:
 
 
 def mlx_compile(kernels: Path) -> float:
-    """Wall seconds of the trainer's compile-only run into an empty kernel cache (the daemon's compile phase)."""
-    with tempfile.TemporaryDirectory() as run_dir:
-        started = time.time()
-        done = run_module("trainer.train", {"ARX_RUN_DIR": run_dir, "ARX_COMPILE_ONLY": "1", "TMPDIR": str(kernels)})
+    """Seconds to fill `kernels` (a new folder) as the daemon does for new trainer code: the trainer's
+    compile-only run, then the kernel cache's checks and its own compile (`python -m orchestrator.kernels`,
+    run as a program: the trainer never imports the daemon)."""
+    started = time.time()
+    with tempfile.TemporaryDirectory() as raw:
+        done = run_module("trainer.train", {"ARX_RUN_DIR": raw, "ARX_COMPILE_ONLY": "1", "TMPDIR": raw})
+        if done.returncode == 0:
+            done = run_module("orchestrator.kernels", {}, ["--publish", raw, str(kernels)])
         if done.returncode:
             raise RuntimeError(done.stderr[-2000:])
-        return round(time.time() - started, 2)
+    return round(time.time() - started, 2)
 
 
 def mlx_side(budget: float, kernels: Path) -> dict:
@@ -120,7 +124,6 @@ def side_by_side(budget: float, rounds: int) -> dict:
     ratios: dict[str, list[float]] = {"mlx_vs_torch_eager": [], "mlx_vs_torch_compile": []}
     with tempfile.TemporaryDirectory() as scratch:
         kernels, inductor = Path(scratch, "kernels"), Path(scratch, "inductor")
-        kernels.mkdir()
         compile_s = mlx_compile(kernels)
         for r in range(rounds):
             order = SIDES[r % len(SIDES) :] + SIDES[: r % len(SIDES)]
@@ -299,8 +302,9 @@ def compare_blas(budget: float, rounds: int) -> dict:
     whole process, start-up included) is what a busy machine changes least."""
     choices = blas_choices()
     runs: dict[str, list[dict]] = {name: [] for name in choices}
-    kernels = Path(tempfile.mkdtemp(prefix="arx-bench-kernels-"))
-    mlx_compile(kernels)  # compiled once beforehand, as the daemon's compile phase does
+    scratch = Path(tempfile.mkdtemp(prefix="arx-bench-"))
+    kernels = scratch / "kernels"
+    mlx_compile(kernels)  # compiled once beforehand, as the daemon does
     for _ in range(rounds):
         for name, lib in choices.items():
             env = ({"ARX_BLAS_LIB": lib} if lib else {"ARX_NO_FAST_BLAS": "1"}) | {"TMPDIR": str(kernels)}
@@ -319,7 +323,7 @@ def compare_blas(budget: float, rounds: int) -> dict:
                 "steps": info["steps"],
             }
             runs[name].append(run | {"load_avg_1m": round(load, 2)})
-    shutil.rmtree(kernels, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     report: dict = {"budget_s": budget, "rounds": rounds, "libraries": choices, "runs": runs}
     for metric in ("tok_per_sec", "tok_per_cpu_s"):
         report[f"median_{metric}"] = {name: sorted(r[metric] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
