@@ -366,7 +366,7 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
         return final
     on_phase("compiling", None)
     started = time.time()
-    kernels.ensure_pch()
+    kernels.ensure_pch()  # for what runs still compile themselves
     work = spec.kernels / f"{key}.tmp-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(work, ignore_errors=True)
     for sub in ("prepared", "tmp", "run", "src", "out"):
@@ -381,6 +381,7 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
             "ARX_SEED": "0",
             "ARX_COMPILE_ONLY": "1",
             "TMPDIR": str(work / "tmp"),
+            "PATH": f"{kernels.STUB_COMPILER}:{os.environ.get('PATH', os.defpath)}",  # sources only: stub libraries
         }
         jail = sandbox.Jail(
             writable=(work / "tmp", work / "run"), visible=(spec.worktree, work / "prepared"), hidden=hidden_paths(spec)

@@ -11,7 +11,8 @@ training in its re-run on another seed, or hand them to another candidate. What 
 here, by trusted code, never taken from the phase that ran candidate code:
 
 1. The compile phase sees no training data (its prepared folder holds a meta.json the daemon wrote: the
-   vocabulary size) and writes only into a fresh folder.
+   vocabulary size) and writes only into a fresh folder. Its `g++` (STUB_COMPILER) makes MLX a stub library
+   per kernel, so it traces the step without compiling anything for real.
 2. Of what it wrote, only kernel sources are read (`<name>.cpp`, regular files, at most MAX_SOURCE_BYTES), and
    only those that parse exactly as MLX's code generator writes them (`parse`): one fixed header, argument and
    loop lines, then one typed assignment per graph node, whose right side is an input, a numeric literal, a
@@ -56,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+STUB_COMPILER = Path(__file__).with_name("jit")  # the compile phase's `g++`: MLX gets stub libraries (see the file)
 MANIFEST = "manifest.json"  # written last into a published cache: what it holds and what was refused, and why
 MAX_KERNELS = 128
 MAX_NODES = 1024  # graph nodes (inputs and tape) of all kernels together
