@@ -74,8 +74,9 @@ def mlx_compile(kernels: Path) -> float:
     compile-only run, then the kernel cache's checks and its own compile (`python -m orchestrator.kernels`,
     run as a program: the trainer never imports the daemon)."""
     started = time.time()
+    stub = f"{ROOT / 'orchestrator' / 'jit'}:{os.environ.get('PATH', os.defpath)}"  # the compile phase's g++
     with tempfile.TemporaryDirectory() as raw:
-        done = run_module("trainer.train", {"ARX_RUN_DIR": raw, "ARX_COMPILE_ONLY": "1", "TMPDIR": raw})
+        done = run_module("trainer.train", {"ARX_RUN_DIR": raw, "ARX_COMPILE_ONLY": "1", "TMPDIR": raw, "PATH": stub})
         if done.returncode == 0:
             done = run_module("orchestrator.kernels", {}, ["--publish", raw, str(kernels)])
         if done.returncode:
