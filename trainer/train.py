@@ -380,13 +380,6 @@ def make_train_step(model: GPT, optimizer: optim.Optimizer, loader, accum: int, 
     return train_step
 
 
-def synthetic_batches(batch_size: int, seq_len: int):
-    """Token rows of the training shapes, all zeros: what the compile phase traces (it sees no data)."""
-    rows = np.zeros((batch_size, seq_len), dtype=np.int32)
-    while True:
-        yield rows, rows
-
-
 def model_config(vocab_size: int) -> dict:
     return {
         "vocab_size": vocab_size,
@@ -429,8 +422,10 @@ def main() -> int:
     max_steps = int(os.environ.get("ARX_MAX_STEPS", "0")) or None
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    if compile_only:
-        meta = json.loads((folder / "meta.json").read_text())
+    if compile_only:  # no data: one document of zeros, long enough for a row
+        tokens, offsets, meta = np.zeros(SEQ_LEN + 1, np.int32), np.array([0, SEQ_LEN + 1]), json.loads(
+            (folder / "meta.json").read_text()
+        )
     else:
         tokens, offsets, meta = prepare.load_train_tokens(folder)
     if not GPU:
@@ -442,10 +437,7 @@ def main() -> int:
     num_params = sum(p.size for _, p in tree_flatten(model.parameters()))
     optimizer = build_optimizer()
     accum = max(1, TOTAL_BATCH_TOKENS // (DEVICE_BATCH * SEQ_LEN))
-    if compile_only:
-        loader = synthetic_batches(DEVICE_BATCH, SEQ_LEN)
-    else:
-        loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed)
+    loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed)
 
     train_step = make_train_step(model, optimizer, loader, accum, STREAMS)
     if compile_only:
