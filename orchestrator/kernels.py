@@ -62,6 +62,7 @@ MANIFEST = "manifest.json"  # written last into a published cache: what it holds
 MAX_KERNELS = 128
 MAX_NODES = 1024  # graph nodes (inputs and tape) of all kernels together
 MAX_CONSTANTS = 128  # literals of all kernels together
+MAX_ENTRIES = 4 * MAX_KERNELS  # files of a compile phase's folder looked at (a source and a library per kernel)
 MAX_SOURCE_BYTES = 64 << 10  # one kernel source (the default model's largest is under 2 KB)
 MAX_NAME = 245  # MLX clips longer kernel names in file names (compiled.cpp: max_file_name_length)
 MLX_FLAGS = ("-std=c++17", "-O3", "-Wall", "-fPIC")  # MLX's JitCompiler::build_command on Linux, without -shared
@@ -406,8 +407,8 @@ def select(folder: Path) -> tuple[list[Kernel], dict[str, str]]:
     kept: list[Kernel] = []
     refused: dict[str, str] = {}
     nodes = constants = 0
-    entries = sorted(os.listdir(folder)) if folder.is_dir() and not folder.is_symlink() else []
-    for entry in entries:
+    entries = sorted(os.listdir(folder)) if folder.is_dir() else []
+    for entry in entries[: MAX_ENTRIES]:
         if not entry.endswith(".cpp"):
             if not (entry.startswith("lib") and entry.endswith(".so")):
                 refused[entry] = "not a kernel source"
@@ -491,7 +492,10 @@ def publish(raw: Path, src: Path, out: Path, root: Path, compile_with: Callable)
     the sources `select` keeps are written anew into `src` (nothing the phase left is copied as it is) and
     compiled into `out` by `compile_with(argv, visible folders, writable folder) -> {source: error}`, which runs
     the argv in a sandbox (or, for a benchmark of one's own code, as it is)."""
-    kept, refused = select(cache_dir(raw))
+    if cache_dir(raw).resolve() != cache_dir(raw.resolve()):  # a folder on the way is a link the phase made
+        kept, refused = [], {str(cache_dir(raw).relative_to(raw)): "a link, not MLX's folder"}
+    else:
+        kept, refused = select(cache_dir(raw))
     src.mkdir(parents=True, exist_ok=True)
     for kernel in kept:
         (src / f"{kernel.file_name}.cpp").write_text(kernel.source)

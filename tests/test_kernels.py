@@ -136,3 +136,12 @@ def test_a_compile_phase_publishes_kernels_compiled_here_and_later_runs_reuse_th
     experiment.train(spec, lambda: False, lambda phase, pid: phases.append(phase))
     assert "compiling" not in phases  # the same code: no second phase
     assert not list(kernels.cache_dir(spec.run_dir / "tmp").glob("*.cpp"))  # the run compiled nothing itself
+
+
+def test_a_link_on_the_way_to_the_kernels_is_refused(phase_output, tmp_path):
+    """A compile phase that makes $TMPDIR/mlx/<version> a link would have the daemon read sources anywhere."""
+    raw = tmp_path / "raw"
+    (raw / "mlx").mkdir(parents=True)
+    (raw / "mlx" / kernels.mlx_version()).symlink_to(phase_output.parent)
+    manifest = kernels.publish(raw, tmp_path / "src", tmp_path / "out", tmp_path, kernels.compile_here)
+    assert manifest["kernels"] == [] and list(manifest["refused"].values()) == ["a link, not MLX's folder"]
