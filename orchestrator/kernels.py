@@ -23,13 +23,18 @@ here, by trusted code, never taken from the phase that ran candidate code:
    `cache_flags`), in a sandbox that runs no candidate code (`python -m orchestrator.kernels --compile`), into
    the published cache.
 4. Caps: at most MAX_KERNELS kernels, MAX_NODES graph nodes and MAX_CONSTANTS literals in all (the default
-   model uses 35, 324 and 32). So whatever the phase computed, what reaches its runs is the graphs of at
+   model uses 35, 332 and 34). So whatever the phase computed, what reaches its runs is the graphs of at
    most MAX_KERNELS elementwise kernels: `capacity_bits` bounds that: about 6 KB at the caps, 1.1 KB for
    the default model.
 5. The key (`cache_key`) is the content of every file of the worktree's trainer/, the vocabulary, MLX's
-   version, the compiler and the trusted code: changed trainer code gets a compile phase of its own, and no
-   run reads a cache that other code made.
+   version, the compiler and its flags, and the trusted code: changed trainer code gets a compile phase of its
+   own, and no run reads a cache that other code made.
 6. Each run gets a copy of the published cache as its TMPDIR: what a run writes there dies with it.
+
+Not prevented: the compile phase reads what every jail shows, which for the `stdlib` dataset includes the Python
+sources the interpreter runs from (training material) and `prepare.py` (to rebuild the tokenizer with); it may
+compute on them until its deadline. Point 4 is what keeps that from mattering: a few KB of kernel graph is all
+that leaves the phase.
 
 A kernel refused here costs only time: the run compiles it itself, into its own TMPDIR.
 
@@ -54,7 +59,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 STUB_COMPILER = Path(__file__).with_name("jit")  # the compile phase's `g++`: MLX gets stub libraries (see the file)
@@ -115,7 +120,7 @@ class Refused(ValueError):
     """A file of the compile phase that the cache will not hold; the message says why."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Kernel:
     """One kernel source that parsed: its name, and the numbers the caps count."""
 
@@ -124,7 +129,6 @@ class Kernel:
     source: str
     nodes: int
     constants: int
-    ops: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +228,8 @@ def parse(source: str, stem: str) -> Kernel:
         if var in types:
             raise Refused(f"{var} assigned twice")
         if LITERAL.fullmatch(rhs) and var not in arg_types:
+            if not canonical(ctype, rhs):
+                raise Refused(f"the literal {rhs[:40]} is not written as MLX writes it")
             inputs.append((var, "C"))
             constants.append(rhs)
         elif arg_types.get(var) == ctype and rhs in (f"{var}[i]" if contiguous else f"*{var}", f"{var}[0]"):
@@ -278,14 +284,27 @@ def parse(source: str, stem: str) -> Kernel:
                 raise Refused("the loop is not closed")
     if at != len(lines):
         raise Refused("lines after the kernel")
-    if body_names(args, inputs, outputs, tape) is False:
+    if not body_names(args, inputs, outputs, tape):
         raise Refused("the body names its nodes in an order MLX does not")
     expected = lib_name(inputs, outputs, tape, constants, types, arg_types) + (
         "_contiguous" if contiguous else f"_strided_{ndim}"
     )
     if expected != name:
         raise Refused("the kernel's name is not the one MLX derives from its body")
-    return Kernel(name, stem, source, len(inputs) + len(tape), len(constants), [op for _, _, op, _ in tape])
+    return Kernel(name, stem, source, len(inputs) + len(tape), len(constants))
+
+
+def canonical(ctype: str, text: str) -> bool:
+    """True when a literal is written the one way MLX's print_constant writes its value (so its text carries no
+    more than the value): floats with 9 significant digits (17 for double), integers plainly."""
+    if text in ("true", "false", "NAN", "INFINITY", "-INFINITY"):
+        return True
+    if text.startswith("complex64_t("):
+        return all(canonical("float", part) for part in text[len("complex64_t(") : -1].split(", "))
+    if ctype in ("float", "float16_t", "bfloat16_t", "double"):
+        value = float(text)
+        return math.isfinite(value) and format(value, ".17g" if ctype == "double" else ".9g") == text
+    return re.fullmatch(r"-?\d+", text) is not None and str(int(text)) == text
 
 
 def body_names(args, inputs, outputs, tape) -> bool:

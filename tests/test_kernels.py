@@ -57,6 +57,14 @@ def test_every_kernel_mlx_writes_parses_and_its_name_is_derived_from_its_body(ph
     assert 0 < kernels.capacity_bits(kept) // 8 < 8 << 10
 
 
+def test_a_literal_has_one_text_per_value():
+    """Else a literal's spelling (0.5, 0.50, 0.500...) would carry bits of its own, past the caps' bound."""
+    assert kernels.canonical("float", "0.5") and kernels.canonical("float", "9.99999997e-07")
+    assert kernels.canonical("int32_t", "-128") and kernels.canonical("bool", "true")
+    assert not any(kernels.canonical("float", t) for t in ("0.50", "5e-1", "0.5000000001", "+0.5"))
+    assert not kernels.canonical("int32_t", "0128")
+
+
 def test_libstdcxx_hash_matches_mlx():
     # the name MLX gave `tanh(x * 0.5) + exp(y) * 3`, read off a real cache: its last number hashes "0.53"
     assert kernels.std_hash(b"0.53") == 9223693478639088057
