@@ -6,7 +6,8 @@ evaluation) runs in a sandbox (orchestrator/sandbox.py) under the watchdog (orch
 
     phase      may write                 may read (besides the system, read-only)
     prepare    its new prepared folder   the worktree, the dataset's training material
-    train      the run directory         the worktree, the prepared folder
+    compile    a fresh scratch folder    the worktree, the vocabulary size (once per trainer version, CPU only)
+    train      the run directory         the worktree, the prepared folder (its TMPDIR: a copy of the kernels)
     evaluate   nothing (private /tmp)    the worktree, the run's checkpoint
 
 Hidden in all of them: the state directory (ledger, other runs, locks, other worktrees), the data
@@ -32,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fingerprint, runner, sandbox, scorer
+from . import fingerprint, kernels, runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
 from .programs import ROOT, default_state_dir
 
+COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
 FIRST_LOGITS_S = 30.0  # an honest model process answers its first batch in 1-3 s here (about 10 s loaded): time
 # it spends before that is time a hostile one could train in, identically in both processes, unseen by the probes
 CLAIMED_FIELDS = (
@@ -65,10 +67,9 @@ class Spec:
     memory_mb: float | None = None
     eval_timeout_s: float = 600.0
     tokenizer_sha256: str | None = None  # pinned: the model program must score with this tokenizer
-    kernels: Path | None = None  # MLX kernels the unchanged baseline compiled: this run's cache starts as a copy
+    kernels: Path | None = None  # the kernel cache root (orchestrator/kernels.py); None: each run compiles its own
     unsafe_no_sandbox: bool = False
     commit: str | None = None  # what a remote executor ships from `worktree`'s repository (None: its HEAD)
-    seeds_kernels: bool = False  # the unchanged code's first baseline: a remote node may cache its compiled kernels
     also_hidden: tuple[Path, ...] = ()  # on a remote node: the daemon's state folder (a slot may share its machine)
 
 
@@ -153,22 +154,25 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
+    if spec.kernels is not None:
+        spec.kernels.mkdir(parents=True, exist_ok=True)  # hidden in every jail: it must exist when the first starts
     prepared = prepare(spec, should_stop, on_phase)
     if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
         raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
+    cache = compile_kernels(spec, prepared, should_stop, on_phase)
     on_phase("training", None)
-    kernels = spec.run_dir / "tmp"  # MLX caches the kernels it compiles under $TMPDIR: this run's own copy
-    if spec.kernels and spec.kernels.is_dir():
-        shutil.copytree(spec.kernels, kernels, symlinks=False)
+    scratch = spec.run_dir / "tmp"  # MLX looks for (and writes) compiled kernels under $TMPDIR: this run's own copy
+    if cache is not None:
+        shutil.copytree(cache / "mlx", scratch / "mlx", symlinks=False)
     else:
-        kernels.mkdir()
+        scratch.mkdir()
     env = {
         "ARX_RUN_DIR": str(spec.run_dir),
         "ARX_PREPARED_DIR": str(prepared),
         "ARX_BUDGET_S": f"{spec.budget_s:g}",
         "ARX_DATASET": spec.corpus.dataset,
         "ARX_SEED": str(spec.seed),
-        "TMPDIR": str(kernels),
+        "TMPDIR": str(scratch),
     }
     jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
     limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
@@ -256,7 +260,7 @@ def read_claims(path: Path) -> dict:
 # Sandboxed phases
 # ---------------------------------------------------------------------------------------------
 def hidden_paths(spec: Spec) -> tuple[Path, ...]:
-    state_dirs = {spec.state_dir, default_state_dir(), *spec.also_hidden}
+    state_dirs = {spec.state_dir, default_state_dir(), *spec.also_hidden, *([spec.kernels] if spec.kernels else [])}
     return (*(p.resolve() for p in state_dirs), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
 
 
@@ -343,6 +347,79 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path | None:
+    """The published kernel cache of the worktree's trainer code (orchestrator/kernels.py explains the rules):
+    reused when it exists, else made now. A sandboxed compile phase runs the trainer with ARX_COMPILE_ONLY=1,
+    seeing no training data (a meta.json with the vocabulary size alone), under its own deadline, outside the
+    training budget; of what it leaves, only kernel sources that parse as MLX writes them are kept, and they are
+    compiled here, in a sandbox with no candidate code. None where nothing is cached (no cache root, not CPU)."""
+    if spec.kernels is None or kernels.backend() != "cpu":
+        return None
+    vocab = json.loads((prepared / "meta.json").read_text()).get("vocab_size")
+    if not isinstance(vocab, int) or not 0 < vocab <= 1 << 24:
+        raise Failed("crash", f"the prepared meta.json gives no usable vocab_size ({vocab!r})")
+    key = kernels.cache_key(spec.worktree, vocab, fingerprint.arx_version())
+    final = spec.kernels / key
+    if (final / kernels.MANIFEST).exists():
+        return final
+    on_phase("compiling", None)
+    started = time.time()
+    kernels.ensure_pch()  # for what runs still compile themselves
+    work = spec.kernels / f"{key}.tmp-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(work, ignore_errors=True)
+    for sub in ("prepared", "tmp", "run", "src", "out"):
+        (work / sub).mkdir(parents=True)
+    try:
+        (work / "prepared" / "meta.json").write_text(json.dumps({"vocab_size": vocab}))
+        env = {
+            "ARX_RUN_DIR": str(work / "run"),
+            "ARX_PREPARED_DIR": str(work / "prepared"),
+            "ARX_BUDGET_S": f"{spec.budget_s:g}",
+            "ARX_DATASET": spec.corpus.dataset,
+            "ARX_SEED": "0",
+            "ARX_COMPILE_ONLY": "1",
+            "TMPDIR": str(work / "tmp"),
+            "PATH": f"{kernels.STUB_COMPILER}:{os.environ.get('PATH', os.defpath)}",  # sources only: stub libraries
+        }
+        jail = sandbox.Jail(
+            writable=(work / "tmp", work / "run"), visible=(spec.worktree, work / "prepared"), hidden=hidden_paths(spec)
+        )
+        limits = runner.Limits(COMPILE_DEADLINE_S, COMPILE_DEADLINE_S, spec.memory_mb)
+        log = spec.run_dir / "compile.log"
+        cmd = [sys.executable, "-m", "trainer.train"]
+        run_phase(spec, cmd, jail, env, log, limits, should_stop, on_phase, "compile phase")
+
+        def trusted(cmd: list[str], visible: tuple[Path, ...], out: Path) -> dict[str, str]:
+            return compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=visible))
+
+        manifest = kernels.publish(work / "tmp", work / "src", work / "out", spec.kernels, trusted)
+        manifest |= {"key": key, "seconds": round(time.time() - started, 2)}
+        (work / "out" / kernels.MANIFEST).write_text(json.dumps(manifest, indent=2))
+        with open(log, "a") as f:
+            f.write(f"kernel cache {key}: {len(manifest['kernels'])} kernels, refused: {manifest['refused']}\n")
+        try:
+            (work / "out").rename(final)
+        except OSError:  # another measurement published the same key first: same code, same sources
+            pass
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def compile_trusted(spec: Spec, cmd: list[str], jail: sandbox.Jail) -> dict[str, str]:
+    """Run the trusted kernel compile (no candidate code) in a sandbox; {source: error} of what failed."""
+    argv, env = wrap(spec, cmd, jail, {})
+    try:
+        done = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=COMPILE_DEADLINE_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise Failed("timeout", f"the trusted kernel compile ran past {COMPILE_DEADLINE_S:.0f}s") from None
+    if done.returncode:
+        raise Failed("crash", f"the trusted kernel compile failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class ModelDied(Exception):

@@ -10,7 +10,6 @@ import functools
 import json
 import os
 import platform
-import shutil
 import threading
 from pathlib import Path
 
@@ -91,14 +90,14 @@ class Measurer:
             kernels=self.rec.paths.kernels,
             unsafe_no_sandbox=self.s.unsafe_no_sandbox,
             commit=run.commit,
-            seeds_kernels=run.kind == Kind.BASELINE,
         )
 
     def measure(self, run: Run, near: str | None = None) -> bool:
         spec = self.spec(run)
 
         def on_phase(phase: str, pid: int | None) -> None:
-            run.status, run.pid = (Status.TRAINING if phase in ("preparing", "prepare") else phase), pid
+            before_training = phase in ("preparing", "prepare", "compiling", "compile phase")
+            run.status, run.pid = (Status.TRAINING if before_training else phase), pid
             self.rec.save(run)
 
         m = self.executor.measure(spec, self.stop.is_set, on_phase, near=near)
@@ -138,10 +137,6 @@ class Measurer:
         elif pins[:2] != (campaign.val_sha256, campaign.test_sha256):
             self.rec.finish(run, Status.INVALID, "the evaluation documents differ from those pinned at campaign start")
             return False
-        kernels = self.rec.paths.kernels
-        if run.kind == Kind.BASELINE and not kernels.exists() and (spec.run_dir / "tmp").is_dir():
-            # compiled by the unchanged code: a safe seed (a remote executor keeps its kernels on the node)
-            shutil.copytree(spec.run_dir / "tmp", kernels, symlinks=False)
         run.val_bpb, run.test_bpb, run.scoring = scores.val_bpb, scores.test_bpb, json.dumps(scores.detail)
         self.rec.save(run)
         claimed = f"{run.tok_per_sec:,.0f} tok/s claimed" if run.tok_per_sec else "no throughput claimed"

@@ -78,8 +78,10 @@ class StatePaths:
 
     @property
     def kernels(self) -> Path:
-        """MLX kernels compiled by the campaign's first baseline: each run's kernel cache starts as a copy."""
-        return self.state / "kernels" / self.name
+        """The kernel cache of every campaign of this state directory (ARX_KERNEL_DIR moves it, for one shared by
+        several), one folder per trainer code version (orchestrator/kernels.py): each run's TMPDIR starts as a copy
+        of its code's folder."""
+        return Path(os.environ["ARX_KERNEL_DIR"]) if os.environ.get("ARX_KERNEL_DIR") else self.state / "kernels"
 
     @property
     def lock(self) -> Path:

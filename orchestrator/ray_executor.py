@@ -35,7 +35,6 @@ What travels, and what a hostile candidate could do with it:
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import os
 import random
@@ -87,7 +86,6 @@ SPEC_FIELDS = (
     "eval_timeout_s",
     "tokenizer_sha256",
     "unsafe_no_sandbox",
-    "seeds_kernels",
 )
 
 
@@ -135,33 +133,28 @@ class Slot:
         node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
         return node, fingerprint.current()
 
-    def train(self, fields: dict, dataset: str, kernels_key: str, code: bytes):
+    def train(self, fields: dict, dataset: str, code: bytes):
         """Unpack the candidate's files and run prepare and train in the sandbox, as `experiment.train`.
 
-        Compiled MLX kernels are cached per campaign on the node, seeded only by the unchanged code's
-        first baseline (as locally: a candidate's TMPDIR is its own to poison, never a later run's)."""
+        Compiled MLX kernels are cached on the node per trainer code version, by the same compile phase and
+        checks as locally (orchestrator/kernels.py)."""
         self.enter()
         node, fp = self.whoami()
         shutil.rmtree(self.root, ignore_errors=True)
         (self.root / "code").mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(code)) as tar:
             tar.extractall(self.root / "code", filter="data")
-        kernels = node_root() / "kernels" / kernels_key
         self.spec = experiment.Spec(
             worktree=self.root / "code",
             run_dir=self.root / "run",
             corpus=corpus.materialize(dataset),
             state_dir=node_root(),
-            kernels=kernels if kernels.is_dir() else None,
+            kernels=node_root() / "kernels",
             **fields,
         )
         try:
             trained = experiment.train(self.spec, self.stop.is_set, lambda phase, pid: None)
             failed, tokenizer = None, read_capped(trained.prepared / "tokenizer.json") or b""
-            if self.spec.seeds_kernels and not kernels.exists():
-                fresh = kernels.with_name(f"{kernels.name}.tmp-{self.root.name}")
-                shutil.copytree(self.spec.run_dir / "tmp", fresh, symlinks=False)
-                fresh.rename(kernels)
         except experiment.Failed as f:
             trained, failed, tokenizer = None, f.measurement(), None
         return node, fp, trained, failed, tokenizer, self.files()
@@ -376,8 +369,7 @@ class RayExecutor:
         actor = self.start_slot(avoid, near)
         who = actor.whoami.remote()  # answered as soon as the slot starts: where a lost run was lost
         try:
-            kernels_key = hashlib.sha256(str(spec.kernels).encode()).hexdigest()[:16]  # one cache per campaign
-            ref = actor.train.remote(fields, spec.corpus.dataset, kernels_key, code)
+            ref = actor.train.remote(fields, spec.corpus.dataset, code)
             node, fp, trained, failed, tokenizer, files = self.wait(actor, ref, should_stop, spec.run_dir)
             self.latest_fp = fp
             self.write(spec.run_dir, files)

@@ -45,8 +45,17 @@ def make_spec(worktree: Path, run_dir: Path, stdlib: Stdlib, **over) -> experime
         "stall_s": 600.0,
         "eval_timeout_s": 900.0,
         "unsafe_no_sandbox": sandbox.backend().name == "none",
+        "kernels": Path(os.environ["ARX_KERNEL_DIR"]),  # one compile phase per trainer version per session
     }
     return experiment.Spec(**(fields | over))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory) -> Path:
+    """One kernel cache for every campaign of the session (ARX_KERNEL_DIR): most share their baseline's code."""
+    path = tmp_path_factory.mktemp("kernels").resolve()
+    os.environ["ARX_KERNEL_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")
