@@ -354,6 +354,9 @@ class FakeAnthropic:
                     pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # a client that resets its connection between the server's select and its accept leaves a blocking accept
+        # waiting for the next client forever (Linux drops the aborted connection): never wait there
+        self.server.socket.settimeout(1.0)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
