@@ -3,7 +3,8 @@
 After a sandboxed prepare, every 32-token shingle of the val and test documents (tokenized with
 the candidate's own tokenizer) is looked up among the shingles of the training stream. Honest
 data code shares almost none (common idioms are shorter than 32 tokens); copying held-out text
-into training, whole or in pieces, shares many.
+into training, whole or in pieces, shares many. The stream is read through the trusted loader
+(inside/loader.py) with its checks, so what is checked is exactly what the trainer will read.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
 
 SHINGLE_TOKENS = 32
 SCRUB_BYTES = 48  # the trusted corpus cuts every 48-byte run shared with a held-out document out of training
-PREPARED_FILES = {"tokenizer.json", "train.bin", "train_offsets.npy", "meta.json"}  # all a prepared folder may hold
-MAX_META_BYTES = 64 << 10
 MAX_SHARED_FRACTION = 0.01  # of the held-out shingles; an honest stdlib preparation shares about 0.1%
 HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
 
@@ -81,25 +80,23 @@ def scrub(texts: list[str], heldout: list[str]) -> list[list[str]]:
 
 def check_prepared(folder: Path, corpus: Corpus) -> str | None:
     """None when the prepared folder is clean, else why the run is invalid."""
-    import json
+    from inside.loader import PREPARED_FILES, BadPrepared, open_prepared
 
     from .scorer import Invalid, encode_checked, load_tokenizer
 
     extra = sorted(p.name for p in folder.iterdir() if p.name not in PREPARED_FILES)
     if extra:  # a trainer reads whatever is here: only what this check reads may be here
         return f"the prepared folder holds {', '.join(extra)}; only {', '.join(sorted(PREPARED_FILES))} may be there"
-    if (folder / "meta.json").exists() and (folder / "meta.json").stat().st_size > MAX_META_BYTES:
-        return f"meta.json is over {MAX_META_BYTES >> 10} KB"
     try:
+        prepared = open_prepared(folder, every_token=True)
         enc = load_tokenizer(folder / "tokenizer.json")
-        meta = json.loads((folder / "meta.json").read_text())
-        tokens = np.memmap(folder / "train.bin", dtype=np.dtype(meta["dtype"]), mode="r")
         ids = [doc for split in ("val", "test") for doc in encode_checked(enc, corpus.heldout(split))]
-    except Invalid as e:
+    except (Invalid, BadPrepared) as e:
         return str(e)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"the prepared folder is unreadable ({type(e).__name__}: {e})"
-    fraction = shared_fraction(tokens, ids)
+    (bos_text,) = enc.special_tokens_set
+    if (prepared.vocab_size, prepared.bos_id) != (enc.n_vocab, enc.encode_single_token(bos_text)):
+        return "meta.json's vocab_size and bos_id are not the tokenizer's"
+    fraction = shared_fraction(prepared.tokens, ids)
     if fraction > MAX_SHARED_FRACTION:
         return (
             f"the training data shares {fraction:.1%} of the held-out {SHINGLE_TOKENS}-token shingles (limit "

@@ -67,7 +67,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECUREBITS = 0b11101111
 CAP_VERSION_3 = 0x20080522
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-ARCHES = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arch, socket()
+ARCHES = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # audit arch
 REFUSED = {  # system call: its number on x86_64, on aarch64
     "io_uring_setup": (425, 425),
     "add_key": (248, 217),
@@ -85,8 +85,20 @@ REFUSED = {  # system call: its number on x86_64, on aarch64
     "fsconfig": (431, 431),
     "fsmount": (432, 432),
     "mount_setattr": (442, 442),
+    # whether a page of a file is cached is a bit one jail can set (read it, evict it) and another can read: the
+    # model processes of one evaluation share the read-only files of the venv and the worktree
+    "mincore": (27, 232),
+    "fadvise64": (221, 223),
+    "cachestat": (451, 451),
+    "process_madvise": (440, 440),
 }
-X32_BIT, AF_UNIX = 0x40000000, 1
+# system calls refused for some values of one argument: (its numbers on x86_64, aarch64), argument index, test, values
+ARGUMENT_CHECKS = {
+    "socket": ((41, 198), 0, "equals", (1,)),  # AF_UNIX
+    "madvise": ((28, 233), 2, "equals", (20, 21)),  # MADV_COLD, MADV_PAGEOUT: evict a shared file's pages
+    "preadv2": ((327, 286), 5, "has bits", (8,)),  # RWF_NOWAIT: fails when the page is not cached
+}
+X32_BIT = 0x40000000
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -251,7 +263,7 @@ class SockFprog(ctypes.Structure):
 
 def filter_syscalls() -> None:
     """A seccomp filter: no unix socket, no io_uring, no kernel keyrings, no CPU affinity change, no anonymous
-    shared memory, no mount, no other ABI.
+    shared memory, no mount, no probe or eviction of the page cache, no other ABI.
 
     A unix socket on the host is reached by its path, and a read-only mount does not stop a connect(): the
     daemon's user (root, or the user with its session bus and `systemd --user`) would be a connect() away from
@@ -260,31 +272,53 @@ def filter_syscalls() -> None:
     slot pins its phase to the slot's cores: a candidate that widened its own CPU set would train on its siblings'.
     A memfd, a secret memfd, a System V segment or message queue, written and unmapped, is RAM in no process's
     RSS and on no capped mount; so would be a tmpfs of any size mounted in a nested user namespace (where
-    mounting is allowed again, over locked copies of the jail's mounts).
+    mounting is allowed again, over locked copies of the jail's mounts). mincore, cachestat, posix_fadvise,
+    madvise(MADV_PAGEOUT or MADV_COLD), process_madvise and preadv2(RWF_NOWAIT) read or reset whether a page of a
+    shared read-only file is in the page cache: a channel between two model processes that carried 360 bits.
+    Honest MLX, numpy and Python use none of them (the evaluation tests run in this filter).
     """
     machine = os.uname().machine
     if machine not in ARCHES:
         raise SetupError(f"no system call filter for {machine}")
-    (arch, socket_nr), column = ARCHES[machine], list(ARCHES).index(machine)
-    denied = [numbers[column] for numbers in REFUSED.values()]
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_JGE, BPF_RET
-    allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
-    # (op, jump if true, jump if false, k); a jump of n skips n instructions; ALLOW and DENY are the last two
-    checks = [
-        (jge, None, 0, X32_BIT),
-        *[(jeq, None, 0, nr) for nr in denied],
-        (jeq, 0, "allow", socket_nr),
-        (ld, 0, 0, 16),
-        (jeq, None, "allow", AF_UNIX),
-    ]  # socket(): the low half of its first argument
-    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # a foreign ABI is killed
-    for i, (op, jt, jf, k) in enumerate(checks):
-        to_allow, to_deny = len(checks) - i - 1, len(checks) - i  # from the instruction after this one
-        program.append((op, to_deny if jt is None else jt, to_allow if jf == "allow" else jf, k))
-    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    column = list(ARCHES).index(machine)
+    program = assemble(ARCHES[machine], [numbers[column] for numbers in REFUSED.values()], column)
     filters = (SockFilter * len(program))(*[SockFilter(*op) for op in program])
     prog = SockFprog(len(program), filters)
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "install the system call filter")
+
+
+def assemble(arch: int, denied: list[int], column: int) -> list[tuple[int, int, int, int]]:
+    """The classic-BPF program of `filter_syscalls`, jumps resolved from labels."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ/JGE/JSET|BPF_K
+    allow, kill, deny = 0x7FFF0000, 0x80000000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, _KILL_PROCESS, _ERRNO(EPERM)
+    # (op, jump if true, jump if false, k): a jump is a label or None (the next instruction)
+    code: list[tuple] = [
+        (ld, None, None, 4),
+        (jeq, None, "kill", arch),
+        (ld, None, None, 0),
+        (jge, "deny", None, X32_BIT),
+    ]
+    code += [(jeq, "deny", None, nr) for nr in denied]
+    code += [(jeq, name, None, numbers[column]) for name, (numbers, *_) in ARGUMENT_CHECKS.items()]
+    code.append((ret, None, None, allow))
+    for name, (_, index, test, values) in ARGUMENT_CHECKS.items():
+        code.append(name)  # a label
+        code.append((ld, None, None, 16 + 8 * index))  # seccomp_data.args[index], its low 32 bits (little-endian)
+        code += [(jset if test == "has bits" else jeq, "deny", None, value) for value in values]
+        code.append((ret, None, None, allow))
+    code += ["kill", (ret, None, None, kill), "deny", (ret, None, None, deny)]
+    at, count = {}, 0
+    for entry in code:
+        if isinstance(entry, str):
+            at[entry] = count
+        else:
+            count += 1
+    program = []
+    for entry in (e for e in code if not isinstance(e, str)):
+        op, jt, jf, k = entry
+        here = len(program) + 1  # jumps count from the next instruction
+        program.append((op, 0 if jt is None else at[jt] - here, 0 if jf is None else at[jf] - here, k))
+    return program
 
 
 def exec_command(cmd: list[str]) -> None:
