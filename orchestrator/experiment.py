@@ -37,7 +37,7 @@ import numpy as np
 
 from . import capped, fingerprint, kernels, runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
-from .programs import ROOT, default_state_dir
+from .programs import PROGRAMS, ROOT, default_state_dir
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
 PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a
@@ -161,6 +161,11 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
+    from .leakcheck import check_sources  # numpy work
+
+    editable = sorted({f for program in PROGRAMS.values() for f in program.editable})
+    if problem := check_sources([spec.worktree / f for f in editable], spec.corpus):
+        raise Failed("invalid", problem)
     if spec.kernels is not None:
         spec.kernels.mkdir(parents=True, exist_ok=True)  # hidden in every jail: it must exist when the first starts
     prepared = prepare(spec, should_stop, on_phase)
@@ -275,7 +280,7 @@ def read_claims(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 def jail(spec: Spec, writable: tuple[Path, ...] = (), visible: tuple[Path, ...] = ()) -> sandbox.Jail:
     """The jail of one phase of `spec`: these paths, and everything `hidden_paths` names hidden."""
-    return sandbox.Jail(writable=writable, visible=visible, hidden=hidden_paths(spec))
+    return sandbox.Jail(writable, visible, hidden_paths(spec), mask_roots=spec.corpus.mask_roots)
 
 
 def hidden_paths(spec: Spec) -> tuple[Path, ...]:

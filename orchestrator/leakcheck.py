@@ -5,10 +5,16 @@ the candidate's own tokenizer) is looked up among the shingles of the training s
 data code shares almost none (common idioms are shorter than 32 tokens); copying held-out text
 into training, whole or in pieces, shares many. The stream is read through the trusted loader
 (inside/loader.py) with its checks, so what is checked is exactly what the trainer will read.
+
+The candidate's own files are checked too (`check_sources`, before anything runs): held-out text
+written into the code from an LLM's memory and trained on from there never reaches train.bin. The
+raw bytes and the value of every string literal are checked; text encoded first (compressed, base64,
+built at run time) passes: docs/architecture.md says so.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +26,7 @@ if TYPE_CHECKING:
 SHINGLE_TOKENS = 32
 SCRUB_BYTES = 48  # the trusted corpus cuts every 48-byte run shared with a held-out document out of training
 MAX_SHARED_FRACTION = 0.01  # of the held-out shingles; an honest stdlib preparation shares about 0.1%
+MAX_SOURCE_BYTES = 8 << 20  # an editable file larger than this is refused unread
 HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -101,5 +108,51 @@ def check_prepared(folder: Path, corpus: Corpus) -> str | None:
         return (
             f"the training data shares {fraction:.1%} of the held-out {SHINGLE_TOKENS}-token shingles (limit "
             f"{MAX_SHARED_FRACTION:.0%}): held-out text leaked into training"
+        )
+    return None
+
+
+@functools.cache
+def heldout_byte_shingles(corpus: Corpus) -> np.ndarray:
+    texts = [t for split in ("val", "test") for t in corpus.heldout(split)]
+    return np.unique(np.concatenate([shingles(np.frombuffer(t.encode(), np.uint8), SCRUB_BYTES) for t in texts]))
+
+
+def string_constants(source: bytes) -> bytes:
+    """The str and bytes literals of Python source, each as the value it denotes (escapes undone, adjacent literals
+    joined), one per line; nothing when it does not parse. Parsing runs none of it."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return b""
+    values = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, (str, bytes))]
+    return b"\n".join(v if isinstance(v, bytes) else v.encode(errors="replace") for v in values)
+
+
+def check_sources(files: list[Path], corpus: Corpus) -> str | None:
+    """None when the candidate's files share no more than MAX_SHARED_FRACTION of the held-out SCRUB_BYTES-byte runs,
+    else why the run is invalid. Files are read capped: a sparse multi-gigabyte train.py costs nothing."""
+    from . import capped
+
+    held = heldout_byte_shingles(corpus)
+    found = []
+    for path in files:
+        try:
+            data = capped.read_capped(path, MAX_SOURCE_BYTES)
+        except capped.Refused as e:
+            if not path.exists():
+                continue
+            return f"{path.name}: {e}"
+        for text in (data, string_constants(data)):
+            found.append(np.unique(shingles(np.frombuffer(text, np.uint8), SCRUB_BYTES)))
+    if not len(held) or not found:
+        return None
+    fraction = float(found_in(held, np.unique(np.concatenate(found))).mean())
+    if fraction > MAX_SHARED_FRACTION:
+        return (
+            f"the candidate's own files hold {fraction:.1%} of the held-out text ({SCRUB_BYTES}-byte runs, limit "
+            f"{MAX_SHARED_FRACTION:.0%}): held-out text leaked into the code"
         )
     return None

@@ -1,8 +1,10 @@
 """The trusted first process inside the `namespaces` sandbox: build the jail, drop every privilege, run the command.
 
 `orchestrator.sandbox.command()` starts this file as `unshare --user --map-root-user --mount --pid --fork
---kill-child --ipc [--net] -- python -I -S sandbox_setup.py SPEC -- CMD`, so it begins as uid 0 of a fresh user
-namespace, holding every capability over a private copy of the mount table, as PID 1 of a fresh PID namespace.
+--kill-child --ipc [--net] -- env ARX_JAIL_SPEC=SPEC python -I -S sandbox_setup.py --jail -- CMD`, so it begins as
+uid 0 of a fresh user namespace, holding every capability over a private copy of the mount table, as PID 1 of a
+fresh PID namespace. The spec (every path to hide) is in its environment, not its command line: every process of
+the jail can read /proc/1/cmdline, none /proc/1/environ (this process becomes undumpable).
 It then:
 
 1. makes every mount read-only, nosuid and nodev (device nodes open only from the minimal /dev below);
@@ -10,6 +12,8 @@ It then:
    the NVIDIA nodes, if any), and fresh tmpfs at /tmp and /dev/shm (SCRATCH_MB each);
 3. covers each `hidden` path (an empty read-only tmpfs over a folder, /dev/null over a file), then binds the
    `visible` paths read-only and the `writable` paths read-write at their real paths, inside the covers if need be;
+   the hidden files under a mask root vanish behind one read-only overlay of that root, whose top layer holds a
+   whiteout for each (built on a tmpfs that is detached afterwards): the mount table names the root, not them;
 4. drops every capability for good (bounding set, ambient, inheritable, securebits locked, no_new_privs), so that
    neither the command nor anything it starts can remount, unmount or mount anything, becomes undumpable, and
    installs a seccomp filter (no unix sockets, no io_uring, no memfd or System V memory, no mount, no other ABI),
@@ -47,7 +51,10 @@ SETUP_FAILED = 125
 # LD_PRELOAD travels under this name and becomes LD_PRELOAD only for the command: a preloaded OpenBLAS starts
 # threads in every process it is loaded into, and unshare(CLONE_NEWUSER) fails in a process with threads.
 DEFERRED_PRELOAD = "ARX_SANDBOX_LD_PRELOAD"
+JAIL_SPEC = "ARX_JAIL_SPEC"  # the jail's spec, in this process's environment (unreadable inside: it is undumpable)
 FILTER_ONLY = "--filter-only"
+LAYERS = "/dev/.arx-masks"  # where the overlays' top layers are built; detached once the overlays are mounted
+MNT_DETACH = 2
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 GPU_DEVICES = "/dev/nvidia*"
 DEV_LINKS = {
@@ -176,7 +183,57 @@ def build_dev(fds: dict[str, int]) -> None:
         os.symlink(target, f"/dev/{name}")
     os.mkdir("/dev/shm")
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, SCRATCH)
+    os.mkdir(LAYERS)
     remount("/dev", MS_RDONLY)
+
+
+def build_layers(masks: dict[str, list[str]]) -> dict[str, str]:
+    """For each mask root, a folder (on a tmpfs at LAYERS) holding a whiteout for each of its hidden files, its
+    folders with the real ones' modes and times: the top layer of the root's overlay."""
+    mount("tmpfs", LAYERS, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=16m")
+    layers = {}
+    for i, (root, files) in enumerate(sorted(masks.items())):
+        layer = f"{LAYERS}/{i}"
+        folders = sorted({os.path.dirname(rel) for rel in files} | {""}, key=lambda f: -f.count("/"))
+        for folder in folders:
+            os.makedirs(os.path.join(layer, folder), exist_ok=True)
+        for rel in files:
+            try:
+                os.mknod(os.path.join(layer, rel), stat.S_IFCHR | 0o000, os.makedev(0, 0))  # a whiteout: absent
+            except OSError:  # a kernel that refuses whiteouts to a user namespace (before 5.8): empty instead
+                os.close(os.open(os.path.join(layer, rel), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        for folder in {p for f in folders for p in parents(f)}:
+            real = os.stat(os.path.join(root, folder))
+            os.chmod(os.path.join(layer, folder), stat.S_IMODE(real.st_mode))
+            os.utime(os.path.join(layer, folder), ns=(real.st_atime_ns, real.st_mtime_ns))
+        layers[root] = layer
+    remount(LAYERS, MS_RDONLY)
+    return layers
+
+
+def parents(folder: str) -> list[str]:
+    """'a/b' -> ['a/b', 'a', '']"""
+    found = [folder]
+    while folder:
+        folder = os.path.dirname(folder)
+        found.append(folder)
+    return found
+
+
+def overlay(root: str, layer: str, files: list[str], null: int) -> None:
+    """Hide `files` under `root` with one read-only overlay whose top layer holds whiteouts for them: the mount
+    table then names `root` only. Where the kernel or the file system refuses the overlay, one /dev/null bind per
+    file instead (which the mount table names)."""
+    if not any(c in root for c in ":,\\"):  # the separators of overlay's options
+        try:
+            mount("overlay", root, "overlay", LOCKED_DOWN, f"lowerdir={layer}:{root}")
+            return
+        except SetupError:
+            pass
+    for rel in files:
+        path = os.path.join(root, rel)
+        if os.path.lexists(path):
+            bind(null, path, MS_RDONLY | MS_NOSUID | MS_NOEXEC, remove=MS_NODEV)
 
 
 def open_path(path: str) -> int:
@@ -200,15 +257,17 @@ def build_jail(spec: dict) -> None:
     # daemon is root: nothing under /proc is writable
     remount("/proc", MS_RDONLY)
     build_dev(devices)
+    masks = spec.get("masks", {})
+    layers = build_layers(masks) if masks else {}
     mount("tmpfs", TMP, "tmpfs", MS_NOSUID | MS_NODEV, SCRATCH)
     os.mkdir(HOME, 0o700)
 
-    # The deepest entry wins: covers, re-exposures and writable binds are applied shallow to deep, so a hidden
-    # path inside a visible one (the state folder or a masked stdlib file inside an exposed checkout or Python)
-    # stays hidden, and a visible path inside a hidden one shows through.
+    # The deepest entry wins: covers, re-exposures, writable binds and masks are applied shallow to deep, so a
+    # hidden path inside a visible one (the state folder or a masked stdlib file inside an exposed checkout or
+    # Python) stays hidden, and a visible path inside a hidden one shows through.
     covers = []
-    order = {"hidden": 0, "visible": 1, "writable": 2}
-    entries = [(p, kind) for kind in order for p in spec[kind]]
+    order = {"hidden": 0, "visible": 1, "writable": 2, "masked": 3}
+    entries = [(p, kind) for kind in order for p in (masks if kind == "masked" else spec[kind])]
     for path, kind in sorted(entries, key=lambda e: (e[0].count("/"), order[e[1]], e[0])):
         if kind == "hidden":
             if not os.path.lexists(path):
@@ -224,8 +283,12 @@ def build_jail(spec: dict) -> None:
         elif kind == "writable":
             make_mount_point(path, writable[path])
             bind(writable[path], path, MS_NOSUID | MS_NODEV, remove=MS_RDONLY)
+        elif kind == "masked" and os.path.isdir(path):
+            overlay(path, layers[path], masks[path], null)
     for path in covers:
         remount(path, MS_RDONLY)
+    if masks:  # out of reach from now on: the overlays hold their own references to the layers
+        check(libc.umount2(LAYERS.encode(), MNT_DETACH), f"detach {LAYERS}")
     for fd in [*devices.values(), *visible.values(), *writable.values()]:
         os.close(fd)
 
@@ -350,10 +413,11 @@ def run(cmd: list[str]) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) < 4 or sys.argv[2] != "--":
-        sys.exit("usage: sandbox_setup.py SPEC_JSON|--filter-only -- COMMAND...")
-    spec, cmd = sys.argv[1], sys.argv[3:]
-    if spec == FILTER_ONLY:  # inside a jail built by bwrap, which already set no_new_privs
+    if len(sys.argv) < 4 or sys.argv[2] != "--" or sys.argv[1] not in ("--jail", FILTER_ONLY):
+        sys.exit(f"usage: {JAIL_SPEC}=SPEC_JSON sandbox_setup.py --jail -- COMMAND...  |  --filter-only -- COMMAND...")
+    mode, cmd = sys.argv[1], sys.argv[3:]
+    spec = os.environ.pop(JAIL_SPEC, None)  # never passed on to the command
+    if mode == FILTER_ONLY:  # inside a jail built by bwrap, which already set no_new_privs
         try:
             filter_syscalls()
         except SetupError as e:
@@ -364,6 +428,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         cwd = os.getcwd()
+        if spec is None:
+            raise SetupError(f"no {JAIL_SPEC} in the environment")
         build_jail(json.loads(spec))
         drop_privileges()
         filter_syscalls()
