@@ -8,7 +8,11 @@ evaluation) runs in a sandbox (orchestrator/sandbox.py) under the watchdog (orch
     prepare    its new prepared folder   the worktree, the dataset's training material
     compile    a fresh scratch folder    the worktree, the vocabulary size (once per trainer version, CPU only)
     train      the run directory         the worktree, the prepared folder (its TMPDIR: a copy of the kernels)
-    evaluate   nothing (private /tmp)    the worktree, the run's checkpoint
+    evaluate   nothing (private /tmp)    the worktree, model.safetensors and model_config.json of the run
+
+The data program's code runs in prepare only, under its own deadline (PREPARE_TIMEOUT_S); the trainer reads the
+prepared folder through the trusted loader (inside/loader.py). Before anything runs, the candidate's files are
+checked for held-out text (leakcheck.check_sources); whatever a phase wrote is read back capped (capped.py).
 
 Hidden in all of them: the state directory (ledger, other runs, locks, other worktrees), the data
 cache (downloads and held-out documents), every copy of a held-out stdlib file, the user's home
@@ -55,6 +59,7 @@ CLAIMED_FIELDS = {  # what train.json may claim, and the range a number the ledg
 }
 CHECKPOINT = ("model.safetensors", "model_config.json")  # all of a run folder a model process sees
 EVAL_LOG_CAP = 1 << 20  # of each model process's output, the first this many bytes go to eval.log (for people)
+MAX_ENTRIES, MAX_DEPTH = 100_000, 64  # what a run or prepared folder may hold (an honest run: a few dozen, 3 deep)
 
 
 @dataclass(frozen=True)
@@ -250,11 +255,23 @@ def score(
 def check_regular(folder: Path, what: str) -> None:
     """After a sandboxed phase, before the daemon reads anything the phase wrote: a link (to /proc/self/environ,
     another run's checkpoint, a file of the daemon's to append a log to) or a FIFO (a read that never returns)
-    would make the daemon's own reads and writes do the candidate's bidding. Only folders and regular files pass."""
-    for path in sorted(folder.rglob("*")):
-        mode = path.lstat().st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise Failed("invalid", f"{what} holds {path.relative_to(folder)}, which is not a regular file")
+    would make the daemon's own reads and writes do the candidate's bidding. Only folders and regular files pass,
+    at most MAX_ENTRIES of them, at most MAX_DEPTH deep (a walk of millions of files, or of folders nested past
+    Python's recursion limit, would take the daemon down instead), walked without recursion or a list of them all."""
+    count, stack = 0, [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                count += 1
+                if count > MAX_ENTRIES or depth >= MAX_DEPTH:
+                    raise Failed("invalid", f"{what} holds over {MAX_ENTRIES:,} entries or is over {MAX_DEPTH} deep")
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    stack.append((Path(entry.path), depth + 1))
+                elif not stat.S_ISREG(mode):
+                    name = Path(entry.path).relative_to(folder)
+                    raise Failed("invalid", f"{what} holds {name}, which is not a regular file")
 
 
 def read_claims(path: Path) -> dict:
@@ -458,7 +475,7 @@ class SandboxedModel:
         spec: Spec,
         should_stop: Callable[[], bool],
         on_phase: Callable[[str, int | None], None],
-        vocab: int | None = None,
+        vocab: int,
     ):
         checkpoint = tuple(spec.run_dir / name for name in CHECKPOINT)
         cmd = [
@@ -488,7 +505,7 @@ class SandboxedModel:
             should_stop,
             time.time(),
         )
-        self.widths = (vocab, scorer.max_vocab(vocab)) if vocab else (1, scorer.max_vocab(None))
+        self.widths = (vocab, scorer.max_vocab(vocab))  # the logits it may answer: the tokenizer's, a little more
         self.sent: collections.deque[tuple[int, int]] = collections.deque()  # shapes of the batches not yet answered
         self.reason: tuple[str, str] | None = None
         self.answered = False  # the first batch of logits has arrived

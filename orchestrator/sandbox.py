@@ -25,6 +25,13 @@ Prevented (Linux `namespaces` and `bwrap` backends):
 - IPC with the host: new IPC and network namespaces (System V IPC, abstract sockets), and a seccomp filter that
   refuses every unix socket (a path-named socket such as systemd's, dbus's or docker's connects through a
   read-only mount), io_uring (which bypasses seccomp) and the kernel keyrings (the daemon's session keyring);
+- channels through the page cache between jails that read the same files (the model processes of an evaluation):
+  mincore, cachestat, posix_fadvise, madvise(MADV_PAGEOUT/MADV_COLD), process_madvise and preadv2(RWF_NOWAIT) are
+  refused (timing a read is not prevented);
+- naming what is hidden: files hidden under `Jail.mask_roots` vanish behind one overlay per root (whiteouts in a
+  layer nobody can reach), so the mount table names the roots only, and the jail's spec is in the environment of
+  its undumpable PID 1, not its command line (`namespaces` backend; `bwrap` still binds /dev/null over each file
+  and shows them all in its command line);
 - undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
   umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).

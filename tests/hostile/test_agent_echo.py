@@ -67,3 +67,18 @@ def test_the_size_of_a_causality_violation_echoes_nothing(stdlib, tmp_path):
     assert m["status"] == "invalid" and "causality" in m["reason"], m
     allowed = numbers_in(f"{scorer.CAUSALITY_TOLERANCE:g}")
     assert numbers_in(m["reason"]) <= allowed, m["reason"]
+
+
+def test_a_tokenizer_that_drops_text_learns_nothing_of_which_document(tmp_path):
+    """A data program's pattern can drop text on a condition of its own: the reason must not say which held-out
+    document failed (that would answer the condition about its text), only that one did."""
+    from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
+
+    prepared = write_tokenizer(tmp_path / "prepared", pattern=r"[^\n]+|\n(?!\n)")  # drops the second of two newlines
+    corpus = write_corpus(tmp_path / "data", *tiny_texts())
+    run_dir = write_model_config(tmp_path / "run", 37)
+    try:
+        scorer.evaluate(run_dir, prepared, corpus, lambda vocab: None)
+    except scorer.Invalid as e:
+        reason = str(e)
+    assert "round-trip" in reason and not numbers_in(reason), reason

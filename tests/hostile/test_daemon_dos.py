@@ -86,3 +86,15 @@ def test_a_logits_header_is_checked_before_anything_is_allocated(stdlib, tmp_pat
     m = measure_in_child(wt, tmp_path / "run")
     assert m["status"] == "invalid" and "header" in m["reason"], m
     assert m["maxrss_mb"] < SMALL_MB, m
+
+
+def test_a_run_folder_nested_past_the_recursion_limit_is_invalid(stdlib, tmp_path):
+    """Folders 1,200 deep: a recursive walk of the run folder raised RecursionError in the daemon."""
+    attack = """
+    os.chdir(run_dir)
+    for _ in range(1200):
+        os.mkdir("d")
+        os.chdir("d")
+    """
+    m = measure_in_child(make_worktree(tmp_path / "wt", attack=attack), tmp_path / "run")
+    assert m["status"] == "invalid" and "deep" in m["reason"], m
