@@ -63,6 +63,10 @@ def test_a_model_process_finds_nothing_another_one_wrote(stdlib, tmp_path):
 def test_no_data_program_code_runs_in_a_model_process(trained_run, stdlib, tmp_path):
     """The data program's files are the data campaign's candidate code: in a model process they could read the rows
     it is sent. Poisoned, they must never run there (nor in the trainer: test_budget_attacks.py)."""
+    import numpy as np
+
+    from orchestrator import scorer
+
     wt = copy_trainer(tmp_path / "wt")
     for name in ("prepare.py", "data_sources.py"):
         path = wt / "trainer" / name
@@ -73,12 +77,13 @@ def test_no_data_program_code_runs_in_a_model_process(trained_run, stdlib, tmp_p
     run_dir.mkdir()
     for name in ("model.safetensors", "model_config.json"):
         (run_dir / name).write_bytes((trained_run / name).read_bytes())
-    spec = make_spec(wt, run_dir, stdlib)
-    trained = experiment.Trained(stdlib.prepared, {}, 1.0, None)
-    m = experiment.score(
-        spec, trained, lambda vocab: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None, vocab)
-    )
-    assert m.ok, (m.status, m.reason)
+    vocab = scorer.load_tokenizer(stdlib.prepared / "tokenizer.json").n_vocab
+    model = experiment.SandboxedModel(make_spec(wt, run_dir, stdlib), lambda: False, lambda p, q: None, vocab)
+    try:
+        (logits,) = model.logits([np.zeros((scorer.BATCH_ROWS, 32), np.int32)])
+    finally:
+        model.close()
+    assert logits.shape[:2] == (scorer.BATCH_ROWS, 32)
     log = (run_dir / "eval.log").read_text()
     assert "model loaded" in log and "DATA PROGRAM CODE RAN" not in log
 
