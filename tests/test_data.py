@@ -221,12 +221,17 @@ def test_prepare_again_reuses_the_folder(stdlib, tmp_path):
 @pytest.mark.slow
 def test_a_data_program_that_trains_on_heldout_text_is_invalid(stdlib, worktree, tmp_path):
     """The sandbox keeps held-out files out of reach, but a proposal can still carry held-out text in its
-    own code (an LLM may have memorised a stdlib file): the leak check after prepare refuses it."""
+    own code (an LLM may have memorised a stdlib file). Written as it is, the check of the candidate's files
+    refuses it before anything runs (tests/hostile/test_hidden_leaks.py); encoded, it passes that check, and the
+    leak check of train.bin after prepare refuses it."""
+    import base64
+
     source = worktree / "trainer" / "prepare.py"
     line = "    train_docs = ds.training_documents([(kind, text) for _, kind, text in docs])\n"
     assert source.read_text().count(line) == 1
-    leaked = max(stdlib.corpus.heldout("val"), key=len)
-    source.write_text(source.read_text().replace(line, f"{line}    train_docs.append({leaked!r})\n"))
+    leaked = base64.b64encode(max(stdlib.corpus.heldout("val"), key=len).encode()).decode()
+    decoded = f"__import__('base64').b64decode({leaked!r}).decode()"
+    source.write_text(source.read_text().replace(line, f"{line}    train_docs.append({decoded})\n"))
     spec = make_spec(worktree, tmp_path / "run", stdlib, program="data")
     result = experiment.measure(spec)
     assert result.status == "invalid" and "leaked into training" in result.reason, result
