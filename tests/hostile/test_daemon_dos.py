@@ -6,6 +6,9 @@ announces 8 GiB. Each must end as a failed run with a reason, the stand-in alive
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from fake_candidate import make_data_worktree, make_worktree, measure_in_child
 
@@ -96,5 +99,23 @@ def test_a_run_folder_nested_past_the_recursion_limit_is_invalid(stdlib, tmp_pat
         os.mkdir("d")
         os.chdir("d")
     """
-    m = measure_in_child(make_worktree(tmp_path / "wt", attack=attack), tmp_path / "run")
+    try:
+        m = measure_in_child(make_worktree(tmp_path / "wt", attack=attack), tmp_path / "run")
+    finally:
+        remove_nested(tmp_path / "run")
     assert m["status"] == "invalid" and "deep" in m["reason"], m
+
+
+def remove_nested(top: Path) -> None:
+    """Take the nested folders down from the bottom: pytest's clean-up (a recursive rmtree) cannot."""
+    cwd, depth = os.getcwd(), 0
+    try:
+        os.chdir(top)
+        while os.path.isdir("d"):
+            os.chdir("d")
+            depth += 1
+        for _ in range(depth):
+            os.chdir("..")
+            os.rmdir("d")
+    finally:
+        os.chdir(cwd)
