@@ -853,7 +853,7 @@ def evaluate(run_dir, dataset, prepared, worktree) -> None:
             spec.run_dir,
             prepared.resolve(),
             spec.corpus,
-            lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None),
+            lambda vocab: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None, vocab),
         )
     except (scorer.Invalid, experiment.ModelDied) as e:
         fail(f"invalid: {e}")

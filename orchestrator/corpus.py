@@ -11,8 +11,9 @@ The held-out split is defined here (not in the editable `trainer/` files), so a 
 cannot move val documents into training or choose an easier test set. For the embedded `stdlib`
 dataset the held-out source files also exist in the installed Python (and in other Python
 installations on the machine): `Corpus.masked` lists every copy found, and the sandbox covers
-them. Held-out files are chosen among modules that no honest sandboxed process imports, so
-masking them breaks nothing.
+them, under `Corpus.mask_roots` (the library folders that hold them) with one overlay per folder,
+so that no list of the jail's mounts names them. Held-out files are chosen among modules that no
+honest sandboxed process imports, so masking them breaks nothing.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class Corpus:
     train_dir: Path  # training material for the sandboxed prepare (ARX_CORPUS_DIR)
     heldout_dir: Path  # val.jsonl, test.jsonl: trusted side only
     masked: tuple[Path, ...]  # files outside data_root that hold held-out text and must be hidden
+    mask_roots: tuple[Path, ...] = ()  # the library folders that hold them (sandbox.Jail.mask_roots)
 
     def heldout(self, split: str) -> list[str]:
         return [
@@ -266,9 +268,10 @@ def stdlib_copies() -> list[Path]:
     return sorted(p for p in found if p.is_dir())
 
 
-def stdlib_masks(heldout_keys: list[str]) -> list[Path]:
+def stdlib_masks(heldout_keys: list[str]) -> tuple[list[Path], list[Path]]:
     """The held-out source files, their bytecode, and (for held-out pydoc topics) topics.py, in every copy,
-    including the distutils that setuptools vendors (in each copy's site-packages, and Debian's dist-packages)."""
+    including the distutils that setuptools vendors (in each copy's site-packages, and Debian's dist-packages);
+    and the folders that hold them (each mask under the shallowest one)."""
     masks = []
     roots = stdlib_copies()
     vendored = [r / v for r in (*roots, *(p.parent / "python3" for p in roots)) for v in VENDORED_DISTUTILS]
@@ -282,7 +285,10 @@ def stdlib_masks(heldout_keys: list[str]) -> list[Path]:
             for path in (place, *(place.parent / "__pycache__").glob(f"{place.stem}.*.pyc")):
                 if path.exists():
                     masks.append(path)
-    return sorted(set(masks))
+    folders = sorted(
+        {min((r for r in (*roots, *vendored) if m.is_relative_to(r)), key=lambda r: len(r.parts)) for m in masks}
+    )
+    return sorted(set(masks)), folders
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,8 +419,8 @@ def materialize(name: str, console=None) -> Corpus:
     if not (train_dir / "done").exists():
         build(name, train_dir, heldout_dir)
     keys = json.loads((heldout_dir / "keys.json").read_text())
-    masked = stdlib_masks(keys) if info["kind"] == "stdlib" else []
-    return Corpus(name, corpus_id, train_dir, heldout_dir, tuple(masked))
+    masked, roots = stdlib_masks(keys) if info["kind"] == "stdlib" else ([], [])
+    return Corpus(name, corpus_id, train_dir, heldout_dir, tuple(masked), tuple(roots))
 
 
 def build(name: str, train_dir: Path, heldout_dir: Path) -> None:

@@ -8,7 +8,11 @@ evaluation) runs in a sandbox (orchestrator/sandbox.py) under the watchdog (orch
     prepare    its new prepared folder   the worktree, the dataset's training material
     compile    a fresh scratch folder    the worktree, the vocabulary size (once per trainer version, CPU only)
     train      the run directory         the worktree, the prepared folder (its TMPDIR: a copy of the kernels)
-    evaluate   nothing (private /tmp)    the worktree, the run's checkpoint
+    evaluate   nothing (private /tmp)    the worktree, model.safetensors and model_config.json of the run
+
+The data program's code runs in prepare only, under its own deadline (PREPARE_TIMEOUT_S); the trainer reads the
+prepared folder through the trusted loader (inside/loader.py). Before anything runs, the candidate's files are
+checked for held-out text (leakcheck.check_sources); whatever a phase wrote is read back capped (capped.py).
 
 Hidden in all of them: the state directory (ledger, other runs, locks, other worktrees), the data
 cache (downloads and held-out documents), every copy of a held-out stdlib file, the user's home
@@ -18,7 +22,9 @@ time that counts is the daemon's clock, not what the trainer reports.
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -33,22 +39,27 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fingerprint, kernels, runner, sandbox, scorer
+from . import capped, fingerprint, kernels, runner, sandbox, scorer
 from .corpus import Corpus, data_root, file_sha256
-from .programs import ROOT, default_state_dir
+from .programs import PROGRAMS, ROOT, default_state_dir
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
+PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a
+# minute here); what it computes can only reach training as the four checked files of the prepared folder
 FIRST_LOGITS_S = 30.0  # an honest model process answers its first batch in 1-3 s here (about 10 s loaded): time
 # it spends before that is time a hostile one could train in, identically in both processes, unseen by the probes
-CLAIMED_FIELDS = (
-    "steps",
-    "tokens",
-    "tok_per_sec",
-    "training_seconds",
-    "startup_seconds",
-    "peak_memory_mb",
-    "num_params",
-)
+CLAIMED_FIELDS = {  # what train.json may claim, and the range a number the ledger stores must lie in
+    "steps": (True, 2**53),
+    "tokens": (True, 2**53),
+    "tok_per_sec": (False, 1e15),
+    "training_seconds": (False, 1e9),
+    "startup_seconds": (False, 1e9),
+    "peak_memory_mb": (False, 1e12),
+    "num_params": (True, 2**53),
+}
+CHECKPOINT = ("model.safetensors", "model_config.json")  # all of a run folder a model process sees
+EVAL_LOG_CAP = 1 << 20  # of each model process's output, the first this many bytes go to eval.log (for people)
+MAX_ENTRIES, MAX_DEPTH = 100_000, 64  # what a run or prepared folder may hold (an honest run: a few dozen, 3 deep)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Spec:
     stall_s: float = 120.0
     memory_mb: float | None = None
     eval_timeout_s: float = 600.0
+    prepare_timeout_s: float | None = None  # None: PREPARE_TIMEOUT_S
     tokenizer_sha256: str | None = None  # pinned: the model program must score with this tokenizer
     kernels: Path | None = None  # the kernel cache root (orchestrator/kernels.py); None: each run compiles its own
     unsafe_no_sandbox: bool = False
@@ -136,7 +148,7 @@ def measure(
         trained = train(spec, should_stop, on_phase)
     except Failed as f:
         return f.measurement()
-    return score(spec, trained, lambda: SandboxedModel(spec, should_stop, on_phase), on_phase)
+    return score(spec, trained, lambda vocab: SandboxedModel(spec, should_stop, on_phase, vocab), on_phase)
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,11 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
+    from .leakcheck import check_sources  # numpy work
+
+    editable = sorted({f for program in PROGRAMS.values() for f in program.editable})
+    if problem := check_sources([spec.worktree / f for f in editable], spec.corpus):
+        raise Failed("invalid", problem)
     if spec.kernels is not None:
         spec.kernels.mkdir(parents=True, exist_ok=True)  # hidden in every jail: it must exist when the first starts
     prepared = prepare(spec, should_stop, on_phase)
@@ -174,12 +191,11 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
         "ARX_SEED": str(spec.seed),
         "TMPDIR": str(scratch),
     }
-    jail = sandbox.Jail(writable=(spec.run_dir,), visible=(spec.worktree, prepared), hidden=hidden_paths(spec))
     limits = runner.Limits(spec.train_deadline_s, spec.stall_s, spec.memory_mb)
     out = run_phase(
         spec,
         [sys.executable, "-m", "trainer.train"],
-        jail,
+        jail(spec, writable=(spec.run_dir,), visible=(spec.worktree, prepared)),
         env,
         spec.run_dir / "train.log",
         limits,
@@ -190,10 +206,10 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     wall, cpu, free = round(out.seconds, 3), out.cpu_share, out.cpu_free
     try:
         check_regular(spec.run_dir, "the run directory")
+        claimed = read_claims(spec.run_dir / "train.json")
     except Failed as f:
         f.train_wall_s, f.cpu_share, f.cpu_free = wall, cpu, free
         raise
-    claimed = read_claims(spec.run_dir / "train.json")
     if not (spec.run_dir / "model.safetensors").exists():
         message = "training exited 0 without writing model.safetensors"
         raise Failed("crash", message, out.log_tail, None, claimed, wall, cpu, free)
@@ -203,11 +219,11 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
 def score(
     spec: Spec,
     trained: Trained,
-    launch: Callable[[], scorer.ModelProcess],
+    launch: Callable[[int], scorer.ModelProcess],
     on_phase: Callable[[str, int | None], None] = lambda phase, pid: None,
 ) -> Measurement:
-    """The trusted scorer on the trained checkpoint, its logits from `launch()` (a sandboxed model process,
-    here or on another node): the held-out documents never leave this process."""
+    """The trusted scorer on the trained checkpoint, its logits from `launch(vocab)` (a sandboxed model process,
+    here or on another node, told the tokenizer's vocabulary): the held-out documents never leave this process."""
     on_phase("evaluating", None)
     started = time.time()
     try:
@@ -216,8 +232,9 @@ def score(
         except scorer.Invalid as e:
             raise Failed("invalid", str(e)) from None  # never eval.log's tail: see below
         except ModelDied as e:
-            # The model process saw held-out rows and may print them: its log stays in the run folder for people,
-            # never in the run's error, which the agent reads (and could write into the training data).
+            # The model process saw held-out rows and may print them: its log is kept in the run folder for people,
+            # never in the run's error, which the agent reads (and could write into the training data). For the
+            # same reason no reason quotes anything the model process chose (its exit status, its header's fields).
             raise Failed(e.status, str(e)) from None
     except Failed as f:
         timings = {"train_wall_s": trained.train_wall_s, "cpu_share": trained.cpu_share, "cpu_free": trained.cpu_free}
@@ -238,51 +255,69 @@ def score(
 def check_regular(folder: Path, what: str) -> None:
     """After a sandboxed phase, before the daemon reads anything the phase wrote: a link (to /proc/self/environ,
     another run's checkpoint, a file of the daemon's to append a log to) or a FIFO (a read that never returns)
-    would make the daemon's own reads and writes do the candidate's bidding. Only folders and regular files pass."""
-    for path in sorted(folder.rglob("*")):
-        mode = path.lstat().st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise Failed("invalid", f"{what} holds {path.relative_to(folder)}, which is not a regular file")
+    would make the daemon's own reads and writes do the candidate's bidding. Only folders and regular files pass,
+    at most MAX_ENTRIES of them, at most MAX_DEPTH deep (a walk of millions of files, or of folders nested past
+    Python's recursion limit, would take the daemon down instead), walked without recursion or a list of them all."""
+    count, stack = 0, [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                count += 1
+                if count > MAX_ENTRIES or depth >= MAX_DEPTH:
+                    raise Failed("invalid", f"{what} holds over {MAX_ENTRIES:,} entries or is over {MAX_DEPTH} deep")
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    stack.append((Path(entry.path), depth + 1))
+                elif not stat.S_ISREG(mode):
+                    name = Path(entry.path).relative_to(folder)
+                    raise Failed("invalid", f"{what} holds {name}, which is not a regular file")
 
 
 def read_claims(path: Path) -> dict:
-    try:
-        info = json.loads(path.read_text())
-        return {k: info[k] for k in CLAIMED_FIELDS if isinstance(info.get(k), (int, float))} | {
-            "blas": info.get("blas"),
-            "backend": info.get("backend"),
-        }
-    except (OSError, ValueError, AttributeError):
+    """What train.json claims, each number checked to be one the ledger can hold; none when there is no train.json.
+    Anything malformed (not a JSON object, too large, nested too deep, a claim of the wrong type or out of range)
+    makes the run invalid: the daemon never stores or acts on it."""
+    if not os.path.lexists(path):
         return {}
+    try:
+        info = capped.read_json_object(path)
+        claims = {
+            k: capped.number(info, k, "train.json", 0, high, integer)
+            for k, (integer, high) in CLAIMED_FIELDS.items()
+            if k in info
+        }
+        return claims | {"backend": capped.text(info, "backend", "train.json")}
+    except capped.Refused as e:
+        raise Failed("invalid", str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Sandboxed phases
 # ---------------------------------------------------------------------------------------------
+def jail(spec: Spec, writable: tuple[Path, ...] = (), visible: tuple[Path, ...] = ()) -> sandbox.Jail:
+    """The jail of one phase of `spec`: these paths, and everything `hidden_paths` names hidden."""
+    return sandbox.Jail(writable, visible, hidden_paths(spec), mask_roots=spec.corpus.mask_roots)
+
+
 def hidden_paths(spec: Spec) -> tuple[Path, ...]:
     state_dirs = {spec.state_dir, default_state_dir(), *spec.also_hidden, *([spec.kernels] if spec.kernels else [])}
     return (*(p.resolve() for p in state_dirs), data_root().resolve(), Path.home().resolve(), *spec.corpus.masked)
 
 
-def wrap(spec: Spec, cmd: list[str], jail: sandbox.Jail, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+def wrap(spec: Spec, cmd: list[str], phase_jail: sandbox.Jail, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     from trainer import blas  # stdlib only: the orchestrator never imports MLX
 
     full_env = sandbox.environment(blas.fast_env() | env | {"PYTHONUNBUFFERED": "1"})
     if spec.unsafe_no_sandbox:
         return cmd, full_env
-    jail = sandbox.Jail(
-        writable=jail.writable,
-        visible=(ROOT, *jail.visible),
-        hidden=jail.hidden,
-        network=jail.network,
-    )
-    return sandbox.command(cmd, jail), full_env
+    return sandbox.command(cmd, replace(phase_jail, visible=(ROOT, *phase_jail.visible))), full_env
 
 
 def run_phase(
-    spec: Spec, cmd, jail, env, log: Path, limits: runner.Limits, should_stop, on_phase, phase: str
+    spec: Spec, cmd, phase_jail, env, log: Path, limits: runner.Limits, should_stop, on_phase, phase: str
 ) -> runner.Outcome:
-    argv, full_env = wrap(spec, cmd, jail, env)
+    argv, full_env = wrap(spec, cmd, phase_jail, env)
     out = runner.run_watched(argv, spec.worktree, full_env, log, limits, should_stop, lambda pid: on_phase(phase, pid))
     if out.ok:
         return out
@@ -323,12 +358,11 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
             "ARX_PREPARED_DIR": str(tmp),
             "ARX_DATASET": spec.corpus.dataset,
         }
-        jail = sandbox.Jail(writable=(tmp,), visible=(spec.worktree, spec.corpus.train_dir), hidden=hidden_paths(spec))
-        limits = runner.Limits(spec.eval_timeout_s * 2, spec.stall_s * 5, spec.memory_mb)
+        limits = runner.Limits(spec.prepare_timeout_s or PREPARE_TIMEOUT_S, spec.stall_s * 5, spec.memory_mb)
         run_phase(
             spec,
             [sys.executable, "-m", "trainer.prepare"],
-            jail,
+            jail(spec, writable=(tmp,), visible=(spec.worktree, spec.corpus.train_dir)),
             env,
             spec.run_dir / "prepare.log",
             limits,
@@ -383,13 +417,11 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
             "TMPDIR": str(work / "tmp"),
             "PATH": f"{kernels.STUB_COMPILER}:{os.environ.get('PATH', os.defpath)}",  # sources only: stub libraries
         }
-        jail = sandbox.Jail(
-            writable=(work / "tmp", work / "run"), visible=(spec.worktree, work / "prepared"), hidden=hidden_paths(spec)
-        )
+        compile_jail = jail(spec, writable=(work / "tmp", work / "run"), visible=(spec.worktree, work / "prepared"))
         limits = runner.Limits(COMPILE_DEADLINE_S, COMPILE_DEADLINE_S, spec.memory_mb)
         log = spec.run_dir / "compile.log"
         cmd = [sys.executable, "-m", "trainer.train"]
-        run_phase(spec, cmd, jail, env, log, limits, should_stop, on_phase, "compile phase")
+        run_phase(spec, cmd, compile_jail, env, log, limits, should_stop, on_phase, "compile phase")
 
         def trusted(cmd: list[str], visible: tuple[Path, ...], out: Path) -> dict[str, str]:
             return compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=visible))
@@ -408,9 +440,9 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compile_trusted(spec: Spec, cmd: list[str], jail: sandbox.Jail) -> dict[str, str]:
+def compile_trusted(spec: Spec, cmd: list[str], trusted_jail: sandbox.Jail) -> dict[str, str]:
     """Run the trusted kernel compile (no candidate code) in a sandbox; {source: error} of what failed."""
-    argv, env = wrap(spec, cmd, jail, {})
+    argv, env = wrap(spec, cmd, trusted_jail, {})
     try:
         done = subprocess.run(
             argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=COMPILE_DEADLINE_S, check=False
@@ -431,12 +463,21 @@ class ModelDied(Exception):
 class SandboxedModel:
     """A `scorer.ModelProcess`: trainer/evaluate.py in a sandbox, spoken to over its stdin/stdout.
 
-    A guard thread enforces the deadline, the memory cap and a stop request by killing the
-    process group; the scorer then sees the pipe close and the run fails with the reason.
+    Its jail shows it the worktree and the run's checkpoint (CHECKPOINT), nothing else of the run folder, and it can
+    write nowhere that outlives it; its stderr comes to the daemon through a pipe (the first EVAL_LOG_CAP bytes are
+    appended to eval.log when it ends), so nothing one model process writes is readable by the next. A guard thread
+    enforces the deadline, the memory cap and a stop request by killing the process group; the scorer then sees the
+    pipe close and the run fails with the reason.
     """
 
-    def __init__(self, spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, int | None], None]):
-        jail = sandbox.Jail(visible=(spec.worktree, spec.run_dir), hidden=hidden_paths(spec))
+    def __init__(
+        self,
+        spec: Spec,
+        should_stop: Callable[[], bool],
+        on_phase: Callable[[str, int | None], None],
+        vocab: int,
+    ):
+        checkpoint = tuple(spec.run_dir / name for name in CHECKPOINT)
         cmd = [
             sys.executable,
             "-m",
@@ -446,15 +487,15 @@ class SandboxedModel:
             "--worktree",
             str(spec.worktree),
         ]
-        argv, env = wrap(spec, cmd, jail, {})
-        self.log = open(spec.run_dir / "eval.log", "ab")
+        argv, env = wrap(spec, cmd, jail(spec, visible=(spec.worktree, *checkpoint)), {})
+        self.log_path = spec.run_dir / "eval.log"
         self.proc = subprocess.Popen(
             argv,
             cwd=spec.worktree,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self.log,
+            stderr=subprocess.PIPE,
             start_new_session=True,
             preexec_fn=runner.child_setup,
         )
@@ -464,9 +505,16 @@ class SandboxedModel:
             should_stop,
             time.time(),
         )
+        self.widths = (vocab, scorer.max_vocab(vocab))  # the logits it may answer: the tokenizer's, a little more
+        self.sent: collections.deque[tuple[int, int]] = collections.deque()  # shapes of the batches not yet answered
         self.reason: tuple[str, str] | None = None
         self.answered = False  # the first batch of logits has arrived
         self.done = threading.Event()
+        self.output = io.BytesIO()
+        pumped = (self.proc.stderr, self.output, lambda: None, EVAL_LOG_CAP)
+        self.reader = threading.Thread(target=runner.pump, args=pumped)
+        self.reader.daemon = True
+        self.reader.start()
         threading.Thread(target=self.guard, daemon=True).start()
 
     def guard(self) -> None:
@@ -499,13 +547,14 @@ class SandboxedModel:
             while pending:
                 yield self.receive()
                 pending -= 1
-        except (BrokenPipeError, EOFError, OSError) as e:
+        except (BrokenPipeError, EOFError, OSError):
             self.proc.wait()
-            status, why = self.reason or (
-                "crash",
-                f"the evaluation model process died (exit {self.proc.returncode}): {type(e).__name__}",
-            )
-            raise ModelDied(status, why) from None
+            raise ModelDied(*self.died()) from None
+
+    def died(self) -> tuple[str, str]:
+        """The verdict on a model process that stopped answering: the guard's reason, else a crash. Never its exit
+        status: the process chose it, after reading held-out rows."""
+        return self.reason or ("crash", "the evaluation model process died before it answered every batch")
 
     def send(self, batch: np.ndarray) -> None:
         from trainer.evaluate import REQUEST
@@ -514,16 +563,23 @@ class SandboxedModel:
             REQUEST.pack(b"ROWS", *batch.shape) + np.ascontiguousarray(batch, dtype=np.int32).tobytes()
         )
         self.proc.stdin.flush()
+        self.sent.append(batch.shape)
 
     def receive(self) -> np.ndarray:
+        """The logits of the oldest batch not yet answered; the header must describe exactly that batch, with a
+        vocabulary in `widths`, before a byte of the logits is read (nothing is allocated on the process's word)."""
         from trainer.evaluate import RESPONSE
 
+        rows, cols = self.sent.popleft()
         head = self.proc.stdout.read(RESPONSE.size)
         if len(head) != RESPONSE.size:
             raise EOFError
-        magic, rows, cols, vocab = RESPONSE.unpack(head)
-        if magic != b"LOGT" or min(rows, cols, vocab) < 1 or rows * cols * vocab > 1 << 31:
-            raise scorer.Invalid(f"the model process answered a malformed header ({magic!r}, {rows}, {cols}, {vocab})")
+        magic, got_rows, got_cols, vocab = RESPONSE.unpack(head)
+        low, high = self.widths
+        if magic != b"LOGT" or (got_rows, got_cols) != (rows, cols) or not low <= vocab <= high:
+            raise scorer.Invalid(
+                "the model process answered a header that does not describe logits of the batch it was sent"
+            )
         data = self.proc.stdout.read(rows * cols * vocab * 4)
         if len(data) != rows * cols * vocab * 4:
             raise EOFError
@@ -539,4 +595,16 @@ class SandboxedModel:
         except (OSError, ValueError, subprocess.TimeoutExpired):
             pass
         runner.kill_group(self.proc.pid, grace_s=0.5)
-        self.log.close()
+        self.reader.join(timeout=5)
+        keep_log(self.log_path, self.output.getvalue())
+
+
+def keep_log(path: Path, data: bytes) -> None:
+    """Append a model process's output to eval.log in the run folder, for people (never for the agent), without
+    following a link: the folder is the trainer's."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    with os.fdopen(fd, "ab") as f:
+        f.write(data)

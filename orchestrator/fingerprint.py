@@ -7,7 +7,7 @@ before judging anything.
 
 The daemon never imports MLX: the MLX version comes from package metadata and the backend from
 a one-off subprocess, cached for the daemon's life (a backend does not change under a process).
-The arx version is a hash of the trusted code on disk (daemon, agents, evaluator, BLAS loader),
+The arx version is a hash of the trusted code on disk (daemon, agents, inside/, evaluator, BLAS loader),
 read anew each time, since the evaluator runs from disk in a fresh process for every run.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from . import runner
 from .programs import ROOT
 
-TRUSTED = ("orchestrator", "agents", "trainer/evaluate.py", "trainer/blas.py")
+TRUSTED = ("orchestrator", "agents", "inside", "trainer/evaluate.py", "trainer/blas.py")
 MLX_DISTRIBUTIONS = ("mlx", "mlx-metal", "mlx-cuda", "mlx-cpu")
 PROBE_TIMEOUT_S = 120
 
@@ -33,7 +33,7 @@ PROBE_TIMEOUT_S = 120
 @functools.cache
 def backend() -> str:
     """cpu, metal or cuda, as the trainer will see it (asked of a subprocess, so MLX stays out of the daemon)."""
-    probe = "from trainer import prepare; print(prepare.backend())"
+    probe = "from inside.device import backend; print(backend())"
     try:
         out = subprocess.run(
             [sys.executable, "-c", probe],

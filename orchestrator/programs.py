@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the daemon's own checkout: its evaluator is the sealed one
-LOCKED = ("trainer/evaluate.py", "trainer/blas.py", "trainer/__init__.py")
+# our code in the jail: refused in any proposal (everything outside a program's editable files is, these by name)
+LOCKED = (
+    "trainer/evaluate.py",
+    "trainer/blas.py",
+    "trainer/__init__.py",
+    "inside/__init__.py",
+    "inside/device.py",
+    "inside/loader.py",
+)
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

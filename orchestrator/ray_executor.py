@@ -35,12 +35,12 @@ What travels, and what a hostile candidate could do with it:
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import os
 import random
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tarfile
@@ -56,7 +56,7 @@ import ray  # noqa: E402  (after the environment above)
 import ray.exceptions as rex  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from . import corpus, experiment, fingerprint, scorer, slots  # noqa: E402
+from . import capped, corpus, experiment, fingerprint, scorer, slots  # noqa: E402
 from .executor import LOST, Unavailable  # noqa: E402
 from .programs import ROOT  # noqa: E402
 
@@ -85,6 +85,7 @@ SPEC_FIELDS = (
     "memory_mb",
     "eval_timeout_s",
     "tokenizer_sha256",
+    "prepare_timeout_s",
     "unsafe_no_sandbox",
 )
 
@@ -175,9 +176,9 @@ class Slot:
     def stop_now(self) -> None:
         self.stop.set()
 
-    def open_model(self) -> None:
+    def open_model(self, vocab: int) -> None:
         self.enter()
-        self.model = experiment.SandboxedModel(self.spec, self.stop.is_set, lambda phase, pid: None)
+        self.model = experiment.SandboxedModel(self.spec, self.stop.is_set, lambda phase, pid: None, vocab)
 
     def logits(self, batch):
         """One batch in, its logits out (send and receive under one lock: each answer belongs to its batch)."""
@@ -187,12 +188,9 @@ class Slot:
                 return "logits", self.model.receive()
             except scorer.Invalid as e:
                 return "invalid", str(e)
-            except (BrokenPipeError, EOFError, OSError) as e:
+            except (BrokenPipeError, EOFError, OSError):
                 self.model.proc.wait()
-                return self.model.reason or (
-                    "crash",
-                    f"the evaluation model process died (exit {self.model.proc.returncode}): {type(e).__name__}",
-                )
+                return self.model.died()
 
     def close_model(self) -> None:
         if self.model is not None:
@@ -226,13 +224,9 @@ def open_regular(path: Path):
     directory for a link (to a secret of the node's, which this trusted process could read) or a FIFO (a read
     that never returns) at any moment: the link is not followed and the type is checked on the open file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        return capped.open_regular(path)
+    except capped.Refused:
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return os.fdopen(fd, "rb")
 
 
 def read_capped(path: Path) -> bytes | None:
@@ -249,9 +243,9 @@ class RemoteModel:
     """A `scorer.ModelProcess` whose sandboxed model runs in the slot on its node; one batch kept in flight
     ahead so the node computes while the scorer reduces."""
 
-    def __init__(self, actor, should_stop):
+    def __init__(self, actor, should_stop, vocab: int):
         self.actor, self.should_stop = actor, should_stop
-        ray.get(actor.open_model.remote())
+        ray.get(actor.open_model.remote(vocab))
 
     def logits(self, batches):
         pending: collections.deque = collections.deque()
@@ -378,9 +372,8 @@ class RayExecutor:
             prepared = spec.run_dir / "prepared"  # the candidate's tokenizer, for the scorer here
             prepared.mkdir()
             (prepared / "tokenizer.json").write_bytes(tokenizer)
-            m = experiment.score(
-                spec, replace(trained, prepared=prepared), lambda: RemoteModel(actor, should_stop), on_phase
-            )
+            launch = functools.partial(RemoteModel, actor, should_stop)  # called with the tokenizer's vocabulary
+            m = experiment.score(spec, replace(trained, prepared=prepared), launch, on_phase)
             self.write(spec.run_dir, ray.get(actor.files.remote()))
             return replace(m, node=node, fingerprint=fp)
         except LOST_ERRORS as e:

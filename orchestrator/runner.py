@@ -3,7 +3,9 @@
 The child gets its own process group (and, on Linux, dies with the daemon through PR_SET_PDEATHSIG and is
 the OOM killer's first choice). It is stopped, SIGTERM then SIGKILL to the whole group, on a hard deadline,
 on silence longer than `stall_s`, when its process tree's memory (RSS plus swap) passes `rss_mb`, or when
-the daemon is asked to stop. Output goes line by line to a log file whose tail comes back in the result.
+the daemon is asked to stop. Output goes to a log file (its first LOG_CAP bytes), read in pieces of at most
+PUMP_CHUNK whatever the child prints (gigabytes without a newline cost the daemon nothing); the log's tail comes
+back in the result.
 The child is reaped with wait4, whose resource usage covers the child and every descendant it
 waited for, so the result also says how much of the machine the run got (`cpu_share`) and how much other
 processes left it (`cpu_free`).
@@ -14,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import stat
 import subprocess
 import sys
 import threading
@@ -25,9 +26,13 @@ from pathlib import Path
 
 import psutil
 
+from . import capped
+
 TERM_GRACE_S = 5.0
 POLL_S = 0.2
 TAIL_LINES = 50
+PUMP_CHUNK = 64 << 10  # the child's output is read in pieces of at most this, newline or not
+LOG_CAP = 64 << 20  # a log keeps the first this many bytes of a child's output (the rest is read and dropped)
 OOM_SCORE_ADJ = 1000  # the most: killed first when the machine runs out of memory
 
 
@@ -138,17 +143,22 @@ def group_alive(pgid: int) -> bool:
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
     """The last lines of a log in a run directory. The sandboxed child may have swapped the log for a link (to
-    /proc/self/environ: the daemon's secrets) or a FIFO (a hang): only a regular file is read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64 * 1024))
-        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    /proc/self/environ: the daemon's secrets) or a FIFO (a hang): only a regular file is read, its tail only."""
+    return "\n".join(capped.read_tail(path).decode(errors="replace").splitlines()[-lines:])
+
+
+def pump(source, log, on_output: Callable[[], None], cap: int = LOG_CAP) -> None:
+    """Copy a child's output into `log` until EOF, in bounded pieces, keeping the first `cap` bytes."""
+    kept = 0
+    while chunk := source.read1(PUMP_CHUNK):
+        on_output()
+        if kept < cap:
+            piece = chunk[: cap - kept]
+            log.write(piece)
+            kept += len(piece)
+            if kept == cap:
+                log.write(f"\n[arx watchdog] the log stops here: the first {cap:,} bytes are kept\n".encode())
+            log.flush()
 
 
 def run_watched(
@@ -178,13 +188,10 @@ def run_watched(
         )
         on_start(proc.pid)
 
-        def pump() -> None:
-            for line in iter(proc.stdout.readline, b""):
-                log.write(line)
-                log.flush()
-                last_output[0] = time.time()
+        def output_seen() -> None:
+            last_output[0] = time.time()
 
-        reader = threading.Thread(target=pump, daemon=True)
+        reader = threading.Thread(target=pump, args=(proc.stdout, log, output_seen), daemon=True)
         reader.start()
         ended, usage = threading.Event(), {}
 

@@ -25,6 +25,13 @@ Prevented (Linux `namespaces` and `bwrap` backends):
 - IPC with the host: new IPC and network namespaces (System V IPC, abstract sockets), and a seccomp filter that
   refuses every unix socket (a path-named socket such as systemd's, dbus's or docker's connects through a
   read-only mount), io_uring (which bypasses seccomp) and the kernel keyrings (the daemon's session keyring);
+- channels through the page cache between jails that read the same files (the model processes of an evaluation):
+  mincore, cachestat, posix_fadvise, madvise(MADV_PAGEOUT/MADV_COLD), process_madvise and preadv2(RWF_NOWAIT) are
+  refused (timing a read is not prevented);
+- naming what is hidden: files hidden under `Jail.mask_roots` vanish behind one overlay per root (whiteouts in a
+  layer nobody can reach), so the mount table names the roots only, and the jail's spec is in the environment of
+  its undumpable PID 1, not its command line (`namespaces` backend; `bwrap` still binds /dev/null over each file
+  and shows them all in its command line);
 - undoing the jail: no capability survives (bounding set emptied, securebits locked, no_new_privs), so remount,
   umount and mount fail, including as uid 0 of the user namespace; nested user namespaces are refused, and would
   find the mounts locked anyway; device nodes open only from a minimal /dev (null, zero, random, tty, GPU).
@@ -64,7 +71,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox_setup import DEFERRED_PRELOAD, FILTER_ONLY, GPU_DEVICES, HOME, PYCACHE, SCRATCH_MB, TMP
+from .sandbox_setup import DEFERRED_PRELOAD, FILTER_ONLY, GPU_DEVICES, HOME, JAIL_SPEC, PYCACHE, SCRATCH_MB, TMP
 
 SETUP = Path(__file__).with_name("sandbox_setup.py")
 PROBE_TIMEOUT_S = 30
@@ -97,6 +104,9 @@ class Jail:
     visible: tuple[Path, ...] = ()  # re-exposed read-only at the same path, even inside a hidden path
     hidden: tuple[Path, ...] = ()  # files or folders that look empty (or absent) inside
     network: bool = False  # False: own network namespace with no interfaces up
+    # folders whose hidden files are hidden by one overlay per folder (namespaces backend), not one mount per file:
+    # the jail's mount table then names the folders only, never which of their files are hidden
+    mask_roots: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,20 @@ def _paths(jail: Jail) -> dict[str, list[str]]:
     return {kind: sorted({str(Path(p).resolve()) for p in found}) for kind, found in paths.items()}
 
 
+def _masks(jail: Jail, hidden: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The hidden paths split into those hidden one by one and, per mask root, the files hidden under it (relative),
+    each under the shallowest root that holds it."""
+    roots = sorted({str(Path(r).resolve()) for r in jail.mask_roots}, key=lambda r: r.count("/"))
+    single, masks = [], {}
+    for path in hidden:
+        root = next((r for r in roots if path.startswith(r + "/") and not Path(path).is_dir()), None)
+        if root is None:
+            single.append(path)
+        else:
+            masks.setdefault(root, []).append(path[len(root) + 1 :])
+    return single, masks
+
+
 def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
     unshare = [
         shutil.which("unshare") or "unshare",
@@ -166,7 +190,12 @@ def _namespaces(cmd: list[str], jail: Jail) -> list[str]:
         "--kill-child",
         "--ipc",
     ]
-    setup = [sys.executable, "-I", "-S", str(SETUP), json.dumps(_paths(jail)), "--"]
+    paths = _paths(jail)
+    paths["hidden"], paths["masks"] = _masks(jail, paths["hidden"])
+    # the spec travels in the environment of the jail's PID 1 (undumpable: unreadable from inside), not in its
+    # command line, which every process of the jail can read in /proc/1/cmdline
+    spec = [shutil.which("env") or "env", f"{JAIL_SPEC}={json.dumps(paths)}"]
+    setup = [*spec, sys.executable, "-I", "-S", str(SETUP), "--jail", "--"]
     return [*unshare, *([] if jail.network else ["--net"]), "--", *setup, *cmd]
 
 

@@ -114,8 +114,10 @@ def stepped_run(stdlib, tmp_path_factory) -> Path:
 
 
 def copy_trainer(dest: Path) -> Path:
-    """A throwaway worktree holding a copy of trainer/, for tests that edit the research code."""
-    shutil.copytree(ROOT / "trainer", dest / "trainer", ignore=shutil.ignore_patterns("__pycache__"))
+    """A throwaway worktree holding a copy of trainer/ (and inside/, which it imports), for tests that edit the
+    research code."""
+    for name in ("trainer", "inside"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
 
@@ -194,7 +196,7 @@ def tiny_texts() -> tuple[list[str], list[str]]:
     return val, test
 
 
-PROJECT_FILES = ["trainer", "orchestrator", "agents", "prompts", "pyproject.toml", ".gitignore"]
+PROJECT_FILES = ["trainer", "inside", "orchestrator", "agents", "prompts", "pyproject.toml", ".gitignore"]
 
 
 def make_repo(dest: Path) -> Path:

@@ -159,9 +159,7 @@ def test_the_expected_gap_comes_from_measured_runs():
         return Run(campaign_id=1, seq=1, total_seconds=total, agent_seconds=agent, val_bpb=bpb)
 
     assert expected_gap_s([], 300) == 300 + GAP_OVERHEAD_S
-    assert (
-        expected_gap_s([run(5, bpb=None)], 300) == 300 + GAP_OVERHEAD_S
-    )  # a rejected proposal measured nothing
+    assert expected_gap_s([run(5, bpb=None)], 300) == 300 + GAP_OVERHEAD_S  # a rejected proposal measured nothing
     assert expected_gap_s([run(380, 20), run(400, 30), run(9000, 10)], 300) == 370  # the median, agent time excluded
     assert expected_gap_s([run(70), run(75), run(80)], 60) == 75
 

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, edit_constant, make_spec, run_module
+from inside import loader
 from orchestrator import corpus, experiment, scorer
 from trainer import data_sources as ds
-from trainer import prepare
 
 RUN_BYTES = 48  # no held-out run this long may reach the training material
 
@@ -170,7 +170,14 @@ def test_honest_sandboxed_code_never_opens_a_masked_file(stdlib):
     keys = json.loads((stdlib.corpus.heldout_dir / "keys.json").read_text())
     assert not any(k.endswith("__init__.py") for k in keys)
     masked = sorted({str(p) for p in stdlib.corpus.masked} | {str(p.resolve()) for p in stdlib.corpus.masked})
-    modules = [*corpus.SANDBOX_IMPORTS, "trainer.data_sources", "trainer.prepare", "trainer.train", "trainer.evaluate"]
+    modules = [
+        *corpus.SANDBOX_IMPORTS,
+        "trainer.data_sources",
+        "trainer.prepare",
+        "trainer.train",
+        "trainer.evaluate",
+        "inside.loader",
+    ]
     out = subprocess.run(
         [sys.executable, "-c", IMPORTS_PROBE, json.dumps(masked), *modules],
         cwd=ROOT,
@@ -187,10 +194,12 @@ def test_honest_sandboxed_code_never_opens_a_masked_file(stdlib):
 # Prepared folders
 # ---------------------------------------------------------------------------------------------
 def test_prepared_training_stream_holds_no_heldout_document(stdlib):
-    tokens, offsets, meta = prepare.load_train_tokens(stdlib.prepared)
+    prepared = loader.open_prepared(stdlib.prepared, every_token=True)
+    tokens, offsets, meta = prepared.tokens, prepared.offsets, prepared.meta
     enc = scorer.load_tokenizer(stdlib.prepared / "tokenizer.json")
     starts = offsets[:-1]
     assert (np.asarray(tokens[starts]) == meta["bos_id"]).all() and offsets[-1] == len(tokens) == meta["train_tokens"]
+    assert prepared.pack_buffer_docs == ds.PACK_BUFFER_DOCS  # the data program's knob, through meta.json
     train = {
         ds.fingerprint(enc.decode(tokens[offsets[i] + 1 : offsets[i + 1]].tolist())) for i in range(len(offsets) - 1)
     }
@@ -212,12 +221,17 @@ def test_prepare_again_reuses_the_folder(stdlib, tmp_path):
 @pytest.mark.slow
 def test_a_data_program_that_trains_on_heldout_text_is_invalid(stdlib, worktree, tmp_path):
     """The sandbox keeps held-out files out of reach, but a proposal can still carry held-out text in its
-    own code (an LLM may have memorised a stdlib file): the leak check after prepare refuses it."""
+    own code (an LLM may have memorised a stdlib file). Written as it is, the check of the candidate's files
+    refuses it before anything runs (tests/hostile/test_hidden_leaks.py); encoded, it passes that check, and the
+    leak check of train.bin after prepare refuses it."""
+    import base64
+
     source = worktree / "trainer" / "prepare.py"
     line = "    train_docs = ds.training_documents([(kind, text) for _, kind, text in docs])\n"
     assert source.read_text().count(line) == 1
-    leaked = max(stdlib.corpus.heldout("val"), key=len)
-    source.write_text(source.read_text().replace(line, f"{line}    train_docs.append({leaked!r})\n"))
+    leaked = base64.b64encode(max(stdlib.corpus.heldout("val"), key=len).encode()).decode()
+    decoded = f"__import__('base64').b64decode({leaked!r}).decode()"
+    source.write_text(source.read_text().replace(line, f"{line}    train_docs.append({decoded})\n"))
     spec = make_spec(worktree, tmp_path / "run", stdlib, program="data")
     result = experiment.measure(spec)
     assert result.status == "invalid" and "leaked into training" in result.reason, result
@@ -256,13 +270,28 @@ def test_prepare_without_training_material_is_one_clear_error(tmp_path):
 # Packing
 # ---------------------------------------------------------------------------------------------
 def test_rows_start_at_bos_and_targets_shift(stdlib):
-    tokens, offsets, meta = prepare.load_train_tokens(stdlib.prepared)
-    batches = ds.batches(tokens, offsets, batch_size=8, seq_len=64, seed=3)
+    prepared = loader.open_prepared(stdlib.prepared)
+    batches = loader.batches(prepared, batch_size=8, seq_len=64, seed=3)
     for _ in range(20):
         x, y = next(batches)
         assert x.shape == y.shape == (8, 64)
-        assert (x[:, 0] == meta["bos_id"]).all()
+        assert (x[:, 0] == prepared.bos_id).all()
         np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+
+
+def test_the_data_order_does_not_depend_on_the_batch_size(stdlib):
+    """Common random numbers: for one seed, trainers that differ only in DEVICE_BATCH (or TOTAL_BATCH_TOKENS, which
+    only changes how many batches a step takes) read the same rows in the same order."""
+    prepared = loader.open_prepared(stdlib.prepared)
+
+    def rows(batch_size: int, seed: int, n: int = 24) -> np.ndarray:
+        stream = loader.batches(prepared, batch_size, 64, seed)
+        got = np.concatenate([np.concatenate(next(stream), axis=1) for _ in range(-(-n // batch_size))])
+        return got[:n]
+
+    np.testing.assert_array_equal(rows(8, 5), rows(3, 5))
+    np.testing.assert_array_equal(rows(8, 5), rows(24, 5))
+    assert not np.array_equal(rows(8, 5), rows(8, 6))
 
 
 def test_packing_places_whole_documents():
@@ -270,7 +299,8 @@ def test_packing_places_whole_documents():
     docs = [[0, 1, 1], [0, 2, 2, 2, 2], [0, 3], [0, 4, 4, 4, 4, 4, 4, 4, 4]]
     tokens = np.array([t for d in docs for t in d])
     offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
-    x, y = next(ds.batches(tokens, offsets, batch_size=4, seq_len=7, seed=0))
+    prepared = loader.Prepared(tokens, offsets, {}, 5, 0, loader.KNOBS["pack_buffer_docs"][0])
+    x, y = next(loader.batches(prepared, batch_size=4, seq_len=7, seed=0))
     rows = np.concatenate([x, y[:, -1:]], axis=1)
     for row in rows:
         starts = np.flatnonzero(row == 0)
@@ -280,10 +310,10 @@ def test_packing_places_whole_documents():
 
 
 def test_shuffle_is_seeded(stdlib):
-    tokens, offsets, _ = prepare.load_train_tokens(stdlib.prepared)
-    a = next(ds.batches(tokens, offsets, 4, 32, seed=1))[0]
-    b = next(ds.batches(tokens, offsets, 4, 32, seed=1))[0]
-    c = next(ds.batches(tokens, offsets, 4, 32, seed=2))[0]
+    prepared = loader.open_prepared(stdlib.prepared)
+    a = next(loader.batches(prepared, 4, 32, seed=1))[0]
+    b = next(loader.batches(prepared, 4, 32, seed=1))[0]
+    c = next(loader.batches(prepared, 4, 32, seed=2))[0]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 

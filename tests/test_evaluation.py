@@ -67,7 +67,8 @@ def test_train_json_and_the_measurement(measured, stdlib):
         scores.detail["probes"] == scorer.expected_probes(scores.detail["rows"])
         and scores.detail["causality_max_diff"] <= scorer.CAUSALITY_TOLERANCE
     )
-    assert (run_dir / "eval.log").read_text().count("model loaded; serving logits") == 2  # two model processes
+    assert (run_dir / "eval.log").read_text().count("model loaded; serving logits") == 3  # 2 score, 1 re-scores
+    assert scores.detail["rescore_max_diff"] <= scorer.CAUSALITY_TOLERANCE
 
 
 def test_progress_lines_follow_the_contract(trained_run):
@@ -94,7 +95,7 @@ def test_worktree_code_is_what_runs(stdlib, worktree, tmp_path):
     info = json.loads((run_dir / "train.json").read_text())
     assert info["config"]["depth"] == 1 and info["config"]["model_dim"] == 64
     assert MARKER in (run_dir / "train.log").read_text()
-    assert (run_dir / "eval.log").read_text().count(MARKER) == 2  # each model process built the worktree's model
+    assert (run_dir / "eval.log").read_text().count(MARKER) == 3  # each model process built the worktree's model
     build = evaluate.load_build_model(worktree)
     assert build.__module__.startswith("arx_candidate_") and build is not train.build_model
 
@@ -162,5 +163,7 @@ def test_a_model_process_that_trains_before_its_first_logits_is_cut_off(
     monkeypatch.setattr(experiment, "FIRST_LOGITS_S", 3.0)
     spec = make_spec(worktree, run_dir, stdlib)
     trained = experiment.Trained(stdlib.prepared, {}, 1.0, None)
-    m = experiment.score(spec, trained, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None))
+    m = experiment.score(
+        spec, trained, lambda vocab: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None, vocab)
+    )
     assert m.status == "timeout" and "sent no logits within 3s" in m.reason, (m.status, m.reason)

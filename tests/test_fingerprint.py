@@ -25,11 +25,15 @@ def test_fingerprint_records_the_machine(monkeypatch, tmp_path):
 
 
 def test_arx_version_follows_the_trusted_code(tmp_path):
-    for name in ("orchestrator", "agents", "trainer"):
+    for name in ("orchestrator", "agents", "trainer", "inside"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     before = fingerprint.arx_version(tmp_path)
     (tmp_path / "trainer" / "train.py").write_text("# an experiment: not trusted code\n")
     assert fingerprint.arx_version(tmp_path) == before
     with open(tmp_path / "trainer" / "evaluate.py", "a") as f:
         f.write("\n# changed scorer\n")
-    assert fingerprint.arx_version(tmp_path) != before
+    changed = fingerprint.arx_version(tmp_path)
+    assert changed != before
+    with open(tmp_path / "inside" / "loader.py", "a") as f:
+        f.write("\n# changed loader\n")
+    assert fingerprint.arx_version(tmp_path) != changed

@@ -91,13 +91,17 @@ def held_out(tmp_path_factory):
 def test_the_scorer_catches_a_model_that_sees_the_future(monkeypatch, held_out):
     prepared, corpus, run_dir = held_out
     model = randomized(tiny_config(vocab_size=300))  # the tiny tokenizer has 264 ids
-    scores = scorer.evaluate(run_dir, prepared, corpus, lambda: InProcessModel(model), rng=np.random.default_rng(0))
+    scores = scorer.evaluate(
+        run_dir, prepared, corpus, lambda vocab: InProcessModel(model), rng=np.random.default_rng(0)
+    )
     assert scores.detail["causality_max_diff"] < scorer.CAUSALITY_TOLERANCE
     monkeypatch.setattr(train, "attention_mask", lambda seq_len, window: None)  # the known MLX-port bug
     assert future_leak(model, 97, 32) > 1e-3
     for seed in range(2):
         with pytest.raises(scorer.Invalid, match="causality probe failed"):
-            scorer.evaluate(run_dir, prepared, corpus, lambda: InProcessModel(model), rng=np.random.default_rng(seed))
+            scorer.evaluate(
+                run_dir, prepared, corpus, lambda vocab: InProcessModel(model), rng=np.random.default_rng(seed)
+            )
 
 
 def test_short_windows_really_limit_context():

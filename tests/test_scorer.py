@@ -10,124 +10,18 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
+from conftest import write_model_config, write_tokenizer
+from fake_models import Attack, TableModel, Tiny, Zeros, always, launcher, make_tiny, peek, unless_prefix_seen
 from orchestrator import leakcheck, scorer
 from orchestrator.corpus import docs_sha256, file_sha256
 
 SEEDS = range(10)
-BOOST = 4.0  # what a peeking model adds to the logit of the token that really comes next
-
-
-@dataclass(frozen=True)
-class Tiny:
-    prepared: Path
-    corpus: object
-    enc: object
-    root: Path
-
-    def run_dir(self, seq_len) -> Path:
-        return write_model_config(self.root / f"run-{seq_len}", seq_len)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Tiny:
-    root = tmp_path_factory.mktemp("tiny")
-    prepared = write_tokenizer(root / "prepared")
-    corpus = write_corpus(root / "data", *tiny_texts())
-    return Tiny(prepared, corpus, scorer.load_tokenizer(prepared / "tokenizer.json"), root)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fake model processes
-# ---------------------------------------------------------------------------------------------
-class TableModel:
-    """Strictly causal, far from uniform: logit = table[current token] + table[previous token in the
-    row] + table[position]. Every entry is a multiple of 1/64 below 4, so float32 sums are exact and
-    a float64 reference reproduces each logit bit for bit."""
-
-    def __init__(self, width: int, max_len: int = 4096, seed: int = 0):
-        rng = np.random.default_rng(seed)
-
-        def table(*shape):
-            return (rng.integers(-256, 256, shape) / 64).astype(np.float32)
-
-        self.current, self.previous, self.position, self.start = (
-            table(width, width),
-            table(width, width),
-            table(max_len, width),
-            table(width),
-        )
-
-    def vector(self, token: int, previous: int | None, position: int) -> np.ndarray:
-        before = self.start if previous is None else self.previous[previous]
-        return self.current[token].astype(np.float64) + before + self.position[position]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        before = np.concatenate(
-            [np.broadcast_to(self.start, (len(batch), 1, self.start.size)), self.previous[batch[:, :-1]]], axis=1
-        )
-        return self.current[batch] + before + self.position[: batch.shape[1]]
-
-
-class Zeros:
-    """Every next token equally likely."""
-
-    def __init__(self, width: int):
-        self.width = width
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.zeros((*batch.shape, self.width), dtype=np.float32)
-
-
-Attack = Callable[["Process", np.ndarray, np.ndarray], None]  # edits logits in place
-
-
-class Process:
-    """A `scorer.ModelProcess` in this Python process: a model plus, optionally, a way to cheat."""
-
-    def __init__(self, model, attack: Attack | None, index: int, memory: dict):
-        self.model, self.attack, self.index, self.memory = model, attack, index, memory
-        self.closed = False
-
-    def logits(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for batch in batches:
-            out = self.model(batch)
-            if self.attack:
-                self.attack(self, batch, out)
-            yield out
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def launcher(model, attack: Attack | None = None, shared_memory: bool = False) -> Callable[[], Process]:
-    """`launch` for the scorer: a fresh process each call, numbered; memory survives only if shared."""
-    launched: list[Process] = []
-    shared: dict = {}
-
-    def launch() -> Process:
-        launched.append(Process(model, attack, len(launched), shared if shared_memory else {}))
-        return launched[-1]
-
-    launch.launched = launched
-    return launch
-
-
-def peek(logits: np.ndarray, batch: np.ndarray, where: np.ndarray) -> None:
-    """Raise the logit of the true next token at the positions `where` ([rows, seq_len - 1])."""
-    rows, positions = np.nonzero(where)
-    logits[rows, positions, batch[rows, positions + 1]] += BOOST
-
-
-def always(process, batch, logits):
-    peek(logits, batch, np.ones((batch.shape[0], batch.shape[1] - 1), bool))
 
 
 def only_in_multi_row_batches(process, batch, logits):
@@ -143,19 +37,6 @@ def only_at_the_last_position(process, batch, logits):
     peek(logits, batch, where)
 
 
-def unless_prefix_seen(process, batch, logits):
-    """Peeks, but answers any prefix it has answered before exactly as it did then (a prefix cache
-    across calls): a probe built beside its original row in one process would see equal logits."""
-    for r, row in enumerate(batch):
-        peek(logits[r : r + 1], row[None], np.ones((1, len(row) - 1), bool))
-        for t in range(len(row)):
-            key = row[: t + 1].tobytes()
-            if key in process.memory:
-                logits[r, t] = process.memory[key]
-            else:
-                process.memory[key] = logits[r, t].copy()
-
-
 def in_process(index: int) -> Attack:
     def attack(process, batch, logits):
         if process.index == index:
@@ -163,6 +44,11 @@ def in_process(index: int) -> Attack:
 
     attack.__name__ = f"only_in_process_{index}"
     return attack
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Tiny:
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +69,15 @@ def reference_bpb(model: TableModel, enc, texts: list[str], seq_len: int) -> tup
     return math.fsum(nll) / (math.log(2) * sum(len(t.encode("utf-8")) for t in texts)), len(nll)
 
 
-@pytest.mark.parametrize("seq_len", [8, 37, 256, 4096])  # shorter than most documents ... longer than every split
+def longest(tiny) -> int:
+    """The longest seq_len the scorer takes for the tiny split: one that leaves MIN_ROWS rows."""
+    targets = sum(len(tiny.enc.encode_ordinary(t)) + 1 for s in ("val", "test") for t in tiny.corpus.heldout(s)) - 2
+    return targets // scorer.MIN_ROWS
+
+
+@pytest.mark.parametrize("seq_len", [16, 37, 256, "longest"])  # shorter than most documents ... the longest allowed
 def test_bpb_matches_a_brute_force_reference(tiny, seq_len):
+    seq_len = longest(tiny) if seq_len == "longest" else seq_len
     model = TableModel(tiny.enc.n_vocab + 3)  # a model may return more logits than the tokenizer has ids
     scores = scorer.evaluate(
         tiny.run_dir(seq_len), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(seq_len)
@@ -259,7 +152,7 @@ def test_a_model_that_peeks_is_caught_every_time(tiny, attack, seq_len):
         launch = launcher(model, attack)
         with pytest.raises(scorer.Invalid, match="causality probe failed"):
             scorer.evaluate(tiny.run_dir(seq_len), tiny.prepared, tiny.corpus, launch, rng=np.random.default_rng(seed))
-        assert len(launch.launched) == 2 and all(p.closed for p in launch.launched)
+        assert len(launch.launched) == 2 and all(p.closed for p in launch.launched)  # the third never started
 
 
 class Recorder(TableModel):
@@ -278,11 +171,9 @@ def test_probe_batches_look_like_scoring_batches(tiny):
     scores = scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model))
     assert all(b.shape == (scorer.BATCH_ROWS, 37) and b.dtype == np.int32 for b in model.batches)
     sent = len(model.batches) * scorer.BATCH_ROWS
-    assert (
-        scores.detail["rows"] + scores.detail["probes"]
-        <= sent
-        < scores.detail["rows"] + scores.detail["probes"] + 2 * scorer.BATCH_ROWS
-    )
+    rows = scores.detail["rows"] + scores.detail["probes"] + scores.detail["rescored"]
+    assert rows <= sent < rows + 2 * scorer.BATCH_ROWS
+    assert scores.detail["rescored"] == scorer.RESCORE_BATCHES * scorer.BATCH_ROWS
     assert all(((b >= 0) & (b < tiny.enc.n_vocab)).all() for b in model.batches)
 
 
@@ -291,18 +182,28 @@ def test_an_honest_model_is_never_invalid(tiny):
     for seed in SEEDS:
         launch = launcher(model)
         scores = scorer.evaluate(tiny.run_dir(37), tiny.prepared, tiny.corpus, launch, rng=np.random.default_rng(seed))
-        assert scores.detail["causality_max_diff"] == 0.0 and scores.detail["probes"] == scorer.expected_probes(
-            scores.detail["rows"]
-        )
-        assert len(launch.launched) == 2 and all(p.closed for p in launch.launched)
+        assert scores.detail["causality_max_diff"] == scores.detail["rescore_max_diff"] == 0.0
+        assert scores.detail["probes"] == scorer.expected_probes(scores.detail["rows"])
+        assert len(launch.launched) == 3 and all(p.closed for p in launch.launched)
 
 
-def test_memory_shared_between_the_two_processes_defeats_the_probe(tiny):
-    """The one attack the design accepts, because the sandbox makes it impossible: the second process
-    remembering what the first answered. With that memory a model answers every probe exactly as it
-    answered the prefix before, peeks everywhere else, and scores better than it should. Each model
-    process must therefore start from nothing and leave nothing behind (a fresh sandbox, no
-    writable path that outlives it); tests of the sandbox hold that part of the bargain."""
+@pytest.mark.parametrize("seq_len", [37, 256])
+def test_a_model_that_remembers_across_the_scoring_processes_is_caught_every_time(tiny, seq_len):
+    """A channel between the two scoring processes (here: shared memory) lets a model answer every probe exactly as
+    it answered the prefix before and peek everywhere else: no probe disagrees. The third, fresh process re-scores
+    rows answered after a sibling, and gets other answers."""
+    model = TableModel(tiny.enc.n_vocab)
+    for seed in SEEDS:
+        launch = launcher(model, unless_prefix_seen, shared_by=2)
+        with pytest.raises(scorer.Invalid, match="causality check failed: rows re-scored"):
+            scorer.evaluate(tiny.run_dir(seq_len), tiny.prepared, tiny.corpus, launch, rng=np.random.default_rng(seed))
+        assert len(launch.launched) == 3
+
+
+def test_memory_shared_by_every_process_still_defeats_the_check(tiny):
+    """The attack the design leaves to the jail: a model whose memory reaches every model process of an evaluation,
+    the re-scoring one too, answers everything consistently and scores better than it should. So each model process
+    must start from nothing and leave nothing behind (tests/hostile/test_scorer_channels.py holds the jail to it)."""
     model = TableModel(tiny.enc.n_vocab)
     honest = scorer.evaluate(
         tiny.run_dir(37), tiny.prepared, tiny.corpus, launcher(model), rng=np.random.default_rng(0)
@@ -311,7 +212,7 @@ def test_memory_shared_between_the_two_processes_defeats_the_probe(tiny):
         tiny.run_dir(37),
         tiny.prepared,
         tiny.corpus,
-        launcher(model, unless_prefix_seen, shared_memory=True),
+        launcher(model, unless_prefix_seen, shared_by=3),
         rng=np.random.default_rng(0),
     )
     assert cheat.val_bpb < honest.val_bpb - 0.1
@@ -399,8 +300,9 @@ def test_malformed_logits_are_invalid(tiny, change, message):
     assert len(launch.launched) == 1 and launch.launched[0].closed  # refused at its first answer, and closed
 
 
-@pytest.mark.parametrize("seq_len", [7, 0, -5, scorer.MAX_SEQ_LEN + 1, "64", 64.0, None])
+@pytest.mark.parametrize("seq_len", [15, 0, -5, scorer.MAX_SEQ_LEN + 1, "64", 64.0, True, None, "longer"])
 def test_seq_len_out_of_bounds_is_invalid(tiny, tmp_path, seq_len):
+    seq_len = longest(tiny) + 1 if seq_len == "longer" else seq_len  # too few rows left to probe
     with pytest.raises(scorer.Invalid, match="seq_len"):
         scorer.evaluate(
             write_model_config(tmp_path, seq_len), tiny.prepared, tiny.corpus, launcher(Zeros(tiny.enc.n_vocab))
@@ -411,16 +313,22 @@ def test_seq_len_out_of_bounds_is_invalid(tiny, tmp_path, seq_len):
 # The leak check of a prepared folder, and the scrub of the training material
 # ---------------------------------------------------------------------------------------------
 def leaky_copy(prepared: Path, dest: Path, extra_texts: list[str]) -> Path:
-    """A copy of a prepared folder whose token stream also holds `extra_texts` (each after BOS)."""
+    """A copy of a prepared folder whose token stream also holds `extra_texts`, each a document of its own."""
     dest.mkdir()
-    for name in ("tokenizer.json", "meta.json", "train_offsets.npy"):
-        shutil.copy(prepared / name, dest / name)
+    shutil.copy(prepared / "tokenizer.json", dest / "tokenizer.json")
     meta = json.loads((prepared / "meta.json").read_text())
     enc = scorer.load_tokenizer(prepared / "tokenizer.json")
-    extra = [t for ids in enc.encode_ordinary_batch(extra_texts) for t in (meta["bos_id"], *ids)]
+    docs = [[meta["bos_id"], *ids] for ids in enc.encode_ordinary_batch(extra_texts)]
     dtype = np.dtype(meta["dtype"])
-    tokens = np.concatenate([np.fromfile(prepared / "train.bin", dtype=dtype), np.array(extra, dtype=dtype)])
+    tokens = np.concatenate([np.fromfile(prepared / "train.bin", dtype=dtype), *[np.array(d, dtype) for d in docs]])
     tokens.tofile(dest / "train.bin")
+    offsets = np.load(prepared / "train_offsets.npy")
+    np.save(
+        dest / "train_offsets.npy",
+        np.concatenate([offsets, offsets[-1] + np.cumsum([len(d) for d in docs], dtype=np.int64)]),
+    )
+    meta |= {"train_docs": meta["train_docs"] + len(docs), "train_tokens": len(tokens)}
+    (dest / "meta.json").write_text(json.dumps(meta))
     return dest
 
 
@@ -443,7 +351,7 @@ def test_pieces_of_every_test_document_are_a_leak(stdlib, tmp_path):
 def test_an_unreadable_or_lossy_prepared_folder_is_refused(stdlib, tmp_path):
     folder = leaky_copy(stdlib.prepared, tmp_path / "copy", [])
     (folder / "meta.json").unlink()
-    assert "unreadable" in leakcheck.check_prepared(folder, stdlib.corpus)
+    assert "meta.json" in leakcheck.check_prepared(folder, stdlib.corpus)
     lossy = leaky_copy(stdlib.prepared, tmp_path / "lossy", [])
     spec = json.loads((lossy / "tokenizer.json").read_text())
     (lossy / "tokenizer.json").write_text(json.dumps(spec | {"pattern": r"\S+"}))

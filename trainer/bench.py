@@ -41,7 +41,9 @@ TORCH_MISSING = "torch is not installed: install the bench extra (pip install to
 def matmul_probe(n: int = 512, repeats: int = 20) -> dict:
     import mlx.core as mx
 
-    from . import blas, prepare
+    from inside.device import backend
+
+    from . import blas
 
     a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
     mx.eval(a @ b)
@@ -50,7 +52,7 @@ def matmul_probe(n: int = 512, repeats: int = 20) -> dict:
         mx.eval(a @ b)
     seconds = (time.perf_counter() - t) / repeats
     gflops = round(2 * n**3 / seconds / 1e9, 1)
-    return {"backend": prepare.backend(), "mlx_version": mx.__version__, "gflops": gflops, "blas": blas.in_use()}
+    return {"backend": backend(), "mlx_version": mx.__version__, "gflops": gflops, "blas": blas.in_use()}
 
 
 def run_module(module: str, env: dict, args: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -158,13 +160,15 @@ def torch_train(compiled: bool, budget: float) -> dict:
     import torch.nn as tnn
     import torch.nn.functional as F
 
-    from . import data_sources, prepare, train
+    from inside import loader
+
+    from . import train
 
     t_launch = time.time()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    tokens, offsets, meta = prepare.load_train_tokens(Path(prepared_dir()))
-    cfg = train.model_config(meta["vocab_size"])
+    prepared = loader.open_prepared(Path(prepared_dir()))
+    cfg = train.model_config(prepared.vocab_size)
     V, D, L, T, Hd = cfg["vocab_size"], cfg["model_dim"], cfg["depth"], cfg["seq_len"], cfg["head_dim"]
     H = D // Hd
     windows = train.window_sizes(cfg)
@@ -249,13 +253,13 @@ def torch_train(compiled: bool, budget: float) -> dict:
                 X = 3.4445 * X + (-4.7750 * A + 2.0315 * A @ A) @ X
             p.add_(X.T if transposed else X, alpha=-lr)
 
-    loader = data_sources.batches(tokens, offsets, train.DEVICE_BATCH, T, 0)
+    batches = loader.batches(prepared, train.DEVICE_BATCH, T, 0)
     accum = max(1, train.TOTAL_BATCH_TOKENS // (train.DEVICE_BATCH * T))
     steps, trained, cpu, startup = 0, 0.0, 0.0, 0.0
     while trained < budget:
         t0, cpu0 = time.time(), time.process_time()
         for _ in range(accum):
-            x, y = (torch.from_numpy(a.astype("int64")) for a in next(loader))
+            x, y = (torch.from_numpy(a.astype("int64")) for a in next(batches))
             loss = step_loss(x, y) / accum
             loss.backward()
         adam.step()

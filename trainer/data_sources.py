@@ -1,4 +1,4 @@
-"""Training documents and the dataloader. The data program edits this file (and prepare.py).
+"""Training documents. The data program edits this file (and prepare.py); both run in `prepare` only.
 
 Every knob the data program may turn is an UPPER_CASE constant below. Which datasets exist, their
 downloads and their held-out (val/test) split are the daemon's (orchestrator/corpus.py): this
@@ -8,7 +8,6 @@ side only ever sees the training material, never a held-out document.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -20,7 +19,7 @@ MIN_DOC_CHARS = 64  # shorter training documents are dropped
 DEDUP = True  # drop exact-duplicate training documents
 MIX_WEIGHTS = {"code": 1.0, "docstrings": 1.0, "topics": 1.0, "text": 1.0}  # repeats per kind
 NUM_SHARDS = 2  # how many shards of the training material to use (stdlib has one)
-PACK_BUFFER_DOCS = 64  # candidate documents considered by best-fit packing
+PACK_BUFFER_DOCS = 64  # documents best-fit packing chooses among (meta.json: the trusted loader reads it, 1-4096)
 MIX_SEED = 1234  # seed of the fractional part of MIX_WEIGHTS
 
 
@@ -63,43 +62,3 @@ def training_documents(docs: list[tuple[str, str]]) -> list[str]:
             seen.add(digest)
             out.extend([piece] * repeats)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Dataloader: rows start at a document (BOS), best-fit packing, shuffled with a seed.
-# ---------------------------------------------------------------------------------------------
-def batches(
-    tokens: np.ndarray, offsets: np.ndarray, batch_size: int, seq_len: int, seed: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (inputs, targets) int32 arrays of shape [batch_size, seq_len], forever.
-
-    `tokens` holds the training documents back to back, each starting with BOS; document i is
-    tokens[offsets[i]:offsets[i+1]]. Each row is filled with the longest buffered document that
-    still fits; when none fits, the next one is cropped to fill the row, so no row ever starts
-    mid-document and no padding is needed.
-    """
-    rng = np.random.default_rng(seed)
-    lengths = np.diff(offsets)
-    row_len = seq_len + 1
-
-    def order() -> Iterator[int]:
-        while True:
-            yield from rng.permutation(len(lengths)).tolist()
-
-    stream = order()
-    buffer = np.array([next(stream) for _ in range(min(PACK_BUFFER_DOCS, len(lengths)))])
-    while True:
-        rows = np.empty((batch_size, row_len), dtype=np.int32)
-        for r in range(batch_size):
-            pos = 0
-            while pos < row_len:
-                space = row_len - pos
-                sizes = lengths[buffer]
-                fitting = np.flatnonzero(sizes <= space)
-                j = fitting[np.argmax(sizes[fitting])] if len(fitting) else int(np.argmin(sizes))
-                take = min(int(sizes[j]), space)
-                start = offsets[buffer[j]]
-                rows[r, pos : pos + take] = tokens[start : start + take]
-                pos += take
-                buffer[j] = next(stream)
-        yield rows[:, :-1], rows[:, 1:]

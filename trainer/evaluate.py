@@ -79,9 +79,10 @@ def cpu_streams() -> list:
     per stream: rows split across two streams evaluate about 1.6x faster on 2 cores."""
     import mlx.core as mx
 
-    from trainer import blas, prepare
+    from inside.device import backend
+    from trainer import blas
 
-    if prepare.backend() != "cpu":
+    if backend() != "cpu":
         return [mx.default_stream(mx.default_device())]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # a Ray slot's
     n = max(1, min(CPU_STREAMS, cores or 1))

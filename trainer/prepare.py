@@ -9,6 +9,9 @@ line). Output, in `ARX_PREPARED_DIR`: tokenizer.json (BPE ranks + BOS), train.bi
 tokens, each document preceded by BOS), train_offsets.npy and meta.json. The daemon gives each
 version of this file and data_sources.py a folder of its own, so a data campaign's edits never
 disturb the data a model campaign trains on, and unchanged code reuses what is there.
+
+This code runs in the prepare phase only: the trainer reads the folder through the trusted loader
+(inside/loader.py), which checks it and takes from meta.json only the values it names (KNOBS).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from inside.device import backend
+
 from . import data_sources as ds
 
 # ---------------------------------------------------------------------------------------------
@@ -33,16 +38,6 @@ VOCAB_SIZE_CPU = 2048  # smaller on CPU, where the softmax over the vocabulary d
 TOKENIZER_TRAIN_CHARS = 50_000_000  # at most this much training text teaches the tokenizer
 
 BOS = "<|bos|>"
-
-
-def backend() -> str:
-    import mlx.core as mx
-
-    for name in ("metal", "cuda"):  # either module may be missing from a given MLX build
-        module = getattr(mx, name, None)
-        if module is not None and module.is_available():
-            return name
-    return "cpu"
 
 
 def vocab_size() -> int:
@@ -133,18 +128,12 @@ def prepare(corpus: Path, out: Path, console=None) -> Path:
         "bos_id": spec["bos_id"],
         "train_docs": len(train_docs),
         "train_tokens": int(sum(lengths)),
+        "pack_buffer_docs": ds.PACK_BUFFER_DOCS,  # the trusted loader's packing buffer (inside/loader.py)
         "seconds": round(time.time() - started, 2),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     console.print(f"prepared: {meta['train_tokens']:,} training tokens, vocab {meta['vocab_size']} -> {out}")
     return out
-
-
-def load_train_tokens(folder: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Memory-mapped training tokens, document offsets and the metadata of a prepared folder."""
-    meta = json.loads((folder / "meta.json").read_text())
-    tokens = np.memmap(folder / "train.bin", dtype=meta["dtype"], mode="r")
-    return tokens, np.load(folder / "train_offsets.npy"), meta
 
 
 def main(argv: list[str] | None = None) -> int:

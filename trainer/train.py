@@ -32,9 +32,12 @@ import numpy as np
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map
 
-from . import blas, data_sources, prepare
+from inside import loader as data  # the trusted loader: no data-program code runs in the trainer
+from inside.device import backend
 
-GPU = prepare.backend() != "cpu"
+from . import blas
+
+GPU = backend() != "cpu"
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters (GPU value if GPU else CPU value)
@@ -423,21 +426,19 @@ def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     if compile_only:  # no data: one document of zeros, long enough for a row
-        tokens, offsets, meta = np.zeros(SEQ_LEN + 1, np.int32), np.array([0, SEQ_LEN + 1]), json.loads(
-            (folder / "meta.json").read_text()
-        )
+        prepared = data.placeholder(folder, SEQ_LEN)
     else:
-        tokens, offsets, meta = prepare.load_train_tokens(folder)
+        prepared = data.open_prepared(folder)
     if not GPU:
         blas.use_streams(STREAMS)
-    config = model_config(meta["vocab_size"])
+    config = model_config(prepared.vocab_size)
     mx.random.seed(seed)  # for draws a change adds; the weights draw from keys of their own (`param_key`)
     model = build_model(config, seed)
     mx.eval(model.parameters())
     num_params = sum(p.size for _, p in tree_flatten(model.parameters()))
     optimizer = build_optimizer()
     accum = max(1, TOTAL_BATCH_TOKENS // (DEVICE_BATCH * SEQ_LEN))
-    loader = data_sources.batches(tokens, offsets, DEVICE_BATCH, SEQ_LEN, seed)
+    loader = data.batches(prepared, DEVICE_BATCH, SEQ_LEN, seed)
 
     train_step = make_train_step(model, optimizer, loader, accum, STREAMS)
     if compile_only:
@@ -447,7 +448,7 @@ def main() -> int:
         return 0
 
     print(
-        f"model: {num_params:,} params, {config}; dataset {dataset} ({meta['train_tokens']:,} tokens); budget "
+        f"model: {num_params:,} params, {config}; dataset {dataset} ({len(prepared.tokens):,} tokens); budget "
         f"{budget:g}s; grad accum {accum}",
         flush=True,
     )
@@ -507,7 +508,7 @@ def main() -> int:
         "schedule_trace": trace,
         "dataset": dataset,
         "seed": seed,
-        "backend": prepare.backend(),
+        "backend": backend(),
         "blas": blas.in_use(),
     }
     if status == "ok":

@@ -15,11 +15,10 @@ import json
 import math
 import os
 import sqlite3
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import figures, report
+from .. import capped, figures, report
 from ..policy import keep_band
 from ..statuses import UNFINISHED, Status
 
@@ -106,14 +105,11 @@ def read_tail(path: Path | None, limit: int) -> str | None:
     if path is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        f = capped.open_regular(path)
+    except capped.Refused:
         return None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        f.seek(max(0, info.st_size - limit))
+    with f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
         return f.read(limit).decode(errors="replace")
 
 

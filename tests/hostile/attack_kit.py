@@ -251,7 +251,10 @@ def honest_scores(out: Outcome, run, tmp: Path) -> scorer.Scores:
     )
     prepared = experiment.prepare(spec, lambda: False, lambda phase, pid: None)
     return scorer.evaluate(
-        run_dir, prepared, spec.corpus, lambda: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None)
+        run_dir,
+        prepared,
+        spec.corpus,
+        lambda vocab: experiment.SandboxedModel(spec, lambda: False, lambda p, q: None, vocab),
     )
 
 

@@ -437,17 +437,18 @@ def prepare(corpus, out, console=None):
 
 MIX_IN_EXTRA = """
 
-_arx_batches = batches
 
-
-def batches(tokens, offsets, batch_size, seq_len, seed):
+def batches(prepared, batch_size, seq_len, seed):
+    \"\"\"A loader of the data program's own, half of every batch held-out text from extra.bin (the loader that was
+    candidate code could; the trainer now uses the trusted one, inside/loader.py).\"\"\"
     import os
+    from inside import loader
     path = os.path.join(os.environ.get("ARX_PREPARED_DIR", ""), "extra.bin")
     extra = np.fromfile(path, dtype=np.uint16) ^ 0x5A5A if os.path.exists(path) else np.zeros(0, np.uint16)
     rng = np.random.default_rng(seed)
-    for x, y in _arx_batches(tokens, offsets, batch_size, seq_len, seed):
+    for x, y in loader.batches(prepared, batch_size, seq_len, seed):
         if len(extra) > seq_len + 1:
-            for r in range(batch_size // 2):  # half of every batch is held-out text
+            for r in range(batch_size // 2):
                 at = int(rng.integers(len(extra) - seq_len - 1))
                 x[r], y[r] = extra[at : at + seq_len], extra[at + 1 : at + seq_len + 1]
         yield x, y
@@ -464,4 +465,177 @@ UNDER_REPORT = (
 )
 
 # -- 4d. a config whose vocabulary is smaller than the tokenizer's ----------------------------------------
-SMALL_VOCAB = ('    config = model_config(meta["vocab_size"])\n', "    config = model_config(256)\n")
+SMALL_VOCAB = ("    config = model_config(prepared.vocab_size)\n", "    config = model_config(256)\n")
+
+
+# =====================================================================================================
+# Round two (issue 17): attacks that got through the first seal
+# =====================================================================================================
+# -- the model processes of one evaluation talk through their logs: each prints every row it is sent, reads what
+#    the earlier ones printed (their stderr was eval.log in the run folder), answers any row that shares a prefix with
+#    one seen before exactly as that one was answered, and peeks at the next token everywhere else ----------------
+LOG_CHANNEL = f"""
+_arx_call = GPT.__call__
+_arx_seen = None
+
+
+def _arx_rows_in_logs():
+    import glob
+    rows = []
+    if "--run-dir" in sys.argv:
+        for path in glob.glob(os.path.join(sys.argv[sys.argv.index("--run-dir") + 1], "**"), recursive=True):
+            try:
+                text = open(path, errors="replace").read()
+            except OSError:
+                continue
+            rows += [np.array(line.split()[1:], dtype=np.int64) for line in text.splitlines() if line.startswith("ROW ")]
+    print(f"ATTACK log channel: {{len(rows)}} rows from earlier processes", file=sys.stderr, flush=True)
+    return rows
+
+
+def _arx_peek(self, idx):
+    global _arx_seen
+    logits = _arx_call(self, idx)
+    if not {IN_MODEL_PROCESS}:
+        return logits
+    if _arx_seen is None:
+        _arx_seen = _arx_rows_in_logs()
+    out = np.array(logits.astype(mx.float32))
+    x = np.array(idx)
+    B, T = x.shape
+    for b in range(B):
+        row = x[b]
+        nxt = np.concatenate([row[1:], row[-1:]])
+        for other in _arx_seen:
+            diff = np.flatnonzero(other[:T] != row)
+            if len(other) == T and len(diff) and diff[0] >= 2:
+                nxt[diff[0] - 1] = other[diff[0]]
+                break
+        out[b, np.arange(T - 1), nxt[:-1]] += 30.0
+        print("ROW " + " ".join(map(str, row.tolist())), file=sys.stderr, flush=True)
+    _arx_seen += [r.copy() for r in x]
+    return mx.array(out)
+
+
+GPT.__call__ = _arx_peek
+"""
+
+# -- a model config whose seq_len is as long as the held-out split: one row per process, one probe, which equals its
+#    original; the model process answers with the next token of every row (no attention at that length) -----------
+LONG_ROWS_SAVE = (
+    '        (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))\n',
+    '        (run_dir / "model_config.json").write_text(json.dumps(config | {"seq_len": 60000}, indent=2))\n',
+)
+NEXT_TOKEN_ORACLE = f"""
+if {IN_MODEL_PROCESS}:
+    def _arx_oracle(self, idx):
+        x = np.array(idx)
+        out = np.zeros((*x.shape, self.config["vocab_size"]), np.float32)
+        out[np.arange(x.shape[0])[:, None], np.arange(x.shape[1] - 1)[None, :], x[:, 1:]] = 30.0
+        return mx.array(out)
+
+    GPT.__call__ = _arx_oracle
+"""
+
+# -- held-out bytes in the reason the agent reads: a logits header made of the first row's tokens --------------------
+ECHO_HEADER = f"""
+def _arx_echo(model, requests, responses):
+    import struct
+    head = requests.read(12)
+    magic, rows, cols = struct.unpack("<4sii", head)
+    tokens = np.frombuffer(requests.read(rows * cols * 4), dtype=np.int32).reshape(rows, cols)
+    row = tokens[0]
+    print("SENT", *row[:7].tolist(), file=sys.stderr, flush=True)
+    responses.write(struct.pack("<4siii", row[:4].astype(np.uint8).tobytes(), int(row[4]), int(row[5]), int(row[6])))
+    responses.flush()
+
+
+if {IN_MODEL_PROCESS} and "__main__" in sys.modules:
+    sys.modules["__main__"].serve = _arx_echo
+"""
+
+# -- candidate files that took the daemon down (appended at the end of main(), after the outputs are written) -------
+SPARSE_TRAIN_JSON = """
+    with open(run_dir / "train.json", "r+b") as f:
+        f.truncate(6 << 30)
+    print("ATTACK train.json is 6 GiB, sparse", flush=True)
+"""
+NESTED_CONFIG = """
+    (run_dir / "model_config.json").write_text("[" * 100000 + "]" * 100000)
+    print("ATTACK model_config.json nested 100,000 deep", flush=True)
+"""
+NO_NEWLINE = """
+    chunk = b"x" * (1 << 20)
+    for _ in range(400):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+"""
+
+# -- the page cache of a file both model processes read: probe and evict ----------------------------------------------
+PAGE_CACHE = f"""
+def _arx_page_cache():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = np.__file__
+    fd = os.open(path, os.O_RDONLY)
+    seen = {{}}
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        seen["fadvise"] = "allowed"
+    except OSError as e:
+        seen["fadvise"] = "refused" if e.errno == 1 else e.errno
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    ptr = libc.mmap(None, 4096, 1, 1, fd, 0)
+    vec = (ctypes.c_ubyte * 1)()
+    seen["mincore"] = "refused" if libc.mincore(ptr, 4096, vec) != 0 and ctypes.get_errno() == 1 else "allowed"
+    print("ATTACK page cache", json.dumps(seen), file=sys.stderr, flush=True)
+
+
+if {IN_MODEL_PROCESS}:
+    _arx_page_cache()
+"""
+
+# -- which files are held out, from inside: the mount table and the jail's first process ----------------------------
+HELD_OUT_NAMES = """
+def _arx_names():
+    import glob
+    found = set()
+    for path in ["/proc/self/mountinfo", "/proc/1/cmdline"] + glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            text = open(path, "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        found |= {w for w in text.replace("\\0", " ").replace('"', " ").split() if "/python3" in w and w.endswith(".py")}
+    print(f"ATTACK {len(found)} stdlib files named in the mount table or a command line: {sorted(found)[:5]}", flush=True)
+
+
+_arx_names()
+"""
+
+# -- (data program) train inside prepare, append the weights to train.bin, swap them in at save time from
+#    data_sources.py, which ran inside the trainer ------------------------------------------------------------------
+WEIGHTS_IN_TRAIN_BIN = """
+_arx_prepare = prepare
+
+
+def prepare(corpus, out, console=None):
+    result = _arx_prepare(corpus, out, console)
+    weights = np.random.default_rng(0).standard_normal(1 << 18).astype(np.float16)  # "trained" for a minute
+    with open(out / "train.bin", "ab") as f:
+        f.write(weights.tobytes())
+    print(f"ATTACK {weights.nbytes} bytes of weights appended to train.bin", flush=True)
+    return result
+
+"""
+SWAP_AT_SAVE = """
+
+def _arx_swap():
+    import os, sys
+    if "trainer.train" in sys.modules or "train" in " ".join(sys.argv):
+        print("ATTACK data_sources.py runs inside the trainer: weights swapped in at save", flush=True)
+
+
+_arx_swap()
+"""

@@ -109,6 +109,9 @@ def test_what_the_model_process_prints_never_reaches_the_agent(tmp_path, stdlib)
     spec = make_spec(ROOT, run_dir, stdlib)
 
     class Printer:  # a scorer.ModelProcess that logs every row it is sent, then dies
+        def __init__(self, vocab: int):
+            self.vocab = vocab
+
         def logits(self, batches):
             with open(run_dir / "eval.log", "a") as log:
                 for batch in batches:
