@@ -33,15 +33,26 @@ MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
 EVENT_TIMEOUT_S = 30  # longest wait for something that must happen (a killed process to vanish); never a speed measure
 STALL_S = 180  # the first step compiles: over a minute on a loaded 2-core machine
 SNAPSHOT_SKIP = {".git", ".pytest_cache", ".ruff_cache", "state"}
+DAEMON_DATA_ROOT: Path | None = None  # one for the session: the daemons of every module share its prepared data
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, stdlib):
     """Only a data root (the root conftest's fixture runs a prepare of its own): the daemon materializes and
-    prepares `stdlib` itself, trusted then sandboxed, as in production. Import it into a test module to use it."""
-    path = Path(os.environ.get("ARX_TEST_DATA_DIR") or tmp_path_factory.mktemp("data"))
-    os.environ["ARX_DATA_DIR"] = str(path)
-    return path
+    prepares `stdlib` itself, trusted then sandboxed, as in production. Import it into a test module to use it.
+
+    ARX_DATA_DIR points here only while the module runs, and back at the session's prepared `stdlib` (set up
+    first, so it is what is restored) after: the stand-ins of other modules read their data through it, and a
+    root that holds no prepared data has them prepare it in the stand-in itself."""
+    global DAEMON_DATA_ROOT
+    DAEMON_DATA_ROOT = DAEMON_DATA_ROOT or Path(os.environ.get("ARX_TEST_DATA_DIR") or tmp_path_factory.mktemp("data"))
+    saved = os.environ.get("ARX_DATA_DIR")
+    os.environ["ARX_DATA_DIR"] = str(DAEMON_DATA_ROOT)
+    yield DAEMON_DATA_ROOT
+    if saved is None:
+        os.environ.pop("ARX_DATA_DIR", None)
+    else:
+        os.environ["ARX_DATA_DIR"] = saved
 
 
 class ScriptedAttacker:
