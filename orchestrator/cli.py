@@ -60,6 +60,10 @@ def make_agent(
         from agents.offline import OfflineAgent
 
         return OfflineAgent(seed=seed)
+    if choice == "optuna":
+        from agents.optuna_search import OptunaAgent
+
+        return OptunaAgent(seed=seed)
     if not os.environ.get("ANTHROPIC_API_KEY"):
         from .daemon import UserError
 
@@ -168,7 +172,8 @@ def policy_options(command):
     "--agent",
     default="auto",
     show_default=True,
-    help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline",
+    help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, offline (local search over the numeric "
+    "constants), or optuna (a TPE study over them, kept in the state folder)",
 )
 @click.option("--model", default=None, help="Claude model for the claude agent (default: a current Sonnet)")
 @click.option(
@@ -286,8 +291,8 @@ def start(
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
     if not TAG_PATTERN.match(tag):
         fail(f"bad tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
-    if agent not in ("auto", "claude", "offline"):
-        fail(f"unknown agent {agent!r}; choose auto, claude or offline")
+    if agent not in ("auto", "claude", "offline", "optuna"):
+        fail(f"unknown agent {agent!r}; choose auto, claude, offline or optuna")
     check_numbers(locals() | policy)
     slot = check_executor(executor, ray_address, parallel, slot_resources)
     if executor == "ray" and unsafe_no_sandbox:
