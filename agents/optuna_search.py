@@ -122,11 +122,10 @@ def as_written(dist: BaseDistribution, value: int | float) -> int | float:
     return written(value) if isinstance(dist, FloatDistribution) else value
 
 
-def tell_verdicts(study: optuna.Study, history: list[dict], seq: int) -> list[int]:
-    """Close every open trial whose run has ended (each exactly once: a closed trial is no longer RUNNING); returns
-    the numbers of the trials closed. A trial of this very proposal still open was asked again: it failed."""
+def tell_verdicts(study: optuna.Study, history: list[dict]) -> None:
+    """Close every open trial whose run has ended, each exactly once (a closed trial is no longer RUNNING). The
+    history leaves out the run being proposed: a trial of it still open was asked again (no edits), and failed."""
     rows = {r["seq"]: r for r in history if r.get("kind") == Kind.EXPERIMENT}
-    closed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         row = rows.get(trial.user_attrs.get("seq"))
         status = row["status"] if row else None
@@ -139,8 +138,6 @@ def tell_verdicts(study: optuna.Study, history: list[dict], seq: int) -> list[in
             study.tell(trial.number, state=TrialState.PRUNED)
         else:  # rejected, refused, interrupted, or no row at all: nothing was learned about its values
             study.tell(trial.number, state=TrialState.FAIL)
-        closed.append(trial.number)
-    return closed
 
 
 def draw(
@@ -205,7 +202,7 @@ class OptunaAgent:
     def propose(self, ctx: ProposalContext) -> Proposal:
         study = self.open(ctx)
         sampler_seed = study.user_attrs["sampler_seed"]
-        tell_verdicts(study, ctx.history, ctx.seq)
+        tell_verdicts(study, ctx.history)
         gpu = ctx.hardware.get("backend") in ("metal", "cuda")
         space = search_space({p: ctx.base_files[p] for p in ctx.editable}, gpu, self.frozen)
         editor = ScopedEditor(ctx.worktree, ctx.editable, ctx.readable)
