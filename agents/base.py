@@ -66,6 +66,7 @@ class ProposalContext:
     best_diff: str = ""  # how the current best differs from the base, in the editable files
     expected_gap_s: float | None = None  # expected seconds between two proposals (training + evaluation + overhead)
     conversation_path: Path | None = None  # where the agent keeps this proposal's conversation (outside the run dir)
+    agent_state: Path | None = None  # a path stem (state/<agent>/<program>-<tag>) an agent may keep files under
 
 
 @dataclass

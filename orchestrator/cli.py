@@ -114,6 +114,10 @@ def make_agent(choice: str, seed: int, claude=None):
             "*** no ANTHROPIC_API_KEY: using the OFFLINE agent (seeded search over numeric constants, no LLM) ***",
             flush=True,
         )
+    if choice == "optuna":
+        from agents.optuna_search import OptunaAgent
+
+        return OptunaAgent(seed=seed)
     from agents.offline import OfflineAgent
 
     return OfflineAgent(seed=seed)
@@ -324,7 +328,8 @@ def noise_warning(state: Path, program: str, tag: str, dataset: str, budget_s: f
     "--agent",
     default="auto",
     show_default=True,
-    help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, or offline",
+    help="auto (claude if ANTHROPIC_API_KEY is set, else offline), claude, offline (local search over the numeric "
+    "constants), or optuna (a TPE study over them, kept in the state folder)",
 )
 @click.option(
     "--model",
@@ -365,8 +370,8 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
         fail(f"unknown program {program!r}; choose one of: {', '.join(PROGRAMS)}")
     if not TAG_PATTERN.match(tag):
         fail(f"bad tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)")
-    if agent not in ("auto", "claude", "offline"):
-        fail(f"unknown agent {agent!r}; choose auto, claude or offline")
+    if agent not in ("auto", "claude", "offline", "optuna"):
+        fail(f"unknown agent {agent!r}; choose auto, claude, offline or optuna")
     check_numbers(locals() | options | policy, start)
     executor, parallel, unsafe_no_sandbox = options["executor"], options["parallel"], options["unsafe_no_sandbox"]
     options["slot_resources"] = check_executor(executor, options["ray_address"], parallel, options["slot_resources"])

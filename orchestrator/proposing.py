@@ -148,6 +148,7 @@ class Proposer:
             best_diff=self.wt.git.diff(campaign.base_commit, "HEAD", "--", *self.program.editable),
             expected_gap_s=facts.expected_gap_s(runs, self.s.budget_s),
             conversation_path=Path(run.conversation) if run.conversation else None,
+            agent_state=self.rec.paths.state / self.agent.name / self.rec.paths.name,
         )
 
     @functools.cached_property
