@@ -18,6 +18,9 @@ better), their mean d and their spread s:
      gains whose pairs are not tight, and needs no spread of the candidate's own at n = 2.
 - from 3 pairs, an own-pairs t below `futility_t` (a mean gain smaller than its standard error):
   discard as not promising; more pairs would rarely change that, and A/A candidates stop sooner.
+- from 3 pairs, a gain too small to matter: when even the upper SMALL_BOUND confidence bound of the
+  mean gain, d + t s / sqrt n, is below `min_delta`, no number of pairs could keep it (a nudge whose
+  pairs agree on almost nothing would otherwise run to `max_pairs`).
 - `max_pairs` pairs without a keep: discard ("better but not shown").
 - otherwise: measure one more pair.
 
@@ -36,6 +39,8 @@ import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass, field, fields
+
+SMALL_BOUND = 0.9  # the confidence of the upper bound that calls a gain too small to matter (a discard: no false keep)
 
 
 def _field(default, help: str):
@@ -186,6 +191,8 @@ def assess(policy: Policy, gains: list[float], noise: Noise) -> Assessment:
         return Assessment(DISCARD, f"better but not shown after {n} pairs: {where}", **numbers)
     if t_own is not None and t_own < policy.futility_t:
         return Assessment(DISCARD, f"not promising (own-pairs t below {policy.futility_t:g}): {where}", **numbers)
+    if n >= 3 and mean + t_quantile(SMALL_BOUND, n - 1) * sd / math.sqrt(n) < policy.min_delta:
+        return Assessment(DISCARD, f"too small to matter (below min_delta {policy.min_delta:g}): {where}", **numbers)
     return Assessment(CONTINUE, f"better but not yet shown: {where}", **numbers)
 
 

@@ -77,6 +77,17 @@ def test_a_gain_within_its_own_standard_error_is_not_promising():
     assert a.verdict == DISCARD and "not promising" in a.reason and a.t_own < P.futility_t
 
 
+def test_a_gain_too_small_to_matter_stops_before_the_cap():
+    """A nudge whose pairs agree on almost nothing (measured: +0.0003, sd 0.0006 ran to 8 pairs): once even the upper
+    bound of its gain is below min_delta it goes; a tight gain above min_delta is not touched."""
+    tiny = [0.0003, 0.0001, 0.0004, 0.0002]
+    assert [assess(P, tiny[:n], NOISE).verdict for n in (1, 2)] == [CONTINUE, CONTINUE]
+    a = assess(P, tiny[:3], NOISE)
+    assert a.verdict == DISCARD and a.reason.startswith("too small to matter") and a.t_own > P.futility_t
+    assert assess(P, [0.0009, 0.0012, 0.0011], NOISE).verdict == CONTINUE  # its upper bound reaches min_delta
+    assert assess(P, [0.012, 0.010, 0.011], NOISE).verdict == KEEP
+
+
 def test_the_level_is_shared_by_every_test_of_every_look():
     assert P.looks() == 13  # the pooled test at pairs 2..8, the own-pairs test at 3..8
     assert P.level() == pytest.approx(0.03 / 13)
