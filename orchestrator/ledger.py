@@ -94,7 +94,7 @@ class Run(SQLModel, table=True):
     cpu_free: float | None = None  # share of the machine's CPU time other processes left free while it trained
     contended: bool = Field(  # got clearly less of the machine than its partner: measured again, never used
         default=False, sa_column_kwargs={"server_default": "0"}
-    )  # raw INSERTs (orchestrator/bench.py) may leave it out
+    )  # raw INSERTs (bench/daemon.py) may leave it out
     band: float | None = None  # the smallest mean paired gain the decision would have kept (see `decision`)
     decision: str | None = None  # JSON on a verdict row: the test, its numbers and every pair of runs it used
     sibling_commit: str | None = None  # the sibling program's commit merged into this run's code, if any

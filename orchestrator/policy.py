@@ -28,7 +28,7 @@ Every test at every look runs at level `false_keep` / L, where L counts the test
 can run over its looks (Bonferroni): whatever the looks have in common, a candidate that only
 moves the random stream is kept with probability at most `false_keep`. Both tests are exact for
 normal noise (test 2 under the A/A null, test 1 for any candidate); discarding early only removes
-paths. `python -m orchestrator.bench policy` measures the actual rates, and the power.
+paths. `python -m bench policy` measures the actual rates, and the power.
 
 Throughput never decides: tok/s is reported by the (untrusted) trainer.
 """
