@@ -301,7 +301,7 @@ def is_our_child(pid: int) -> bool:
     try:
         return any(
             m in " ".join(psutil.Process(pid).cmdline())
-            for m in ("trainer.train", "trainer.evaluate", "trainer.prepare")
+            for m in ("trainer.train", "inside.evaluate", "trainer.prepare")
         )
     except psutil.Error:
         return False

@@ -387,7 +387,7 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
         print(warning, flush=True)
     import psutil
 
-    from trainer import blas
+    from inside import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
     from .config import Settings

@@ -42,9 +42,9 @@ def platform_check() -> Check:
 
 
 def mlx_checks() -> list[Check]:
-    from trainer import blas  # stdlib only: the orchestrator never imports MLX
+    from inside import blas  # stdlib only: the orchestrator never imports MLX
 
-    probe = run([sys.executable, "-m", "trainer.bench", "--matmul"])
+    probe = run([sys.executable, "-m", "bench", "trainer", "--matmul"])
     if probe.returncode != 0:
         return [
             Check(

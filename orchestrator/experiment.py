@@ -306,7 +306,7 @@ def hidden_paths(spec: Spec) -> tuple[Path, ...]:
 
 
 def wrap(spec: Spec, cmd: list[str], phase_jail: sandbox.Jail, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    from trainer import blas  # stdlib only: the orchestrator never imports MLX
+    from inside import blas  # stdlib only: the orchestrator never imports MLX
 
     full_env = sandbox.environment(blas.fast_env() | env | {"PYTHONUNBUFFERED": "1"})
     if spec.unsafe_no_sandbox:
@@ -461,7 +461,7 @@ class ModelDied(Exception):
 
 
 class SandboxedModel:
-    """A `scorer.ModelProcess`: trainer/evaluate.py in a sandbox, spoken to over its stdin/stdout.
+    """A `scorer.ModelProcess`: inside/evaluate.py in a sandbox, spoken to over its stdin/stdout.
 
     Its jail shows it the worktree and the run's checkpoint (CHECKPOINT), nothing else of the run folder, and it can
     write nowhere that outlives it; its stderr comes to the daemon through a pipe (the first EVAL_LOG_CAP bytes are
@@ -481,7 +481,7 @@ class SandboxedModel:
         cmd = [
             sys.executable,
             "-m",
-            "trainer.evaluate",
+            "inside.evaluate",
             "--run-dir",
             str(spec.run_dir),
             "--worktree",
@@ -557,7 +557,7 @@ class SandboxedModel:
         return self.reason or ("crash", "the evaluation model process died before it answered every batch")
 
     def send(self, batch: np.ndarray) -> None:
-        from trainer.evaluate import REQUEST
+        from inside.evaluate import REQUEST
 
         self.proc.stdin.write(
             REQUEST.pack(b"ROWS", *batch.shape) + np.ascontiguousarray(batch, dtype=np.int32).tobytes()
@@ -568,7 +568,7 @@ class SandboxedModel:
     def receive(self) -> np.ndarray:
         """The logits of the oldest batch not yet answered; the header must describe exactly that batch, with a
         vocabulary in `widths`, before a byte of the logits is read (nothing is allocated on the process's word)."""
-        from trainer.evaluate import RESPONSE
+        from inside.evaluate import RESPONSE
 
         rows, cols = self.sent.popleft()
         head = self.proc.stdout.read(RESPONSE.size)

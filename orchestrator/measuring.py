@@ -165,7 +165,7 @@ class Measurer:
 
 def hardware(record: CampaignRecord) -> dict:
     """What a run's `hardware` column records: the machine, the BLAS, and the champion's backend and speed."""
-    from trainer import blas  # no MLX import: the orchestrator never loads MLX
+    from inside import blas  # no MLX import: the orchestrator never loads MLX
 
     chosen = blas.describe()
     info = {

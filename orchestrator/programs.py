@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]  # the daemon's own checkout: its evaluator is the sealed one
 # our code in the jail: refused in any proposal (everything outside a program's editable files is, these by name)
 LOCKED = (
-    "trainer/evaluate.py",
-    "trainer/blas.py",
+    "inside/evaluate.py",
+    "inside/blas.py",
     "trainer/__init__.py",
     "inside/__init__.py",
     "inside/device.py",
@@ -40,13 +40,13 @@ PROGRAMS = {
         "model",
         "autoresearch",
         ("trainer/train.py",),
-        ("trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py"),
+        ("trainer/prepare.py", "trainer/data_sources.py", "inside/evaluate.py"),
     ),
     "data": Program(
         "data",
         "autoresearch-data",
         ("trainer/prepare.py", "trainer/data_sources.py"),
-        ("trainer/train.py", "trainer/evaluate.py"),
+        ("trainer/train.py", "inside/evaluate.py"),
     ),
 }
 

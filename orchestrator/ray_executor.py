@@ -6,7 +6,7 @@ with a CPU count the actor also pins its phases to its own CPUs (a node-local lo
 On the node, trusted arx code (the node's own installation, never the shipped files) runs
 `experiment.train`: prepare and train in the same sandbox, under the same deadline, stall and
 memory limits, timed by the node's clock. Then the daemon scores: `experiment.score` runs HERE,
-with the held-out documents, and the node only serves logits from a sandboxed `trainer/evaluate.py`
+with the held-out documents, and the node only serves logits from a sandboxed `inside/evaluate.py`
 (`RemoteModel`, a `scorer.ModelProcess`). The actor, and with it every process it started, ends
 with the measurement.
 
@@ -107,7 +107,7 @@ class Slot:
     """One exclusive slot on a node: trusted arx code running one measurement's sandboxed phases."""
 
     def __init__(self, cpus: int | None):
-        if str(ROOT) not in sys.path:  # trainer.blas and the sealed evaluator come from the node's checkout
+        if str(ROOT) not in sys.path:  # inside.blas and the sealed evaluator come from the node's checkout
             sys.path.insert(0, str(ROOT))
         self.cpus: list[int] | None = None
         self.lock = None

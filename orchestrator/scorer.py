@@ -2,7 +2,7 @@
 
 It never runs candidate code. It owns the held-out documents, the tokenizer used for scoring, the
 rows the model sees, the log-softmax and NLL arithmetic, the causality check and the result. A
-`ModelProcess` (a sandboxed `trainer/evaluate.py`) only turns rows into logits:
+`ModelProcess` (a sandboxed `inside/evaluate.py`) only turns rows into logits:
 
     bpb = sum of next-token NLL (nats) over every non-BOS target / (ln 2 * UTF-8 bytes of the docs)
 

@@ -155,7 +155,7 @@ def state(tmp_path_factory) -> Path:
             "rejected",
             None,
             description="edited evaluate.py",
-            decision_reason="out of scope: trainer/evaluate.py",
+            decision_reason="out of scope: inside/evaluate.py",
         ),
         experiment(done.id, 7, "keep", 2.380, description="WARMDOWN 0.5 -> 0.6", diff=DIFF.replace("0.05", "0.06")),
         experiment(done.id, 8, "timeout", None, description="DEPTH 2 -> 12"),

@@ -175,7 +175,7 @@ def test_honest_sandboxed_code_never_opens_a_masked_file(stdlib):
         "trainer.data_sources",
         "trainer.prepare",
         "trainer.train",
-        "trainer.evaluate",
+        "inside.evaluate",
         "inside.loader",
     ]
     out = subprocess.run(

@@ -9,10 +9,11 @@ import math
 import pytest
 
 from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
+from inside import evaluate
 from orchestrator import scorer
 from orchestrator.corpus import docs_sha256, file_sha256
 from orchestrator.experiment import measure
-from trainer import evaluate, train
+from trainer import train
 
 MARKER = "built by the worktree's own build_model"
 TRAIN_FIELDS = (
@@ -119,7 +120,7 @@ def test_no_prepared_data_is_one_clear_error(tmp_path):
 
 
 def test_model_process_refuses_an_incomplete_run(tmp_path):
-    result = run_module("trainer.evaluate", ROOT, {}, ["--run-dir", str(tmp_path), "--worktree", str(ROOT)])
+    result = run_module("inside.evaluate", ROOT, {}, ["--run-dir", str(tmp_path), "--worktree", str(ROOT)])
     assert result.returncode == 2 and "lacks model.safetensors, model_config.json" in result.stderr
 
 

@@ -46,7 +46,7 @@ START = "    t_launch = time.time()\n"
 FAULTS = {
     "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
     "edited evaluate.py": patch(
-        "trainer/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'
+        "inside/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'
     ),
     "hang": patch("trainer/train.py", START, START + "    time.sleep(600)\n"),
     "memory": patch(
@@ -130,7 +130,7 @@ def test_edit_outside_scope_is_rejected(campaign):
 
 def test_edited_evaluator_is_rejected(campaign):
     run = campaign["runs"]["edited evaluate.py"]
-    assert run.status == "rejected" and "trainer/evaluate.py" in run.decision_reason
+    assert run.status == "rejected" and "inside/evaluate.py" in run.decision_reason
 
 
 def test_hanging_trainer_times_out(campaign):

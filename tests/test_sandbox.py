@@ -24,9 +24,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from inside import blas
 from orchestrator import runner, sandbox, sandbox_setup
 from orchestrator.sandbox import Jail
-from trainer import blas
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX = sys.platform.startswith("linux")

@@ -77,16 +77,16 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
     wt = state / "worktrees" / "model-hostile"
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     targets = [
-        str(ROOT / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(ROOT / "inside/__pycache__/evaluate.cpython-311.pyc"),
         str(ROOT / "orchestrator/scorer.py"),
         str(site / "sitecustomize.py"),
         str(site / "zz_hostile.pth"),
         str(Path(sys.base_prefix) / "lib/python3.11/sitecustomize.py"),
         str(repo / "orchestrator/scorer.py"),
-        str(repo / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(repo / "inside/__pycache__/evaluate.cpython-311.pyc"),
         str(repo / ".git/hooks/post-commit"),
-        str(wt / "trainer/evaluate.py"),
-        str(wt / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(wt / "inside/evaluate.py"),
+        str(wt / "inside/__pycache__/evaluate.cpython-311.pyc"),
         str(state / "runs/hostile-note.txt"),
     ]
     dbs = [str(state / "experiments.db")]
@@ -106,7 +106,7 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
             "symlinked log": replace(
                 TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign.py")) + END_OF_MAIN
             ),
-            "edit blas.py": chain(append("trainer/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
+            "edit blas.py": chain(append("inside/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
             "model process sleeps": inject(p.MODEL_SLEEPS),
         }.items()
     }
@@ -227,7 +227,7 @@ def test_a_symlinked_log_writes_nothing_outside(campaign):
 
 def test_editing_a_locked_file_is_rejected(campaign):
     r = run(campaign, "edit blas.py")
-    assert r.status == "rejected" and "trainer/blas.py" in r.decision_reason
+    assert r.status == "rejected" and "inside/blas.py" in r.decision_reason
 
 
 def test_a_model_process_that_sleeps_forever_times_out(campaign):

@@ -1,6 +1,6 @@
 """The untrusted half of evaluation: a model process that turns token rows into logits. LOCKED.
 
-    python -m trainer.evaluate --run-dir DIR --worktree PATH     (the daemon runs it in a sandbox)
+    python -m inside.evaluate --run-dir DIR --worktree PATH     (the daemon runs it in a sandbox)
 
 It loads the worktree's `build_model` (candidate code) and the run's checkpoint, then answers
 requests on stdin/stdout until told to stop. It never sees a document, a tokenizer, a byte count
@@ -79,8 +79,8 @@ def cpu_streams() -> list:
     per stream: rows split across two streams evaluate about 1.6x faster on 2 cores."""
     import mlx.core as mx
 
+    from inside import blas
     from inside.device import backend
-    from trainer import blas
 
     if backend() != "cpu":
         return [mx.default_stream(mx.default_device())]
@@ -122,7 +122,7 @@ def serve(model, requests, responses) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trainer.evaluate", description="Serve a trained model's logits to the trusted scorer."
+        prog="python -m inside.evaluate", description="Serve a trained model's logits to the trusted scorer."
     )
     parser.add_argument(
         "--run-dir", required=True, type=Path, help="folder with model.safetensors and model_config.json"
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from trainer import blas
+    from inside import blas
 
     blas.reexec_with_openblas()
     sys.exit(main())

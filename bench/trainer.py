@@ -1,9 +1,9 @@
 """Benchmarks of the trainer, printed as JSON (never timed assertions in tests).
 
-    ARX_PREPARED_DIR=... python -m trainer.bench                # MLX, PyTorch eager, torch.compile, side by side
-    ARX_PREPARED_DIR=... python -m trainer.bench --rounds 5 --budget 60
-    python -m trainer.bench --matmul        # one line: backend, MLX version, fp32 matmul GFLOP/s, BLAS
-    python -m trainer.bench --blas 3        # the trainer on each BLAS this machine offers, alternated 3 times
+    ARX_PREPARED_DIR=... python -m bench trainer                # MLX, PyTorch eager, torch.compile, side by side
+    ARX_PREPARED_DIR=... python -m bench trainer --rounds 5 --budget 60
+    python -m bench trainer --matmul        # one line: backend, MLX version, fp32 matmul GFLOP/s, BLAS
+    python -m bench trainer --blas 3        # the trainer on each BLAS this machine offers, alternated 3 times
 
 The side-by-side run trains one model (train.py's config, Muon + AdamW) on the same data and the same
 cores in three fresh processes per round: `mlx` (the real trainer as the daemon runs it, its kernels
@@ -41,9 +41,8 @@ TORCH_MISSING = "torch is not installed: install the bench extra (pip install to
 def matmul_probe(n: int = 512, repeats: int = 20) -> dict:
     import mlx.core as mx
 
+    from inside import blas
     from inside.device import backend
-
-    from . import blas
 
     a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
     mx.eval(a @ b)
@@ -110,7 +109,7 @@ def torch_side(side: str, budget: float, inductor_cache: Path) -> dict:
     if importlib.util.find_spec("torch") is None:
         return {"error": TORCH_MISSING}
     env = {"ARX_NO_FAST_BLAS": "1", "TORCHINDUCTOR_CACHE_DIR": str(inductor_cache)}
-    done = run_module("trainer.bench", env, ["--side", side, "--budget", str(budget)])
+    done = run_module("bench.trainer", env, ["--side", side, "--budget", str(budget)])
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -161,8 +160,7 @@ def torch_train(compiled: bool, budget: float) -> dict:
     import torch.nn.functional as F
 
     from inside import loader
-
-    from . import train
+    from trainer import train
 
     t_launch = time.time()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -288,7 +286,7 @@ def torch_train(compiled: bool, budget: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 def blas_choices() -> dict[str, str | None]:
     """Every BLAS this machine offers a trainer: the system's, the wheel's, the reference."""
-    from . import blas
+    from inside import blas
 
     found: dict[str, str | None] = {}
     system = [p for p in blas.SYSTEM if os.path.exists(p)]
@@ -337,7 +335,7 @@ def compare_blas(budget: float, rounds: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trainer.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--budget", type=float, default=30, help="training seconds per measured run (default 30)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side comparison (default 3)")
@@ -361,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from . import blas
+    from inside import blas
 
     blas.reexec_with_openblas()
     sys.exit(main())
