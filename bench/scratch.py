@@ -25,7 +25,7 @@ from orchestrator.executor import LocalExecutor
 from orchestrator.experiment import Measurement
 from orchestrator.policy import Policy
 from orchestrator.programs import ROOT
-from orchestrator.scorer import Scores
+from orchestrator.scoring.scorer import Scores
 
 CODE = ("trainer", "inside", "orchestrator", "agents", "prompts", "pyproject.toml")  # what a campaign needs
 FIXED_STEPS_BUDGET_S = 3600.0  # a run at a fixed step count stops at its steps; the budget only bounds the watchdog

@@ -33,10 +33,11 @@ from pathlib import Path
 
 from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
-from orchestrator import corpus, experiment, facts, sandbox
+from orchestrator import experiment, facts, sandbox
 from orchestrator.executor import LocalExecutor
 from orchestrator.judge import Point, judge
 from orchestrator.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
+from orchestrator.scoring import corpus
 from orchestrator.statuses import Kind, Status
 
 PLANTS = (  # (constant, its value in the base, the planted improvement) on the default CPU model at 16 steps,

@@ -4,7 +4,7 @@
 
 It loads the worktree's `build_model` (candidate code) and the run's checkpoint, then answers
 requests on stdin/stdout until told to stop. It never sees a document, a tokenizer, a byte count
-or a score: the trusted scorer (orchestrator/scorer.py) owns all of those, and checks what comes
+or a score: the trusted scorer (orchestrator/scoring/scorer.py) owns all of those, and checks what comes
 back (shape, finiteness, causality on its own secret probe rows). Whatever candidate code does in
 this process can only change the logits it returns.
 

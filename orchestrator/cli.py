@@ -783,7 +783,7 @@ def plot(tag, program, output, state_dir) -> None:
 def manual_spec(dataset: str, worktree: Path, run_dir: Path):
     """A Spec for running one phase by hand on a checkout (prepare, evaluate), sandboxed as a campaign would."""
     from . import experiment, sandbox
-    from .corpus import DownloadError, UnknownDataset, materialize
+    from .scoring.corpus import DownloadError, UnknownDataset, materialize
 
     try:
         found = materialize(dataset)
@@ -850,7 +850,8 @@ def prepare(dataset, worktree) -> None:
 )
 def evaluate(run_dir, dataset, prepared, worktree) -> None:
     """Score a hand-run training with the trusted scorer (val_bpb, test_bpb as JSON)."""
-    from . import experiment, scorer
+    from . import experiment
+    from .scoring import scorer
 
     spec = manual_spec(dataset, worktree, run_dir)
     try:

@@ -38,7 +38,7 @@ def is_running(paths: StatePaths) -> int | None:
 def check_dataset(dataset: str) -> None:
     """Materialize the dataset's training material and held-out split (downloads happen here, on the
     trusted side, before any sandboxed phase runs)."""
-    from .corpus import DownloadError, UnknownDataset, materialize
+    from .scoring.corpus import DownloadError, UnknownDataset, materialize
 
     try:
         materialize(dataset)

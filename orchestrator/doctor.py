@@ -102,7 +102,7 @@ def disk() -> Check:
 
 def datasets() -> Check:
     """Which datasets are prepared for this checkout's data code (start prepares its own by itself)."""
-    from .corpus import data_root
+    from .scoring.corpus import data_root
 
     root = data_root()
     prepared = sorted({p.parent.name.rsplit("-", 1)[0] for p in (root / "prepared").glob("*/meta.json")})

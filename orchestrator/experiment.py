@@ -16,7 +16,7 @@ checked for held-out text (leakcheck.check_sources); whatever a phase wrote is r
 
 Hidden in all of them: the state directory (ledger, other runs, locks, other worktrees), the data
 cache (downloads and held-out documents), every copy of a held-out stdlib file, the user's home
-(secrets). The scores come from orchestrator/scorer.py in the daemon's own process; the training
+(secrets). The scores come from orchestrator/scoring/scorer.py in the daemon's own process; the training
 time that counts is the daemon's clock, not what the trainer reports.
 """
 
@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import capped, fingerprint, kernels, runner, sandbox, scorer
-from .corpus import Corpus, data_root, file_sha256
+from . import capped, fingerprint, kernels, runner, sandbox
 from .programs import PROGRAMS, ROOT, default_state_dir
+from .scoring import scorer
+from .scoring.corpus import Corpus, data_root, file_sha256
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
 PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a
@@ -166,7 +167,7 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
-    from .leakcheck import check_sources  # numpy work
+    from .scoring.leakcheck import check_sources  # numpy work
 
     editable = sorted({f for program in PROGRAMS.values() for f in program.editable})
     if problem := check_sources([spec.worktree / f for f in editable], spec.corpus):
@@ -370,7 +371,7 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
             on_phase,
             "prepare",
         )
-        from .leakcheck import check_prepared  # numpy work, only when data was prepared
+        from .scoring.leakcheck import check_prepared  # numpy work, only when data was prepared
 
         check_regular(tmp, "the prepared folder")
         problem = check_prepared(tmp, spec.corpus)

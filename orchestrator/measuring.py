@@ -17,10 +17,11 @@ import psutil
 
 from agents.base import AgentPaused
 
-from . import corpus, executor, experiment, facts, fingerprint, slots, worktree
+from . import executor, experiment, facts, fingerprint, slots, worktree
 from .config import Settings
 from .ledger import Run
 from .record import CampaignRecord
+from .scoring import corpus
 from .statuses import Kind, Status
 
 

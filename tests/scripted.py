@@ -21,7 +21,7 @@ from orchestrator.campaign import CampaignLoop
 from orchestrator.config import Settings
 from orchestrator.experiment import Measurement
 from orchestrator.policy import Policy
-from orchestrator.scorer import Scores
+from orchestrator.scoring.scorer import Scores
 
 BASE = 3.0
 SEED_LUCK = {s: 0.04 * ((s * 7919) % 11 - 5) / 5 for s in range(1, 200)} | {

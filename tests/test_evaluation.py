@@ -10,9 +10,9 @@ import pytest
 
 from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
 from inside import evaluate
-from orchestrator import scorer
-from orchestrator.corpus import docs_sha256, file_sha256
 from orchestrator.experiment import measure
+from orchestrator.scoring import scorer
+from orchestrator.scoring.corpus import docs_sha256, file_sha256
 from trainer import train
 
 MARKER = "built by the worktree's own build_model"

@@ -11,7 +11,7 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
-from orchestrator import scorer
+from orchestrator.scoring import scorer
 from trainer import train
 
 

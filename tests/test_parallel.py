@@ -19,7 +19,7 @@ from orchestrator.config import Settings
 from orchestrator.executor import LOST
 from orchestrator.experiment import Measurement
 from orchestrator.policy import Policy
-from orchestrator.scorer import Scores
+from orchestrator.scoring.scorer import Scores
 from scripted import BASE, ScriptedExecutor
 
 

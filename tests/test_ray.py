@@ -274,7 +274,7 @@ def test_a_slot_hides_the_daemons_state_folder(tmp_path):
     from dataclasses import replace
 
     from orchestrator import experiment, sandbox
-    from orchestrator.corpus import Corpus
+    from orchestrator.scoring.corpus import Corpus
 
     daemon_state, node = tmp_path / "daemon-state", tmp_path / "node"
     (daemon_state / "runs").mkdir(parents=True)

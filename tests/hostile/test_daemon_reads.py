@@ -88,7 +88,7 @@ def test_a_tokenizer_without_every_single_byte_is_invalid_not_a_panic(tmp_path):
     import base64
     import json
 
-    from orchestrator import scorer
+    from orchestrator.scoring import scorer
 
     ranks = [base64.b64encode(bytes([b])).decode() for b in range(256) if b != 10]
     (tmp_path / "tokenizer.json").write_text(

@@ -78,11 +78,11 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     targets = [
         str(ROOT / "inside/__pycache__/evaluate.cpython-311.pyc"),
-        str(ROOT / "orchestrator/scorer.py"),
+        str(ROOT / "orchestrator/scoring/scorer.py"),
         str(site / "sitecustomize.py"),
         str(site / "zz_hostile.pth"),
         str(Path(sys.base_prefix) / "lib/python3.11/sitecustomize.py"),
-        str(repo / "orchestrator/scorer.py"),
+        str(repo / "orchestrator/scoring/scorer.py"),
         str(repo / "inside/__pycache__/evaluate.cpython-311.pyc"),
         str(repo / ".git/hooks/post-commit"),
         str(wt / "inside/evaluate.py"),

@@ -65,7 +65,7 @@ def test_no_data_program_code_runs_in_a_model_process(trained_run, stdlib, tmp_p
     it is sent. Poisoned, they must never run there (nor in the trainer: test_budget_attacks.py)."""
     import numpy as np
 
-    from orchestrator import scorer
+    from orchestrator.scoring import scorer
 
     wt = copy_trainer(tmp_path / "wt")
     for name in ("prepare.py", "data_sources.py"):

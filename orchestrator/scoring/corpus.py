@@ -394,8 +394,8 @@ def fetch(name: str, console=None) -> Path:
 # Materialize
 # ---------------------------------------------------------------------------------------------
 def scrubbed(docs: list[Doc], heldout: dict[str, list[Doc]]) -> list[Doc]:
-    """Training documents with every long run of held-out text cut out (see leakcheck.scrub)."""
-    from .leakcheck import scrub
+    """Training documents with every long run of held-out text cut out (see shingles.scrub)."""
+    from .shingles import scrub  # numpy: imported only when a corpus is built
 
     pieces = scrub([d.text for d in docs], [d.text for split_docs in heldout.values() for d in split_docs])
     return [Doc(d.key, d.kind, piece) for d, parts in zip(docs, pieces) for piece in parts if piece.strip()]
@@ -454,7 +454,7 @@ def build(name: str, train_dir: Path, heldout_dir: Path) -> None:
 
 def split_rule_version() -> str:
     """Changes whenever the constants that define the split change, so old held-out folders are not reused."""
-    from .leakcheck import SCRUB_BYTES
+    from .shingles import SCRUB_BYTES
 
     return json.dumps(
         [

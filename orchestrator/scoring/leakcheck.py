@@ -20,35 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .shingles import SCRUB_BYTES, SHINGLE_TOKENS, found_in, shingles
+
 if TYPE_CHECKING:
     from .corpus import Corpus
 
-SHINGLE_TOKENS = 32
-SCRUB_BYTES = 48  # the trusted corpus cuts every 48-byte run shared with a held-out document out of training
 MAX_SHARED_FRACTION = 0.01  # of the held-out shingles; an honest stdlib preparation shares about 0.1%
 MAX_SOURCE_BYTES = 8 << 20  # an editable file larger than this is refused unread
-HASH_BASE = np.uint64(0x9E3779B97F4A7C15)
-
-
-def shingles(tokens: np.ndarray, n: int = SHINGLE_TOKENS) -> np.ndarray:
-    """A 64-bit polynomial hash of every window of n tokens (wrapping arithmetic)."""
-    count = len(tokens) - n + 1
-    if count <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    t = np.asarray(tokens).astype(np.uint64)
-    h = np.zeros(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(n):
-            h = h * HASH_BASE + t[j : j + count] + np.uint64(1)
-    return h
-
-
-def found_in(needles: np.ndarray, haystack: np.ndarray) -> np.ndarray:
-    """needles[i] in haystack, for a small haystack (binary search beats np.isin on 4M elements)."""
-    if not len(haystack):
-        return np.zeros(len(needles), dtype=bool)
-    at = np.minimum(np.searchsorted(haystack, needles), len(haystack) - 1)
-    return haystack[at] == needles
 
 
 def shared_fraction(train_tokens: np.ndarray, heldout_ids: list[list[int]]) -> float:
@@ -57,32 +35,6 @@ def shared_fraction(train_tokens: np.ndarray, heldout_ids: list[list[int]]) -> f
         return 0.0
     train = shingles(train_tokens)
     return float(len(np.unique(train[found_in(train, held)])) / len(held))
-
-
-def scrub(texts: list[str], heldout: list[str]) -> list[list[str]]:
-    """Each text split into the pieces that remain after cutting out every run of SCRUB_BYTES
-    bytes that also occurs in a held-out document (licence headers, copied functions, pydoc
-    topics repeated in docstrings)."""
-    n = SCRUB_BYTES
-    held = np.unique(np.concatenate([shingles(np.frombuffer(t.encode(), np.uint8), n) for t in heldout]))
-    blob = "\x00".join(texts).encode()
-    starts = np.flatnonzero(found_in(shingles(np.frombuffer(blob, np.uint8), n), held))
-    cover = np.zeros(len(blob) + 1, dtype=np.int32)
-    np.add.at(cover, starts, 1)
-    np.add.at(cover, starts + n, -1)
-    covered = np.cumsum(cover[:-1]) > 0
-    out, pos = [], 0
-    for text in texts:
-        size = len(text.encode())
-        mask = covered[pos : pos + size]
-        if not mask.any():
-            out.append([text])
-        else:
-            raw = blob[pos : pos + size]
-            edges = np.flatnonzero(np.diff(np.concatenate([[1], mask.astype(np.int8), [1]])))
-            out.append([raw[a:b].decode(errors="ignore") for a, b in zip(edges[::2], edges[1::2])])
-        pos += size + 1
-    return out
 
 
 def check_prepared(folder: Path, corpus: Corpus) -> str | None:
@@ -134,7 +86,7 @@ def string_constants(source: bytes) -> bytes:
 def check_sources(files: list[Path], corpus: Corpus) -> str | None:
     """None when the candidate's files share no more than MAX_SHARED_FRACTION of the held-out SCRUB_BYTES-byte runs,
     else why the run is invalid. Files are read capped: a sparse multi-gigabyte train.py costs nothing."""
-    from . import capped
+    from .. import capped
 
     held = heldout_byte_shingles(corpus)
     found = []
