@@ -185,7 +185,7 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
 
 def bench_eval(budget: float = 30.0, default_budget: float = 300.0) -> dict:
     """Train the checkout's trainer for `budget` seconds and time its sealed evaluation, as a campaign would."""
-    from orchestrator import experiment, sandbox
+    from orchestrator.measure import experiment, sandbox
     from orchestrator.scoring import corpus
 
     with tempfile.TemporaryDirectory() as tmp:

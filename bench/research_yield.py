@@ -25,8 +25,8 @@ from pathlib import Path
 from agents.offline import OfflineAgent
 from bench.scratch import CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.verdicts import DEFAULT_STEPS
-from orchestrator import experiment, sandbox
-from orchestrator.executor import LocalExecutor
+from orchestrator.measure import experiment, sandbox
+from orchestrator.measure.executor import LocalExecutor
 from orchestrator.scoring import corpus
 from orchestrator.statuses import Kind, Status
 

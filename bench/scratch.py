@@ -21,8 +21,8 @@ from orchestrator import fingerprint, ledger
 from orchestrator.campaign import CampaignLoop
 from orchestrator.config import Settings
 from orchestrator.daemon import open_campaign
-from orchestrator.executor import LocalExecutor
-from orchestrator.experiment import Measurement
+from orchestrator.measure.executor import LocalExecutor
+from orchestrator.measure.experiment import Measurement
 from orchestrator.policy import Policy
 from orchestrator.programs import ROOT
 from orchestrator.scoring.scorer import Scores

@@ -72,14 +72,15 @@ def prepared_dir() -> str:
 
 def mlx_compile(kernels: Path) -> float:
     """Seconds to fill `kernels` (a new folder) as the daemon does for new trainer code: the trainer's
-    compile-only run, then the kernel cache's checks and its own compile (`python -m orchestrator.kernels`,
+    compile-only run, then the kernel cache's checks and its own compile (`python -m orchestrator.measure.kernels`,
     run as a program: the trainer never imports the daemon)."""
     started = time.time()
-    stub = f"{ROOT / 'orchestrator' / 'jit'}:{os.environ.get('PATH', os.defpath)}"  # the compile phase's g++
+    stub = f"{ROOT / 'orchestrator' / 'measure' / 'jit'}:{os.environ.get('PATH', os.defpath)}"  # the compile phase's
+    # g++
     with tempfile.TemporaryDirectory() as raw:
         done = run_module("trainer.train", {"ARX_RUN_DIR": raw, "ARX_COMPILE_ONLY": "1", "TMPDIR": raw, "PATH": stub})
         if done.returncode == 0:
-            done = run_module("orchestrator.kernels", {}, ["--publish", raw, str(kernels)])
+            done = run_module("orchestrator.measure.kernels", {}, ["--publish", raw, str(kernels)])
         if done.returncode:
             raise RuntimeError(done.stderr[-2000:])
     return round(time.time() - started, 2)

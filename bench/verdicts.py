@@ -33,9 +33,10 @@ from pathlib import Path
 
 from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
-from orchestrator import experiment, facts, sandbox
-from orchestrator.executor import LocalExecutor
+from orchestrator import facts
 from orchestrator.judge import Point, judge
+from orchestrator.measure import experiment, sandbox
+from orchestrator.measure.executor import LocalExecutor
 from orchestrator.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
 from orchestrator.scoring import corpus
 from orchestrator.statuses import Kind, Status

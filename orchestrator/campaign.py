@@ -27,9 +27,10 @@ import psutil
 
 from agents.base import Agent, AgentPaused, CostLimitReached
 
-from . import executor, facts, fingerprint, judging, ledger, runner, sibling, worktree
+from . import facts, fingerprint, judging, ledger, sibling, worktree
 from .config import Settings
 from .ledger import Campaign, Run, utcnow
+from .measure import executor, runner
 from .measuring import Measurer, StopCampaign, hardware
 from .policy import KEEP
 from .programs import PROGRAMS, StatePaths

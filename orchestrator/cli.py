@@ -278,7 +278,8 @@ def settings_options(command):
 def fast_refusals(program: str, tag: str, state_dir: Optional[Path]) -> Path:
     """What `start` can refuse at once, before it loads the daemon or creates anything: a campaign already running,
     a checkout that is not a git repository, a damaged ledger. Returns the state directory."""
-    from . import backup, doctor, slots
+    from . import backup, doctor
+    from .measure import slots
     from .programs import running_message
 
     state = (state_dir or default_state_dir()).resolve()
@@ -420,7 +421,8 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
 @reads_ledger
 def stop(tag, program, state_dir) -> None:
     """Stop running campaigns gracefully: the run in flight is aborted and recorded as interrupted."""
-    from . import report, slots, tables
+    from . import report, tables
+    from .measure import slots
 
     state, db = state_paths(state_dir)
     if not db.exists():
@@ -625,7 +627,8 @@ def runs(tag, program, status_filter, as_json, as_tsv, state_dir) -> None:
 @reads_ledger
 def show(run, full, state_dir) -> None:
     """One run in full: metrics, decision and the runs it was judged on, diff, log tail, LLM calls, conversation."""
-    from . import report, runner, tables
+    from . import report, tables
+    from .measure import runner
 
     _, db = state_paths(state_dir)
     r = report.find_run(db, run)
@@ -782,7 +785,7 @@ def plot(tag, program, output, state_dir) -> None:
 
 def manual_spec(dataset: str, worktree: Path, run_dir: Path):
     """A Spec for running one phase by hand on a checkout (prepare, evaluate), sandboxed as a campaign would."""
-    from . import experiment, sandbox
+    from .measure import experiment, sandbox
     from .scoring.corpus import DownloadError, UnknownDataset, materialize
 
     try:
@@ -816,7 +819,7 @@ def prepare(dataset, worktree) -> None:
     """Download (if needed), split off the held-out documents, and prepare the tokenizer and token cache.
 
     Prints the prepared folder: pass it to a hand-run trainer as ARX_PREPARED_DIR."""
-    from . import experiment
+    from .measure import experiment
 
     spec = manual_spec(dataset, worktree, default_state_dir() / "runs" / "manual-prepare")
     spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -850,7 +853,7 @@ def prepare(dataset, worktree) -> None:
 )
 def evaluate(run_dir, dataset, prepared, worktree) -> None:
     """Score a hand-run training with the trusted scorer (val_bpb, test_bpb as JSON)."""
-    from . import experiment
+    from .measure import experiment
     from .scoring import scorer
 
     spec = manual_spec(dataset, worktree, run_dir)

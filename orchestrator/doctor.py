@@ -129,7 +129,7 @@ def datasets() -> Check:
 
 
 def sandbox_check() -> Check:
-    from . import sandbox
+    from .measure import sandbox
 
     box = sandbox.backend()
     ok = box.name != "none"

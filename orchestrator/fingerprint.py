@@ -22,7 +22,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import runner
+from .measure import runner
 from .programs import ROOT
 
 TRUSTED = ("orchestrator", "agents", "inside")

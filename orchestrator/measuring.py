@@ -17,9 +17,10 @@ import psutil
 
 from agents.base import AgentPaused
 
-from . import executor, experiment, facts, fingerprint, slots, worktree
+from . import facts, fingerprint, worktree
 from .config import Settings
 from .ledger import Run
+from .measure import executor, experiment, slots
 from .record import CampaignRecord
 from .scoring import corpus
 from .statuses import Kind, Status

@@ -87,8 +87,8 @@ class StatePaths:
     @property
     def kernels(self) -> Path:
         """The kernel cache of every campaign of this state directory (ARX_KERNEL_DIR moves it, for one shared by
-        several), one folder per trainer code version (orchestrator/kernels.py): each run's TMPDIR starts as a copy
-        of its code's folder."""
+        several), one folder per trainer code version (orchestrator/measure/kernels.py): each run's TMPDIR starts as a
+        copy of its code's folder."""
         return Path(os.environ["ARX_KERNEL_DIR"]) if os.environ.get("ARX_KERNEL_DIR") else self.state / "kernels"
 
     @property

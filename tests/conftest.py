@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import experiment, sandbox
+from orchestrator.measure import experiment, sandbox
 from orchestrator.scoring import corpus as corpus_mod
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from agents.base import Proposal, ProposalContext, ScopedEditor
 from orchestrator import daemon, fingerprint, report
 from orchestrator.campaign import CampaignLoop
 from orchestrator.config import Settings
-from orchestrator.experiment import Measurement
+from orchestrator.measure.experiment import Measurement
 from orchestrator.policy import Policy
 from orchestrator.scoring.scorer import Scores
 

@@ -19,7 +19,7 @@ from orchestrator import daemon, ledger
 from orchestrator.campaign import CampaignLoop
 from orchestrator.cli import app
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
+from orchestrator.measure.executor import LocalExecutor
 from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,9 @@ from orchestrator import daemon, fingerprint, ledger
 from orchestrator.campaign import CampaignLoop
 from orchestrator.cli import app
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
 from orchestrator.facts import GAP_OVERHEAD_S, expected_gap_s
 from orchestrator.ledger import Run
+from orchestrator.measure.executor import LocalExecutor
 from orchestrator.policy import Policy
 from orchestrator.proposing import BACKOFF_MAX_S
 

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT, edit_constant, make_spec, run_module
 from inside import loader
-from orchestrator import experiment
+from orchestrator.measure import experiment
 from orchestrator.scoring import corpus, scorer
 from trainer import data_sources as ds
 

@@ -13,7 +13,8 @@ import threading
 import pytest
 
 from conftest import HANG_S, make_repo
-from orchestrator import facts, ledger, slots
+from orchestrator import facts, ledger
+from orchestrator.measure import slots
 from orchestrator.policy import Policy
 from scripted import BASE, FAST_BLAS_GAIN, SEED_LUCK, GainAgent, ScriptedExecutor, Setup
 

@@ -50,7 +50,7 @@ def test_doctor_is_green_on_this_machine(data_dir, tmp_path):
     names = [line[6:].split()[0] for line in lines]
     assert names == ["platform", "mlx", "matmul", "git", "disk", "datasets", "sandbox", "ledger", "api"]
     failed = [line for line in lines if line.startswith("[FIX]")]
-    from orchestrator import sandbox
+    from orchestrator.measure import sandbox
 
     allowed = ["sandbox"] if sandbox.backend().name == "none" else []  # a machine without one is not healthy
     assert [line[6:].split()[0] for line in failed] == allowed, out.stdout

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
 from inside import evaluate
-from orchestrator.experiment import measure
+from orchestrator.measure.experiment import measure
 from orchestrator.scoring import scorer
 from orchestrator.scoring.corpus import docs_sha256, file_sha256
 from trainer import train
@@ -152,7 +152,7 @@ def test_a_model_process_that_trains_before_its_first_logits_is_cut_off(
 ):
     """Time a model process spends before its first batch is time it could train in (identically in both
     processes, so the probes agree): it gets FIRST_LOGITS_S, not the whole evaluation deadline."""
-    from orchestrator import experiment
+    from orchestrator.measure import experiment
 
     source = worktree / "trainer" / "train.py"
     head = "def build_model(config: dict, seed: int = 0) -> GPT:\n"

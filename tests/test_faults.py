@@ -20,7 +20,7 @@ from conftest import make_repo
 from orchestrator import daemon, ledger
 from orchestrator.campaign import CampaignLoop
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
+from orchestrator.measure.executor import LocalExecutor
 from orchestrator.policy import Policy
 
 

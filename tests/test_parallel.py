@@ -16,8 +16,8 @@ from conftest import HANG_S, make_repo
 from orchestrator import daemon, ledger
 from orchestrator.campaign import CampaignLoop
 from orchestrator.config import Settings
-from orchestrator.executor import LOST
-from orchestrator.experiment import Measurement
+from orchestrator.measure.executor import LOST
+from orchestrator.measure.experiment import Measurement
 from orchestrator.policy import Policy
 from orchestrator.scoring.scorer import Scores
 from scripted import BASE, ScriptedExecutor

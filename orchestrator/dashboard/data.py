@@ -18,7 +18,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import capped, figures, report
+from .. import figures, report
+from ..measure import capped
 from ..policy import keep_band
 from ..statuses import UNFINISHED, Status
 

@@ -22,10 +22,11 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
-from orchestrator import daemon, experiment, fingerprint, ledger
+from orchestrator import daemon, fingerprint, ledger
 from orchestrator.campaign import CampaignLoop
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
+from orchestrator.measure import experiment
+from orchestrator.measure.executor import LocalExecutor
 from orchestrator.policy import Policy
 from orchestrator.scoring import corpus, scorer
 

@@ -124,9 +124,8 @@ cap = int(sys.argv[1]) << 20
 resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 sys.path[:0] = [sys.argv[2]]
 from pathlib import Path
-from orchestrator import experiment
+from orchestrator.measure import experiment, sandbox
 from orchestrator.scoring import corpus
-from orchestrator import sandbox
 fields = json.loads(sys.argv[3])
 
 def peak_rss_mb():

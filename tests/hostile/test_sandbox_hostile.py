@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from attack_kit import data_dir
 
-from orchestrator import sandbox
-from orchestrator.sandbox import Jail
+from orchestrator.measure import sandbox
+from orchestrator.measure.sandbox import Jail
 from orchestrator.scoring import corpus
 from orchestrator.scoring.shingles import SCRUB_BYTES, found_in, shingles
 

@@ -18,8 +18,8 @@ import pytest
 from fake_candidate import make_worktree, measure_in_child
 
 from conftest import copy_trainer, make_spec
-from orchestrator import experiment, sandbox
-from orchestrator.sandbox import Jail
+from orchestrator.measure import experiment, sandbox
+from orchestrator.measure.sandbox import Jail
 
 LINUX_JAIL = sys.platform.startswith("linux") and sandbox.backend().name in ("namespaces", "bwrap")
 EVENT_TIMEOUT_S = 60

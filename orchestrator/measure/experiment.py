@@ -2,7 +2,7 @@
 commit of a worktree. No database, no events: the campaign loop records what it returns.
 
 Every phase that runs candidate code (prepare for the data program, train, the model process of
-evaluation) runs in a sandbox (orchestrator/sandbox.py) under the watchdog (orchestrator/runner.py):
+evaluation) runs in a sandbox (orchestrator/measure/sandbox.py) under the watchdog (orchestrator/measure/runner.py):
 
     phase      may write                 may read (besides the system, read-only)
     prepare    its new prepared folder   the worktree, the dataset's training material
@@ -39,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import capped, fingerprint, kernels, runner, sandbox
-from .programs import PROGRAMS, ROOT, default_state_dir
-from .scoring import scorer
-from .scoring.corpus import Corpus, data_root, file_sha256
+from .. import fingerprint
+from ..programs import PROGRAMS, ROOT, default_state_dir
+from ..scoring import scorer
+from ..scoring.corpus import Corpus, data_root, file_sha256
+from . import capped, kernels, runner, sandbox
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
 PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a
@@ -80,7 +81,7 @@ class Spec:
     eval_timeout_s: float = 600.0
     prepare_timeout_s: float | None = None  # None: PREPARE_TIMEOUT_S
     tokenizer_sha256: str | None = None  # pinned: the model program must score with this tokenizer
-    kernels: Path | None = None  # the kernel cache root (orchestrator/kernels.py); None: each run compiles its own
+    kernels: Path | None = None  # the kernel cache root (measure/kernels.py); None: each run compiles its own
     unsafe_no_sandbox: bool = False
     commit: str | None = None  # what a remote executor ships from `worktree`'s repository (None: its HEAD)
     also_hidden: tuple[Path, ...] = ()  # on a remote node: the daemon's state folder (a slot may share its machine)
@@ -167,7 +168,7 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     """Prepare (if needed) and train in the sandbox; `Failed` carries any verdict short of a checkpoint."""
     shutil.rmtree(spec.run_dir, ignore_errors=True)
     spec.run_dir.mkdir(parents=True)
-    from .scoring.leakcheck import check_sources  # numpy work
+    from ..scoring.leakcheck import check_sources  # numpy work
 
     editable = sorted({f for program in PROGRAMS.values() for f in program.editable})
     if problem := check_sources([spec.worktree / f for f in editable], spec.corpus):
@@ -371,7 +372,7 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
             on_phase,
             "prepare",
         )
-        from .scoring.leakcheck import check_prepared  # numpy work, only when data was prepared
+        from ..scoring.leakcheck import check_prepared  # numpy work, only when data was prepared
 
         check_regular(tmp, "the prepared folder")
         problem = check_prepared(tmp, spec.corpus)
@@ -385,7 +386,7 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
 
 
 def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path | None:
-    """The published kernel cache of the worktree's trainer code (orchestrator/kernels.py explains the rules):
+    """The published kernel cache of the worktree's trainer code (orchestrator/measure/kernels.py explains the rules):
     reused when it exists, else made now. A sandboxed compile phase runs the trainer with ARX_COMPILE_ONLY=1,
     seeing no training data (a meta.json with the vocabulary size alone), under its own deadline, outside the
     training budget; of what it leaves, only kernel sources that parse as MLX writes them are kept, and they are

@@ -20,7 +20,7 @@ here, by trusted code, never taken from the phase that ran candidate code:
    MLX derives from that body (`lib_name`, with libstdc++'s std::hash), so the name carries nothing of its own.
    Every compiled library the phase left (its `.so` files) and every other file is ignored.
 3. The kept sources are compiled here, by g++ with MLX's own command (plus AVX2/FMA where the CPU has them:
-   `cache_flags`), in a sandbox that runs no candidate code (`python -m orchestrator.kernels --compile`), into
+   `cache_flags`), in a sandbox that runs no candidate code (`python -m orchestrator.measure.kernels --compile`), into
    the published cache.
 4. Caps: at most MAX_KERNELS kernels, MAX_NODES graph nodes and MAX_CONSTANTS literals in all (the default
    model uses 35, 332 and 34). So whatever the phase computed, what reaches its runs is the graphs of at
@@ -38,8 +38,8 @@ that leaves the phase.
 
 A kernel refused here costs only time: the run compiles it itself, into its own TMPDIR.
 
-    python -m orchestrator.kernels --check DIR    # which sources under DIR a compile phase would keep, and why not
-    python -m orchestrator.kernels --publish TMPDIR OUT   # the same, compiled as the daemon does (benchmarks)
+    python -m orchestrator.measure.kernels --check DIR   # which sources under DIR a compile phase would keep, and why
+    python -m orchestrator.measure.kernels --publish TMPDIR OUT   # the same, compiled as the daemon does (benchmarks)
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ def mlx_include() -> Path | None:
 @functools.cache
 def backend() -> str:
     """cpu, metal or cuda (asked once per process): only the CPU backend compiles kernels to files."""
-    from . import fingerprint
+    from .. import fingerprint
 
     return fingerprint.backend()
 
@@ -455,7 +455,7 @@ def select(folder: Path) -> tuple[list[Kernel], dict[str, str]]:
 
 def compile_sources(src: Path, out: Path, pch: Path | None, workers: int) -> dict[str, str]:
     """g++ on every `<name>.cpp` in `src` into `out/lib<name>.so` with `cache_flags()`; {file: error} of those that
-    failed. Runs inside a sandbox (`python -m orchestrator.kernels --compile`): sources only, no candidate code.
+    failed. Runs inside a sandbox (`python -m orchestrator.measure.kernels --compile`): sources only, no candidate code.
     `pch`: a folder holding the preamble precompiled with the same flags (g++ finds it before MLX's header)."""
     include = mlx_include()
     if include is None:
@@ -520,7 +520,7 @@ def publish(raw: Path, src: Path, out: Path, root: Path, compile_with: Callable)
         (src / f"{kernel.file_name}.cpp").write_text(kernel.source)
     libs = cache_dir(out)
     libs.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "orchestrator.kernels", "--compile", str(src), str(libs)]
+    cmd = [sys.executable, "-m", "orchestrator.measure.kernels", "--compile", str(src), str(libs)]
     pch = trusted_pch(root)
     failed = compile_with(cmd + (["--pch", str(pch)] if pch else []), (src, *([pch] if pch else [])), libs)
     return {
@@ -535,13 +535,15 @@ def publish(raw: Path, src: Path, out: Path, root: Path, compile_with: Callable)
 
 def compile_here(cmd: list[str], visible: tuple[Path, ...], out: Path) -> dict[str, str]:
     """`publish`'s compile without a sandbox: for benchmarks of the checkout's own trainer."""
-    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    from ..programs import ROOT
+
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.kernels",
+        prog="python -m orchestrator.measure.kernels",
         description="Check or compile MLX CPU kernel sources for the kernel cache (see the module docstring).",
     )
     parser.add_argument("--check", type=Path, metavar="DIR", help="print (JSON) what a cache would keep of DIR")

@@ -1,6 +1,6 @@
 """The trusted first process inside the `namespaces` sandbox: build the jail, drop every privilege, run the command.
 
-`orchestrator.sandbox.command()` starts this file as `unshare --user --map-root-user --mount --pid --fork
+`orchestrator.measure.sandbox.command()` starts this file as `unshare --user --map-root-user --mount --pid --fork
 --kill-child --ipc [--net] -- env ARX_JAIL_SPEC=SPEC python -I -S sandbox_setup.py --jail -- CMD`, so it begins as
 uid 0 of a fresh user namespace, holding every capability over a private copy of the mount table, as PID 1 of a
 fresh PID namespace. The spec (every path to hide) is in its environment, not its command line: every process of

@@ -1,9 +1,10 @@
 """Where measurements run: one small protocol in front of the machines that train candidates.
 
-`local` is today's path: `experiment.measure` in the daemon's process, its phases as sandboxed
-subprocesses under the watchdog, slots shared through file locks (orchestrator/slots.py). `ray`
-(orchestrator/ray_executor.py, imported only when asked for) runs the same sandboxed phases on a
-Ray node holding an exclusive slot, while the trusted scorer stays here with the held-out documents.
+`local` is today's path: `experiment.measure` in the daemon's process, its phases as sandboxed subprocesses under
+the watchdog, slots shared through file locks (orchestrator/measure/slots.py). `ray`
+(orchestrator/measure/ray_executor.py, imported only when a campaign asks for it: daemon.executor_for) runs the same
+sandboxed phases on a Ray node holding an exclusive slot, while the trusted scorer stays here with the held-out
+documents.
 
 An executor never touches the ledger or git: the campaign loop records what `measure` returns.
 A measurement whose machine vanished under it (a killed worker, a lost node) comes back with
@@ -19,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from . import experiment, fingerprint
+from .. import fingerprint
+from . import experiment
 
 LOST = "lost"  # Measurement.status when the machine running it went away (retried once by the campaign)
 
@@ -46,15 +48,6 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def from_settings(executor: str, ray_address: str, slot_resources: dict, parallel: int) -> Executor:
-    """The executor a campaign's settings ask for; Ray is imported only here, and only for `ray`."""
-    if executor == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(ray_address, slot_resources, parallel)
-    return LocalExecutor()
 
 
 class LocalExecutor:

@@ -56,10 +56,11 @@ import ray  # noqa: E402  (after the environment above)
 import ray.exceptions as rex  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from . import capped, experiment, fingerprint, slots  # noqa: E402
+from .. import fingerprint
+from ..programs import ROOT  # noqa: E402
+from ..scoring import corpus, scorer  # noqa: E402
+from . import capped, experiment, slots  # noqa: E402
 from .executor import LOST, Unavailable  # noqa: E402
-from .programs import ROOT  # noqa: E402
-from .scoring import corpus, scorer  # noqa: E402
 
 MAX_FILE_BYTES = 16 << 20
 RETURNED = ("train.json", "model_config.json", "train.log", "prepare.log", "eval.log")
@@ -139,7 +140,7 @@ class Slot:
         """Unpack the candidate's files and run prepare and train in the sandbox, as `experiment.train`.
 
         Compiled MLX kernels are cached on the node per trainer code version, by the same compile phase and
-        checks as locally (orchestrator/kernels.py)."""
+        checks as locally (orchestrator/measure/kernels.py)."""
         self.enter()
         node, fp = self.whoami()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -50,8 +50,8 @@ Backends, tried in this order: `namespaces` (util-linux `unshare` plus our own t
 `sandbox_setup.py`; no root and no extra package needed), `bwrap` (bubblewrap, where unprivileged user namespaces
 need its AppArmor profile, as on Ubuntu 24.04), `sandbox-exec` (macOS), `none`.
 
-    python -m orchestrator.sandbox            # which backend is active, and why
-    python -m orchestrator.sandbox --bench    # median seconds of `python -c pass` inside vs outside
+    python -m orchestrator.measure.sandbox            # which backend is active, and why
+    python -m orchestrator.measure.sandbox --bench    # median seconds of `python -c pass` inside vs outside
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def bench(tries: int = 10) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.sandbox",
+        prog="python -m orchestrator.measure.sandbox",
         description="Show which sandbox candidate code runs in on this machine, and why.",
     )
     parser.add_argument(
