@@ -18,12 +18,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from orchestrator import fingerprint, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.daemon import open_campaign
 from orchestrator.measure.executor import LocalExecutor
 from orchestrator.measure.experiment import Measurement
-from orchestrator.policy import Policy
 from orchestrator.programs import ROOT
 from orchestrator.scoring.scorer import Scores
 

@@ -33,11 +33,11 @@ from pathlib import Path
 
 from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
-from orchestrator import facts
-from orchestrator.judge import Point, judge
+from orchestrator.campaign import facts
+from orchestrator.campaign.judge import Point, judge
+from orchestrator.campaign.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
 from orchestrator.measure import experiment, sandbox
 from orchestrator.measure.executor import LocalExecutor
-from orchestrator.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
 from orchestrator.scoring import corpus
 from orchestrator.statuses import Kind, Status
 

@@ -219,7 +219,7 @@ def policy_options(command):
     """One `start` option per field of the keep rule's `Policy`, with its default and meaning."""
     from dataclasses import fields
 
-    from .policy import Policy
+    from .campaign.policy import Policy
 
     for f in reversed(fields(Policy)):
         command = click.option(
@@ -363,7 +363,7 @@ def noise_warning(state: Path, program: str, tag: str, dataset: str, budget_s: f
 @policy_options
 def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, base, foreground, **options) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
-    from .policy import Policy
+    from .campaign.policy import Policy
 
     policy = {k: options.pop(k) for k in Policy.help()}
     program, tag, seed = options["program"], options["tag"], options["seed"]
@@ -391,8 +391,8 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
     from inside import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
+    from .campaign.worktree import GitError
     from .config import Settings
-    from .worktree import GitError
 
     if options["memory_mb"] is None:  # runs in flight share it
         options["memory_mb"] = 0.85 * psutil.virtual_memory().total / 2**20 / parallel

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import backup, ledger, worktree
-from .campaign import CampaignLoop, install_signal_handlers
+from . import backup, ledger
+from .campaign import worktree
+from .campaign.campaign import CampaignLoop, install_signal_handlers
 from .config import Settings
 from .ledger import Campaign
 from .measure import executor, slots

@@ -14,7 +14,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from . import facts, figures, formatting
+from . import figures, formatting
+from .campaign import facts
 from .figures import Row
 from .measure import slots
 from .programs import StatePaths

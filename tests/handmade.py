@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator import ledger
-from orchestrator.judge import Pair, Point, Verdict
+from orchestrator.campaign.judge import Pair, Point, Verdict
+from orchestrator.campaign.policy import Noise, Policy, assess
 from orchestrator.ledger import Campaign, Run
-from orchestrator.policy import Noise, Policy, assess
 
 NOW = datetime.now(UTC)
 FP = "fp-one"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from agents.base import Proposal, ProposalContext, ScopedEditor
 from orchestrator import daemon, fingerprint, report
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.measure.experiment import Measurement
-from orchestrator.policy import Policy
 from orchestrator.scoring.scorer import Scores
 
 BASE = 3.0

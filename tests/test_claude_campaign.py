@@ -16,11 +16,11 @@ import fake_anthropic as fa
 from agents.claude import ClaudeAgent
 from conftest import make_repo
 from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.cli import app
 from orchestrator.config import Settings
 from orchestrator.measure.executor import LocalExecutor
-from orchestrator.policy import Policy
 
 pytestmark = pytest.mark.slow
 TRAIN = "trainer/train.py"

@@ -16,16 +16,16 @@ import fake_anthropic as fa
 from agents.base import Abandoned, Refused, TransientAgentError
 from agents.claude import ClaudeAgent
 from conftest import make_repo
-from orchestrator import campaign as campaign_module
 from orchestrator import daemon, fingerprint, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign import campaign as campaign_module
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.facts import GAP_OVERHEAD_S, expected_gap_s
+from orchestrator.campaign.policy import Policy
+from orchestrator.campaign.proposing import BACKOFF_MAX_S
 from orchestrator.cli import app
 from orchestrator.config import Settings
-from orchestrator.facts import GAP_OVERHEAD_S, expected_gap_s
 from orchestrator.ledger import Run
 from orchestrator.measure.executor import LocalExecutor
-from orchestrator.policy import Policy
-from orchestrator.proposing import BACKOFF_MAX_S
 
 KEY = "sk-ant-loop-test-9876543210"
 

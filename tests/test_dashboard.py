@@ -21,13 +21,13 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator import ledger
+from orchestrator.campaign.policy import Noise, Policy, keep_band
 from orchestrator.cli import app as cli_app
 from orchestrator.dashboard import data
 from orchestrator.dashboard.app import create_app, running
 from orchestrator.dashboard.screenshot import VIEWPORT, chromium, launch
 from orchestrator.ledger import Campaign, Event, LlmCall, Run
 from orchestrator.measure import slots
-from orchestrator.policy import Noise, Policy, keep_band
 from orchestrator.programs import ROOT, StatePaths
 
 NOW = datetime.now(UTC)

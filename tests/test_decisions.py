@@ -13,9 +13,10 @@ import threading
 import pytest
 
 from conftest import HANG_S, make_repo
-from orchestrator import facts, ledger
+from orchestrator import ledger
+from orchestrator.campaign import facts
+from orchestrator.campaign.policy import Policy
 from orchestrator.measure import slots
-from orchestrator.policy import Policy
 from scripted import BASE, FAST_BLAS_GAIN, SEED_LUCK, GainAgent, ScriptedExecutor, Setup
 
 

@@ -18,10 +18,10 @@ import pytest
 from agents.base import Abandoned, Proposal
 from conftest import make_repo
 from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.measure.executor import LocalExecutor
-from orchestrator.policy import Policy
 
 
 def patch(path: str, old: str, new: str):

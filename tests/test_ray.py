@@ -27,7 +27,7 @@ from test_daemon import arx, rows, wait_for
 
 def test_the_local_path_never_imports_ray():
     code = (
-        "import sys; import orchestrator.cli, orchestrator.daemon, orchestrator.campaign, "
+        "import sys; import orchestrator.cli, orchestrator.daemon, orchestrator.campaign.campaign, "
         "orchestrator.measure.executor; "
         "print('ray' in sys.modules)"
     )

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import figures, report
+from ..campaign.policy import keep_band
 from ..measure import capped
-from ..policy import keep_band
 from ..statuses import UNFINISHED, Status
 
 STATUSES = tuple(Status)

@@ -23,11 +23,11 @@ import pytest
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
 from orchestrator import daemon, fingerprint, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.measure import experiment
 from orchestrator.measure.executor import LocalExecutor
-from orchestrator.policy import Policy
 from orchestrator.scoring import corpus, scorer
 
 SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]

@@ -104,7 +104,7 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
             ),
             "symlinked checkpoint": replace(TRAIN, END_OF_MAIN, p.SYMLINK_CHECKPOINT + END_OF_MAIN),
             "symlinked log": replace(
-                TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign.py")) + END_OF_MAIN
+                TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign/campaign.py")) + END_OF_MAIN
             ),
             "edit blas.py": chain(append("inside/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
             "model process sleeps": inject(p.MODEL_SLEEPS),
@@ -222,7 +222,7 @@ def test_symlinked_checkpoint_is_invalid(campaign):
 def test_a_symlinked_log_writes_nothing_outside(campaign):
     r = run(campaign, "symlinked log")
     assert r.status == "invalid" and "not a regular file" in r.decision_reason, (r.status, r.decision_reason)
-    assert "model loaded" not in (campaign.repo / "orchestrator/campaign.py").read_text()
+    assert "model loaded" not in (campaign.repo / "orchestrator/campaign/campaign.py").read_text()
 
 
 def test_editing_a_locked_file_is_rejected(campaign):

@@ -5,7 +5,7 @@ commits each candidate OFF the branch (a commit whose parent is the champion, ke
 under refs/arx/, never on the branch), puts the worktree back on the champion and proposes the
 next. The agent sees the candidates in flight in its history and the duplicate check covers them.
 Judge threads only measure: the executor ships each commit to a slot, and the judge (the same one
-as one at a time, orchestrator/judge.py) pairs it with the champion it was built on.
+as one at a time, orchestrator/campaign/judge.py) pairs it with the champion it was built on.
 
 Verdicts are applied by the main thread as they arrive. A keep whose parent is still the champion
 fast-forwards the branch to it. If the champion moved while it ran, the candidate is rebased onto
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 from agents.base import AgentPaused
 
+from ..ledger import Run
+from ..statuses import FAILED, UNFINISHED, Kind, Status
 from . import judging, worktree
 from .judge import Verdict
-from .ledger import Run
 from .measuring import StopCampaign
 from .policy import KEEP
-from .statuses import FAILED, UNFINISHED, Kind, Status
 
 if TYPE_CHECKING:
     from .campaign import CampaignLoop

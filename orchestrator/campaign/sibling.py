@@ -3,11 +3,12 @@ other's branch, and the merge becomes that campaign's champion, re-baselined bef
 
 from __future__ import annotations
 
-from . import ledger, worktree
-from .ledger import Run
-from .programs import LOCKED, PROGRAMS, Program
+from .. import ledger
+from ..ledger import Run
+from ..programs import LOCKED, PROGRAMS, Program
+from ..statuses import Kind
+from . import worktree
 from .record import CampaignRecord
-from .statuses import Kind
 
 
 def merge(rec: CampaignRecord, wt, repo, program: Program, refused: set[str]) -> Run | None:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from agents.base import Abandoned, Agent, NoEdits, ProposalContext, Refused, TransientAgentError
 
-from . import facts, ledger, worktree
-from .config import Settings
-from .ledger import LlmCall, Run
+from .. import ledger
+from ..config import Settings
+from ..ledger import LlmCall, Run
+from ..programs import PROGRAMS, out_of_scope
+from ..statuses import FAILED, Status
+from . import facts, worktree
 from .measuring import StopCampaign
-from .programs import PROGRAMS, out_of_scope
 from .record import CampaignRecord
-from .statuses import FAILED, Status
 
 BACKOFF_MAX_S = 300.0
 FAILURE_TAIL_LINES = 20

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import threading
 
+from ..ledger import Run
+from ..statuses import FAILED, Kind, Status
 from . import facts
 from .judge import Point, Verdict, judge
-from .ledger import Run
 from .measuring import Measurer
 from .policy import Noise
-from .statuses import FAILED, Kind, Status
 
 
 def point(r: Run) -> Point:

@@ -17,13 +17,14 @@ import psutil
 
 from agents.base import AgentPaused
 
-from . import facts, fingerprint, worktree
-from .config import Settings
-from .ledger import Run
-from .measure import executor, experiment, slots
+from .. import fingerprint
+from ..config import Settings
+from ..ledger import Run
+from ..measure import executor, experiment, slots
+from ..scoring import corpus
+from ..statuses import Kind, Status
+from . import facts, worktree
 from .record import CampaignRecord
-from .scoring import corpus
-from .statuses import Kind, Status
 
 
 class StopCampaign(Exception):

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import facts, ledger
-from .ledger import Campaign, Run, utcnow
-from .programs import StatePaths
-from .statuses import Kind, Status
+from .. import ledger
+from ..ledger import Campaign, Run, utcnow
+from ..programs import StatePaths
+from ..statuses import Kind, Status
+from . import facts
 
 
 class CampaignRecord:

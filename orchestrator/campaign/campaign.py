@@ -4,12 +4,12 @@ Every transition is committed to the ledger before the next step starts, so a `k
 moment loses at most the run in flight; `recover` marks it `interrupted`, reaps its processes and
 resets the worktree to the branch head, which only ever holds kept commits.
 
-The loop is a small state machine over what the ledger already says (orchestrator/facts.py):
+The loop is a small state machine over what the ledger already says (orchestrator/campaign/facts.py):
 before each proposal the champion must be known under the machine's fingerprint (baselines,
 re-baselines) and re-measured on schedule; then one experiment: the agent proposes
-(orchestrator/proposing.py), the change is checked and committed, and the judge measures it
-against the champion on paired seeds until a verdict (orchestrator/judge.py). With `--parallel`
-(orchestrator/parallel.py) judgments run in threads while the agent proposes the next candidate.
+(orchestrator/campaign/proposing.py), the change is checked and committed, and the judge measures it
+against the champion on paired seeds until a verdict (orchestrator/campaign/judge.py). With `--parallel`
+(orchestrator/campaign/parallel.py) judgments run in threads while the agent proposes the next candidate.
 """
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ import psutil
 
 from agents.base import Agent, AgentPaused, CostLimitReached
 
-from . import facts, fingerprint, judging, ledger, sibling, worktree
-from .config import Settings
-from .ledger import Campaign, Run, utcnow
-from .measure import executor, runner
+from .. import fingerprint, ledger
+from ..config import Settings
+from ..ledger import Campaign, Run, utcnow
+from ..measure import executor, runner
+from ..programs import PROGRAMS, StatePaths
+from ..statuses import CANDIDATE_KINDS, FAILED, UNFINISHED, Kind, Status
+from . import facts, judging, sibling, worktree
 from .measuring import Measurer, StopCampaign, hardware
 from .policy import KEEP
-from .programs import PROGRAMS, StatePaths
 from .proposing import BACKOFF_MAX_S, Proposer, Rejected
 from .record import CampaignRecord
-from .statuses import CANDIDATE_KINDS, FAILED, UNFINISHED, Kind, Status
 
 HEARTBEAT_S = 5.0
 MAX_BASELINE_FAILURES = 3
