@@ -29,8 +29,9 @@ from pathlib import Path
 import psutil
 
 from bench.scratch import scratch_repo
-from orchestrator import ledger, report
-from orchestrator.ledger import Campaign
+from orchestrator import report
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Campaign
 from orchestrator.programs import ROOT
 
 

@@ -17,11 +17,12 @@ import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from orchestrator import fingerprint, ledger
+from orchestrator import fingerprint
 from orchestrator.campaign.campaign import CampaignLoop
 from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.daemon import open_campaign
+from orchestrator.ledger import ledger
 from orchestrator.measure.executor import LocalExecutor
 from orchestrator.measure.experiment import Measurement
 from orchestrator.programs import ROOT

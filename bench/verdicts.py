@@ -36,10 +36,10 @@ from bench.scripted_agents import PlantedAgent, RandomStreamAgent
 from orchestrator.campaign import facts
 from orchestrator.campaign.judge import Point, judge
 from orchestrator.campaign.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
+from orchestrator.ledger.statuses import Kind, Status
 from orchestrator.measure import experiment, sandbox
 from orchestrator.measure.executor import LocalExecutor
 from orchestrator.scoring import corpus
-from orchestrator.statuses import Kind, Status
 
 PLANTS = (  # (constant, its value in the base, the planted improvement) on the default CPU model at 16 steps,
     # chosen from one-constant changes measured on 4 seeds (docs/results.md): paired gains of 0.005-0.09 bpb

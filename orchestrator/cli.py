@@ -91,7 +91,8 @@ def reads_ledger(command):
     def wrapper(*args, **kwargs):
         import sqlite3
 
-        from . import backup, report
+        from . import report
+        from .ledger import backup
 
         try:
             return command(*args, **kwargs)
@@ -278,7 +279,8 @@ def settings_options(command):
 def fast_refusals(program: str, tag: str, state_dir: Optional[Path]) -> Path:
     """What `start` can refuse at once, before it loads the daemon or creates anything: a campaign already running,
     a checkout that is not a git repository, a damaged ledger. Returns the state directory."""
-    from . import backup, doctor
+    from . import doctor
+    from .ledger import backup
     from .measure import slots
     from .programs import running_message
 
@@ -883,7 +885,7 @@ def evaluate(run_dir, dataset, prepared, worktree) -> None:
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 def serve(host, port, token, state_dir) -> None:
     """A live dashboard in the browser: campaigns, progress charts, runs, diffs. Read-only."""
-    from .dashboard import app as dashboard
+    from .web import app as dashboard
 
     if not dashboard.is_loopback(host) and not token:
         fail(f"--host {host} is reachable from other machines: set --token (every request must then carry it)")

@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import backup, ledger
 from .campaign import worktree
 from .campaign.campaign import CampaignLoop, install_signal_handlers
 from .config import Settings
-from .ledger import Campaign
+from .ledger import backup, ledger
+from .ledger.ledger import Campaign
 from .measure import executor, slots
 from .measure.executor import Unavailable
 from .programs import PROGRAMS, ROOT, StatePaths, running_message

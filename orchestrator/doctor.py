@@ -138,7 +138,7 @@ def sandbox_check() -> Check:
 
 def ledger(state_dir: Path) -> Check:
     """The ledger is readable, sound, and not newer than this arx; the daemon's backups of it."""
-    from . import backup
+    from .ledger import backup
 
     db = state_dir / "experiments.db"
     if not db.exists():
@@ -147,7 +147,7 @@ def ledger(state_dir: Path) -> Check:
     if problem:
         return Check("ledger", False, f"{db} is damaged: {problem}", "; or ".join(backup.fixes(db)))
     version = schema_version(db)
-    from .ledger import SCHEMA_VERSION
+    from .ledger.ledger import SCHEMA_VERSION
 
     if version > SCHEMA_VERSION:
         return Check(

@@ -17,9 +17,9 @@ from pathlib import Path
 from . import figures, formatting
 from .campaign import facts
 from .figures import Row
+from .ledger.statuses import FAILED, UNFINISHED, VERDICT_KINDS, Status, sql_list
 from .measure import slots
 from .programs import StatePaths
-from .statuses import FAILED, UNFINISHED, VERDICT_KINDS, Status, sql_list
 
 PHASE = {"proposed": "proposing", "training": "training", "evaluating": "scoring"}
 STEP_LINE = re.compile(

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 import handmade
 from conftest import HANG_S, PROJECT_FILES
 from handmade import EXPECTED, NOW
-from orchestrator import ledger
 from orchestrator.cli import app
-from orchestrator.ledger import LlmCall, Run
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import LlmCall, Run
 from orchestrator.measure import slots
 from orchestrator.programs import ROOT, StatePaths
 

@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from conftest import HANG_S, make_repo
-from orchestrator import ledger
 from orchestrator.campaign import facts
 from orchestrator.campaign.policy import Policy
+from orchestrator.ledger import ledger
 from orchestrator.measure import slots
 from scripted import BASE, FAST_BLAS_GAIN, SEED_LUCK, GainAgent, ScriptedExecutor, Setup
 

@@ -19,8 +19,9 @@ import pytest
 
 import handmade
 from conftest import PROJECT_FILES
-from orchestrator import backup, doctor, ledger, report
-from orchestrator.ledger import Run
+from orchestrator import doctor, report
+from orchestrator.ledger import backup, ledger
+from orchestrator.ledger.ledger import Run
 from orchestrator.programs import ROOT
 
 CLI = f"{sys.executable} -m orchestrator.cli"

@@ -17,10 +17,11 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import make_repo
-from orchestrator import daemon, ledger
+from orchestrator import daemon
 from orchestrator.campaign.campaign import CampaignLoop
 from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
+from orchestrator.ledger import ledger
 from orchestrator.measure.executor import LocalExecutor
 
 

@@ -13,10 +13,11 @@ import pytest
 
 from agents.base import Proposal, ProposalContext, ScopedEditor
 from conftest import HANG_S, make_repo
-from orchestrator import daemon, ledger
+from orchestrator import daemon
 from orchestrator.campaign.campaign import CampaignLoop
 from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
+from orchestrator.ledger import ledger
 from orchestrator.measure.executor import LOST
 from orchestrator.measure.experiment import Measurement
 from orchestrator.scoring.scorer import Scores

@@ -27,12 +27,13 @@ import psutil
 
 from agents.base import Agent, AgentPaused, CostLimitReached
 
-from .. import fingerprint, ledger
+from .. import fingerprint
 from ..config import Settings
-from ..ledger import Campaign, Run, utcnow
+from ..ledger import ledger
+from ..ledger.ledger import Campaign, Run, utcnow
+from ..ledger.statuses import CANDIDATE_KINDS, FAILED, UNFINISHED, Kind, Status
 from ..measure import executor, runner
 from ..programs import PROGRAMS, StatePaths
-from ..statuses import CANDIDATE_KINDS, FAILED, UNFINISHED, Kind, Status
 from . import facts, judging, sibling, worktree
 from .measuring import Measurer, StopCampaign, hardware
 from .policy import KEEP

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..statuses import FAILED, Kind, Status
+from ..ledger.statuses import FAILED, Kind, Status
 from .policy import Noise, pooled
 
 if TYPE_CHECKING:  # any object with a run's attributes will do: status and the dashboard pass rows read by sqlite3
-    from ..ledger import Run
+    from ..ledger.ledger import Run
 
 MIN_ALLOWANCE_S = 10.0  # every second of it is a second a hostile trainer may train past its budget
 ALLOWANCE_FACTOR = 2.0

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import threading
 
-from ..ledger import Run
-from ..statuses import FAILED, Kind, Status
+from ..ledger.ledger import Run
+from ..ledger.statuses import FAILED, Kind, Status
 from . import facts
 from .judge import Point, Verdict, judge
 from .measuring import Measurer

@@ -19,10 +19,10 @@ from agents.base import AgentPaused
 
 from .. import fingerprint
 from ..config import Settings
-from ..ledger import Run
+from ..ledger.ledger import Run
+from ..ledger.statuses import Kind, Status
 from ..measure import executor, experiment, slots
 from ..scoring import corpus
-from ..statuses import Kind, Status
 from . import facts, worktree
 from .record import CampaignRecord
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from agents.base import AgentPaused
 
-from ..ledger import Run
-from ..statuses import FAILED, UNFINISHED, Kind, Status
+from ..ledger.ledger import Run
+from ..ledger.statuses import FAILED, UNFINISHED, Kind, Status
 from . import judging, worktree
 from .judge import Verdict
 from .measuring import StopCampaign

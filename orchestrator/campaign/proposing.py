@@ -13,11 +13,11 @@ from pathlib import Path
 
 from agents.base import Abandoned, Agent, NoEdits, ProposalContext, Refused, TransientAgentError
 
-from .. import ledger
 from ..config import Settings
-from ..ledger import LlmCall, Run
+from ..ledger import ledger
+from ..ledger.ledger import LlmCall, Run
+from ..ledger.statuses import FAILED, Status
 from ..programs import PROGRAMS, out_of_scope
-from ..statuses import FAILED, Status
 from . import facts, worktree
 from .measuring import StopCampaign
 from .record import CampaignRecord

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import ledger
-from ..ledger import Campaign, Run, utcnow
+from ..ledger import ledger
+from ..ledger.ledger import Campaign, Run, utcnow
+from ..ledger.statuses import Kind, Status
 from ..programs import StatePaths
-from ..statuses import Kind, Status
 from . import facts
 
 

@@ -3,10 +3,10 @@ other's branch, and the merge becomes that campaign's champion, re-baselined bef
 
 from __future__ import annotations
 
-from .. import ledger
-from ..ledger import Run
+from ..ledger import ledger
+from ..ledger.ledger import Run
+from ..ledger.statuses import Kind
 from ..programs import LOCKED, PROGRAMS, Program
-from ..statuses import Kind
 from . import worktree
 from .record import CampaignRecord
 

@@ -22,10 +22,11 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
-from orchestrator import daemon, fingerprint, ledger
+from orchestrator import daemon, fingerprint
 from orchestrator.campaign.campaign import CampaignLoop
 from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
+from orchestrator.ledger import ledger
 from orchestrator.measure import experiment
 from orchestrator.measure.executor import LocalExecutor
 from orchestrator.scoring import corpus, scorer

@@ -41,8 +41,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import backup
 from .. import formatting as fmt
+from ..ledger import backup
 from . import data
 
 HERE = Path(__file__).parent

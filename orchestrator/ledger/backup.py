@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from . import formatting
+from .. import formatting
 
 FOLDER = "backups"
 KEEP = 3

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .. import figures, report
 from ..campaign.policy import keep_band
+from ..ledger.statuses import UNFINISHED, Status
 from ..measure import capped
-from ..statuses import UNFINISHED, Status
 
 STATUSES = tuple(Status)
 PAGE_SIZE = 100

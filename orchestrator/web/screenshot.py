@@ -1,6 +1,6 @@
 """Screenshots of the dashboard in headless Chromium (the README's picture, and the browser tests' record).
 
-    uv run python -m orchestrator.dashboard.screenshot --state-dir state -o docs/dashboard.png --path /campaign/1
+    uv run python -m orchestrator.web.screenshot --state-dir state -o docs/dashboard.png --path /campaign/1
 
 Needs the `playwright` Python package (dev dependency group) and a Chromium on the machine:
 Playwright's own browser download is not used, so Debian's `chromium` package (or $ARX_CHROMIUM) works
