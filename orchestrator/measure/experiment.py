@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fingerprint
+from .. import capped, fingerprint
 from ..programs import PROGRAMS, ROOT, default_state_dir
 from ..scoring import scorer
 from ..scoring.corpus import Corpus, data_root, file_sha256
-from . import capped, kernels, runner, sandbox
+from . import kernels, runner, sandbox
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
 PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a

@@ -56,10 +56,10 @@ import ray  # noqa: E402  (after the environment above)
 import ray.exceptions as rex  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from .. import fingerprint
+from .. import capped, fingerprint
 from ..programs import ROOT  # noqa: E402
 from ..scoring import corpus, scorer  # noqa: E402
-from . import capped, experiment, slots  # noqa: E402
+from . import experiment, slots  # noqa: E402
 from .executor import LOST, Unavailable  # noqa: E402
 
 MAX_FILE_BYTES = 16 << 20

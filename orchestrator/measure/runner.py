@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from . import capped
+from .. import capped
 
 TERM_GRACE_S = 5.0
 POLL_S = 0.2

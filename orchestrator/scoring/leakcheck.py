@@ -86,7 +86,7 @@ def string_constants(source: bytes) -> bytes:
 def check_sources(files: list[Path], corpus: Corpus) -> str | None:
     """None when the candidate's files share no more than MAX_SHARED_FRACTION of the held-out SCRUB_BYTES-byte runs,
     else why the run is invalid. Files are read capped: a sparse multi-gigabyte train.py costs nothing."""
-    from ..measure import capped
+    from .. import capped
 
     held = heldout_byte_shingles(corpus)
     found = []

@@ -38,7 +38,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..measure import capped
+from .. import capped
 from .corpus import Corpus, docs_sha256, file_sha256
 
 BATCH_ROWS = 16  # every request has exactly this many rows (probe batches look like scoring batches)

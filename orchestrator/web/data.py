@@ -18,10 +18,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import figures, report
+from .. import capped, figures, report
 from ..campaign.policy import keep_band
 from ..ledger.statuses import UNFINISHED, Status
-from ..measure import capped
 
 STATUSES = tuple(Status)
 PAGE_SIZE = 100
