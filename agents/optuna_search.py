@@ -34,7 +34,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator.statuses import FAILED, UNFINISHED, Kind, Status
+from orchestrator.ledger.statuses import FAILED, UNFINISHED, Kind, Status
 
 from .base import Abandoned, Proposal, ProposalContext, ScopedEditor
 from .offline import UNIT_INTERVAL, format_number, parse_number, rewrite, tunables

@@ -7,6 +7,8 @@ policy                     the keep rule on simulated seeds, new rule and old (b
 --yield                    research yield of a real offline campaign, validated on fresh seeds
                            (bench/research_yield.py)
 dashboard                  the dashboard's pages on a ledger of 10,000 runs (bench/dashboard.py)
+trainer                    the trainer: MLX vs PyTorch eager and torch.compile, --matmul, --blas N
+                           (bench/trainer.py; `python -m bench trainer --help`)
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def main(argv: list[str]) -> int:
         from bench import research_yield
 
         return research_yield.main(argv)
+    if what == "trainer":
+        from bench import trainer
+        from inside import blas
+
+        blas.reexec_with_openblas()
+        return trainer.main(argv[1:])
     if what == "dashboard":
         from bench import dashboard
 

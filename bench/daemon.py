@@ -29,8 +29,9 @@ from pathlib import Path
 import psutil
 
 from bench.scratch import scratch_repo
-from orchestrator import ledger, report
-from orchestrator.ledger import Campaign
+from orchestrator import report
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Campaign
 from orchestrator.programs import ROOT
 
 
@@ -185,7 +186,8 @@ def bench_overhead(experiments: int = 6, budget: float = 2.0) -> dict:
 
 def bench_eval(budget: float = 30.0, default_budget: float = 300.0) -> dict:
     """Train the checkout's trainer for `budget` seconds and time its sealed evaluation, as a campaign would."""
-    from orchestrator import corpus, experiment, sandbox
+    from orchestrator.measure import experiment, sandbox
+    from orchestrator.scoring import corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = experiment.Spec(

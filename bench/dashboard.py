@@ -23,9 +23,10 @@ from pathlib import Path
 import click
 
 from bench.daemon import build_ledger
-from orchestrator import ledger, report
-from orchestrator.dashboard.app import create_app, running
-from orchestrator.ledger import Event, LlmCall, Run
+from orchestrator import report
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Event, LlmCall, Run
+from orchestrator.web.app import create_app, running
 
 DIFF = "".join(f"-CONSTANT_{i} = {i}\n+CONSTANT_{i} = {i + 1}  # a comment of realistic length\n" for i in range(25))
 WRITE_EVERY_S = 0.02

@@ -25,9 +25,10 @@ from pathlib import Path
 from agents.offline import OfflineAgent
 from bench.scratch import CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.verdicts import DEFAULT_STEPS
-from orchestrator import corpus, experiment, sandbox
-from orchestrator.executor import LocalExecutor
-from orchestrator.statuses import Kind, Status
+from orchestrator.ledger.statuses import Kind, Status
+from orchestrator.measure import experiment, sandbox
+from orchestrator.measure.executor import LocalExecutor
+from orchestrator.scoring import corpus
 
 COMPUTE = frozenset(  # constants whose change alters the work per step (or the step count itself)
     {"DEPTH", "MODEL_DIM", "HEAD_DIM", "KV_HEAD_RATIO", "MLP_RATIO", "VE_GATE_CHANNELS", "SEQ_LEN", "DEVICE_BATCH",

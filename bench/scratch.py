@@ -17,15 +17,16 @@ import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from orchestrator import fingerprint, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator import fingerprint
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.daemon import open_campaign
-from orchestrator.executor import LocalExecutor
-from orchestrator.experiment import Measurement
-from orchestrator.policy import Policy
+from orchestrator.ledger import ledger
+from orchestrator.measure.executor import LocalExecutor
+from orchestrator.measure.experiment import Measurement
 from orchestrator.programs import ROOT
-from orchestrator.scorer import Scores
+from orchestrator.scoring.scorer import Scores
 
 CODE = ("trainer", "inside", "orchestrator", "agents", "prompts", "pyproject.toml")  # what a campaign needs
 FIXED_STEPS_BUDGET_S = 3600.0  # a run at a fixed step count stops at its steps; the budget only bounds the watchdog

@@ -33,11 +33,13 @@ from pathlib import Path
 
 from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, scratch_repo
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
-from orchestrator import corpus, experiment, facts, sandbox
-from orchestrator.executor import LocalExecutor
-from orchestrator.judge import Point, judge
-from orchestrator.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
-from orchestrator.statuses import Kind, Status
+from orchestrator.campaign import facts
+from orchestrator.campaign.judge import Point, judge
+from orchestrator.campaign.policy import CONTINUE, DISCARD, KEEP, Assessment, Noise, Policy, assess, pooled, t_quantile
+from orchestrator.ledger.statuses import Kind, Status
+from orchestrator.measure import experiment, sandbox
+from orchestrator.measure.executor import LocalExecutor
+from orchestrator.scoring import corpus
 
 PLANTS = (  # (constant, its value in the base, the planted improvement) on the default CPU model at 16 steps,
     # chosen from one-constant changes measured on 4 seeds (docs/results.md): paired gains of 0.005-0.09 bpb

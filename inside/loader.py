@@ -127,7 +127,7 @@ def open_prepared(folder: Path, every_token: bool = False) -> Prepared:
 
 
 def placeholder(folder: Path, seq_len: int) -> Prepared:
-    """What the compile phase trains on (orchestrator/kernels.py): no training data, one document of zeros long
+    """What the compile phase trains on (orchestrator/measure/kernels.py): no training data, one document of zeros long
     enough for a row, and the vocabulary size of the meta.json the daemon wrote."""
     meta = read_meta(Path(folder))
     vocab_size = integer(meta, "vocab_size", 1, MAX_VOCAB)

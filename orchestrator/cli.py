@@ -91,7 +91,8 @@ def reads_ledger(command):
     def wrapper(*args, **kwargs):
         import sqlite3
 
-        from . import backup, report
+        from . import report
+        from .ledger import backup
 
         try:
             return command(*args, **kwargs)
@@ -219,7 +220,7 @@ def policy_options(command):
     """One `start` option per field of the keep rule's `Policy`, with its default and meaning."""
     from dataclasses import fields
 
-    from .policy import Policy
+    from .campaign.policy import Policy
 
     for f in reversed(fields(Policy)):
         command = click.option(
@@ -278,7 +279,9 @@ def settings_options(command):
 def fast_refusals(program: str, tag: str, state_dir: Optional[Path]) -> Path:
     """What `start` can refuse at once, before it loads the daemon or creates anything: a campaign already running,
     a checkout that is not a git repository, a damaged ledger. Returns the state directory."""
-    from . import backup, doctor, slots
+    from . import doctor
+    from .ledger import backup
+    from .measure import slots
     from .programs import running_message
 
     state = (state_dir or default_state_dir()).resolve()
@@ -362,7 +365,7 @@ def noise_warning(state: Path, program: str, tag: str, dataset: str, budget_s: f
 @policy_options
 def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, base, foreground, **options) -> None:
     """Start a campaign, or resume it if it stopped or died. Detaches unless --foreground."""
-    from .policy import Policy
+    from .campaign.policy import Policy
 
     policy = {k: options.pop(k) for k in Policy.help()}
     program, tag, seed = options["program"], options["tag"], options["seed"]
@@ -387,11 +390,11 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
         print(warning, flush=True)
     import psutil
 
-    from trainer import blas
+    from inside import blas
 
     from . import daemon  # the daemon's imports (sqlmodel, git) are heavy; status and runs do without
+    from .campaign.worktree import GitError
     from .config import Settings
-    from .worktree import GitError
 
     if options["memory_mb"] is None:  # runs in flight share it
         options["memory_mb"] = 0.85 * psutil.virtual_memory().total / 2**20 / parallel
@@ -420,7 +423,8 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
 @reads_ledger
 def stop(tag, program, state_dir) -> None:
     """Stop running campaigns gracefully: the run in flight is aborted and recorded as interrupted."""
-    from . import report, slots, tables
+    from . import report, tables
+    from .measure import slots
 
     state, db = state_paths(state_dir)
     if not db.exists():
@@ -625,7 +629,8 @@ def runs(tag, program, status_filter, as_json, as_tsv, state_dir) -> None:
 @reads_ledger
 def show(run, full, state_dir) -> None:
     """One run in full: metrics, decision and the runs it was judged on, diff, log tail, LLM calls, conversation."""
-    from . import report, runner, tables
+    from . import report, tables
+    from .measure import runner
 
     _, db = state_paths(state_dir)
     r = report.find_run(db, run)
@@ -782,8 +787,8 @@ def plot(tag, program, output, state_dir) -> None:
 
 def manual_spec(dataset: str, worktree: Path, run_dir: Path):
     """A Spec for running one phase by hand on a checkout (prepare, evaluate), sandboxed as a campaign would."""
-    from . import experiment, sandbox
-    from .corpus import DownloadError, UnknownDataset, materialize
+    from .measure import experiment, sandbox
+    from .scoring.corpus import DownloadError, UnknownDataset, materialize
 
     try:
         found = materialize(dataset)
@@ -816,7 +821,7 @@ def prepare(dataset, worktree) -> None:
     """Download (if needed), split off the held-out documents, and prepare the tokenizer and token cache.
 
     Prints the prepared folder: pass it to a hand-run trainer as ARX_PREPARED_DIR."""
-    from . import experiment
+    from .measure import experiment
 
     spec = manual_spec(dataset, worktree, default_state_dir() / "runs" / "manual-prepare")
     spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -850,7 +855,8 @@ def prepare(dataset, worktree) -> None:
 )
 def evaluate(run_dir, dataset, prepared, worktree) -> None:
     """Score a hand-run training with the trusted scorer (val_bpb, test_bpb as JSON)."""
-    from . import experiment, scorer
+    from .measure import experiment
+    from .scoring import scorer
 
     spec = manual_spec(dataset, worktree, run_dir)
     try:
@@ -879,7 +885,7 @@ def evaluate(run_dir, dataset, prepared, worktree) -> None:
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None, help=STATE_HELP)
 def serve(host, port, token, state_dir) -> None:
     """A live dashboard in the browser: campaigns, progress charts, runs, diffs. Read-only."""
-    from .dashboard import app as dashboard
+    from .web import app as dashboard
 
     if not dashboard.is_loopback(host) and not token:
         fail(f"--host {host} is reachable from other machines: set --token (every request must then carry it)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .policy import Policy
+from .campaign.policy import Policy
 from .programs import ROOT
 
 
@@ -57,7 +57,7 @@ class Settings:
         False, "run candidate code unconfined when no sandbox can be set up (never needed where `doctor` shows one)"
     )
     policy: Policy = _doc(
-        help="the keep rule's thresholds (orchestrator/policy.py; start has one option each)",
+        help="the keep rule's thresholds (orchestrator/campaign/policy.py; start has one option each)",
         factory=Policy,
         option=False,
     )

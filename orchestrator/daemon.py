@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import backup, executor, ledger, slots, worktree
-from .campaign import CampaignLoop, install_signal_handlers
+from .campaign import worktree
+from .campaign.campaign import CampaignLoop, install_signal_handlers
 from .config import Settings
-from .executor import Unavailable
-from .ledger import Campaign
+from .ledger import backup, ledger
+from .ledger.ledger import Campaign
+from .measure import executor, slots
+from .measure.executor import Unavailable
 from .programs import PROGRAMS, ROOT, StatePaths, running_message
 
 DETACH_CONFIRM_S = 15.0
@@ -38,7 +40,7 @@ def is_running(paths: StatePaths) -> int | None:
 def check_dataset(dataset: str) -> None:
     """Materialize the dataset's training material and held-out split (downloads happen here, on the
     trusted side, before any sandboxed phase runs)."""
-    from .corpus import DownloadError, UnknownDataset, materialize
+    from .scoring.corpus import DownloadError, UnknownDataset, materialize
 
     try:
         materialize(dataset)
@@ -48,7 +50,7 @@ def check_dataset(dataset: str) -> None:
 
 def choose_sandbox(agent_name: str, unsafe: bool) -> str:
     """The sandbox candidate code will run in; a Claude campaign without one needs --unsafe-no-sandbox."""
-    from . import sandbox
+    from .measure import sandbox
 
     found = sandbox.backend()
     if found.name != "none":
@@ -111,6 +113,15 @@ def open_campaign(settings: Settings, agent_name: str, llm_model: str | None, ba
     return campaign
 
 
+def executor_for(settings: Settings) -> executor.Executor:
+    """The executor a campaign's settings ask for; Ray is imported only here, and only for `ray`."""
+    if settings.executor == "ray":
+        from .measure.ray_executor import RayExecutor
+
+        return RayExecutor(settings.ray_address, settings.slot_resources, settings.parallel)
+    return executor.LocalExecutor()
+
+
 def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
     """Hold the campaign lock and run the loop in this process until it stops."""
     paths = StatePaths(settings.state_dir, settings.program, settings.tag)
@@ -132,9 +143,7 @@ def run_foreground(settings: Settings, make_agent, base: str | None) -> int:
         campaign.sandbox = jail
         ledger.save(paths.db, campaign)
         try:
-            runner = executor.from_settings(
-                settings.executor, settings.ray_address, settings.slot_resources, settings.parallel
-            )
+            runner = executor_for(settings)
         except Unavailable as e:
             raise UserError(str(e)) from None
         loop = CampaignLoop(settings, campaign, agent, runner)

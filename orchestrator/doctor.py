@@ -42,9 +42,9 @@ def platform_check() -> Check:
 
 
 def mlx_checks() -> list[Check]:
-    from trainer import blas  # stdlib only: the orchestrator never imports MLX
+    from inside import blas  # stdlib only: the orchestrator never imports MLX
 
-    probe = run([sys.executable, "-m", "trainer.bench", "--matmul"])
+    probe = run([sys.executable, "-m", "bench", "trainer", "--matmul"])
     if probe.returncode != 0:
         return [
             Check(
@@ -102,7 +102,7 @@ def disk() -> Check:
 
 def datasets() -> Check:
     """Which datasets are prepared for this checkout's data code (start prepares its own by itself)."""
-    from .corpus import data_root
+    from .scoring.corpus import data_root
 
     root = data_root()
     prepared = sorted({p.parent.name.rsplit("-", 1)[0] for p in (root / "prepared").glob("*/meta.json")})
@@ -129,7 +129,7 @@ def datasets() -> Check:
 
 
 def sandbox_check() -> Check:
-    from . import sandbox
+    from .measure import sandbox
 
     box = sandbox.backend()
     ok = box.name != "none"
@@ -138,7 +138,7 @@ def sandbox_check() -> Check:
 
 def ledger(state_dir: Path) -> Check:
     """The ledger is readable, sound, and not newer than this arx; the daemon's backups of it."""
-    from . import backup
+    from .ledger import backup
 
     db = state_dir / "experiments.db"
     if not db.exists():
@@ -147,7 +147,7 @@ def ledger(state_dir: Path) -> Check:
     if problem:
         return Check("ledger", False, f"{db} is damaged: {problem}", "; or ".join(backup.fixes(db)))
     version = schema_version(db)
-    from .ledger import SCHEMA_VERSION
+    from .ledger.ledger import SCHEMA_VERSION
 
     if version > SCHEMA_VERSION:
         return Check(

@@ -25,9 +25,9 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 
-from . import facts
-from .policy import Noise, Policy, from_dict, keep_band
-from .statuses import CHAMPION_KINDS, FAILED, IN_FLIGHT, VERDICT_KINDS, Kind, Status
+from .campaign import facts
+from .campaign.policy import Noise, Policy, from_dict, keep_band
+from .ledger.statuses import CHAMPION_KINDS, FAILED, IN_FLIGHT, VERDICT_KINDS, Kind, Status
 
 PLAUSIBLE_SHARE = 0.05  # a single change that gains more than 5% of the champion's val_bpb is not plausible
 

@@ -7,8 +7,8 @@ before judging anything.
 
 The daemon never imports MLX: the MLX version comes from package metadata and the backend from
 a one-off subprocess, cached for the daemon's life (a backend does not change under a process).
-The arx version is a hash of the trusted code on disk (daemon, agents, inside/, evaluator, BLAS loader),
-read anew each time, since the evaluator runs from disk in a fresh process for every run.
+The arx version is a hash of the trusted code on disk (the daemon, agents/ and inside/: the model server and the BLAS
+loader among it), read anew each time, since the evaluator runs from disk in a fresh process for every run.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import runner
+from .measure import runner
 from .programs import ROOT
 
-TRUSTED = ("orchestrator", "agents", "inside", "trainer/evaluate.py", "trainer/blas.py")
+TRUSTED = ("orchestrator", "agents", "inside")
 MLX_DISTRIBUTIONS = ("mlx", "mlx-metal", "mlx-cuda", "mlx-cpu")
 PROBE_TIMEOUT_S = 120
 
@@ -81,7 +81,7 @@ def arx_version(root: Path = ROOT) -> str:
 
 def current() -> dict:
     """The fingerprint of this machine now: backend, MLX, BLAS, CPU, cores, OS, Python, arx."""
-    from trainer import blas  # stdlib only, locked: the BLAS the runner will preload
+    from inside import blas  # stdlib only, locked: the BLAS the runner will preload
 
     return {
         "backend": backend(),

@@ -1,4 +1,4 @@
-"""How numbers and times read to a person: the same in the terminal (cli.py) and in the browser (dashboard/).
+"""How numbers and times read to a person: the same in the terminal (cli.py) and in the browser (web/).
 
 Below both, so neither imports the other. Times are rounded to what a person can use ("4m20s", not
 "260.297065s"), and every timestamp carries its zone: the ledger stores UTC, a person reads local time

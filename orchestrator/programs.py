@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]  # the daemon's own checkout: its evaluator is the sealed one
 # our code in the jail: refused in any proposal (everything outside a program's editable files is, these by name)
 LOCKED = (
-    "trainer/evaluate.py",
-    "trainer/blas.py",
+    "inside/evaluate.py",
+    "inside/blas.py",
     "trainer/__init__.py",
     "inside/__init__.py",
     "inside/device.py",
@@ -40,13 +40,13 @@ PROGRAMS = {
         "model",
         "autoresearch",
         ("trainer/train.py",),
-        ("trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py"),
+        ("trainer/prepare.py", "trainer/data_sources.py", "inside/evaluate.py"),
     ),
     "data": Program(
         "data",
         "autoresearch-data",
         ("trainer/prepare.py", "trainer/data_sources.py"),
-        ("trainer/train.py", "trainer/evaluate.py"),
+        ("trainer/train.py", "inside/evaluate.py"),
     ),
 }
 
@@ -87,8 +87,8 @@ class StatePaths:
     @property
     def kernels(self) -> Path:
         """The kernel cache of every campaign of this state directory (ARX_KERNEL_DIR moves it, for one shared by
-        several), one folder per trainer code version (orchestrator/kernels.py): each run's TMPDIR starts as a copy
-        of its code's folder."""
+        several), one folder per trainer code version (orchestrator/measure/kernels.py): each run's TMPDIR starts as a
+        copy of its code's folder."""
         return Path(os.environ["ARX_KERNEL_DIR"]) if os.environ.get("ARX_KERNEL_DIR") else self.state / "kernels"
 
     @property

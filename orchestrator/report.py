@@ -14,10 +14,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from . import facts, figures, formatting, slots
+from . import figures, formatting
+from .campaign import facts
 from .figures import Row
+from .ledger.statuses import FAILED, UNFINISHED, VERDICT_KINDS, Status, sql_list
+from .measure import slots
 from .programs import StatePaths
-from .statuses import FAILED, UNFINISHED, VERDICT_KINDS, Status, sql_list
 
 PHASE = {"proposed": "proposing", "training": "training", "evaluating": "scoring"}
 STEP_LINE = re.compile(
@@ -181,7 +183,9 @@ def last_progress(state_dir: Path, run_dir: str | None) -> dict:
     state directory is read (the ledger names the folder; a copied or edited ledger could name any)."""
     if not run_dir or not Path(run_dir).resolve().is_relative_to(state_dir.resolve()):
         return {}
-    from .runner import tail  # never through a link, never a FIFO: the log is in a run directory the trainer wrote
+    from .measure.runner import (
+        tail,  # never through a link, never a FIFO: the log is in a run directory the trainer wrote
+    )
 
     for line in reversed(tail(Path(run_dir) / "train.log", 200).splitlines()):
         m = STEP_LINE.match(line)

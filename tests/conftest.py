@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import corpus as corpus_mod
-from orchestrator import experiment, sandbox
+from orchestrator.measure import experiment, sandbox
+from orchestrator.scoring import corpus as corpus_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_BUDGET_S = 3

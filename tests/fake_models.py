@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
-from orchestrator import scorer
+from orchestrator.scoring import scorer
 
 BOOST = 4.0  # what a peeking model adds to the logit of the token that really comes next
 

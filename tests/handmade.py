@@ -12,10 +12,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator import ledger
-from orchestrator.judge import Pair, Point, Verdict
-from orchestrator.ledger import Campaign, Run
-from orchestrator.policy import Noise, Policy, assess
+from orchestrator.campaign.judge import Pair, Point, Verdict
+from orchestrator.campaign.policy import Noise, Policy, assess
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Campaign, Run
 
 NOW = datetime.now(UTC)
 FP = "fp-one"

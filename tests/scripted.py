@@ -17,11 +17,11 @@ from pathlib import Path
 
 from agents.base import Proposal, ProposalContext, ScopedEditor
 from orchestrator import daemon, fingerprint, report
-from orchestrator.campaign import CampaignLoop
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
-from orchestrator.experiment import Measurement
-from orchestrator.policy import Policy
-from orchestrator.scorer import Scores
+from orchestrator.measure.experiment import Measurement
+from orchestrator.scoring.scorer import Scores
 
 BASE = 3.0
 SEED_LUCK = {s: 0.04 * ((s * 7919) % 11 - 5) / 5 for s in range(1, 200)} | {

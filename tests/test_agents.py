@@ -10,15 +10,15 @@ from conftest import ROOT
 
 
 def editor(worktree) -> ScopedEditor:
-    return ScopedEditor(worktree, ["trainer/train.py"], ["trainer/evaluate.py"])
+    return ScopedEditor(worktree, ["trainer/train.py"], ["inside/evaluate.py"])
 
 
 def test_editor_scope(worktree):
     ed = editor(worktree)
     assert "MATRIX_LR" in ed.view("trainer/train.py")
-    assert "def serve" in ed.view("/trainer/evaluate.py")
+    assert "def serve" in ed.view("/inside/evaluate.py")
     with pytest.raises(EditorError, match="may not edit"):
-        ed.str_replace("trainer/evaluate.py", "import", "import")
+        ed.str_replace("inside/evaluate.py", "import", "import")
     with pytest.raises(EditorError, match="may not view"):
         ed.view("pyproject.toml")
     with pytest.raises(EditorError, match="leave the worktree"):

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_the_side_by_side_benchmark_on_a_tiny_budget(stdlib):
     env = dict(os.environ, ARX_PREPARED_DIR=str(stdlib.prepared))
     done = subprocess.run(
-        [sys.executable, "-m", "trainer.bench", "--budget", "2", "--rounds", "2"],
+        [sys.executable, "-m", "bench", "trainer", "--budget", "2", "--rounds", "2"],
         cwd=ROOT,
         env=env,
         capture_output=True,

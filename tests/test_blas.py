@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from trainer import blas
+from inside import blas
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS is chosen on Linux only")
 
@@ -118,7 +118,7 @@ def test_a_trainer_records_the_blas_it_ran_with(trained_run):
 def test_the_matmul_probe_runs_on_the_chosen_library():
     """The re-exec puts the library into LD_PRELOAD: the process that multiplies has it mapped."""
     code = (
-        "from trainer import blas; blas.reexec_with_openblas()\n"
+        "from inside import blas; blas.reexec_with_openblas()\n"
         "import mlx.core as mx; a = mx.ones((64, 64)); mx.eval(a @ a)\n"
         "print(blas.active()); print(open('/proc/self/maps').read())"
     )

@@ -19,7 +19,7 @@ from agents.claude import ClaudeAgent, task_message
 from agents.models import ModelError
 
 TRAIN = "trainer/train.py"
-READABLE = ["trainer/prepare.py", "trainer/data_sources.py", "trainer/evaluate.py"]
+READABLE = ["trainer/prepare.py", "trainer/data_sources.py", "inside/evaluate.py"]
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_a_proposal_is_edits_then_submit(server, worktree, monkeypatch):
         ({"command": "str_replace", "path": TRAIN, "old_str": "NOT THERE", "new_str": "x"}, "not found"),
         ({"command": "str_replace", "path": TRAIN, "old_str": "import", "new_str": "x"}, "occurs"),
         (
-            {"command": "str_replace", "path": "trainer/evaluate.py", "old_str": "import", "new_str": "x"},
+            {"command": "str_replace", "path": "inside/evaluate.py", "old_str": "import", "new_str": "x"},
             "may not edit",
         ),
         ({"command": "view", "path": "/etc/passwd"}, "may not view"),
@@ -107,7 +107,7 @@ def test_tool_errors_go_back_to_the_model(server, worktree, monkeypatch, args, m
     assert agent(server, monkeypatch).propose(context(worktree)).description == "SCALAR_LR 0.5 -> 0.4"
     result = server.requests[1]["body"]["messages"][-1]["content"][0]
     assert result["is_error"] is True and message in result["content"]
-    assert "import" in (worktree / "trainer/evaluate.py").read_text()
+    assert "import" in (worktree / "inside/evaluate.py").read_text()
 
 
 @pytest.mark.parametrize("status", [429, 500, 529])

@@ -13,7 +13,7 @@ from agents import conversation, history, pricing
 from agents.base import Abandoned, AgentPaused, Refused, TransientAgentError
 from agents.claude import SUBMIT_TOOL, ClaudeAgent, cache_ttl, files_block, program_prompt
 from agents.thinking import ThinkingError
-from orchestrator.facts import expected_gap_s
+from orchestrator.campaign.facts import expected_gap_s
 from test_claude import TRAIN, context
 
 KEY = "sk-ant-test-0123456789-secret"

@@ -15,12 +15,13 @@ from click.testing import CliRunner
 import fake_anthropic as fa
 from agents.claude import ClaudeAgent
 from conftest import make_repo
-from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator import daemon
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.cli import app
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
-from orchestrator.policy import Policy
+from orchestrator.ledger import ledger
+from orchestrator.measure.executor import LocalExecutor
 
 pytestmark = pytest.mark.slow
 TRAIN = "trainer/train.py"

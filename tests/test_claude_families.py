@@ -16,8 +16,8 @@ from click.testing import CliRunner
 import fake_anthropic as fa
 from agents.claude import ClaudeAgent
 from conftest import make_repo
+from orchestrator.campaign.policy import Policy
 from orchestrator.cli import app
-from orchestrator.policy import Policy
 from scripted import Setup
 
 KEY = "sk-ant-families-test-0042"

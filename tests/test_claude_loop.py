@@ -16,16 +16,17 @@ import fake_anthropic as fa
 from agents.base import Abandoned, Refused, TransientAgentError
 from agents.claude import ClaudeAgent
 from conftest import make_repo
-from orchestrator import campaign as campaign_module
-from orchestrator import daemon, fingerprint, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator import daemon, fingerprint
+from orchestrator.campaign import campaign as campaign_module
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.facts import GAP_OVERHEAD_S, expected_gap_s
+from orchestrator.campaign.policy import Policy
+from orchestrator.campaign.proposing import BACKOFF_MAX_S
 from orchestrator.cli import app
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
-from orchestrator.facts import GAP_OVERHEAD_S, expected_gap_s
-from orchestrator.ledger import Run
-from orchestrator.policy import Policy
-from orchestrator.proposing import BACKOFF_MAX_S
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Run
+from orchestrator.measure.executor import LocalExecutor
 
 KEY = "sk-ant-loop-test-9876543210"
 

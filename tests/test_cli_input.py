@@ -61,8 +61,8 @@ def test_start_has_an_option_for_every_setting_and_every_threshold():
     """`start`'s options are generated from `Settings` and `Policy`: each field once, with its documented help."""
     from dataclasses import fields
 
+    from orchestrator.campaign.policy import Policy
     from orchestrator.config import Settings
-    from orchestrator.policy import Policy
 
     params = {o.name: o for o in app.commands["start"].params}
     for f in fields(Settings):

@@ -23,14 +23,15 @@ from click.testing import CliRunner
 import handmade
 from conftest import HANG_S, PROJECT_FILES
 from handmade import EXPECTED, NOW
-from orchestrator import ledger, slots
 from orchestrator.cli import app
-from orchestrator.ledger import LlmCall, Run
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import LlmCall, Run
+from orchestrator.measure import slots
 from orchestrator.programs import ROOT, StatePaths
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TERMINAL = {"COLUMNS": "80", "LINES": "50", "TTY_COMPATIBLE": "1", "NO_COLOR": "1", "TERM": "xterm"}
-HEAVY = ("sqlmodel", "orchestrator.daemon", "orchestrator.campaign", "git")  # what a quick answer must not load
+HEAVY = ("sqlmodel", "orchestrator.daemon", "orchestrator.campaign.campaign", "git")  # a quick answer loads none
 
 
 def cli(*args: str, terminal: bool = False) -> "click.testing.Result":  # noqa: F821
@@ -640,7 +641,7 @@ def test_status_of_an_empty_or_missing_ledger(tmp_path):
 
 def test_plausible_is_five_percent_of_the_champion_or_the_largest_gain_kept_in_campaigns_like_it():
     from orchestrator import figures
-    from orchestrator.policy import Noise, Policy, keep_band
+    from orchestrator.campaign.policy import Noise, Policy, keep_band
 
     policy, noise = Policy(), Noise(0.09, 2)
     band = keep_band(policy, noise, policy.max_pairs)

@@ -20,14 +20,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import ledger, slots
+from orchestrator.campaign.policy import Noise, Policy, keep_band
 from orchestrator.cli import app as cli_app
-from orchestrator.dashboard import data
-from orchestrator.dashboard.app import create_app, running
-from orchestrator.dashboard.screenshot import VIEWPORT, chromium, launch
-from orchestrator.ledger import Campaign, Event, LlmCall, Run
-from orchestrator.policy import Noise, Policy, keep_band
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Campaign, Event, LlmCall, Run
+from orchestrator.measure import slots
 from orchestrator.programs import ROOT, StatePaths
+from orchestrator.web import data
+from orchestrator.web.app import create_app, running
+from orchestrator.web.screenshot import VIEWPORT, chromium, launch
 
 NOW = datetime.now(UTC)
 TOKEN = "s3cret-token"
@@ -155,7 +156,7 @@ def state(tmp_path_factory) -> Path:
             "rejected",
             None,
             description="edited evaluate.py",
-            decision_reason="out of scope: trainer/evaluate.py",
+            decision_reason="out of scope: inside/evaluate.py",
         ),
         experiment(done.id, 7, "keep", 2.380, description="WARMDOWN 0.5 -> 0.6", diff=DIFF.replace("0.05", "0.06")),
         experiment(done.id, 8, "timeout", None, description="DEPTH 2 -> 12"),
@@ -770,7 +771,7 @@ def test_the_dashboard_and_the_cli_do_not_import_each_other():
     import ast
 
     bad = []
-    for path in sorted((ROOT / "orchestrator" / "dashboard").rglob("*.py")):
+    for path in sorted((ROOT / "orchestrator" / "web").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names]

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import ROOT, edit_constant, make_spec, run_module
 from inside import loader
-from orchestrator import corpus, experiment, scorer
+from orchestrator.measure import experiment
+from orchestrator.scoring import corpus, scorer
 from trainer import data_sources as ds
 
 RUN_BYTES = 48  # no held-out run this long may reach the training material
@@ -175,7 +176,7 @@ def test_honest_sandboxed_code_never_opens_a_masked_file(stdlib):
         "trainer.data_sources",
         "trainer.prepare",
         "trainer.train",
-        "trainer.evaluate",
+        "inside.evaluate",
         "inside.loader",
     ]
     out = subprocess.run(

@@ -13,8 +13,10 @@ import threading
 import pytest
 
 from conftest import HANG_S, make_repo
-from orchestrator import facts, ledger, slots
-from orchestrator.policy import Policy
+from orchestrator.campaign import facts
+from orchestrator.campaign.policy import Policy
+from orchestrator.ledger import ledger
+from orchestrator.measure import slots
 from scripted import BASE, FAST_BLAS_GAIN, SEED_LUCK, GainAgent, ScriptedExecutor, Setup
 
 

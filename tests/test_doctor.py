@@ -19,8 +19,9 @@ import pytest
 
 import handmade
 from conftest import PROJECT_FILES
-from orchestrator import backup, doctor, ledger, report
-from orchestrator.ledger import Run
+from orchestrator import doctor, report
+from orchestrator.ledger import backup, ledger
+from orchestrator.ledger.ledger import Run
 from orchestrator.programs import ROOT
 
 CLI = f"{sys.executable} -m orchestrator.cli"
@@ -50,7 +51,7 @@ def test_doctor_is_green_on_this_machine(data_dir, tmp_path):
     names = [line[6:].split()[0] for line in lines]
     assert names == ["platform", "mlx", "matmul", "git", "disk", "datasets", "sandbox", "ledger", "api"]
     failed = [line for line in lines if line.startswith("[FIX]")]
-    from orchestrator import sandbox
+    from orchestrator.measure import sandbox
 
     allowed = ["sandbox"] if sandbox.backend().name == "none" else []  # a machine without one is not healthy
     assert [line[6:].split()[0] for line in failed] == allowed, out.stdout

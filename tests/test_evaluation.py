@@ -9,10 +9,11 @@ import math
 import pytest
 
 from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
-from orchestrator import scorer
-from orchestrator.corpus import docs_sha256, file_sha256
-from orchestrator.experiment import measure
-from trainer import evaluate, train
+from inside import evaluate
+from orchestrator.measure.experiment import measure
+from orchestrator.scoring import scorer
+from orchestrator.scoring.corpus import docs_sha256, file_sha256
+from trainer import train
 
 MARKER = "built by the worktree's own build_model"
 TRAIN_FIELDS = (
@@ -119,7 +120,7 @@ def test_no_prepared_data_is_one_clear_error(tmp_path):
 
 
 def test_model_process_refuses_an_incomplete_run(tmp_path):
-    result = run_module("trainer.evaluate", ROOT, {}, ["--run-dir", str(tmp_path), "--worktree", str(ROOT)])
+    result = run_module("inside.evaluate", ROOT, {}, ["--run-dir", str(tmp_path), "--worktree", str(ROOT)])
     assert result.returncode == 2 and "lacks model.safetensors, model_config.json" in result.stderr
 
 
@@ -151,7 +152,7 @@ def test_a_model_process_that_trains_before_its_first_logits_is_cut_off(
 ):
     """Time a model process spends before its first batch is time it could train in (identically in both
     processes, so the probes agree): it gets FIRST_LOGITS_S, not the whole evaluation deadline."""
-    from orchestrator import experiment
+    from orchestrator.measure import experiment
 
     source = worktree / "trainer" / "train.py"
     head = "def build_model(config: dict, seed: int = 0) -> GPT:\n"

@@ -17,11 +17,12 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import make_repo
-from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator import daemon
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
-from orchestrator.policy import Policy
+from orchestrator.ledger import ledger
+from orchestrator.measure.executor import LocalExecutor
 
 
 def patch(path: str, old: str, new: str):
@@ -46,7 +47,7 @@ START = "    t_launch = time.time()\n"
 FAULTS = {
     "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
     "edited evaluate.py": patch(
-        "trainer/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'
+        "inside/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'
     ),
     "hang": patch("trainer/train.py", START, START + "    time.sleep(600)\n"),
     "memory": patch(
@@ -130,7 +131,7 @@ def test_edit_outside_scope_is_rejected(campaign):
 
 def test_edited_evaluator_is_rejected(campaign):
     run = campaign["runs"]["edited evaluate.py"]
-    assert run.status == "rejected" and "trainer/evaluate.py" in run.decision_reason
+    assert run.status == "rejected" and "inside/evaluate.py" in run.decision_reason
 
 
 def test_hanging_trainer_times_out(campaign):

@@ -30,7 +30,7 @@ def test_arx_version_follows_the_trusted_code(tmp_path):
     before = fingerprint.arx_version(tmp_path)
     (tmp_path / "trainer" / "train.py").write_text("# an experiment: not trusted code\n")
     assert fingerprint.arx_version(tmp_path) == before
-    with open(tmp_path / "trainer" / "evaluate.py", "a") as f:
+    with open(tmp_path / "inside" / "evaluate.py", "a") as f:
         f.write("\n# changed scorer\n")
     changed = fingerprint.arx_version(tmp_path)
     assert changed != before

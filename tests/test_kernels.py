@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import HANG_S, ROOT, copy_trainer, edit_constant, make_spec
-from orchestrator import experiment, fingerprint, kernels
+from orchestrator import fingerprint
+from orchestrator.measure import experiment, kernels
 
 # A few more kernel shapes than the trainer's: scalars, casts, two outputs, integers, booleans, non-finite literals
 FORMS = """

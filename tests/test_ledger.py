@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from orchestrator import ledger
-from orchestrator.ledger import Campaign, Run
+from orchestrator.ledger import ledger
+from orchestrator.ledger.ledger import Campaign, Run
 
 
 def new_campaign(db) -> Campaign:

@@ -11,7 +11,7 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from conftest import tiny_texts, write_corpus, write_model_config, write_tokenizer
-from orchestrator import scorer
+from orchestrator.scoring import scorer
 from trainer import train
 
 
@@ -65,7 +65,7 @@ def test_every_layer_is_causal(pattern, kv_ratio):
 
 
 class InProcessModel:
-    """A `scorer.ModelProcess` around a real MLX model in this process (the sandboxed one runs trainer/evaluate.py)."""
+    """A `scorer.ModelProcess` around a real MLX model in this process (the sandboxed one runs inside/evaluate.py)."""
 
     def __init__(self, model):
         self.model = model

@@ -19,10 +19,10 @@ from agents.offline import FROZEN, UNIT_INTERVAL, tunables
 from agents.optuna_search import KNOBS, MIN_RATIO, MIN_STEP, OptunaAgent, search_space
 from conftest import ROOT, copy_trainer, make_repo
 from knob_scores import OPTIMUM, KnobExecutor, penalty
-from orchestrator import ledger
+from orchestrator.campaign.facts import judged_value
 from orchestrator.cli import app, make_agent
-from orchestrator.facts import judged_value
-from orchestrator.statuses import Kind, Status
+from orchestrator.ledger import ledger
+from orchestrator.ledger.statuses import Kind, Status
 from scripted import Setup
 
 TRAIN = "trainer/train.py"

@@ -1,4 +1,4 @@
-"""Candidates in flight at once (orchestrator/parallel.py) with scripted scores: who is judged against which
+"""Candidates in flight at once (orchestrator/campaign/parallel.py) with scripted scores: who is judged against which
 champion, the rebase of a keep that arrived after the champion moved, the reject when it no longer applies,
 and a branch that only ever holds kept commits; a lost worker (retried once, then a pause). Everything but
 training is real (git, ledger, policy); the real Ray executor's end-to-end tests are in test_ray.py."""
@@ -13,13 +13,14 @@ import pytest
 
 from agents.base import Proposal, ProposalContext, ScopedEditor
 from conftest import HANG_S, make_repo
-from orchestrator import daemon, ledger
-from orchestrator.campaign import CampaignLoop
+from orchestrator import daemon
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
-from orchestrator.executor import LOST
-from orchestrator.experiment import Measurement
-from orchestrator.policy import Policy
-from orchestrator.scorer import Scores
+from orchestrator.ledger import ledger
+from orchestrator.measure.executor import LOST
+from orchestrator.measure.experiment import Measurement
+from orchestrator.scoring.scorer import Scores
 from scripted import BASE, ScriptedExecutor
 
 

@@ -1,6 +1,7 @@
-"""The keep rule on seed-paired gains (orchestrator/policy.py) and the judge that drives it (orchestrator/judge.py):
-each branch and its boundaries, with the numbers it states, and the judge's fair-conditions re-measures both ways,
-all without training (the judge takes its measurements from a scripted `Measurements`)."""
+"""The keep rule on seed-paired gains (orchestrator/campaign/policy.py) and the judge that drives it
+(orchestrator/campaign/judge.py): each branch and its boundaries, with the numbers it states, and the judge's
+fair-conditions re-measures both ways, all without training (the judge takes its measurements from a scripted
+`Measurements`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from orchestrator.judge import Point, judge
-from orchestrator.policy import (
+from orchestrator.campaign.judge import Point, judge
+from orchestrator.campaign.policy import (
     CONTINUE,
     DISCARD,
     KEEP,

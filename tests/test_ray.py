@@ -27,7 +27,8 @@ from test_daemon import arx, rows, wait_for
 
 def test_the_local_path_never_imports_ray():
     code = (
-        "import sys; import orchestrator.cli, orchestrator.daemon, orchestrator.campaign, orchestrator.executor; "
+        "import sys; import orchestrator.cli, orchestrator.daemon, orchestrator.campaign.campaign, "
+        "orchestrator.measure.executor; "
         "print('ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -37,7 +38,7 @@ def test_the_local_path_never_imports_ray():
 def test_files_a_slot_sends_back_are_regular_and_capped(tmp_path, monkeypatch):
     """The run directory is the candidate's: a log swapped for a link to a node secret, or for a FIFO, is not
     read by the slot's trusted process; a huge log comes back as its tail."""
-    from orchestrator import ray_executor
+    from orchestrator.measure import ray_executor
 
     monkeypatch.setattr(ray_executor, "MAX_FILE_BYTES", 8)
     secret = tmp_path / "secret"
@@ -236,7 +237,7 @@ def test_two_candidates_in_flight_on_two_nodes_of_two_classes_and_a_worker_kille
     # one retry can land elsewhere by chance: asked to avoid (or to join) each node three times, a slot obeys
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.setenv(name, env[name])
-    from orchestrator.ray_executor import RayExecutor, ray
+    from orchestrator.measure.ray_executor import RayExecutor, ray
 
     executor = RayExecutor(address, {"CPU": 1}, 1)
     try:
@@ -273,8 +274,8 @@ def test_a_slot_hides_the_daemons_state_folder(tmp_path):
     state folder (the ledger, every run's checkpoint and logs), which the node's Spec names in `also_hidden`."""
     from dataclasses import replace
 
-    from orchestrator import experiment, sandbox
-    from orchestrator.corpus import Corpus
+    from orchestrator.measure import experiment, sandbox
+    from orchestrator.scoring.corpus import Corpus
 
     daemon_state, node = tmp_path / "daemon-state", tmp_path / "node"
     (daemon_state / "runs").mkdir(parents=True)

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from conftest import HANG_S
-from orchestrator import runner
+from orchestrator.measure import runner
 
 
 def child(code: str) -> list[str]:

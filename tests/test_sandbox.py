@@ -24,9 +24,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import runner, sandbox, sandbox_setup
-from orchestrator.sandbox import Jail
-from trainer import blas
+from inside import blas
+from orchestrator.measure import runner, sandbox, sandbox_setup
+from orchestrator.measure.sandbox import Jail
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX = sys.platform.startswith("linux")
@@ -295,7 +295,7 @@ def test_nothing_outlives_the_phase(using, area, mode):
 
 
 def test_the_watchdog_ends_the_whole_phase(using, area, tmp_path):
-    """orchestrator.runner as the integrator uses it: SIGTERM then SIGKILL to the group ends the jailed tree."""
+    """orchestrator.measure.runner as the integrator uses it: SIGTERM then SIGKILL to the group ends the jailed tree."""
     run, token = area / "state/runs/model-x/0005", f"arx-escape-{uuid.uuid4()}"
     argv = sandbox.command([sys.executable, "-c", ESCAPE, token, str(run), "hang"], campaign_jail(area), using=using)
     outcome = runner.run_watched(
@@ -586,7 +586,7 @@ NON_ROOT_DRIVER = """
 import json, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from orchestrator import sandbox
+from orchestrator.measure import sandbox
 area = Path(sys.argv[2])
 state = area / "state"
 jail = sandbox.Jail(writable=(state / "runs/model-x/0005",), visible=(state / "worktrees/model-x",), hidden=(state,))
@@ -638,7 +638,7 @@ def test_works_for_an_unprivileged_daemon(using, area):
         return as_nobody("unshare", "--user", "--map-root-user", python, "-c", "pass").returncode == 0
 
     python = next((p for p in (sys.executable, "/usr/bin/python3") if runs(p)), None)
-    importable = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import orchestrator.sandbox"
+    importable = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import orchestrator.measure.sandbox"
     if python is None or as_nobody(python, "-B", "-c", importable).returncode:
         pytest.skip("no Python and checkout that the unprivileged user can read")
     area.chmod(0o755)

@@ -18,8 +18,8 @@ import pytest
 
 from conftest import write_model_config, write_tokenizer
 from fake_models import Attack, TableModel, Tiny, Zeros, always, launcher, make_tiny, peek, unless_prefix_seen
-from orchestrator import leakcheck, scorer
-from orchestrator.corpus import docs_sha256, file_sha256
+from orchestrator.scoring import leakcheck, scorer, shingles
+from orchestrator.scoring.corpus import docs_sha256, file_sha256
 
 SEEDS = range(10)
 
@@ -364,28 +364,28 @@ SHARED = "def held_out_function(alpha, beta):\n    return alpha ** beta + 42\n" 
 
 
 def test_scrub_cuts_long_shared_runs_only():
-    assert len(SHARED.encode()) > leakcheck.SCRUB_BYTES
+    assert len(SHARED.encode()) > shingles.SCRUB_BYTES
     held = ["# a held-out file\n" + SHARED + "# the end\n"]
     texts = ["A" * 20 + SHARED + "B" * 20, "nothing in common with the held-out text", SHARED[:30] + "|" + SHARED[30:]]
-    out = leakcheck.scrub(texts, held)
+    out = shingles.scrub(texts, held)
     assert out[0] == ["A" * 20, "B" * 20]
     assert out[1] == [texts[1]] and out[2] == [texts[2]]  # a shorter shared run stays
 
 
 def test_scrub_threshold_is_exactly_scrub_bytes():
-    n = leakcheck.SCRUB_BYTES
+    n = shingles.SCRUB_BYTES
     held = ["<" + "0123456789abcdefghijklmnopqrstuvwxyz" * 3 + ">"]
     run = held[0][1 : 1 + n]
-    assert leakcheck.scrub(["[" + run[:-1] + "]"], held) == [["[" + run[:-1] + "]"]]
-    assert leakcheck.scrub(["[" + run + "]"], held) == [["[", "]"]]
+    assert shingles.scrub(["[" + run[:-1] + "]"], held) == [["[" + run[:-1] + "]"]]
+    assert shingles.scrub(["[" + run + "]"], held) == [["[", "]"]]
 
 
 def test_scrub_never_joins_runs_across_documents():
     texts = [SHARED[:40], SHARED[40:]]  # together they hold the whole run, each alone too little
-    assert leakcheck.scrub(texts, [SHARED]) == [[SHARED[:40]], [SHARED[40:]]]
+    assert shingles.scrub(texts, [SHARED]) == [[SHARED[:40]], [SHARED[40:]]]
 
 
 def test_scrub_leaves_valid_text_around_multibyte_characters():
     held = ["«" + SHARED + "»"]
-    out = leakcheck.scrub(["é" * 5 + "«" + SHARED + "»" + "ü" * 5], held)
+    out = shingles.scrub(["é" * 5 + "«" + SHARED + "»" + "ü" * 5], held)
     assert out == [["é" * 5, "ü" * 5]]

@@ -1,6 +1,6 @@
-"""The trust boundary as the code's imports: the trusted side never imports candidate code or MLX; the code that
-runs in the jail beside candidate code (inside/) imports none of the daemon's; no data-program code is imported by
-the trainer or the model process (it runs in `prepare` only)."""
+"""The trust boundary as the code's imports, readable from `ls`: orchestrator/ and agents/ never import trainer/ (nor
+MLX); trainer/ imports only inside/; inside/ imports neither orchestrator/ nor agents/ nor trainer/. No data-program
+code is imported by the trainer (it runs in `prepare` only)."""
 
 from __future__ import annotations
 
@@ -12,87 +12,79 @@ import pytest
 from conftest import ROOT
 from orchestrator.programs import LOCKED, PROGRAMS
 
-TRUSTED = ("orchestrator", "agents")
-EDITABLE = {p[: -len(".py")].replace("/", ".") for program in PROGRAMS.values() for p in program.editable}
-LOCKED_MODULES = {
-    p[: -len(".py")].replace("/", ".") for p in LOCKED if p.endswith(".py") and not p.endswith("__init__.py")
+OURS = ("orchestrator", "agents", "inside", "trainer", "bench")
+# Of our packages (and MLX), what each may import; the stdlib and third-party packages are not listed.
+MAY_IMPORT = {
+    "orchestrator": {"orchestrator", "agents", "inside"},
+    "agents": {"agents", "orchestrator"},
+    "trainer": {"trainer", "inside", "mlx"},
+    "inside": {"inside", "mlx"},
 }
+EDITABLE = {p[: -len(".py")].replace("/", ".") for program in PROGRAMS.values() for p in program.editable}
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found += [(node.lineno, node.module)] + [
-                (node.lineno, f"{node.module}.{alias.name}") for alias in node.names
-            ]
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for package in OURS for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under `if TYPE_CHECKING:`: they never run."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            found |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
     return found
 
 
-def trusted_files() -> list[Path]:
-    return sorted(p for folder in TRUSTED for p in (ROOT / folder).rglob("*.py"))
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute name) of every import that runs, at module level or in a function: a relative import is
+    resolved against the file's package; `from a import b` names both a and a.b (b may be a module)."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip = type_checking_only(tree)
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join(parts + ([node.module] if node.module else []))
+            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
 
 
 def test_the_editable_files_are_the_ones_the_test_guards():
     assert EDITABLE == {"trainer.train", "trainer.prepare", "trainer.data_sources"}
-    assert LOCKED_MODULES == {"trainer.evaluate", "trainer.blas", "inside.device", "inside.loader"}
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "trainer").glob("*.py")} == {
+        *(p for program in PROGRAMS.values() for p in program.editable),
+        "trainer/__init__.py",
+    }, "trainer/ holds candidate code only"
     assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "inside").glob("*.py")} <= set(LOCKED)
 
 
-def test_the_trusted_side_never_imports_candidate_code_or_mlx():
-    bad = []
-    for path in trusted_files():
-        for line, name in imports(path):
-            module = name if name.startswith(("trainer.", "mlx")) else None
-            if module is None:
-                continue
-            editable = any(module == m or module.startswith(m + ".") for m in EDITABLE)
-            unlocked_trainer = module.startswith(("trainer.", "inside.")) and not any(
-                module == m or module.startswith(m + ".") for m in LOCKED_MODULES
-            )
-            if editable or unlocked_trainer or module.startswith("mlx"):
-                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
-    assert not bad, "the trusted side must not import these:\n" + "\n".join(bad)
-
-
-def test_the_trainer_never_imports_the_daemon():
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_each_side_imports_only_what_the_trust_boundary_allows(package):
+    ours = {*OURS, "mlx"}
     bad = [
-        f"{p.relative_to(ROOT)}:{line} imports {name}"
-        for p in sorted((ROOT / "trainer").glob("*.py"))
-        for line, name in imports(p)
-        if name.split(".")[0] in ("orchestrator", "agents")
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line, name in imports(path)
+        if name.split(".")[0] in ours and name.split(".")[0] not in MAY_IMPORT[package]
     ]
-    assert not bad, "\n".join(bad)
+    assert not bad, f"{package}/ may import only {sorted(MAY_IMPORT[package])} of ours:\n" + "\n".join(bad)
 
 
-def test_inside_imports_nothing_of_the_daemon_or_the_programs():
-    bad = [
-        f"{p.relative_to(ROOT)}:{line} imports {name}"
-        for p in sorted((ROOT / "inside").glob("*.py"))
-        for line, name in imports(p)
-        if name.split(".")[0] in ("orchestrator", "agents", "trainer")
-    ]
-    assert not bad, "\n".join(bad)
-
-
-@pytest.mark.parametrize("path", ["trainer/train.py", "trainer/evaluate.py", "trainer/blas.py"])
-def test_no_data_program_code_is_imported_where_training_or_scoring_runs(path):
+def test_no_data_program_code_is_imported_where_training_runs():
     """prepare.py and data_sources.py are the data program's: what they compute reaches training as the checked files
-    of a prepared folder, never as code running beside the trainer or the model process."""
-    data_program = {m for m in EDITABLE if m != "trainer.train"}
-    source = ROOT / path
-    found = [
-        (line, name)
-        for line, name in imports(source)
-        if name in data_program or name.endswith((".prepare", ".data_sources"))
-    ]
-    relative = [
-        (node.lineno, alias.name)
-        for node in ast.walk(ast.parse(source.read_text()))
-        if isinstance(node, ast.ImportFrom) and node.level > 0
-        for alias in node.names
-        if alias.name in ("prepare", "data_sources")
-    ]
-    assert not found + relative, f"{path} imports data-program code: {found + relative}"
+    of a prepared folder, never as code running beside the trainer."""
+    data_program = {"prepare", "data_sources"}
+    train = ROOT / "trainer" / "train.py"
+    found = [(line, name) for line, name in imports(train) if name.rpartition(".")[2] in data_program]
+    assert not found, f"trainer/train.py imports data-program code: {found}"

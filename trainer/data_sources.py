@@ -1,7 +1,7 @@
 """Training documents. The data program edits this file (and prepare.py); both run in `prepare` only.
 
 Every knob the data program may turn is an UPPER_CASE constant below. Which datasets exist, their
-downloads and their held-out (val/test) split are the daemon's (orchestrator/corpus.py): this
+downloads and their held-out (val/test) split are the daemon's (orchestrator/scoring/corpus.py): this
 side only ever sees the training material, never a held-out document.
 """
 

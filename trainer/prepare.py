@@ -56,7 +56,7 @@ def load_tokenizer(path: Path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizer: BPE trained here (rustbpe), saved as ranks that tiktoken loads (trainer/evaluate.py)
+# Tokenizer: BPE trained here (rustbpe), saved as ranks that tiktoken loads (inside/evaluate.py)
 # ---------------------------------------------------------------------------------------------
 def train_tokenizer(texts: list[str], size: int) -> dict:
     import rustbpe

@@ -32,10 +32,9 @@ import numpy as np
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map
 
+from inside import blas
 from inside import loader as data  # the trusted loader: no data-program code runs in the trainer
 from inside.device import backend
-
-from . import blas
 
 GPU = backend() != "cpu"
 

@@ -22,11 +22,14 @@ import pytest
 
 from agents.base import Abandoned, Proposal
 from conftest import ROOT, make_repo
-from orchestrator import corpus, daemon, experiment, fingerprint, ledger, scorer
-from orchestrator.campaign import CampaignLoop
+from orchestrator import daemon, fingerprint
+from orchestrator.campaign.campaign import CampaignLoop
+from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
-from orchestrator.executor import LocalExecutor
-from orchestrator.policy import Policy
+from orchestrator.ledger import ledger
+from orchestrator.measure import experiment
+from orchestrator.measure.executor import LocalExecutor
+from orchestrator.scoring import corpus, scorer
 
 SECRET = "sk-ant-hostile-test-secret-" + uuid.uuid4().hex[:8]
 MARKER = "arx-hostile-marker-" + uuid.uuid4().hex[:8]
@@ -193,7 +196,7 @@ def run_campaign(tmp: Path, program: str, steps: dict, **settings_kw) -> Outcome
     repo = make_repo(tmp / "repo")
     corpus.materialize("stdlib")  # trusted set-up that may compile stdlib bytecode: before the snapshot
     fingerprint.backend()
-    for module in ("orchestrator.leakcheck", "orchestrator.scorer", "tiktoken"):
+    for module in ("orchestrator.scoring.leakcheck", "orchestrator.scoring.scorer", "tiktoken"):
         __import__(module)
     kw = {
         "state_dir": repo / "state",

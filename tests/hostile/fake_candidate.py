@@ -1,9 +1,10 @@
 """Hostile candidates without MLX, measured through the daemon's real `experiment.measure` in a stand-in daemon.
 
-A candidate is whatever sits in a worktree's trainer/: these trainers and model processes are plain Python (numpy
-at most), so each attack costs a few sandbox starts, not a training run. They follow the contracts exactly where
-the attack does not need to break them: the trainer writes train.json, model_config.json and a checkpoint; the
-model process answers the wire format of trainer/evaluate.py with uniform logits.
+A candidate is whatever sits in a worktree's trainer/ (and here its model process, the worktree's
+inside/evaluate.py): these trainers and model processes are plain Python (numpy at most), so each attack costs a few
+sandbox starts, not a training run. They follow the contracts exactly where the attack does not need to break them:
+the trainer writes train.json, model_config.json and a checkpoint; the model process answers the wire format of
+inside/evaluate.py with uniform logits.
 
 `measure_in_child` runs `measure` in a child process whose data segment is capped (RLIMIT_DATA, inherited by the
 sandboxed phases it starts): an attack that makes the daemon read something whole kills the stand-in with a
@@ -74,12 +75,11 @@ def make_worktree(dest: Path, attack: str = "", on_batch: str = "", at_start: st
     data_sources.py and inside/ are the checkout's, so the session's prepared folder is reused."""
     trainer = dest / "trainer"
     trainer.mkdir(parents=True)
-    for name in ("__init__.py", "prepare.py", "data_sources.py", "blas.py"):
+    for name in ("__init__.py", "prepare.py", "data_sources.py"):
         shutil.copy(ROOT / "trainer" / name, trainer / name)
-    if (ROOT / "inside").is_dir():
-        shutil.copytree(ROOT / "inside", dest / "inside", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "inside", dest / "inside", ignore=shutil.ignore_patterns("__pycache__"))
     (trainer / "train.py").write_text(TRAINER.format(seq_len=seq_len, attack=textwrap.dedent(attack)))
-    (trainer / "evaluate.py").write_text(
+    (dest / "inside" / "evaluate.py").write_text(
         MODEL.format(
             at_start=textwrap.dedent(at_start),
             on_batch=textwrap.indent(textwrap.dedent(on_batch), "    "),
@@ -124,8 +124,8 @@ cap = int(sys.argv[1]) << 20
 resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 sys.path[:0] = [sys.argv[2]]
 from pathlib import Path
-from orchestrator import corpus, experiment
-from orchestrator import sandbox
+from orchestrator.measure import experiment, sandbox
+from orchestrator.scoring import corpus
 fields = json.loads(sys.argv[3])
 
 def peak_rss_mb():

@@ -13,7 +13,7 @@ import re
 
 from fake_candidate import make_worktree, measure_in_child
 
-from orchestrator import scorer
+from orchestrator.scoring import scorer
 
 
 def smuggled(run, tag: str) -> list[int]:

@@ -17,7 +17,7 @@ import pytest
 from fake_candidate import PREPARE, make_data_worktree, make_worktree, measure_in_child
 
 from conftest import HANG_S, copy_trainer, run_module
-from orchestrator import leakcheck
+from orchestrator.scoring import leakcheck
 
 
 def test_the_trainer_runs_no_data_program_code(stdlib, tmp_path):

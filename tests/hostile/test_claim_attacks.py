@@ -13,8 +13,8 @@ import payloads as p
 import pytest
 from attack_kit import SECRET, chain, data_dir, files_with, inject, replace, run_campaign, survivors
 
-from orchestrator.facts import ALLOWANCE_FACTOR, MIN_ALLOWANCE_S
-from orchestrator.policy import Policy
+from orchestrator.campaign.facts import ALLOWANCE_FACTOR, MIN_ALLOWANCE_S
+from orchestrator.campaign.policy import Policy
 
 pytestmark = pytest.mark.slow
 __all__ = ["data_dir"]  # the fixture, imported

@@ -21,7 +21,7 @@ import fake_anthropic as fa
 
 pytestmark = pytest.mark.slow
 __all__ = ["data_dir"]  # the fixture, imported
-TRAIN, EVALUATE = "trainer/train.py", "trainer/evaluate.py"
+TRAIN, EVALUATE = "trainer/train.py", "inside/evaluate.py"
 START = "    t_launch = time.time()\n"
 STEAL = (
     START

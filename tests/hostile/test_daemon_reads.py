@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import experiment, runner
+from orchestrator.measure import experiment, runner
 
 EVENT_TIMEOUT_S = 30
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def finishes(fn) -> bool:
 
 def test_a_log_tail_does_not_follow_a_link_to_the_daemons_environment(tmp_path):
     os.symlink("/proc/self/environ", tmp_path / "train.log")
-    code = f"from orchestrator import runner; print(runner.tail({str(tmp_path / 'train.log')!r}))"
+    code = f"from orchestrator.measure import runner; print(runner.tail({str(tmp_path / 'train.log')!r}))"
     env = dict(os.environ, ANTHROPIC_API_KEY="sk-ant-daemon-secret")  # in the daemon's environment from its start
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -88,7 +88,7 @@ def test_a_tokenizer_without_every_single_byte_is_invalid_not_a_panic(tmp_path):
     import base64
     import json
 
-    from orchestrator import scorer
+    from orchestrator.scoring import scorer
 
     ranks = [base64.b64encode(bytes([b])).decode() for b in range(256) if b != 10]
     (tmp_path / "tokenizer.json").write_text(

@@ -14,9 +14,9 @@ import payloads as p
 import pytest
 from attack_kit import SECRET, append, chain, data_dir, files_with, replace, run_campaign, survivors
 
-from orchestrator import corpus
-from orchestrator.leakcheck import SCRUB_BYTES, found_in, shingles
-from orchestrator.scorer import load_tokenizer
+from orchestrator.scoring import corpus
+from orchestrator.scoring.scorer import load_tokenizer
+from orchestrator.scoring.shingles import SCRUB_BYTES, found_in, shingles
 
 pytestmark = pytest.mark.slow
 __all__ = ["data_dir"]  # the fixture, imported

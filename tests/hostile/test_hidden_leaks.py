@@ -14,8 +14,8 @@ import sys
 import pytest
 from fake_candidate import make_worktree, measure_in_child
 
-from orchestrator import sandbox
-from orchestrator.sandbox import Jail
+from orchestrator.measure import sandbox
+from orchestrator.measure.sandbox import Jail
 
 LINUX_JAIL = sys.platform.startswith("linux") and sandbox.backend().name in ("namespaces", "bwrap")
 EVENT_TIMEOUT_S = 60

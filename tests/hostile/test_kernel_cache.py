@@ -17,7 +17,7 @@ import pytest
 from attack_kit import MARKER
 
 from conftest import copy_trainer, make_spec
-from orchestrator import experiment, kernels
+from orchestrator.measure import experiment, kernels
 
 pytestmark = [
     pytest.mark.slow,

@@ -77,16 +77,16 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
     wt = state / "worktrees" / "model-hostile"
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     targets = [
-        str(ROOT / "trainer/__pycache__/evaluate.cpython-311.pyc"),
-        str(ROOT / "orchestrator/scorer.py"),
+        str(ROOT / "inside/__pycache__/evaluate.cpython-311.pyc"),
+        str(ROOT / "orchestrator/scoring/scorer.py"),
         str(site / "sitecustomize.py"),
         str(site / "zz_hostile.pth"),
         str(Path(sys.base_prefix) / "lib/python3.11/sitecustomize.py"),
-        str(repo / "orchestrator/scorer.py"),
-        str(repo / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(repo / "orchestrator/scoring/scorer.py"),
+        str(repo / "inside/__pycache__/evaluate.cpython-311.pyc"),
         str(repo / ".git/hooks/post-commit"),
-        str(wt / "trainer/evaluate.py"),
-        str(wt / "trainer/__pycache__/evaluate.cpython-311.pyc"),
+        str(wt / "inside/evaluate.py"),
+        str(wt / "inside/__pycache__/evaluate.cpython-311.pyc"),
         str(state / "runs/hostile-note.txt"),
     ]
     dbs = [str(state / "experiments.db")]
@@ -104,9 +104,9 @@ def attacks(repo: Path, listeners: Listeners) -> dict:
             ),
             "symlinked checkpoint": replace(TRAIN, END_OF_MAIN, p.SYMLINK_CHECKPOINT + END_OF_MAIN),
             "symlinked log": replace(
-                TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign.py")) + END_OF_MAIN
+                TRAIN, END_OF_MAIN, p.symlink_log(str(repo / "orchestrator/campaign/campaign.py")) + END_OF_MAIN
             ),
-            "edit blas.py": chain(append("trainer/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
+            "edit blas.py": chain(append("inside/blas.py", "FAST = True\n"), append(TRAIN, "# faster\n")),
             "model process sleeps": inject(p.MODEL_SLEEPS),
         }.items()
     }
@@ -222,12 +222,12 @@ def test_symlinked_checkpoint_is_invalid(campaign):
 def test_a_symlinked_log_writes_nothing_outside(campaign):
     r = run(campaign, "symlinked log")
     assert r.status == "invalid" and "not a regular file" in r.decision_reason, (r.status, r.decision_reason)
-    assert "model loaded" not in (campaign.repo / "orchestrator/campaign.py").read_text()
+    assert "model loaded" not in (campaign.repo / "orchestrator/campaign/campaign.py").read_text()
 
 
 def test_editing_a_locked_file_is_rejected(campaign):
     r = run(campaign, "edit blas.py")
-    assert r.status == "rejected" and "trainer/blas.py" in r.decision_reason
+    assert r.status == "rejected" and "inside/blas.py" in r.decision_reason
 
 
 def test_a_model_process_that_sleeps_forever_times_out(campaign):

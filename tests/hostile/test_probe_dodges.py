@@ -12,7 +12,7 @@ import pytest
 
 from conftest import write_corpus, write_model_config
 from fake_models import TableModel, always, launcher, make_tiny
-from orchestrator import scorer
+from orchestrator.scoring import scorer
 
 
 @pytest.fixture(scope="module")

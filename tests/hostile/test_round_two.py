@@ -20,8 +20,8 @@ import payloads as p
 import pytest
 from attack_kit import SECRET, append, chain, data_dir, files_with, inject, replace, run_campaign, survivors
 
-from orchestrator import corpus
-from orchestrator.policy import Policy
+from orchestrator.campaign.policy import Policy
+from orchestrator.scoring import corpus
 
 pytestmark = pytest.mark.slow
 __all__ = ["data_dir"]  # the fixture, imported

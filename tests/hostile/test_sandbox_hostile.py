@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from attack_kit import data_dir
 
-from orchestrator import corpus, sandbox
-from orchestrator.leakcheck import SCRUB_BYTES, found_in, shingles
-from orchestrator.sandbox import Jail
+from orchestrator.measure import sandbox
+from orchestrator.measure.sandbox import Jail
+from orchestrator.scoring import corpus
+from orchestrator.scoring.shingles import SCRUB_BYTES, found_in, shingles
 
 __all__ = ["data_dir"]  # the fixture, imported
 LINUX_JAIL = sys.platform.startswith("linux") and sandbox.backend().name in ("namespaces", "bwrap")

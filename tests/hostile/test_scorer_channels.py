@@ -18,8 +18,8 @@ import pytest
 from fake_candidate import make_worktree, measure_in_child
 
 from conftest import copy_trainer, make_spec
-from orchestrator import experiment, sandbox
-from orchestrator.sandbox import Jail
+from orchestrator.measure import experiment, sandbox
+from orchestrator.measure.sandbox import Jail
 
 LINUX_JAIL = sys.platform.startswith("linux") and sandbox.backend().name in ("namespaces", "bwrap")
 EVENT_TIMEOUT_S = 60
@@ -65,7 +65,7 @@ def test_no_data_program_code_runs_in_a_model_process(trained_run, stdlib, tmp_p
     it is sent. Poisoned, they must never run there (nor in the trainer: test_budget_attacks.py)."""
     import numpy as np
 
-    from orchestrator import scorer
+    from orchestrator.scoring import scorer
 
     wt = copy_trainer(tmp_path / "wt")
     for name in ("prepare.py", "data_sources.py"):
