@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from agents.offline import OfflineAgent
-from bench.scratch import CachedExecutor, campaign, fixed_step_policy, scratch_repo
+from bench.scratch import CachedExecutor, campaign, fixed_step_policy, kernel_cache, scratch_repo
 from bench.verdicts import DEFAULT_STEPS
 from orchestrator.ledger.statuses import Kind, Status
 from orchestrator.measure import experiment, sandbox
@@ -66,6 +66,7 @@ class Remeasure:
             budget_s=3600.0,
             seed=seed,
             state_dir=self.repo / "state",
+            kernels=kernel_cache(self.repo),  # compiled as the campaign's runs were: the flags change the digits
             train_deadline_s=7200.0,
             commit=commit,
             unsafe_no_sandbox=sandbox.backend().name == "none",

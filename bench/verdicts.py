@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, scratch_repo
+from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, kernel_cache, scratch_repo
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
 from orchestrator.campaign import facts
 from orchestrator.campaign.judge import Point, judge
@@ -192,6 +192,7 @@ class Replay:
                 budget_s=3600.0,
                 seed=seed,
                 state_dir=self.repo / "state",
+            kernels=kernel_cache(self.repo),  # compiled as the campaign's runs were: the flags change the digits
                 train_deadline_s=7200.0,
                 commit=commit,
                 unsafe_no_sandbox=sandbox.backend().name == "none",
