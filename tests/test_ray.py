@@ -213,8 +213,9 @@ def test_two_candidates_in_flight_on_two_nodes_of_two_classes_and_a_worker_kille
     assert len({r[7] for r in scored}) == 2, "runs landed on both machine classes"
     assert not [r for r in runs if "not comparable" in (r[6] or "")], "every candidate was paired within its class"
     champion = [r for r in scored if r[1] in ("baseline", "remeasure")]
-    placed = [r for r in champion if "on its machine class" in r[9]]
+    placed = [r for r in champion if r[7] != next(c[7] for c in champion if c[1] == "baseline")]
     assert len(placed) == 1, "the champion was measured on the second class, once for both its candidates"
+    assert placed[0][1] == "remeasure" and "re-measure champion" in placed[0][9], placed[0]
     for r in scored:
         if r[1] == "experiment":
             assert any(c[7] == r[7] and c[8] == r[8] for c in champion), f"#{r[0]} has no champion run to pair with"
