@@ -22,6 +22,7 @@ from orchestrator.campaign.campaign import CampaignLoop
 from orchestrator.campaign.policy import Policy
 from orchestrator.config import Settings
 from orchestrator.ledger import ledger
+from orchestrator.measure import experiment
 from orchestrator.measure.executor import LocalExecutor
 
 
@@ -44,12 +45,18 @@ def crash_agent(wt: Path) -> None:
 
 
 START = "    t_launch = time.time()\n"
+COMPILING = "    if os.environ.get('ARX_COMPILE_ONLY') {} '1':\n        time.sleep(600)\n"
 FAULTS = {
     "outside scope": patch("pyproject.toml", 'name = "arx"', 'name = "arx2"'),
     "edited evaluate.py": patch(
         "inside/evaluate.py", 'REQUEST = struct.Struct("<4sii")', 'REQUEST = struct.Struct("<4sii")  # mine'
     ),
-    "hang": patch("trainer/train.py", START, START + "    time.sleep(600)\n"),
+    "hang": patch(  # in training only: its compile phase passes, the run's stall watchdog must catch it
+        "trainer/train.py", START, START + COMPILING.format("!=")
+    ),
+    "hang while compiling": patch(  # in the compile phase only: its hard deadline must catch it
+        "trainer/train.py", START, START + COMPILING.format("==")
+    ),
     "memory": patch(
         "trainer/train.py",
         START,
@@ -86,13 +93,30 @@ class ScriptedAgent:
 def stall_margin() -> float:
     """Silence that counts as a hang: short, so the hang fault is caught soon, but scaled by how long
     MLX takes to start here and now, so that a healthy trainer on a loaded machine is never cut."""
+    return 8 + 10 * mlx_startup_s()
+
+
+def mlx_startup_s() -> float:
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", "import mlx.core as mx; mx.eval(mx.ones(1))"], check=True)
-    return 8 + 10 * (time.monotonic() - started)
+    return time.monotonic() - started
+
+
+def compile_deadline_s() -> float:
+    """The compile phase's hard deadline for this campaign: 300 s in the daemon, which the compile-phase hang would
+    wait out. A healthy compile phase of this model takes 12-16x MLX's start-up here (8 s quiet, 24-30 s at load
+    6), so 30 s plus 30x the start-up measured now leaves it twice that, on a quiet or a loaded machine."""
+    return 30 + 30 * mlx_startup_s()
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, data_dir):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiment, "COMPILE_DEADLINE_S", compile_deadline_s())
+        yield from run_campaign(tmp_path_factory)
+
+
+def run_campaign(tmp_path_factory):
     repo = make_repo(tmp_path_factory.mktemp("faults") / "repo")
     settings = Settings(
         state_dir=repo / "state",
@@ -112,7 +136,7 @@ def campaign(tmp_path_factory, data_dir):
     rows = ledger.campaign_runs(db, row.id)
     runs = {r.description: r for r in rows if r.status != "interrupted"}
     cut = [r for r in rows if r.status == "interrupted"]
-    return {"repo": repo, "runs": runs, "cut": cut, "reason": reason, "wt": Path(row.worktree), "db": db}
+    yield {"repo": repo, "runs": runs, "cut": cut, "reason": reason, "wt": Path(row.worktree), "db": db}
 
 
 pytestmark = pytest.mark.slow
@@ -135,10 +159,16 @@ def test_edited_evaluator_is_rejected(campaign):
 
 
 def test_hanging_trainer_times_out(campaign):
-    """It hangs at the start of main(), so the compile phase (which runs main() to trace the step; the session's
-    kernel cache is on) hangs first and meets its hard deadline."""
     run = campaign["runs"]["hang"]
+    assert run.status == "timeout" and "printed nothing" in run.decision_reason, run.decision_reason
+
+
+def test_a_compile_phase_that_hangs_meets_its_deadline(campaign):
+    """The compile phase runs main() to trace the step (ARX_COMPILE_ONLY=1): a trainer that hangs only there is
+    stopped by the phase's hard deadline, and nothing of it reaches a run."""
+    run = campaign["runs"]["hang while compiling"]
     assert run.status == "timeout" and "compile phase ran past its hard deadline" in run.decision_reason
+    assert run.val_bpb is None
 
 
 def test_memory_hog_is_killed(campaign):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import HANG_S, ROOT, copy_trainer, edit_constant, make_spec
@@ -154,3 +155,56 @@ def test_a_link_on_the_way_to_the_kernels_is_refused(phase_output, tmp_path):
     (raw / "mlx" / kernels.mlx_version()).symlink_to(phase_output.parent)
     manifest = kernels.publish(raw, tmp_path / "src", tmp_path / "out", tmp_path, kernels.compile_here)
     assert manifest["kernels"] == [] and list(manifest["refused"].values()) == ["a link, not MLX's folder"]
+
+
+# Values where the kernels' arithmetic has edges: exp's clamps at +-88, non-finite inputs, subnormals, zero
+EDGES = """
+import sys
+import mlx.core as mx
+import numpy as np
+edges = [0.0, -0.0, 1e-45, -1e-45, 1e-38, 0.5, -0.5, 87.9, 88.1, -87.9, -88.1, 1e30, -1e30, "inf", "-inf", "nan"]
+x = mx.array(np.concatenate([np.array(edges, dtype=np.float32), np.linspace(-100, 100, 4093, dtype=np.float32)]))
+cap = 15.0
+fns = [
+    lambda x: mx.exp(x * 0.13) * 2.5 + 1.0,
+    lambda x: 1 - 2 / (1 + mx.exp(x * (2.0 / cap))),  # the trainer's tanh written with exp
+    lambda x: mx.where(x > 0.5, mx.log(mx.abs(x) + 1e-30), mx.sigmoid(x)),
+    lambda x: mx.rsqrt(x * x + 1e-6) - mx.square(x) / (x + 1),
+]
+np.save(sys.argv[1], np.stack([np.asarray(mx.compile(f)(x)) for f in fns]))
+"""
+
+
+@pytest.mark.skipif(kernels.backend() != "cpu", reason="only the CPU backend compiles kernels to files")
+def test_the_vectorising_flags_change_no_bit(tmp_path):
+    """The trusted compile adds flags that let g++ vectorise the kernels' loops (`kernels.VECTOR_FLAGS`): the same
+    kernel sources built with and without them must compute exactly the same values, edges included."""
+    script = tmp_path / "edges.py"
+    script.write_text(EDGES)
+
+    def run(tmpdir: Path) -> np.ndarray:
+        out = tmp_path / f"{tmpdir.name}.npy"
+        env = dict(os.environ, TMPDIR=str(tmpdir))
+        done = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return np.load(out)
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    run(raw)  # MLX compiles the kernels itself and leaves their sources
+    found = sorted(kernels.cache_dir(raw).glob("*.cpp"))
+    assert len(found) >= 4 and set(kernels.VECTOR_FLAGS) <= set(kernels.cache_flags())
+    without = tuple(f for f in kernels.cache_flags() if f not in kernels.VECTOR_FLAGS)
+    values, vectorised = {}, 0
+    for name, flags in (("without", without), ("with", kernels.cache_flags())):
+        libs = kernels.cache_dir(tmp_path / name)
+        libs.mkdir(parents=True)
+        for source in found:
+            cmd = ["g++", *flags, "-shared", "-I", str(kernels.mlx_include()), str(source)]
+            done = subprocess.run([*cmd, "-o", str(libs / f"lib{source.stem}.so"), "-fopt-info-vec-optimized"],
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            vectorised += name == "with" and "loop vectorized" in done.stderr
+        values[name] = run(tmp_path / name)
+        assert not list(libs.glob("*.cpp"))  # every kernel came from the libraries built here
+    assert values["with"].tobytes() == values["without"].tobytes()  # bit for bit, NaN and infinities alike
+    assert vectorised >= len(found) // 2  # the point of the flags: MLX's functors inlined into SIMD loops
