@@ -1,7 +1,8 @@
 """The keep rule measured: false keeps and power, on simulated noise and on real campaigns.
 
-    python -m bench policy    # the judge on simulated seeds: A/A campaigns (normal and heavy-tailed noise), real
-                              # gains of various sizes and tightness, worse changes; the new rule and the old one
+    python -m bench policy [--false-keep 0.03]   # the judge on simulated seeds: A/A campaigns (normal and
+                              # heavy-tailed noise), real gains of various sizes and tightness, worse changes; the new
+                              # rule and the old one; the new rule's power against gain / (sd of its pairs)
     python -m bench --aa      # real campaigns at a fixed step count (JSON, docs/results.md):
                               #  - A/A: 20 proposals that only move the random stream, tiny and default model
                               #  - planted gains on the default model: 10 trials each, each on its own seeds
@@ -134,11 +135,14 @@ def simulate(policy: Policy, rule, rng: random.Random, proposals: int, gain=None
     return out
 
 
-def bench_policy(campaigns: int = 400, trials: int = 2000, seed: int = 1) -> dict:
-    """The judge on simulated seeds (sigma 1), new rule and old, side by side."""
+def bench_policy(campaigns: int = 400, trials: int = 2000, seed: int = 1, false_keep: float | None = None) -> dict:
+    """The judge on simulated seeds (sigma 1), new rule and old, side by side; then the new rule's power against
+    r = gain / (sd of its pairs) for a gain of 0.2 sigma, where only the candidate's own pairs can show it."""
     rng = random.Random(seed)
-    rules = {"new": (Policy(), None), "old": (Policy(), old_rule)}
-    out: dict = {"campaigns_of_20_aa": campaigns, "trials_per_gain": trials, "rules": {}}
+    policy = Policy() if false_keep is None else Policy(false_keep=false_keep)
+    rules = {"new": (policy, None), "old": (policy, old_rule)}
+    out: dict = {"false_keep": policy.false_keep, "campaigns_of_20_aa": campaigns, "trials_per_gain": trials}
+    out["rules"] = {}
     for name, (pol, rule) in rules.items():
         rule = rule or assess
         rows = {}
@@ -158,6 +162,11 @@ def bench_policy(campaigns: int = 400, trials: int = 2000, seed: int = 1) -> dic
                 "candidate_runs_per_verdict": round(statistics.fmean(n for _, n in res), 2),
             }
         out["rules"][name] = rows
+    out["power_at_gain_0.2_sigma"] = {
+        f"r {r:g}": round(sum(simulate(policy, assess, rng, 1, 0.2, 0.2 / r)[0][0] == KEEP for _ in range(trials))
+                          / trials, 3)
+        for r in (0.5, 1.0, 1.5, 2.0, 3.0)
+    }  # fmt: skip
     return out
 
 
@@ -381,7 +390,9 @@ def bench_aa(args) -> dict:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["policy"]:
-        print(json.dumps(bench_policy(), indent=2))
+        parser = argparse.ArgumentParser(prog="python -m bench policy", description="The keep rule on simulated seeds.")
+        parser.add_argument("--false-keep", type=float, help="the policy's false_keep (default: the Policy default)")
+        print(json.dumps(bench_policy(false_keep=parser.parse_args(argv[1:]).false_keep), indent=2))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench --aa", description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", action="store_true", required=True)
