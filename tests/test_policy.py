@@ -241,12 +241,15 @@ def test_the_judge_on_simulated_seeds_keeps_real_gains_and_refuses_noise():
     real gains of about a sigma whose pairs are tight (common random numbers), against the rule it replaced."""
     from bench.verdicts import bench_policy
 
-    out = bench_policy(campaigns=40, trials=80, seed=3)["rules"]
-    new, old = out["new"], out["old"]
-    assert new["aa"]["kept_per_proposal"] <= 0.01 and new["aa_heavy_tails"]["kept_per_proposal"] <= 0.01
+    result = bench_policy(campaigns=40, trials=80, seed=3)
+    new, old = result["rules"]["new"], result["rules"]["old"]
+    bound = Policy().false_keep  # 1 in 20; about 1.3% is measured at full size
+    assert new["aa"]["kept_per_proposal"] <= bound / 2 and new["aa_heavy_tails"]["kept_per_proposal"] <= bound / 2
     assert new["gain 1 sigma, pairs sd 0.15 sigma"]["kept"] >= 0.95
     assert new["gain 0.5 sigma, pairs sd 0.1 sigma"]["kept"] >= 0.95
     assert new["gain 1 sigma, pairs sd 0.15 sigma"]["candidate_runs_per_verdict"] <= 8
     assert new["gain -0.5 sigma, pairs sd 0.3 sigma"]["kept"] == 0
     assert new["gain -0.5 sigma, pairs sd 0.3 sigma"]["candidate_runs_per_verdict"] <= 2
     assert old["gain 1 sigma, pairs sd 0.15 sigma"]["kept"] < 0.5  # the blind rule this one replaced
+    power = result["power_at_gain_0.2_sigma"]  # a gain too small for the pooled test: its own pairs must show it
+    assert power["r 3"] >= 0.95 and power["r 0.5"] < power["r 1.5"] < power["r 3"]
