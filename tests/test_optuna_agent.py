@@ -253,7 +253,8 @@ def test_the_cli_makes_the_agent_asked_for(monkeypatch, tmp_path):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     agent = make_agent("optuna", 7)
     assert isinstance(agent, OptunaAgent) and agent.seed == 7 and agent.frozen == frozenset()
-    assert make_agent("auto", 7).name == "offline"  # the default without a key (docs/results.md)
+    assert make_agent("auto", 7).name == "optuna"  # the default without a key: it beat local search (docs/results.md)
+    assert make_agent("offline", 7).name == "offline"
     args = ["start", "--program", "model", "--tag", "x", "--agent", "gpt", "--state-dir", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "choose auto, claude, offline or optuna" in result.output
