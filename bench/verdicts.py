@@ -42,12 +42,12 @@ from orchestrator.measure import experiment, sandbox
 from orchestrator.measure.executor import LocalExecutor
 from orchestrator.scoring import corpus
 
-PLANTS = (  # (constant, its value in the base, the planted improvement) on the default CPU model at 16 steps,
-    # chosen from one-constant changes measured on 4 seeds (docs/results.md): paired gains of 0.005-0.09 bpb
-    ("WARMDOWN_FRAC", "0.5", "0.0"),  # a schedule: no warmdown is better this early
-    ("ADAM_BETA1", "0.9", "0.8"),  # a constant
-    ("MATRIX_LR", "0.02", "0.04"),  # a constant whose gain is twice its pairs' spread
-    ("MLP_RATIO", "2", "4"),  # a shape: the MLP's hidden width
+PLANTS = (  # (constant, its value in the base, the planted improvement) on the default CPU model at 16 steps: gains
+    # validated on fresh seeds (docs/results.md). ADAM_BETA1 0.9 -> 0.8, MATRIX_LR 0.02 -> 0.04 and MLP_RATIO 2 -> 4,
+    # chosen from four seeds once, turned out to be no gain in expectation at 16 steps (10 trials: see the results)
+    ("WARMDOWN_FRAC", "0.5", "0.0"),  # a schedule: no warmdown is better this early (1.4 seed sigma)
+    ("WARMDOWN_FRAC", "0.5", "0.45"),  # the same schedule nudged: +0.011, a tenth of a seed sigma, pairs sd 0.003
+    ("FINAL_LR_FRAC", "0", "0.05"),  # a constant: +0.008, pairs sd 0.002 (kept by the yield campaign, 5/5 fresh)
 )
 WORSE = ("MATRIX_LR", "0.02")  # a worse change to the default model: how many runs it takes to go
 DEFAULT_STEPS = 16  # the default CPU model at a fixed step count (about what a 10 s budget trains here)
@@ -370,9 +370,9 @@ def bench_aa(args) -> dict:
             out["aa_default"] = aa(runner, tmp, "aa-default", default, args.experiments)
         if "planted" in parts:
             plants = [p.split(":") for p in args.plants.split(",")] if args.plants else PLANTS
-            out["planted"] = [
-                trials(runner, tmp, f"plant-{c.lower()}", default | {c: bad}, c, good, args.trials, args.replay)
-                for c, bad, good in plants
+            out["planted"] = [  # numbered: two plants may move the same constant
+                trials(runner, tmp, f"plant{k}-{c.lower()}", default | {c: bad}, c, good, args.trials, args.replay)
+                for k, (c, bad, good) in enumerate(plants, 1)
             ]
         if "steps" in parts:
             out["steps_13_to_16_tiny"] = trials(
@@ -402,7 +402,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--trials", type=int, default=10, help="trials per planted, 13 -> 16 steps and worse change")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the default model")
     parser.add_argument("--tiny-steps", type=int, default=TINY_STEPS, help="training steps of the tiny model")
-    parser.add_argument("--plants", default="", help="CONST:spoiled:good,... (default: the built-in four)")
+    parser.add_argument("--plants", default="", help="CONST:spoiled:good,... (default: the built-in three)")
     parser.add_argument("--no-replay", dest="replay", action="store_false", help="skip the old rule's replay")
     parser.add_argument("--cache", default="state/bench-runs.json", help="measurements kept between invocations")
     parser.add_argument("--verify", type=int, default=2, help="cache hits measured again to check determinism")
