@@ -74,7 +74,7 @@ MLX_FLAGS = ("-std=c++17", "-O3", "-Wall", "-fPIC")  # MLX's JitCompiler::build_
 X86_FLAGS = ("-mavx2", "-mfma", "-mf16c")  # what MLX adds itself when built for AVX2, on a CPU that has all three
 VECTOR_FLAGS = ("-fno-trapping-math", "-finline-limit=10000")  # g++ then inlines MLX's simd functors (its exp) and
 #   vectorises 29 of the default model's 35 kernel loops (none without): the same operations per element in SIMD
-#   lanes, so the same bits (no reassociation, NaN and infinities kept); +11-30% tokens/s (docs/results.md)
+#   lanes, so the same bits (no reassociation, NaN and infinities kept); +6% tokens per CPU-second (docs/results.md)
 HASH_SEED = 0xC70F6907  # libstdc++'s std::hash<std::string> = _Hash_bytes(s, len, this seed)
 PREAMBLE = "mlx/backend/cpu/compiled_preamble.h"
 HEADER = (
