@@ -1,12 +1,19 @@
 """The untrusted half of evaluation: a model process that turns token rows into logits. LOCKED.
 
-    python -m inside.evaluate --run-dir DIR --worktree PATH     (the daemon runs it in a sandbox)
+    python -m inside.evaluate --run-dir DIR --worktree PATH [--kernels DIR]   (the daemon runs it in a sandbox)
+    python -m inside.evaluate --compile-only ROWS --run-dir DIR --worktree PATH   (the daemon's compile phase)
 
 It loads the worktree's `build_model` (candidate code) and the run's checkpoint, then answers
 requests on stdin/stdout until told to stop. It never sees a document, a tokenizer, a byte count
 or a score: the trusted scorer (orchestrator/scoring/scorer.py) owns all of those, and checks what comes
 back (shape, finiteness, causality on its own secret probe rows). Whatever candidate code does in
 this process can only change the logits it returns.
+
+On CPU the forward pass is `mx.compile`d when the daemon hands over its kernel cache (`--kernels`, the folder it
+made for this trainer code: orchestrator/measure/kernels.py), copied into this process's private TMPDIR where MLX
+looks for kernels. The compile phase ran this file with `--compile-only` on a batch of the scorer's shape, so the
+cache holds the forward's kernels too. Without a cache the forward runs uncompiled: compiling kernels here would
+cost more seconds than it saves.
 
 Wire format (little-endian): request  b"ROWS" int32 rows int32 cols, then rows*cols int32 tokens;
                              response b"LOGT" int32 rows int32 cols int32 vocab, then float32 logits.
@@ -16,14 +23,17 @@ A request with rows == 0 ends the process.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import hashlib
 import importlib
 import importlib.util
 import json
 import os
+import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +74,25 @@ def load_model(run_dir: Path, worktree: Path):
     return model
 
 
+def compiled(model, kernels: Path):
+    """`model`'s forward, compiled with the kernels of the daemon's cache, copied where MLX looks for them: a fresh
+    folder made TMPDIR (inside the jail's private /tmp), removed when the process ends."""
+    import mlx.core as mx
+
+    own = Path(tempfile.mkdtemp(prefix="arx-kernels-"))
+    atexit.register(shutil.rmtree, own, ignore_errors=True)
+    shutil.copytree(kernels, own / "mlx")
+    os.environ["TMPDIR"] = str(own)  # MLX reads it when it looks for a kernel
+    return mx.compile(model, inputs=model.state)
+
+
+def compiled_here(kernels: Path) -> list[str]:
+    """The kernel libraries in this process's TMPDIR that the daemon's cache did not hold."""
+    handed = {p.relative_to(kernels) for p in kernels.rglob("*.so")}
+    mine = Path(os.environ["TMPDIR"]) / "mlx"
+    return sorted(str(p) for p in mine.rglob("*.so") if p.relative_to(mine) not in handed)
+
+
 def read_exact(stream, n: int) -> bytes:
     data = stream.read(n)
     if len(data) != n:
@@ -102,14 +131,23 @@ def forward(model, tokens: np.ndarray, streams: list) -> list[np.ndarray]:
     return [np.asarray(o) for o in outs]
 
 
-def serve(model, requests, responses) -> None:
+def serve(model, requests, responses, fast=None) -> None:
+    """Answer requests with `fast` (the compiled forward) until it fails, then with `model` (candidate code that
+    does not compile is evaluated as it is, only slower)."""
     streams = cpu_streams()
     while True:
         magic, rows, cols = REQUEST.unpack(read_exact(requests, REQUEST.size))
         if magic != b"ROWS" or rows == 0:
             return
         tokens = np.frombuffer(read_exact(requests, rows * cols * 4), dtype=np.int32).reshape(rows, cols)
-        parts = forward(model, tokens, streams)
+        try:
+            parts = forward(fast or model, tokens, streams)
+        except Exception as e:  # noqa: BLE001 (whatever the candidate's forward raises when traced)
+            if fast is None:
+                raise
+            print(f"the compiled forward failed ({type(e).__name__}: {e}); evaluating uncompiled", file=sys.stderr)
+            fast = None
+            parts = forward(model, tokens, streams)
         if any(p.ndim != 3 or p.shape[1:] != parts[0].shape[1:] for p in parts):
             responses.write(RESPONSE.pack(b"LOGT", rows, cols, -1))  # the scorer refuses the malformed header
             responses.flush()
@@ -130,7 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worktree", required=True, type=Path, help="checkout whose trainer/train.py defines build_model"
     )
+    parser.add_argument("--kernels", type=Path, help="the daemon's kernel cache for this code (its mlx folder)")
+    parser.add_argument(
+        "--compile-only",
+        type=int,
+        metavar="ROWS",
+        help="trace the compiled forward once on a request of ROWS rows of zeros, at the initial weights",
+    )
     args = parser.parse_args(argv)
+    if args.compile_only:
+        return trace(args.run_dir, args.worktree, args.compile_only)
     missing = [n for n in ("model.safetensors", "model_config.json") if not (args.run_dir / n).exists()]
     if missing:
         print(f"error: {args.run_dir} lacks {', '.join(missing)}", file=sys.stderr)
@@ -141,11 +188,34 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr
     streams = cpu_streams()  # before MLX evaluates anything: it sizes the BLAS threads per stream
     model = load_model(args.run_dir, args.worktree)
-    print(f"model loaded; serving logits on {len(streams)} stream(s)", file=sys.stderr, flush=True)
+    fast = compiled(model, args.kernels) if args.kernels else None
+    how = "compiled, with the daemon's kernels" if fast else "uncompiled"
+    print(f"model loaded; serving logits on {len(streams)} stream(s), forward {how}", file=sys.stderr, flush=True)
     try:
-        serve(model, requests, responses)
+        serve(model, requests, responses, fast)
     except (EOFError, BrokenPipeError):
+        pass
+    if args.kernels:  # each one a g++ run of seconds: the compile phase traced another forward than this one ran
+        print(f"kernels compiled here: {len(compiled_here(args.kernels))}", file=sys.stderr, flush=True)
+    return 0
+
+
+def trace(run_dir: Path, worktree: Path, rows: int) -> int:
+    """The compile phase's second half: the forward a model process compiles, traced on a request's shape, so that
+    MLX writes its kernel sources beside the training step's (the trainer wrote model_config.json for this). It
+    never fails the phase: a forward that cannot be traced is evaluated uncompiled."""
+    import mlx.core as mx
+
+    streams = cpu_streams()
+    try:
+        config = json.loads((run_dir / "model_config.json").read_text())
+        model = load_build_model(worktree)(config)
+        model.eval()
+        forward(mx.compile(model, inputs=model.state), np.zeros((rows, config["seq_len"]), dtype=np.int32), streams)
+    except Exception as e:  # noqa: BLE001 (candidate code: whatever it raises)
+        print(f"the forward pass was not traced ({type(e).__name__}: {e})", file=sys.stderr)
         return 0
+    print(f"traced the compiled forward on {rows} rows", file=sys.stderr)
     return 0
 
 

@@ -68,7 +68,11 @@ def test_train_json_and_the_measurement(measured, stdlib):
         scores.detail["probes"] == scorer.expected_probes(scores.detail["rows"])
         and scores.detail["causality_max_diff"] <= scorer.CAUSALITY_TOLERANCE
     )
-    assert (run_dir / "eval.log").read_text().count("model loaded; serving logits") == 3  # 2 score, 1 re-scores
+    eval_log = (run_dir / "eval.log").read_text()
+    assert eval_log.count("model loaded; serving logits") == 3  # 2 score, 1 re-scores
+    # each with the forward the compile phase traced: compiled, every kernel from the daemon's cache (none made here)
+    assert eval_log.count("forward compiled, with the daemon's kernels") == 3, eval_log[-2000:]
+    assert eval_log.count("kernels compiled here: 0") == 3, eval_log[-2000:]
     assert scores.detail["rescore_max_diff"] <= scorer.CAUSALITY_TOLERANCE
 
 

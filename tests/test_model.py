@@ -149,6 +149,18 @@ def test_build_model_shapes_and_zero_init():
     assert float(mx.abs(logits).max()) <= model.config["logit_softcap"]
 
 
+def test_the_forward_soft_caps_as_tanh_does_compiled_or_not():
+    """The model process's forward (compiled with the daemon's kernels) gives cap * tanh(logits / cap)."""
+    model = train.build_model(tiny_config())
+    model.lm_head.weight = 40 * mx.random.normal(model.lm_head.weight.shape, key=mx.random.key(3))  # past the cap
+    idx = mx.random.randint(0, 97, (4, 32), key=mx.random.key(4))
+    cap = model.config["logit_softcap"]
+    want = np.array(cap * mx.tanh(model.raw_logits(idx) / cap))
+    assert np.abs(want).max() > 0.99 * cap  # saturated: the exp form must not overflow into NaN
+    np.testing.assert_allclose(np.array(model(idx)), want, atol=1e-4)
+    np.testing.assert_allclose(np.array(mx.compile(model, inputs=model.state)(idx)), want, atol=1e-4)
+
+
 @pytest.mark.parametrize("cap", [15.0, 0.0])
 def test_fused_capped_cross_entropy_matches_autodiff(cap):
     logits = 8 * mx.random.normal((3, 5, 97))

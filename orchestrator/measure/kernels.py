@@ -1,7 +1,7 @@
 """The compiled-kernel cache of CPU trainers: made once per version of the trainer code, handed to its runs.
 
 `mx.compile` on CPU turns each fused elementwise graph into C++ that MLX compiles with g++ and caches under
-`$TMPDIR/mlx/<version>/cpu` (`<name>.cpp`, `lib<name>.so`): 35 kernels and 10-20 s for the default model, far
+`$TMPDIR/mlx/<version>/cpu` (`<name>.cpp`, `lib<name>.so`): 44 kernels and 10-20 s for the default model, far
 more than the start-up allowance of a run. So `experiment.compile_kernels` runs the trainer once per code version
 with `ARX_COMPILE_ONLY=1` (a sandboxed compile phase with its own deadline, outside the training budget), and
 every run of that code starts with a copy of what it compiled.
@@ -23,8 +23,8 @@ here, by trusted code, never taken from the phase that ran candidate code:
    loops, and AVX2/FMA where the CPU has them: `cache_flags`), in a sandbox that runs no candidate code
    (`python -m orchestrator.measure.kernels --compile`), into the published cache.
 4. Caps: at most MAX_KERNELS kernels, MAX_NODES graph nodes and MAX_CONSTANTS literals in all (the default
-   model uses 35, 332 and 34). So whatever the phase computed, what reaches its runs is the graphs of at
-   most MAX_KERNELS elementwise kernels: `capacity_bits` bounds that: about 6 KB at the caps, 1.1 KB for
+   model uses 44, 432 and 50). So whatever the phase computed, what reaches its runs is the graphs of at
+   most MAX_KERNELS elementwise kernels: `capacity_bits` bounds that: about 6 KB at the caps, 1.6 KB for
    the default model.
 5. The key (`cache_key`) is the content of every file of the worktree's trainer/, the vocabulary, MLX's
    version, the compiler and its flags, and the trusted code: changed trainer code gets a compile phase of its

@@ -17,7 +17,7 @@ import pytest
 from attack_kit import MARKER
 
 from conftest import copy_trainer, make_spec
-from orchestrator.measure import experiment, kernels
+from orchestrator.measure import experiment, kernels, sandbox
 
 pytestmark = [
     pytest.mark.slow,
@@ -116,3 +116,37 @@ def test_nothing_stashed_in_kernels_reaches_a_rerun_or_another_candidate(stdlib,
     assert train(b, tmp_path / "b1", stdlib, root, seed=1) == []  # another candidate: its own phase, nothing of a's
     assert len(caches(root)) == 2
     assert {k: v for k, v in digest(root).items() if k in published} == published  # no run changed a cache
+
+
+EVAL_STASH = '''
+if "--kernels" in sys.argv:  # a model process: try to change the cache it is handed, for the next process or run
+    handed, wrote = Path(sys.argv[sys.argv.index("--kernels") + 1]), []
+    for target in [*handed.rglob("*"), handed / "weights.npy"]:
+        try:
+            if target.is_file() or not target.exists():
+                target.write_bytes(b"{marker}")
+                wrote.append(target.name)
+        except OSError:
+            pass
+    print(f"HOSTILE model process wrote into the cache it was handed: {{wrote}}", file=sys.stderr, flush=True)
+'''
+
+
+@pytest.mark.skipif(sandbox.backend().name == "none", reason="no sandbox here: nothing is read-only")
+def test_a_model_process_cannot_change_the_kernels_it_is_handed(stdlib, tmp_path):
+    """The evaluation's model processes get the published cache read-only (and compile their forward with it): one
+    that writes into it changes nothing that the next process, or the next run, reads."""
+    root = tmp_path / "kernels"
+    wt = copy_trainer(tmp_path / "a")
+    (wt / TRAIN).write_text((wt / TRAIN).read_text() + EVAL_STASH.format(marker=MARKER))
+    published = None
+    for seed in (1, 2):
+        spec = make_spec(wt, tmp_path / f"run{seed}", stdlib, kernels=root, seed=seed)
+        m = experiment.measure(spec)
+        assert m.ok, f"{m.status}: {m.reason}\n{m.log_tail}"
+        log = (spec.run_dir / "eval.log").read_text()
+        assert log.count("HOSTILE model process wrote into the cache it was handed: []") == 3, log[-2000:]
+        assert log.count("forward compiled, with the daemon's kernels") == 3, log[-2000:]
+        published = published or digest(root)
+        assert digest(root) == published
+    assert all(MARKER.encode() not in p.read_bytes() for p in root.rglob("*") if p.is_file())
