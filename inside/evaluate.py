@@ -77,13 +77,20 @@ def load_model(run_dir: Path, worktree: Path):
 def compiled(model, kernels: Path):
     """`model`'s forward, compiled with the kernels of the daemon's cache, copied where MLX looks for them: a fresh
     folder made TMPDIR (inside the jail's private /tmp), removed when the process ends."""
-    import mlx.core as mx
-
     own = Path(tempfile.mkdtemp(prefix="arx-kernels-"))
     atexit.register(shutil.rmtree, own, ignore_errors=True)
     shutil.copytree(kernels, own / "mlx")
     os.environ["TMPDIR"] = str(own)  # MLX reads it when it looks for a kernel
-    return mx.compile(model, inputs=model.state)
+    return compiled_forward(model)
+
+
+def compiled_forward(model):
+    """The forward as one compiled function, the weights captured as constants (they never change here): a forward
+    that fails to trace then leaves the model as it was (traced with the weights as inputs, MLX leaves them as
+    tracers), so the uncompiled fallback still works. The compile phase traces exactly this."""
+    import mlx.core as mx
+
+    return mx.compile(lambda tokens: model(tokens))
 
 
 def compiled_here(kernels: Path) -> list[str]:
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         help="trace the compiled forward once on a request of ROWS rows of zeros, at the initial weights",
     )
     args = parser.parse_args(argv)
-    if args.compile_only:
+    if args.compile_only is not None:
         return trace(args.run_dir, args.worktree, args.compile_only)
     missing = [n for n in ("model.safetensors", "model_config.json") if not (args.run_dir / n).exists()]
     if missing:
@@ -202,19 +209,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def trace(run_dir: Path, worktree: Path, rows: int) -> int:
     """The compile phase's second half: the forward a model process compiles, traced on a request's shape, so that
-    MLX writes its kernel sources beside the training step's (the trainer wrote model_config.json for this). It
-    never fails the phase: a forward that cannot be traced is evaluated uncompiled."""
-    import mlx.core as mx
-
+    MLX writes its kernel sources beside the training step's (the trainer wrote model_config.json for this). Exit 1:
+    not traced, and the model processes will evaluate the forward uncompiled."""
     streams = cpu_streams()
     try:
         config = json.loads((run_dir / "model_config.json").read_text())
         model = load_build_model(worktree)(config)
         model.eval()
-        forward(mx.compile(model, inputs=model.state), np.zeros((rows, config["seq_len"]), dtype=np.int32), streams)
+        forward(compiled_forward(model), np.zeros((rows, config["seq_len"]), dtype=np.int32), streams)
     except Exception as e:  # noqa: BLE001 (candidate code: whatever it raises)
         print(f"the forward pass was not traced ({type(e).__name__}: {e})", file=sys.stderr)
-        return 0
+        return 1
     print(f"traced the compiled forward on {rows} rows", file=sys.stderr)
     return 0
 

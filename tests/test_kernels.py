@@ -133,12 +133,13 @@ def test_a_compile_phase_publishes_kernels_compiled_here_and_later_runs_reuse_th
     spec = make_spec(wt, tmp_path / "run", stdlib, kernels=tmp_path / "kernels")
     spec.run_dir.mkdir()
     phases = []
-    cache = experiment.compile_kernels(spec, stdlib.prepared, lambda: False, lambda phase, pid: phases.append(phase))
+    cache, log = experiment.compile_kernels(spec, stdlib.prepared, lambda: False, lambda p, pid: phases.append(p))
     key = kernels.cache_key(wt, json.loads((stdlib.prepared / "meta.json").read_text())["vocab_size"],
                             fingerprint.arx_version())
     assert cache == tmp_path / "kernels" / key and "compiling" in phases
     manifest = json.loads((cache / kernels.MANIFEST).read_text())
-    assert len(manifest["kernels"]) >= 30 and manifest["refused"] == {}
+    assert len(manifest["kernels"]) >= 30 and manifest["refused"] == {} and manifest["forward_traced"] is True
+    assert b"traced the compiled forward" in log and not (spec.run_dir / "compile.log").exists()  # not yet: see train
     libs = sorted(p.name for p in kernels.cache_dir(cache).iterdir())
     assert libs == sorted(f"lib{k}.so" for k in manifest["kernels"])  # libraries only, all made here
     assert [p.name for p in (tmp_path / "kernels").iterdir() if not p.name.startswith("pch-")] == [key]  # no scratch

@@ -46,6 +46,7 @@ from ..scoring.corpus import Corpus, data_root, file_sha256
 from . import kernels, runner, sandbox
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
+TRACE_DEADLINE_S = 60.0  # the compile phase's trace of the evaluation's forward (2-5 s here, 15 s loaded)
 PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a
 # minute here); what it computes can only reach training as the four checked files of the prepared folder
 FIRST_LOGITS_S = 30.0  # an honest model process answers its first batch in 1-3 s here (about 10 s loaded): time
@@ -178,7 +179,15 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
     prepared = prepare(spec, should_stop, on_phase)
     if spec.tokenizer_sha256 and file_sha256(prepared / "tokenizer.json") != spec.tokenizer_sha256:
         raise Failed("invalid", "the tokenizer differs from the one pinned at campaign start")
-    cache = compile_kernels(spec, prepared, should_stop, on_phase)
+    cache, compile_log = compile_kernels(spec, prepared, should_stop, on_phase)
+    try:
+        return train_phase(spec, prepared, cache, should_stop, on_phase)
+    finally:  # only now: what the compile phase printed is what it computed, and this candidate's training is over
+        if compile_log:
+            write_new(spec.run_dir / "compile.log", compile_log)
+
+
+def train_phase(spec: Spec, prepared: Path, cache: Path | None, should_stop, on_phase) -> Trained:
     on_phase("training", None)
     scratch = spec.run_dir / "tmp"  # MLX looks for (and writes) compiled kernels under $TMPDIR: this run's own copy
     if cache is not None:
@@ -385,19 +394,21 @@ def prepare(spec: Spec, should_stop, on_phase) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path | None:
-    """The published kernel cache of the worktree's trainer code (orchestrator/measure/kernels.py explains the rules):
-    reused when it exists, else made now. A sandboxed compile phase runs the trainer with ARX_COMPILE_ONLY=1,
-    seeing no training data (a meta.json with the vocabulary size alone), under its own deadline, outside the
-    training budget; of what it leaves, only kernel sources that parse as MLX writes them are kept, and they are
-    compiled here, in a sandbox with no candidate code. None where nothing is cached (no cache root, not CPU)."""
+def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> tuple[Path | None, bytes]:
+    """The published kernel cache of the worktree's trainer code (orchestrator/measure/kernels.py explains the rules),
+    and the compile phase's log: reused when it exists (no log), else made now. A sandboxed compile phase runs the
+    trainer with ARX_COMPILE_ONLY=1, seeing no training data (a meta.json with the vocabulary size alone), under its
+    own deadline, outside the training budget; of what it leaves, only kernel sources that parse as MLX writes them
+    are kept, and they are compiled here, in a sandbox with no candidate code. None where nothing is cached (no
+    cache root, not CPU). The log is the phase's own output, so it reaches the run folder only after training (a
+    training run that could read it would get the phase's unbudgeted compute), or at once if the phase failed."""
     if spec.kernels is None or kernels.backend() != "cpu":
-        return None
+        return None, b""
     vocab = json.loads((prepared / "meta.json").read_text()).get("vocab_size")
     if not isinstance(vocab, int) or not 0 < vocab <= 1 << 24:
         raise Failed("crash", f"the prepared meta.json gives no usable vocab_size ({vocab!r})")
     if final := published_kernels(spec, vocab):
-        return final
+        return final, b""
     key = kernels.cache_key(spec.worktree, vocab, fingerprint.arx_version())
     final = spec.kernels / key
     on_phase("compiling", None)
@@ -421,22 +432,30 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
         }
         compile_jail = jail(spec, writable=(work / "tmp", work / "run"), visible=(spec.worktree, work / "prepared"))
         limits = runner.Limits(COMPILE_DEADLINE_S, COMPILE_DEADLINE_S, spec.memory_mb)
-        log = spec.run_dir / "compile.log"
+        log = work / "compile.log"  # in the kernel root, which every jail hides
         cmd = [sys.executable, "-m", "trainer.train"]
         run_phase(spec, cmd, compile_jail, env, log, limits, should_stop, on_phase, "compile phase")
-        # then the forward a model process compiles (inside/evaluate.py), in the same jail, on the rest of the deadline
+        # then the forward a model process compiles (the daemon's inside/evaluate.py), in the same jail; a failure
+        # costs only speed: the model processes then run the forward uncompiled
         rows = str(scorer.BATCH_ROWS)
-        cmd = [sys.executable, "-m", "inside.evaluate", "--compile-only", rows, "--run-dir", str(work / "run")]
+        cmd = [sys.executable, "-P", "-m", "inside.evaluate", "--compile-only", rows, "--run-dir", str(work / "run")]
         cmd += ["--worktree", str(spec.worktree)]
-        left = max(1.0, COMPILE_DEADLINE_S - (time.time() - started))
-        limits = runner.Limits(left, left, spec.memory_mb)
-        run_phase(spec, cmd, compile_jail, env, log, limits, should_stop, on_phase, "compile phase")
+        limits = runner.Limits(TRACE_DEADLINE_S, TRACE_DEADLINE_S, spec.memory_mb)
+        try:
+            run_phase(spec, cmd, compile_jail, env, log, limits, should_stop, on_phase, "trace of the forward")
+            traced = True
+        except Failed as f:
+            if f.status == "interrupted":
+                raise
+            traced = False
+            with open(log, "a") as out:
+                out.write(f"the forward was not traced ({f.reason}): model processes will run it uncompiled\n")
 
         def trusted(cmd: list[str], visible: tuple[Path, ...], out: Path) -> dict[str, str]:
             return compile_trusted(spec, cmd, sandbox.Jail(writable=(out,), visible=visible))
 
         manifest = kernels.publish(work / "tmp", work / "src", work / "out", spec.kernels, trusted)
-        manifest |= {"key": key, "seconds": round(time.time() - started, 2)}
+        manifest |= {"key": key, "seconds": round(time.time() - started, 2), "forward_traced": traced}
         (work / "out" / kernels.MANIFEST).write_text(json.dumps(manifest, indent=2))
         with open(log, "a") as f:
             f.write(f"kernel cache {key}: {len(manifest['kernels'])} kernels, refused: {manifest['refused']}\n")
@@ -444,9 +463,24 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> Path |
             (work / "out").rename(final)
         except OSError:  # another measurement published the same key first: same code, same sources
             pass
-        return final
+        return final, log.read_bytes()
+    except Failed:
+        if (work / "compile.log").exists():
+            write_new(spec.run_dir / "compile.log", (work / "compile.log").read_bytes())
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Create `path` with `data`, unless something is there already: in a folder a sandboxed phase could write, a
+    link or a FIFO left under that name would make this write go where the candidate chose (or never return)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def published_kernels(spec: Spec, vocab: int) -> Path | None:
@@ -455,6 +489,16 @@ def published_kernels(spec: Spec, vocab: int) -> Path | None:
         return None
     final = spec.kernels / kernels.cache_key(spec.worktree, vocab, fingerprint.arx_version())
     return final if (final / kernels.MANIFEST).exists() else None
+
+
+def forward_kernels(spec: Spec, vocab: int) -> Path | None:
+    """The kernels a model process compiles its forward with (the `mlx` folder of the published cache, never its
+    manifest, which names what the compile phase left): only where the compile phase traced the forward, and only
+    in a sandbox, where the process sees them read-only."""
+    cache = published_kernels(spec, vocab)
+    if cache is None or spec.unsafe_no_sandbox:
+        return None
+    return cache / "mlx" if json.loads((cache / kernels.MANIFEST).read_text()).get("forward_traced") else None
 
 
 def compile_trusted(spec: Spec, cmd: list[str], trusted_jail: sandbox.Jail) -> dict[str, str]:
@@ -495,11 +539,12 @@ class SandboxedModel:
         vocab: int,
     ):
         checkpoint = tuple(spec.run_dir / name for name in CHECKPOINT)
-        cmd = [sys.executable, "-m", "inside.evaluate", "--run-dir", str(spec.run_dir)]
+        # -P: the daemon's inside/evaluate.py, never a copy in the worktree (the campaign's base may be older)
+        cmd = [sys.executable, "-P", "-m", "inside.evaluate", "--run-dir", str(spec.run_dir)]
         cmd += ["--worktree", str(spec.worktree)]
-        cache = published_kernels(spec, vocab)  # read-only here; the process copies it into its private TMPDIR
+        cache = forward_kernels(spec, vocab)  # read-only here; the process copies it into its private TMPDIR
         if cache:
-            cmd += ["--kernels", str(cache / "mlx")]
+            cmd += ["--kernels", str(cache)]
         visible = (spec.worktree, *checkpoint, *([cache] if cache else []))
         argv, env = wrap(spec, cmd, jail(spec, visible=visible), {})
         self.log_path = spec.run_dir / "eval.log"

@@ -40,7 +40,7 @@ if {IN_MODEL_PROCESS}:
 
 # -- 1b. replace the model process's own serve() loop with one that leaks the next token -----------
 PATCH_SERVE = f"""
-def _arx_leaky_serve(model, requests, responses):
+def _arx_leaky_serve(model, requests, responses, *compiled):
     import struct
     import numpy
     while True:
@@ -539,7 +539,7 @@ if {IN_MODEL_PROCESS}:
 
 # -- held-out bytes in the reason the agent reads: a logits header made of the first row's tokens --------------------
 ECHO_HEADER = f"""
-def _arx_echo(model, requests, responses):
+def _arx_echo(model, requests, responses, *compiled):
     import struct
     head = requests.read(12)
     magic, rows, cols = struct.unpack("<4sii", head)

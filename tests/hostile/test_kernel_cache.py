@@ -4,7 +4,9 @@ A cache that outlives a run is where a trainer would hide trained weights to kee
 another seed, or hand them to another candidate. These trainers stash a marker everywhere they can (a weights
 file, a fake and a patched library, kernel sources with data in them) from the compile phase and from their
 training runs; every later run looks for the marker in everything its TMPDIR holds. The compile phase also
-tries to read the training data, which it must not see.
+tries to read the training data, which it must not see, and the training run looks for its compile phase's log
+(what that phase printed is what it computed, outside the budget). The evaluation's model processes, which get
+the cache read-only, try to change it and to read its manifest (which names the files the phase left).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ STASH = '''
     else:
         seen = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and marker in p.read_bytes())
         print(f"HOSTILE stash seen: {{seen}}", flush=True)
+        compile_log = Path(os.environ["ARX_RUN_DIR"]) / "compile.log"  # what its compile phase computed, unbudgeted
+        print(f"HOSTILE training reads its compile phase's log: {{compile_log.exists()}}", flush=True)
         (Path(os.environ["ARX_RUN_DIR"]) / "seen.json").write_text(json.dumps(seen))
         cache.mkdir(parents=True, exist_ok=True)
         (cache / "weights.npy").write_bytes(marker * 100)
@@ -93,6 +97,7 @@ def train(wt: Path, run_dir: Path, stdlib, root: Path, seed: int) -> list[str]:
         pytest.fail(f"{f.status}: {f.reason}\n{f.log_tail}")
     log = (run_dir / "train.log").read_text()
     assert "HOSTILE stash seen" in log and "HOSTILE wrote into the published cache" not in log, log[-2000:]
+    assert "HOSTILE training reads its compile phase's log: False" in log, log[-2000:]
     return json.loads((run_dir / "seen.json").read_text())
 
 
@@ -129,6 +134,7 @@ if "--kernels" in sys.argv:  # a model process: try to change the cache it is ha
         except OSError:
             pass
     print(f"HOSTILE model process wrote into the cache it was handed: {{wrote}}", file=sys.stderr, flush=True)
+    print(f"HOSTILE model process sees the manifest: {{(handed.parent / 'manifest.json').exists()}}", file=sys.stderr)
 '''
 
 
@@ -146,7 +152,27 @@ def test_a_model_process_cannot_change_the_kernels_it_is_handed(stdlib, tmp_path
         assert m.ok, f"{m.status}: {m.reason}\n{m.log_tail}"
         log = (spec.run_dir / "eval.log").read_text()
         assert log.count("HOSTILE model process wrote into the cache it was handed: []") == 3, log[-2000:]
+        assert log.count("HOSTILE model process sees the manifest: False") == 3, log[-2000:]  # it names refused files
         assert log.count("forward compiled, with the daemon's kernels") == 3, log[-2000:]
         published = published or digest(root)
         assert digest(root) == published
     assert all(MARKER.encode() not in p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def test_a_forward_that_cannot_be_traced_is_served_uncompiled(stdlib, tmp_path):
+    """A trainer whose compile phase leaves no model_config.json (an older trainer, or a broken one): the run is
+    measured all the same, its model processes run the forward uncompiled and compile nothing themselves."""
+    wt = copy_trainer(tmp_path / "a")
+    text = (wt / TRAIN).read_text()
+    written = '        (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))\n        return 0\n'
+    assert written in text
+    (wt / TRAIN).write_text(text.replace(written, "        return 0\n", 1))
+    root = tmp_path / "kernels"
+    spec = make_spec(wt, tmp_path / "run", stdlib, kernels=root)
+    m = experiment.measure(spec)
+    assert m.ok, f"{m.status}: {m.reason}\n{m.log_tail}"
+    assert "the forward was not traced" in (spec.run_dir / "compile.log").read_text()
+    (cache,) = caches(root)
+    assert json.loads((cache / kernels.MANIFEST).read_text())["forward_traced"] is False
+    log = (spec.run_dir / "eval.log").read_text()
+    assert log.count("forward uncompiled") == 3 and "kernels compiled here" not in log, log[-2000:]
