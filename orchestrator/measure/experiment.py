@@ -435,10 +435,11 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> tuple[
         log = work / "compile.log"  # in the kernel root, which every jail hides
         cmd = [sys.executable, "-m", "trainer.train"]
         run_phase(spec, cmd, compile_jail, env, log, limits, should_stop, on_phase, "compile phase")
-        # then the forward a model process compiles (the daemon's inside/evaluate.py), in the same jail; a failure
-        # costs only speed: the model processes then run the forward uncompiled
+        # then the forward a model process compiles (inside/evaluate.py), in the same jail; a failure (an older
+        # inside/evaluate.py in the worktree, a forward that does not trace) costs only speed: the model processes
+        # then run the forward uncompiled
         rows = str(scorer.BATCH_ROWS)
-        cmd = [sys.executable, "-P", "-m", "inside.evaluate", "--compile-only", rows, "--run-dir", str(work / "run")]
+        cmd = [sys.executable, "-m", "inside.evaluate", "--compile-only", rows, "--run-dir", str(work / "run")]
         cmd += ["--worktree", str(spec.worktree)]
         limits = runner.Limits(TRACE_DEADLINE_S, TRACE_DEADLINE_S, spec.memory_mb)
         try:
@@ -539,8 +540,7 @@ class SandboxedModel:
         vocab: int,
     ):
         checkpoint = tuple(spec.run_dir / name for name in CHECKPOINT)
-        # -P: the daemon's inside/evaluate.py, never a copy in the worktree (the campaign's base may be older)
-        cmd = [sys.executable, "-P", "-m", "inside.evaluate", "--run-dir", str(spec.run_dir)]
+        cmd = [sys.executable, "-m", "inside.evaluate", "--run-dir", str(spec.run_dir)]
         cmd += ["--worktree", str(spec.worktree)]
         cache = forward_kernels(spec, vocab)  # read-only here; the process copies it into its private TMPDIR
         if cache:
