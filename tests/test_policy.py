@@ -220,12 +220,25 @@ def test_a_champion_measured_under_load_is_not_the_yardstick():
     assert v.pairs[0].champion.run_id != 1 and v.pairs[0].gain == pytest.approx(0.032)
 
 
+def test_a_machine_that_stays_busier_measures_the_champion_again_beside_the_candidate():
+    """The champion's seed-1 run got 0.9 of the machine; since then the machine is busy (0.3 for every run): after
+    the candidate got less twice, the champion is measured again under the same load and the pair is judged."""
+    w = world([0.032, 0.0315, 0.033])
+    seeds = baselines(w)
+    w.free = [0.3] * 20
+    v = judge(P, seeds, w)
+    assert w.log[:3] == ["candidate 1", "candidate 1", "champion 1"] and w.aside[:2] == [104, 101]
+    assert "the machine changed" in v.set_aside[1][1]  # and the same on seeds 2 and 3
+    assert v.decision == KEEP and v.pairs[0].champion.run_id == 106 and v.pairs[0].candidate.run_id == 105
+
+
 def test_unfair_conditions_that_last_discard_the_candidate():
+    """The machine busy whenever the candidate runs and quiet whenever the champion does: no pair is ever fair."""
     w = world([0.5])
     seeds = baselines(w)
-    w.free = [0.3] * 10
-    v = judge(Policy(max_unfair=2), seeds, w)
-    assert v.decision == DISCARD and "no fair pair on seed 1" in v.reason and len(w.aside) == 2
+    w.free = [0.3, 0.3, 0.9, 0.9]  # candidate, candidate again, then the champion twice
+    v = judge(Policy(max_unfair=3), seeds, w)
+    assert v.decision == DISCARD and "no fair pair on seed 1" in v.reason and len(w.aside) == 3
 
 
 def test_a_failed_re_run_discards():
