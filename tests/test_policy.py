@@ -232,6 +232,19 @@ def test_a_machine_that_stays_busier_measures_the_champion_again_beside_the_cand
     assert v.decision == KEEP and v.pairs[0].champion.run_id == 106 and v.pairs[0].candidate.run_id == 105
 
 
+def test_a_machine_that_got_busier_after_the_candidate_measures_the_candidate_again():
+    """The other way round: the champion's runs on seed 1 got 0.3 twice against the candidate's 0.9, so the
+    candidate is measured again under the champion's load, and that pair is judged."""
+    w = world([0.032, 0.0315, 0.033])
+    seeds = baselines(w)
+    w.known[1] = Point(1, 1, 1, w.champion_vals[1], "fp", 0.3)
+    w.free = [0.9, 0.3, 0.3] + [0.9] * 20  # the candidate, the champion again, the candidate again, then quiet
+    v = judge(P, seeds, w)
+    assert w.log[:3] == ["candidate 1", "champion 1", "candidate 1"] and w.aside[:2] == [1, 104]
+    assert "the machine changed" in v.set_aside[1][1]
+    assert v.pairs[0].champion.run_id == 105 and v.pairs[0].candidate.run_id == 106
+
+
 def test_unfair_conditions_that_last_discard_the_candidate():
     """The machine busy whenever the candidate runs and quiet whenever the champion does: no pair is ever fair."""
     w = world([0.5])

@@ -11,9 +11,9 @@ new ones:
 3. fair conditions both ways: if the two runs had clearly different shares of the machine
    (`cpu_free`, measured by the daemon), the one that got less is set aside (never used again,
    champion measurements included) and measured again, up to `policy.max_unfair` times; when the
-   candidate got less twice in a row, the machine has changed since the champion was measured, so
-   the champion's measurement is set aside instead and the champion measured beside the candidate
-   (else a machine that stays busier would leave every candidate without a fair pair);
+   same side got less twice in a row, the machine has changed since the other side's run, so that
+   run is set aside instead and measured again beside it (else a machine that stays busier after
+   the champion's runs would leave every candidate without a fair pair);
 4. assess every pair under the latest pair's fingerprint: keep, discard, or go on.
 """
 
@@ -146,7 +146,8 @@ def judge(
             why = "its measurement failed" if not pairs and not aside else "a re-run failed"
             return Verdict(DISCARD, f"{why} (seed {seed}); not kept", pairs=pairs, set_aside=aside)
         c = m.champion(seed, x)
-        unfair = behind = 0
+        unfair = streak = 0
+        behind = None  # the side that got less at the last unfair look
         while c is not None and not comparable(policy, c, x):
             if unfair == policy.max_unfair:
                 return Verdict(
@@ -157,18 +158,20 @@ def judge(
                     set_aside=aside,
                 )
             unfair += 1
-            behind = behind + 1 if x.cpu_free < c.cpu_free else 0  # times in a row the candidate got less
-            if behind >= 2:
-                loser = c
+            less, more = (x, c) if x.cpu_free < c.cpu_free else (c, x)
+            side = "candidate" if less is x else "champion"
+            streak, behind = (streak + 1 if side == behind else 1), side
+            if streak >= 2:  # the same side got less twice: the machine changed since the other side's run
+                loser = more
                 why = (
-                    f"the machine changed: the candidate got less than this measurement's {c.cpu_free:.2f} twice on "
-                    f"seed {seed} (now {x.cpu_free:.2f}): the champion measured again beside it"
+                    f"the machine changed: its partner got less than its {more.cpu_free:.2f} twice on seed {seed} "
+                    f"(now {less.cpu_free:.2f}): measured again beside it"
                 )
             else:
-                loser = x if x.cpu_free < c.cpu_free else c
+                loser = less
                 why = (
-                    f"got {loser.cpu_free:.2f} of the machine against {max(x.cpu_free, c.cpu_free):.2f} for its "
-                    f"partner on seed {seed}: measured again"
+                    f"got {less.cpu_free:.2f} of the machine against {more.cpu_free:.2f} for its partner on seed "
+                    f"{seed}: measured again"
                 )
             m.set_aside(loser, why)
             aside.append((loser, why))
