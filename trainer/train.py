@@ -449,7 +449,7 @@ def main() -> int:
         t0 = time.time()
         mx.eval(train_step(), model.parameters(), optimizer.state)
         print(f"compiled the training step in {time.time() - t0:.1f}s", flush=True)
-        (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))
+        (run_dir / "model_config.json").write_text(json.dumps(config))
         return 0
 
     print(

@@ -164,7 +164,7 @@ def test_a_forward_that_cannot_be_traced_is_served_uncompiled(stdlib, tmp_path):
     measured all the same, its model processes run the forward uncompiled and compile nothing themselves."""
     wt = copy_trainer(tmp_path / "a")
     text = (wt / TRAIN).read_text()
-    written = '        (run_dir / "model_config.json").write_text(json.dumps(config, indent=2))\n        return 0\n'
+    written = '        (run_dir / "model_config.json").write_text(json.dumps(config))\n        return 0\n'
     assert written in text
     (wt / TRAIN).write_text(text.replace(written, "        return 0\n", 1))
     root = tmp_path / "kernels"
