@@ -164,8 +164,8 @@ def judge(
             if streak >= 2:  # the same side got less twice: the machine changed since the other side's run
                 loser = more
                 why = (
-                    f"the machine changed: its partner got less than its {more.cpu_free:.2f} twice on seed {seed} "
-                    f"(now {less.cpu_free:.2f}): measured again beside it"
+                    f"got {more.cpu_free:.2f} of the machine, its partner less twice on seed {seed} (now "
+                    f"{less.cpu_free:.2f}): the machine changed since, so it is measured again beside its partner"
                 )
             else:
                 loser = less
