@@ -184,7 +184,7 @@ def train(spec: Spec, should_stop: Callable[[], bool], on_phase: Callable[[str, 
         return train_phase(spec, prepared, cache, should_stop, on_phase)
     finally:  # only now: what the compile phase printed is what it computed, and this candidate's training is over
         if compile_log:
-            write_new(spec.run_dir / "compile.log", compile_log)
+            keep_log(spec.run_dir / "compile.log", compile_log, fresh=True)
 
 
 def train_phase(spec: Spec, prepared: Path, cache: Path | None, should_stop, on_phase) -> Trained:
@@ -467,21 +467,10 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> tuple[
         return final, log.read_bytes()
     except Failed:
         if (work / "compile.log").exists():
-            write_new(spec.run_dir / "compile.log", (work / "compile.log").read_bytes())
+            keep_log(spec.run_dir / "compile.log", (work / "compile.log").read_bytes(), fresh=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def write_new(path: Path, data: bytes) -> None:
-    """Create `path` with `data`, unless something is there already: in a folder a sandboxed phase could write, a
-    link or a FIFO left under that name would make this write go where the candidate chose (or never return)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError:
-        return
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def published_kernels(spec: Spec, vocab: int) -> Path | None:
@@ -658,11 +647,13 @@ class SandboxedModel:
         keep_log(self.log_path, self.output.getvalue())
 
 
-def keep_log(path: Path, data: bytes) -> None:
-    """Append a model process's output to eval.log in the run folder, for people (never for the agent), without
-    following a link: the folder is the trainer's."""
+def keep_log(path: Path, data: bytes, fresh: bool = False) -> None:
+    """Append a log to `path` in the run folder, for people (never for the agent), or with `fresh` create it, unless
+    anything is there: the folder is the trainer's, and a link or a FIFO left under that name would make this write
+    go where the candidate chose (or never return), so links are not followed and FIFOs not waited on."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, flags | (os.O_EXCL if fresh else os.O_APPEND), 0o644)
     except OSError:
         return
     with os.fdopen(fd, "ab") as f:
