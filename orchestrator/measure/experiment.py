@@ -47,6 +47,8 @@ from . import kernels, runner, sandbox
 
 COMPILE_DEADLINE_S = 300.0  # the compile phase of one trainer version (the default: about 10 s here, 30 s loaded)
 TRACE_DEADLINE_S = 60.0  # the compile phase's trace of the evaluation's forward (2-5 s here, 15 s loaded)
+COMPILE_LOG_CAP = 1 << 20  # of the compile phase's log, the first this many bytes reach the run folder (held
+# in memory while the run trains: the phase chose what it printed)
 PREPARE_TIMEOUT_S = 600.0  # the data program's prepare, on its own clock (an honest stdlib prepare takes under a
 # minute here); what it computes can only reach training as the four checked files of the prepared folder
 FIRST_LOGITS_S = 30.0  # an honest model process answers its first batch in 1-3 s here (about 10 s loaded): time
@@ -464,13 +466,19 @@ def compile_kernels(spec: Spec, prepared: Path, should_stop, on_phase) -> tuple[
             (work / "out").rename(final)
         except OSError:  # another measurement published the same key first: same code, same sources
             pass
-        return final, log.read_bytes()
+        return final, head(log)
     except Failed:
         if (work / "compile.log").exists():
-            keep_log(spec.run_dir / "compile.log", (work / "compile.log").read_bytes(), fresh=True)
+            keep_log(spec.run_dir / "compile.log", head(work / "compile.log"), fresh=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def head(log: Path) -> bytes:
+    """The first COMPILE_LOG_CAP bytes of a log the daemon wrote."""
+    with open(log, "rb") as f:
+        return f.read(COMPILE_LOG_CAP)
 
 
 def published_kernels(spec: Spec, vocab: int) -> Path | None:
