@@ -9,6 +9,7 @@
                               #  - worse changes: how fast they go
                               #  - the "13 -> 16 steps" case on the tiny model
                               #  - A/A at a time budget while the machine's load comes and goes
+                              #  - a planted gain at the README's settings (60 s budget, default policy, no cache)
                               #  - the old rule (a band of k=2 t-widened seed sigmas, <= 4 pairs) replayed on the
                               #    same measurements
 
@@ -32,7 +33,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.scratch import TINY, CachedExecutor, campaign, fixed_step_policy, kernel_cache, scratch_repo
+from bench.scratch import (
+    FIXED_STEPS_BUDGET_S,
+    TINY,
+    CachedExecutor,
+    campaign,
+    fixed_step_policy,
+    kernel_cache,
+    scratch_repo,
+)
 from bench.scripted_agents import PlantedAgent, RandomStreamAgent
 from orchestrator.campaign import facts
 from orchestrator.campaign.judge import Point, judge
@@ -49,6 +58,7 @@ PLANTS = (  # (constant, its value in the base, the planted improvement) on the 
     ("WARMDOWN_FRAC", "0.5", "0.45"),  # the same schedule nudged: +0.011, a tenth of a seed sigma, pairs sd 0.003
     ("FINAL_LR_FRAC", "0", "0.05"),  # a constant: +0.008, pairs sd 0.002 (kept by the yield campaign, 5/5 fresh)
 )
+README_PLANT = ("MATRIX_LR", "0.02", "0.04")  # at the README's 60 s: the default Muon rate restored
 WORSE = ("MATRIX_LR", "0.02")  # a worse change to the default model: how many runs it takes to go
 DEFAULT_STEPS = 16  # the default CPU model at a fixed step count (about what a 10 s budget trains here)
 TINY_STEPS = 16
@@ -201,7 +211,7 @@ class Replay:
                 budget_s=3600.0,
                 seed=seed,
                 state_dir=self.repo / "state",
-            kernels=kernel_cache(self.repo),  # compiled as the campaign's runs were: the flags change the digits
+                kernels=kernel_cache(self.repo),  # compiled as the campaign's runs were: the flags change the digits
                 train_deadline_s=7200.0,
                 commit=commit,
                 unsafe_no_sandbox=sandbox.backend().name == "none",
@@ -230,15 +240,18 @@ class Replay:
 
 
 def trials(
-    runner: CachedExecutor, tmp: Path, name: str, base_edits: dict, constant: str, value: str, n: int, replay: bool
+    runner, tmp: Path, name: str, base_edits: dict, constant: str, value: str, n: int, replay: bool, budget_s=None
 ) -> dict:
     """`n` one-experiment campaigns, each on its own seeds (trial i: seeds 100 i + 1, ...), whose agent sets
-    `constant` to `value` in the base; with `replay`, the old rule judges the same commits on the same runs."""
+    `constant` to `value` in the base; with `replay`, the old rule judges the same commits on the same runs. With
+    `budget_s` the runs train for that many seconds under the default policy (fair conditions checked), as a
+    user's campaign does; else at the base's fixed step count."""
     repo = scratch_repo(tmp / name, base_edits)
+    policy, budget = (Policy(), budget_s) if budget_s else (fixed_step_policy(), FIXED_STEPS_BUDGET_S)
     started = time.time()
     rows = []
     for i in range(1, n + 1):
-        runs = campaign(repo, f"{name}-{i}", PlantedAgent(constant, value), 1, 100 * i, runner, fixed_step_policy())
+        runs = campaign(repo, f"{name}-{i}", PlantedAgent(constant, value), 1, 100 * i, runner, policy, budget)
         exp = next(r for r in runs if r.kind == Kind.EXPERIMENT)
         decision = json.loads(exp.decision) if exp.decision else {"pairs": []}
         base = [r.val_bpb for r in runs if r.kind == Kind.BASELINE and facts.usable(r)]
@@ -246,6 +259,10 @@ def trials(
             "trial": i,
             "verdict": exp.status,
             "candidate_runs": len(decision["pairs"]) + len(decision.get("set_aside", [])),
+            "runs_set_aside": sum(bool(r.contended) for r in runs),
+            "reason": exp.decision_reason,
+            "steps": [r.steps for r in runs if r.steps],
+            "cpu_free": [round(r.cpu_free, 2) for r in runs if r.cpu_free is not None],
             "gains": [p["gain"] for p in decision["pairs"]],
             "base_sigma": statistics.stdev(base) if len(base) > 1 else None,
         }
@@ -381,6 +398,11 @@ def bench_aa(args) -> dict:
         if "worse" in parts:
             c, bad = WORSE
             out["worse"] = trials(runner, tmp, "worse", default, c, bad, args.trials, False)
+        if "readme" in parts:
+            c, bad, good = args.readme_plant.split(":") if args.readme_plant else README_PLANT
+            out["readme_settings"] = trials(
+                LocalExecutor(), tmp, "readme", {c: bad}, c, good, args.readme_trials, False, args.readme_budget
+            )
         if "load" in parts:
             out["aa_under_changing_load"] = aa_under_changing_load(tmp, args.experiments, args.load_budget, 7.0)
     out["runs"] = runner.report()
@@ -396,13 +418,18 @@ def main(argv: list[str]) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench --aa", description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", action="store_true", required=True)
-    parser.add_argument("--parts", default="aa,planted,steps,worse,load", help="which parts to run (comma-separated)")
+    parser.add_argument(
+        "--parts", default="aa,planted,steps,worse,load", help="parts to run, comma-separated (readme: only if named)"
+    )
     parser.add_argument("--load-budget", type=float, default=10.0, help="training seconds per run of the load part")
     parser.add_argument("--experiments", type=int, default=20, help="A/A proposals per campaign")
     parser.add_argument("--trials", type=int, default=10, help="trials per planted, 13 -> 16 steps and worse change")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of the default model")
     parser.add_argument("--tiny-steps", type=int, default=TINY_STEPS, help="training steps of the tiny model")
     parser.add_argument("--plants", default="", help="CONST:spoiled:good,... (default: the built-in three)")
+    parser.add_argument("--readme-trials", type=int, default=3, help="trials of the readme part (each ~15 min)")
+    parser.add_argument("--readme-budget", type=float, default=60.0, help="training seconds per run, readme part")
+    parser.add_argument("--readme-plant", default="", help="CONST:spoiled:good for the readme part")
     parser.add_argument("--no-replay", dest="replay", action="store_false", help="skip the old rule's replay")
     parser.add_argument("--cache", default="state/bench-runs.json", help="measurements kept between invocations")
     parser.add_argument("--verify", type=int, default=2, help="cache hits measured again to check determinism")
