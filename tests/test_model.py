@@ -111,6 +111,17 @@ def test_short_windows_really_limit_context():
     assert mask[20, 13] and not mask[20, 12] and not mask[20, 21]
 
 
+@pytest.mark.parametrize("mask", ["band", "causal", None])
+@pytest.mark.parametrize("kv_ratio", [1, 2])
+def test_cpu_attention_equals_mlx_fused_attention(mask, kv_ratio):
+    """The CPU's written-out attention (`softmax_attention`, for speed) computes what MLX's own does."""
+    q = mx.random.normal((2, 4, 32, 16), key=mx.random.key(1))
+    k, v = (mx.random.normal((2, 4 // kv_ratio, 32, 16), key=mx.random.key(s)) for s in (2, 3))
+    m = train.attention_mask(32, 8) if mask == "band" else mask
+    want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=m)
+    np.testing.assert_allclose(np.array(train.softmax_attention(q, k, v, 0.25, m)), np.array(want), atol=1e-5)
+
+
 def test_attention_scale_is_one_over_sqrt_head_dim():
     config = tiny_config(depth=2, head_dim=32)
     model = randomized(config)

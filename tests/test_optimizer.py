@@ -101,3 +101,25 @@ def test_streamed_step_equals_one_pass(accum, streams):
     assert loss1 == pytest.approx(loss2, rel=1e-5)
     for name in p1:
         np.testing.assert_allclose(np.array(p1[name]), np.array(p2[name]), atol=1e-6, err_msg=name)
+
+
+def test_the_compiled_update_follows_the_schedule(monkeypatch):
+    """The optimizer's update is compiled with its state as an input: learning rates, Muon's momentum and its
+    weight decay change at every step, and a compiled update that froze their first values would train on with
+    them. Three steps at three points of the schedule, compiled and not, must move the weights alike."""
+    config = train.model_config(vocab_size=50) | {"depth": 2, "model_dim": 32, "head_dim": 16, "seq_len": 16}
+    rng = np.random.default_rng(0)
+    batches = [(rng.integers(0, 50, (4, 16)), rng.integers(0, 50, (4, 16))) for _ in range(3)]
+    results = []
+    for compiled in (True, False):
+        monkeypatch.setattr(train, "COMPILE", compiled)
+        model = train.build_model(config, seed=1)
+        model.update(tree_map(lambda p: p + 0.01 * mx.random.normal(p.shape, key=mx.random.key(3)), model.parameters()))
+        optimizer = train.build_optimizer()
+        step = train.make_train_step(model, optimizer, iter(batches), 1, 2)
+        for frac in (0.0, 0.5, 0.95):  # momentum ramps, the LRs decay, weight decay shrinks
+            train.apply_schedule(optimizer, frac)
+            mx.eval(step(), model.parameters(), optimizer.state)
+        results.append(dict(tree_flatten(model.parameters())))
+    for name in results[0]:
+        np.testing.assert_allclose(np.array(results[0][name]), np.array(results[1][name]), atol=2e-5, err_msg=name)
