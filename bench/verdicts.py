@@ -10,6 +10,8 @@
                               #  - the "13 -> 16 steps" case on the tiny model
                               #  - A/A at a time budget while the machine's load comes and goes
                               #  - a planted gain at the README's settings (60 s budget, default policy, no cache)
+                              #  - common random numbers: the pairs of a reshaping change with per-parameter keys
+                              #    and with one random stream
                               #  - the old rule (a band of k=2 t-widened seed sigmas, <= 4 pairs) replayed on the
                               #    same measurements
 
@@ -24,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -368,6 +371,63 @@ def aa_under_changing_load(tmp: Path, proposals: int, budget_s: float, period_s:
     }
 
 
+CRN_BASE = TINY | {"DEPTH": "2", "BENCH_STEPS": str(TINY_STEPS)}  # two layers: a value embedding on the second
+CRN_CHANGES = {  # honest changes to the tiny model, as edits of train.py's text
+    # one more parameter drawn before the blocks: with one stream, every block's weights move
+    "a value embedding on every layer": ("    return layer % 2 == (depth - 1) % 2\n", "    return True\n"),
+    # parameters reshaped, none added: MLX splits its stream once per draw, so one stream keeps the rest too
+    "KV_HEAD_RATIO 1 -> 2": ("KV_HEAD_RATIO = 1 ", "KV_HEAD_RATIO = 2 "),
+}
+
+
+def common_random_numbers(runner: CachedExecutor, tmp: Path, seeds: int) -> dict:
+    """How much per-parameter keys (`param_key`) tighten the pairs of honest changes: each change measured on
+    the same seeds with the trainer's keys and with every weight drawn from one stream seeded once (the init
+    before issue 16), where a parameter added before others shifts every draw after it."""
+    started = time.time()
+    out: dict = {"model": CRN_BASE, "seeds": seeds}
+    for init in ("per_parameter_keys", "one_stream"):
+        repo = scratch_repo(tmp / f"crn-{init}", CRN_BASE)
+        train = repo / "trainer" / "train.py"
+        if init == "one_stream":
+            text, n = re.subn(r", key=param_key\(seed, [^()]*\)", "", train.read_text())
+            assert n == 3, "build_model no longer draws where the bench expects"
+            train.write_text(text)
+            commit(repo, "one random stream")
+        base = head(repo)
+        champ = None
+        for label, (old, new) in CRN_CHANGES.items():
+            text = train.read_text()
+            assert old in text, f"train.py has no {old.strip()!r} for {label!r}"
+            train.write_text(text.replace(old, new, 1))
+            cand = commit(repo, label)
+            replay = Replay(runner, repo, base, cand, [1])
+            champ = champ or [replay.value(base, s) for s in range(1, seeds + 1)]
+            pairs = [c - replay.value(cand, s) for s, c in enumerate(champ, 1)]
+            out.setdefault(label, {})[init] = {
+                "mean_paired_gain": round(statistics.fmean(pairs), 5),
+                "sd_of_pairs": round(statistics.stdev(pairs), 5),
+                "pairs": [round(d, 5) for d in pairs],
+            }
+            subprocess.run(["git", "checkout", "-q", base, "--", "trainer/train.py"], cwd=repo, check=True)
+        out[f"seed_sigma_{init}"] = round(statistics.stdev(champ), 5)
+    for label in CRN_CHANGES:
+        keys, one = out[label]["per_parameter_keys"]["sd_of_pairs"], out[label]["one_stream"]["sd_of_pairs"]
+        out[label]["pairs_tighter_with_keys_by"] = round(one / keys, 2) if keys else "identical runs"
+    out["wall_s"] = round(time.time() - started, 1)
+    return out
+
+
+def head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, message: str) -> str:
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run([*git, "commit", "-qam", message], cwd=repo, check=True)
+    return head(repo)
+
+
 def bench_aa(args) -> dict:
     started = time.time()
     default = {"BENCH_STEPS": str(args.steps)}
@@ -403,6 +463,8 @@ def bench_aa(args) -> dict:
             out["readme_settings"] = trials(
                 LocalExecutor(), tmp, "readme", {c: bad}, c, good, args.readme_trials, False, args.readme_budget
             )
+        if "crn" in parts:
+            out["common_random_numbers"] = common_random_numbers(runner, tmp, args.crn_seeds)
         if "load" in parts:
             out["aa_under_changing_load"] = aa_under_changing_load(tmp, args.experiments, args.load_budget, 7.0)
     out["runs"] = runner.report()
@@ -419,7 +481,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench --aa", description=__doc__.split("\n\n")[0])
     parser.add_argument("--aa", action="store_true", required=True)
     parser.add_argument(
-        "--parts", default="aa,planted,steps,worse,load", help="parts to run, comma-separated (readme: only if named)"
+        "--parts", default="aa,planted,steps,worse,load", help="parts, comma-separated (readme, crn: if named)"
     )
     parser.add_argument("--load-budget", type=float, default=10.0, help="training seconds per run of the load part")
     parser.add_argument("--experiments", type=int, default=20, help="A/A proposals per campaign")
@@ -430,6 +492,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--readme-trials", type=int, default=3, help="trials of the readme part (each ~15 min)")
     parser.add_argument("--readme-budget", type=float, default=60.0, help="training seconds per run, readme part")
     parser.add_argument("--readme-plant", default="", help="CONST:spoiled:good for the readme part")
+    parser.add_argument("--crn-seeds", type=int, default=8, help="seeds of the crn part")
     parser.add_argument("--no-replay", dest="replay", action="store_false", help="skip the old rule's replay")
     parser.add_argument("--cache", default="state/bench-runs.json", help="measurements kept between invocations")
     parser.add_argument("--verify", type=int, default=2, help="cache hits measured again to check determinism")

@@ -24,7 +24,7 @@ import click
 from agents.thinking import EFFORTS, MIN_THINKING_TOKENS
 
 from . import formatting as fmt
-from .programs import PROGRAMS, ROOT, TAG_PATTERN, StatePaths, default_state_dir
+from .programs import PROGRAMS, ROOT, TAG_PATTERN, StatePaths, default_state_dir, held_locks
 from .report import ARX_COLUMNS
 from .tables import Column
 
@@ -426,22 +426,20 @@ def start(agent, model, thinking_tokens, effort, fallback_model, max_rounds, bas
 def stop(tag, program, state_dir) -> None:
     """Stop running campaigns gracefully: the run in flight is aborted and recorded as interrupted."""
     from . import report, tables
-    from .measure import slots
 
     state, db = state_paths(state_dir)
-    if not db.exists():
-        tables.say(f"nothing to stop: no ledger at {db}")
-        return
-    con = report.connect(db)
-    try:
-        found = report.campaigns(con, tag, program)
-    finally:
-        con.close()
-    running = [c for c in found if slots.holder(StatePaths(state, c["program"], c["tag"]).lock) is not None]
-    dead = [c for c in found if c["status"] == "running" and c not in running]
-    if not running and not dead:
-        tables.say(f"nothing to stop: no campaign {'of those ' if tag or program else ''}is running")
-        return
+    if not held_locks(state, tag, program):  # a running daemon holds its lock, even before it reaches the ledger
+        if not db.exists():
+            tables.say(f"nothing to stop: no ledger at {db}")
+            return
+        con = report.connect(db)
+        try:
+            found = report.campaigns(con, tag, program)
+        finally:
+            con.close()
+        if not any(c["status"] == "running" for c in found):
+            tables.say(f"nothing to stop: no campaign {'of those ' if tag or program else ''}is running")
+            return
     from . import daemon  # loaded only when there is a daemon to signal (or a dead one to mark)
 
     for m in daemon.stop(state, tag, program):

@@ -22,7 +22,7 @@ from .ledger import backup, ledger
 from .ledger.ledger import Campaign
 from .measure import executor, slots
 from .measure.executor import Unavailable
-from .programs import PROGRAMS, ROOT, StatePaths, running_message
+from .programs import PROGRAMS, ROOT, StatePaths, held_locks, running_message
 
 DETACH_CONFIRM_S = 15.0
 STOP_WAIT_S = 60.0
@@ -202,21 +202,23 @@ def stop(state_dir: Path, tag: str | None, program: str | None, wait_s: float = 
     from sqlmodel import select
 
     db = StatePaths(state_dir, "x", "x").db
-    if not db.exists():
-        return []
-    with ledger.session(db) as s:
-        query = select(Campaign)
-        if tag:
-            query = query.where(Campaign.tag == tag)
-        if program:
-            query = query.where(Campaign.program == program)
-        campaigns = list(s.exec(query))
+    campaigns: dict[tuple[str, str], Campaign | None] = {}
+    if db.exists():
+        with ledger.session(db) as s:
+            query = select(Campaign)
+            if tag:
+                query = query.where(Campaign.tag == tag)
+            if program:
+                query = query.where(Campaign.program == program)
+            campaigns = {(c.program, c.tag): c for c in s.exec(query)}
+    for paths in held_locks(state_dir, tag, program):
+        campaigns.setdefault((paths.program, paths.tag), None)
     messages = []
-    for c in campaigns:
-        paths = StatePaths(state_dir, c.program, c.tag)
+    for (prog, name), c in campaigns.items():
+        paths = StatePaths(state_dir, prog, name)
         pid = is_running(paths)
         if pid is None:
-            if c.status == "running":
+            if c is not None and c.status == "running":
                 c.status, c.stop_reason = "stopped", "found dead by stop"
                 ledger.save(db, c)
                 messages.append(f"{paths.name} was not running (its daemon had died); marked stopped")

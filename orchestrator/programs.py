@@ -112,3 +112,17 @@ def running_message(paths: StatePaths, pid: int | None) -> str:
         f"campaign {paths.name} is already running (pid {pid}); stop it with: arx-daemon stop --program "
         f"{paths.program} --tag {paths.tag}"
     )
+
+
+def held_locks(state_dir: Path, tag: str | None = None, program: str | None = None) -> list[StatePaths]:
+    """The campaigns whose daemon holds its lock, matching `tag` and `program`: a daemon takes its lock before it
+    writes its campaign to the ledger (it prepares its data in between), and `stop` right after `start` must
+    still find it."""
+    from .measure import slots
+
+    found = []
+    for lock in sorted((state_dir / "locks").glob("*.lock")):
+        prog, _, name = lock.stem.partition("-")
+        if prog in PROGRAMS and tag in (None, name) and program in (None, prog) and slots.holder(lock) is not None:
+            found.append(StatePaths(state_dir, prog, name))
+    return found

@@ -117,6 +117,26 @@ def test_stop_with_nothing_running(repo):
     assert result.returncode == 0 and "nothing to stop: no ledger at" in result.stdout
 
 
+def test_stop_finds_a_daemon_still_starting(repo):
+    """A daemon takes its lock, then prepares its data, then writes its campaign to the ledger: `stop` in
+    between must stop it, not answer that the ledger has no such campaign (nor that there is no ledger)."""
+    lock = repo / "state" / "locks" / "model-early.lock"
+    hold = (
+        "import sys, time; from pathlib import Path; from orchestrator.measure import slots\n"
+        "f = slots.try_lock(Path(sys.argv[1])); print(1, flush=True); time.sleep(600)"
+    )
+    starting = subprocess.Popen([sys.executable, "-c", hold, str(lock)], cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert starting.stdout.readline().strip() == "1"  # it holds the lock now
+        assert not (repo / "state" / "experiments.db").exists()
+        result = arx(repo, "stop", "--tag", "early")
+        assert result.returncode == 0 and f"model-early stopped (pid {starting.pid})" in result.stdout, result
+        assert starting.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        starting.kill()
+    assert "nothing to stop" in arx(repo, "stop", "--tag", "early").stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end (slow)
 # ---------------------------------------------------------------------------------------------

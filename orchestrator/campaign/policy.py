@@ -57,8 +57,9 @@ class Policy:
     )
     min_delta: float = _field(0.001, "smallest mean val_bpb gain that can count as an improvement, whatever the noise")
     false_keep: float = _field(
-        0.05, "the most a change that only moves the random stream may be kept, over all the looks at it: 1 in 20 "
-        "(a bound: about 1.3% is measured)"
+        0.05,
+        "the most a change that only moves the random stream may be kept, over all the looks at it: 1 in 20 "
+        "(a bound: about 1.3% is measured)",
     )
     min_pairs: int = _field(2, "paired runs before a keep (one run cannot tell a gain from a wider spread)")
     max_pairs: int = _field(8, "paired runs of a candidate at most; not kept by then, it is discarded")

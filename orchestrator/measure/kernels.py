@@ -430,7 +430,7 @@ def select(folder: Path) -> tuple[list[Kernel], dict[str, str]]:
     refused: dict[str, str] = {}
     nodes = constants = 0
     entries = sorted(os.listdir(folder)) if folder.is_dir() else []
-    for entry in entries[: MAX_ENTRIES]:
+    for entry in entries[:MAX_ENTRIES]:
         if not entry.endswith(".cpp"):
             if not (entry.startswith("lib") and entry.endswith(".so")):
                 refused[entry] = "not a kernel source"
@@ -444,11 +444,7 @@ def select(folder: Path) -> tuple[list[Kernel], dict[str, str]]:
         except Refused as e:
             refused[entry] = str(e)
             continue
-        if (
-            len(kept) == MAX_KERNELS
-            or nodes + kernel.nodes > MAX_NODES
-            or constants + kernel.constants > MAX_CONSTANTS
-        ):
+        if len(kept) == MAX_KERNELS or nodes + kernel.nodes > MAX_NODES or constants + kernel.constants > MAX_CONSTANTS:
             refused[entry] = f"over the caps ({MAX_KERNELS} kernels, {MAX_NODES} nodes, {MAX_CONSTANTS} literals)"
             continue
         kept.append(kernel)
