@@ -284,31 +284,24 @@ def build_model(config: dict, seed: int = 0) -> GPT:
 # ---------------------------------------------------------------------------------------------
 # Optimizer and schedules
 # ---------------------------------------------------------------------------------------------
+def state_value(name: str) -> property:
+    """An optimizer hyperparameter kept in its state as an array: a compiled update takes the state as an input,
+    so a value written between steps reaches it (a plain attribute would be frozen into the graph)."""
+    return property(lambda self: self.state[name], lambda self, value: self.state.__setitem__(name, mx.array(value)))
+
+
 class Muon(optim.Muon):
     """MLX's Muon with decoupled weight decay (p -= lr * wd * p, as nanochat) instead of its L2
     term, which orthogonalisation would mostly erase. Schedules write `learning_rate`,
     `momentum` and `decoupled_weight_decay`; all three live in the optimizer's state (arrays, as
     MLX keeps `learning_rate`), so the compiled update reads their values of the moment."""
 
+    momentum = state_value("momentum")
+    decoupled_weight_decay = state_value("decoupled_weight_decay")
+
     def __init__(self, learning_rate: float, momentum: float, weight_decay: float):
         super().__init__(learning_rate, momentum=momentum, weight_decay=0.0, nesterov=True)
         self.decoupled_weight_decay = weight_decay
-
-    @property
-    def momentum(self) -> mx.array:
-        return self.state["momentum"]
-
-    @momentum.setter
-    def momentum(self, value: float) -> None:
-        self.state["momentum"] = mx.array(value)
-
-    @property
-    def decoupled_weight_decay(self) -> mx.array:
-        return self.state["decoupled_weight_decay"]
-
-    @decoupled_weight_decay.setter
-    def decoupled_weight_decay(self, value: float) -> None:
-        self.state["decoupled_weight_decay"] = mx.array(value)
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         decay = self.learning_rate.astype(parameter.dtype) * self.decoupled_weight_decay * parameter
