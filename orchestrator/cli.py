@@ -428,18 +428,20 @@ def stop(tag, program, state_dir) -> None:
     from . import report, tables
 
     state, db = state_paths(state_dir)
-    if not held_locks(state, tag, program):  # a running daemon holds its lock, even before it reaches the ledger
-        if not db.exists():
-            tables.say(f"nothing to stop: no ledger at {db}")
-            return
+    held = held_locks(state, tag, program)  # a running daemon holds its lock, even before it reaches the ledger
+    if not db.exists() and not held:
+        tables.say(f"nothing to stop: no ledger at {db}")
+        return
+    found = []
+    if db.exists():  # read even when a lock is held: a damaged ledger is one clear line, not a traceback
         con = report.connect(db)
         try:
-            found = report.campaigns(con, tag, program)
+            found = report.campaigns(con) if held else report.campaigns(con, tag, program)
         finally:
             con.close()
-        if not any(c["status"] == "running" for c in found):
-            tables.say(f"nothing to stop: no campaign {'of those ' if tag or program else ''}is running")
-            return
+    if not held and not any(c["status"] == "running" for c in found):
+        tables.say(f"nothing to stop: no campaign {'of those ' if tag or program else ''}is running")
+        return
     from . import daemon  # loaded only when there is a daemon to signal (or a dead one to mark)
 
     for m in daemon.stop(state, tag, program):
