@@ -113,13 +113,29 @@ def test_short_windows_really_limit_context():
 
 @pytest.mark.parametrize("mask", ["band", "causal", None])
 @pytest.mark.parametrize("kv_ratio", [1, 2])
-def test_cpu_attention_equals_mlx_fused_attention(mask, kv_ratio):
-    """The CPU's written-out attention (`softmax_attention`, for speed) computes what MLX's own does."""
-    q = mx.random.normal((2, 4, 32, 16), key=mx.random.key(1))
-    k, v = (mx.random.normal((2, 4 // kv_ratio, 32, 16), key=mx.random.key(s)) for s in (2, 3))
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cpu_attention_equals_mlx_fused_attention(mask, kv_ratio, compiled):
+    """The CPU's written-out attention (`softmax_attention`, for speed: no max, row sums from a matmul, a gradient of
+    its own) computes what MLX's own does, forward and backward, on RMS-normalised q and k as the model gives it."""
+    q = train.norm(mx.random.normal((2, 4, 32, 16), key=mx.random.key(1)))
+    k = train.norm(mx.random.normal((2, 4 // kv_ratio, 32, 16), key=mx.random.key(2)))
+    v = mx.random.normal((2, 4 // kv_ratio, 32, 16), key=mx.random.key(3))
+    dy = mx.random.normal((2, 4, 32, 16), key=mx.random.key(4))
     m = train.attention_mask(32, 8) if mask == "band" else mask
-    want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=m)
-    np.testing.assert_allclose(np.array(train.softmax_attention(q, k, v, 0.25, m)), np.array(want), atol=1e-5)
+
+    def value_and_grads(attention):
+        f = mx.value_and_grad(lambda q, k, v: (attention(q, k, v) * dy).sum(), argnums=(0, 1, 2))
+        return (mx.compile(f) if compiled else f)(q, k, v)
+
+    got = value_and_grads(lambda q, k, v: train.softmax_attention(q, k, v, 0.25, m))
+    want = value_and_grads(lambda q, k, v: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=m))
+    np.testing.assert_allclose(got[0].item(), want[0].item(), rtol=1e-5)
+    for name, g, w in zip("qkv", got[1], want[1]):
+        np.testing.assert_allclose(np.array(g), np.array(w), atol=1e-5, err_msg=f"gradient of {name}")
+    y = train.softmax_attention(q, k, v, 0.25, m)
+    np.testing.assert_allclose(
+        np.array(y), np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=m)), atol=1e-5
+    )
 
 
 def test_attention_scale_is_one_over_sqrt_head_dim():
