@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, TRAINED_BUDGET_S, edit_constant, make_spec, run_module
@@ -149,6 +150,25 @@ def test_cli_evaluate_scores_a_hand_run_training(measured, stdlib, tmp_path):
     assert got["val_bpb"] == pytest.approx(result.scores.val_bpb, rel=1e-4) and got["test_bpb"] == pytest.approx(
         result.scores.test_bpb, rel=1e-4
     )
+
+
+def test_requests_larger_than_a_pipe_buffer_are_answered(trained_run, stdlib, tmp_path):
+    """16 rows of 1,100 tokens are 70 KB, more than a pipe holds. The scorer once sent a second request while the
+    model process was writing its first answer: each waited for the other, and every candidate with SEQ_LEN >= 1024
+    (and the GPU's default, 2,048) ended "sent no logits within 30s"."""
+    from orchestrator.measure import experiment
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("model.safetensors", "model_config.json"):
+        (run_dir / name).write_bytes((trained_run / name).read_bytes())
+    vocab = json.loads((stdlib.prepared / "meta.json").read_text())["vocab_size"]
+    model = experiment.SandboxedModel(make_spec(ROOT, run_dir, stdlib), lambda: False, lambda p, q: None, vocab)
+    try:
+        answers = [a.shape for a in model.logits(np.full((16, 1100), i, dtype=np.int32) for i in range(3))]
+    finally:
+        model.close()
+    assert answers == [(16, 1100, vocab)] * 3, model.reason
 
 
 def test_a_model_process_that_trains_before_its_first_logits_is_cut_off(

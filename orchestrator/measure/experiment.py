@@ -591,18 +591,21 @@ class SandboxedModel:
                 return
 
     def logits(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Send one batch ahead, so the model computes the next while the scorer reduces this one."""
-        pending = 0
+        """Each batch's logits in turn. The next batch is sent as soon as an answer has been read, so the model
+        computes it while the scorer reduces that answer; never before: a model process writing an answer reads no
+        request, so a second request larger than a pipe's buffer (16 rows of 1,024 tokens, or the GPU's 2,048) would
+        wait for it while it waited for the scorer to read."""
         try:
+            batches = iter(batches)
+            batch = next(batches, None)
+            if batch is None:
+                return
+            self.send(batch)
             for batch in batches:
+                answer = self.receive()
                 self.send(batch)
-                pending += 1
-                if pending == 2:
-                    yield self.receive()
-                    pending -= 1
-            while pending:
-                yield self.receive()
-                pending -= 1
+                yield answer
+            yield self.receive()
         except (BrokenPipeError, EOFError, OSError):
             self.proc.wait()
             raise ModelDied(*self.died()) from None
