@@ -155,7 +155,7 @@ def test_cli_evaluate_scores_a_hand_run_training(measured, stdlib, tmp_path):
 def test_requests_larger_than_a_pipe_buffer_are_answered(trained_run, stdlib, tmp_path):
     """16 rows of 1,100 tokens are 70 KB, more than a pipe holds. The scorer once sent a second request while the
     model process was writing its first answer: each waited for the other, and every candidate with SEQ_LEN >= 1024
-    (and the GPU's default, 2,048) ended "sent no logits within 30s"."""
+    ended "sent no logits within 30s" (by the same arithmetic, the GPU's default of 2,048 too)."""
     from orchestrator.measure import experiment
 
     run_dir = tmp_path / "run"
